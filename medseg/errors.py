@@ -1,0 +1,59 @@
+"""Errors a user can act on.
+
+Every message names the offending path or value, what was found, what was expected and how
+to fix it. The CLI prints ``error: <message>`` and exits with code 2; ``--debug`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+
+class MedsegError(Exception):
+    """Base class for every error caused by user input (files, configs, arguments)."""
+
+
+class InputNotFoundError(MedsegError):
+    """A path given by the user does not exist or holds nothing readable."""
+
+
+class UnsupportedFormatError(MedsegError):
+    """A file or folder is not in a format medseg can read or write."""
+
+
+class CorruptFileError(MedsegError):
+    """A file exists but cannot be decoded (truncated, not what its extension says)."""
+
+
+class DicomSeriesError(MedsegError):
+    """A DICOM folder is ambiguous (several series) or inconsistent (missing slices, mixed sizes)."""
+
+
+class DimensionError(MedsegError):
+    """An array has the wrong number of dimensions (e.g. 4D where 3D is expected)."""
+
+
+class GeometryMismatchError(MedsegError):
+    """Two volumes that must share a voxel grid (image/mask, channels) do not."""
+
+
+class OverwriteError(MedsegError):
+    """An output would overwrite an input or an existing file without permission."""
+
+
+class DatasetError(MedsegError):
+    """A training dataset is malformed (missing labels, bad manifest, inconsistent cases)."""
+
+
+class ConfigError(MedsegError):
+    """A config file or ``--set`` override has unknown keys or invalid values."""
+
+
+class CheckpointError(MedsegError):
+    """A checkpoint or exported model cannot be loaded or lacks required metadata."""
+
+
+class UnknownNameError(MedsegError, KeyError):
+    """A name looked up in a registry (model, loss, transform) does not exist."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""

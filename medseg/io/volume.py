@@ -1,0 +1,139 @@
+"""``Volume``: a voxel array with its geometry.
+
+Conventions used everywhere in medseg:
+
+* ``array`` is indexed ``[i, j, k]`` in the file's own voxel order (nibabel's order; for a
+  DICOM series ``i`` = column, ``j`` = row, ``k`` = slice sorted along the slice normal).
+  Reading never reorients silently; :meth:`Volume.to_canonical` does it on request.
+* ``affine`` is a 4x4 matrix mapping voxel indices ``(i, j, k, 1)`` to world coordinates in
+  millimetres, **RAS+** as in nibabel: +x towards the patient's Right, +y Anterior,
+  +z Superior. ITK and DICOM use LPS+; readers and writers convert at the boundary by
+  negating the first two rows.
+* ``spacing`` is the voxel size in mm along ``i, j, k`` (the column norms of the affine).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from medseg.errors import DimensionError, GeometryMismatchError
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclasses.dataclass(eq=False)
+class Volume:
+    """A 3D scan or mask and its geometry.
+
+    Attributes:
+        array: voxel values, shape ``(I, J, K)``; a multi-channel case is a list of Volumes.
+        affine: 4x4 voxel-to-world matrix, RAS+ millimetres.
+        metadata: non-identifying facts (``modality``, ``source``, ``format``,
+            ``series_description``, ``rescale`` ...). JSON-serialisable values only.
+        identifiers: patient identifiers (DICOM PatientName/PatientID/...). Never logged or
+            shown unless the user explicitly asks; excluded from ``repr``.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    identifiers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.affine = np.asarray(self.affine, dtype=np.float64)
+        if self.affine.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got {self.affine.shape}")
+        if self.array.ndim != 3:
+            source = self.metadata.get("source", "<array>")
+            raise DimensionError(
+                f"{source}: expected a 3D volume, found shape {self.array.shape}; "
+                "pick one channel/time point (e.g. `medseg convert --channel N`) first"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"Volume(shape={self.shape}, spacing={tuple(round(s, 4) for s in self.spacing)}, "
+            f"orientation={''.join(self.orientation)}, dtype={self.array.dtype}, "
+            f"modality={self.metadata.get('modality', 'unknown')})"
+        )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along ``i, j, k``."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+    @property
+    def orientation(self) -> tuple[str, str, str]:
+        """Anatomical direction each array axis points to, e.g. ``('L', 'P', 'S')``."""
+        return nib.orientations.aff2axcodes(self.affine)
+
+    @property
+    def origin(self) -> np.ndarray:
+        """World position (RAS mm) of the centre of voxel ``(0, 0, 0)``."""
+        return self.affine[:3, 3].copy()
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in millilitres (1 mL = 1000 mm^3)."""
+        return float(abs(np.linalg.det(self.affine[:3, :3])) / 1000.0)
+
+    def with_array(self, array: np.ndarray, **metadata: Any) -> Volume:
+        """A new Volume on the same grid holding ``array`` (e.g. a mask for this scan)."""
+        if tuple(array.shape) != self.shape:
+            raise GeometryMismatchError(
+                f"array of shape {tuple(array.shape)} does not fit the grid {self.shape} of "
+                f"{self.metadata.get('source', 'the reference volume')}"
+            )
+        meta = {k: v for k, v in self.metadata.items() if k in ("source", "format")}
+        meta.update(metadata)
+        return Volume(array, self.affine.copy(), meta)
+
+    def same_grid(self, other: Volume, atol: float = 1e-3) -> bool:
+        """True when both volumes share shape and affine (within ``atol`` mm)."""
+        return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
+
+    def to_canonical(self) -> Volume:
+        """Reorient (axis permutation and flips only, no resampling) to RAS+ voxel order."""
+        return self.reoriented(("R", "A", "S"))
+
+    def reoriented(self, axcodes: tuple[str, str, str] | str) -> Volume:
+        """The same image with its array axes permuted/flipped to point along ``axcodes``.
+
+        Pure index shuffling (lossless); the affine is updated so every voxel keeps its
+        world position. ``vol.reoriented(vol.orientation)`` is the identity.
+        """
+        ornt = nib.orientations.ornt_transform(
+            nib.orientations.io_orientation(self.affine),
+            nib.orientations.axcodes2ornt(tuple(axcodes)),
+        )
+        array = nib.orientations.apply_orientation(self.array, ornt)
+        affine = self.affine @ nib.orientations.inv_ornt_aff(ornt, self.shape)
+        return Volume(np.ascontiguousarray(array), affine, dict(self.metadata), dict(self.identifiers))
+
+
+def check_same_grid(reference: Volume, other: Volume, what: str = "mask") -> None:
+    """Raise :class:`GeometryMismatchError` unless ``other`` lies on ``reference``'s grid."""
+    ref_src = reference.metadata.get("source", "image")
+    other_src = other.metadata.get("source", what)
+    if reference.shape != other.shape:
+        raise GeometryMismatchError(
+            f"{other_src}: {what} shape {other.shape} differs from {ref_src} shape "
+            f"{reference.shape}; both must share one voxel grid (resample the {what} onto the "
+            "image, e.g. with 3D Slicer or SimpleITK, or check you paired the right files)"
+        )
+    if not np.allclose(reference.affine, other.affine, atol=1e-3):
+        raise GeometryMismatchError(
+            f"{other_src}: {what} geometry differs from {ref_src} (origin "
+            f"{np.round(other.origin, 3).tolist()} vs {np.round(reference.origin, 3).tolist()} mm, "
+            f"orientation {''.join(other.orientation)} vs {''.join(reference.orientation)}, "
+            f"spacing {np.round(other.spacing, 4).tolist()} vs "
+            f"{np.round(reference.spacing, 4).tolist()}); they must share one voxel grid"
+        )
