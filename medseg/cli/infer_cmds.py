@@ -1,9 +1,191 @@
-"""CLI commands (infer). Placeholder until its issue lands: registers nothing yet."""
+"""CLI commands ``medseg predict``, ``medseg evaluate`` and ``medseg export``: thin wrappers
+over :mod:`medseg.inference`. Heavy imports happen inside the commands (fast ``--help``)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
+
+from medseg import RESEARCH_USE_NOTICE
+
+
+def _parse_axes(text: str | None) -> tuple[int, ...] | None:
+    from medseg.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        axes = tuple(int(a) for a in text.split(","))
+    except ValueError:
+        axes = ()
+    if not axes or any(a not in (0, 1, 2) for a in axes):
+        raise ConfigError(f"--axes {text!r}: expected canonical axes like 2 or 0,1,2")
+    return axes
+
+
+def _dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as set by torchrun; (0, 1, 0) otherwise."""
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def predict(
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="NIfTI/NRRD/MHA files, DICOM series folders, or folders of cases (CASE_0000.nii.gz ...).",
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
+    model: Path | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Checkpoint (.pt) or export (.onnx / TorchScript .pt); default: bundled demo model.",
+    ),
+    tta: bool = typer.Option(False, "--tta", help="Average over in-plane flips (4x slower)."),
+    axes: str | None = typer.Option(
+        None, "--axes", help="Ensemble over canonical axes, e.g. 0,1,2."
+    ),
+    save_probabilities: bool = typer.Option(
+        False, "--save-probabilities", help="Also write <case>_probabilities.nii.gz."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo cases that are already done."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Slices per forward pass."),
+    series: str | None = typer.Option(
+        None, "--series", help="SeriesInstanceUID when DICOM folders hold several series."
+    ),
+    min_lesion_ml: float | None = typer.Option(
+        None, "--min-lesion-ml", min=0, help="Remove components smaller than this (mL)."
+    ),
+    largest_component: bool = typer.Option(
+        False, "--largest-component", help="Keep only the largest component per class."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> int:
+    """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
+    import torch.distributed as dist
+
+    from medseg.inference import PostprocessConfig, Predictor, default_model_path
+    from medseg.inference.batch import (
+        collect_failures,
+        discover_cases,
+        merge_summary,
+        predict_cases,
+    )
+
+    rank, world_size, local_rank = _dist_env()
+    if world_size > 1 and device in ("auto", "cuda"):
+        import torch
+
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    postprocess = PostprocessConfig(
+        largest_component=largest_component, min_component_ml=min_lesion_ml
+    )
+    predictor = Predictor.load(
+        model or default_model_path(), device=device, tta=tta, axes=_parse_axes(axes),
+        batch_size=batch_size, postprocess=postprocess,
+    )  # fmt: skip
+    cases = discover_cases(inputs)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    try:
+        result = predict_cases(
+            predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
+            series=series, rank=rank, world_size=world_size, progress=not quiet,
+        )  # fmt: skip
+        if world_size > 1:
+            dist.barrier()
+        if rank == 0:
+            summary = merge_summary(cases, output)
+        if world_size > 1:
+            dist.barrier()  # rank 0's summary is complete before anyone reads failures
+        failures = collect_failures(cases, output)
+    finally:
+        if world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    if rank == 0:
+        typer.echo(
+            f"{len(cases)} case(s): {len(result.done)} predicted, {len(result.skipped)} already done "
+            f"(--overwrite to redo){' on rank 0' if world_size > 1 else ''}, {len(failures)} failed; "
+            f"summary: {summary}"
+        )
+        for case, error in failures:
+            typer.echo(f"failed: {case}: {error}", err=True)
+        typer.echo(RESEARCH_USE_NOTICE)
+    return 1 if failures else 0
+
+
+def evaluate(
+    prediction: Path = typer.Argument(..., help="Predicted mask file or folder."),
+    reference: Path = typer.Argument(..., help="Reference (ground-truth) mask file or folder."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Per-case CSV (summary beside it as *_summary.csv)."
+    ),
+    labels: list[str] | None = typer.Option(
+        None,
+        "--labels",
+        help="Labels to score: 1 / 1,2,4 (separate classes) or region=1,2,3,4; repeatable.",
+    ),
+) -> None:
+    """Dice, IoU, HD95 and ASSD (mm), volume difference and lesion detection per class."""
+    import pandas as pd
+
+    from medseg.inference.evaluation import evaluate_paths, parse_labels
+
+    per_case, summary = evaluate_paths(prediction, reference, parse_labels(labels), output)
+    columns = [
+        "case",
+        "class",
+        "dice",
+        "iou",
+        "hd95_mm",
+        "assd_mm",
+        "volume_diff_ml",
+        "tp",
+        "fn",
+        "fp",
+    ]
+    with pd.option_context(
+        "display.width", 160, "display.max_columns", 30, "display.float_format", "{:.4f}".format
+    ):
+        typer.echo(per_case[columns].to_string(index=False))
+        typer.echo("\nsummary (mean over cases; nan distances excluded):")
+        keep = ["class", "cases", "dice_mean", "dice_std", "iou_mean", "hd95_mm_mean", "assd_mm_mean",
+                "volume_diff_ml_mean", "tp", "fn", "fp", "lesion_sensitivity"]  # fmt: skip
+        typer.echo(summary[keep].to_string(index=False))
+    if output is not None:
+        typer.echo(f"wrote {output} and {output.name.removesuffix('.csv')}_summary.csv")
+    typer.echo(RESEARCH_USE_NOTICE)
+
+
+def export(
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Output file (.onnx or .pt for TorchScript)."
+    ),
+    fmt: str = typer.Option(..., "--format", "-f", help="torchscript or onnx."),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="Checkpoint (.pt); default: bundled demo model."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+) -> None:
+    """Export a checkpoint to TorchScript or ONNX with its preprocessing and class metadata."""
+    from medseg.inference import default_model_path
+    from medseg.inference.export import export_model
+
+    meta = export_model(model or default_model_path(), output, fmt, overwrite=overwrite)  # type: ignore[arg-type]
+    typer.echo(
+        f"wrote {output} ({fmt}); max |logit difference| vs PyTorch on CPU: {meta['max_abs_diff']:.2e}; "
+        f"classes: {', '.join(meta['class_names'])}"
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's subcommands to the medseg app."""
+    app.command("predict")(predict)
+    app.command("evaluate")(evaluate)
+    app.command("export")(export)

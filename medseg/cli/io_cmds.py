@@ -1,9 +1,96 @@
-"""CLI commands (io). Placeholder until its issue lands: registers nothing yet."""
+"""CLI commands ``medseg info`` and ``medseg convert``: thin wrappers over :mod:`medseg.io`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from medseg import RESEARCH_USE_NOTICE
+
+SERIES_HELP = "SeriesInstanceUID (a unique prefix or the description works) when a DICOM folder holds several series."
+CHANNEL_HELP = "Index along the 4th axis of a 4D file (e.g. 0 for the first modality)."
+
+
+def info(
+    path: Path = typer.Argument(
+        ..., help="NIfTI / NRRD / MHA file, DICOM folder or DICOM(-SEG) file."
+    ),
+    series: str | None = typer.Option(None, "--series", help=SERIES_HELP),
+    channel: int | None = typer.Option(None, "--channel", help=CHANNEL_HELP),
+    show_identifiers: bool = typer.Option(
+        False,
+        "--show-identifiers",
+        help="Also print DICOM patient identifiers (hidden by default).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of text."),
+) -> None:
+    """Shape, spacing, orientation, intensities and mask labels (mL) of a scan; no patient identifiers."""
+    from medseg.io import list_dicom_series, read_volume
+    from medseg.io.info import describe, format_info
+
+    if path.is_dir() and series is None:
+        found = list_dicom_series(path)
+        images = [s for s in found if s["modality"] not in ("SEG", "RTSTRUCT", "SR")]
+        if len(images) > 1:
+            _print_series(path, found, as_json)
+            return
+    volume = read_volume(path, series=series, channel=channel)
+    data = describe(volume, show_identifiers=show_identifiers)
+    if as_json:
+        data["notice"] = RESEARCH_USE_NOTICE
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        typer.echo(format_info(data))
+        typer.echo(RESEARCH_USE_NOTICE)
+
+
+def _print_series(path: Path, found: list[dict], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"source": str(path), "series": found}, indent=2))
+        return
+    typer.echo(f"{path} holds {len(found)} DICOM series:")
+    for s in found:
+        uid = s["uid"] or f"{s['key']} (no SeriesInstanceUID)"
+        typer.echo(
+            f"  {uid}  '{s['description']}'  {s['modality']}  {s['n_files']} file(s)  "
+            f"{s['rows']}x{s['columns']}"
+        )
+    typer.echo("pick one with --series UID (a unique UID prefix or the description also works)")
+
+
+def convert(
+    input: Path = typer.Argument(..., help="DICOM folder/file, NIfTI, NRRD, MHA/MHD or DICOM-SEG."),
+    output: Path = typer.Argument(
+        ..., help="Output file: .nii.gz (default choice), .nii, .nrrd or .mha."
+    ),
+    series: str | None = typer.Option(None, "--series", help=SERIES_HELP),
+    channel: int | None = typer.Option(None, "--channel", help=CHANNEL_HELP),
+    canonical: bool = typer.Option(
+        False,
+        "--canonical",
+        help="Reorient to RAS voxel order first (lossless axis flips/permutations).",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace OUTPUT if it exists (never the input)."
+    ),
+) -> None:
+    """Convert a scan or mask to NIfTI (or NRRD/MHA) keeping its exact geometry."""
+    from medseg.io import read_volume, write_volume
+
+    volume = read_volume(input, series=series, channel=channel)
+    if canonical:
+        volume = volume.to_canonical()
+    written = write_volume(volume, output, overwrite=overwrite)
+    spacing = " x ".join(f"{s:g}" for s in volume.spacing)
+    typer.echo(
+        f"wrote {written}: shape {volume.shape}, spacing {spacing} mm, "
+        f"orientation {''.join(volume.orientation)}, dtype {volume.array.dtype}"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's subcommands to the medseg app."""
+    """Add ``info`` and ``convert`` to the medseg app."""
+    app.command("info")(info)
+    app.command("convert")(convert)

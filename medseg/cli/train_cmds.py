@@ -1,9 +1,82 @@
-"""CLI commands (train). Placeholder until its issue lands: registers nothing yet."""
+"""CLI command ``medseg train`` (a thin wrapper over :func:`medseg.engine.trainer.train`).
+
+Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m medseg train CONFIG.yaml ...``.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
+from pathlib import Path
+
 import typer
+
+from medseg.errors import ConfigError
+
+RESUME_LAST = "__last__"
+
+
+def train_command(
+    config: str = typer.Argument(
+        ..., help="Training config YAML (or a shipped config name: sample, brats_2d)."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Run folder (default: runs/<name>-<timestamp>)."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a config key, e.g. --set train.epochs=2 (repeatable)."
+    ),
+    resume: str | None = typer.Option(
+        None,
+        "--resume",
+        is_flag=False,
+        flag_value=RESUME_LAST,
+        help="Continue a run: a run folder or checkpoint; alone, the --output folder's last.pt.",
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda or auto (default: the config's device)."
+    ),
+) -> None:
+    """Train a segmentation model; writes config, metrics, curves, overlays and checkpoints."""
+    from medseg import RESEARCH_USE_NOTICE
+    from medseg.engine.config import load_config
+    from medseg.engine.distributed import DistInfo
+    from medseg.engine.trainer import train
+
+    if device is not None and device not in ("cpu", "cuda", "auto"):
+        raise ConfigError(f"--device {device!r}: expected cpu, cuda or auto")
+    if resume == RESUME_LAST:
+        if output is None:
+            raise ConfigError(
+                "--resume without a path needs --output RUN_DIR (the run to continue); "
+                "or pass --resume RUN_DIR"
+            )
+        resume = str(output)
+    info = DistInfo.from_env()
+    if not info.is_main:  # only rank 0 talks to the user
+        logging.getLogger().setLevel(logging.WARNING)
+    cfg = load_config(config, overrides)
+    result = train(cfg, output=output, resume=resume, device=device, info=info)
+    if not info.is_main:
+        return
+    if result.interrupted:
+        typer.echo(
+            f"interrupted after {result.epochs_completed} complete epoch(s); saved "
+            f"{result.run_dir / 'checkpoints' / 'last.pt'}; continue with "
+            f"`medseg train {config} --resume {result.run_dir}`",
+            err=True,
+        )
+        sys.exit(130)
+    best = "n/a (no validation cases)" if result.best_epoch == 0 else (
+        f"{result.best_metric:.4f} at epoch {result.best_epoch}"
+    )
+    typer.echo(
+        f"run folder: {result.run_dir}\nepochs: {result.epochs_completed}"
+        f"{' (early stopping)' if result.stopped_early else ''}\n"
+        f"best validation mean Dice (per volume, 3D): {best}\n{RESEARCH_USE_NOTICE}"
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's subcommands to the medseg app."""
+    app.command("train")(train_command)

@@ -1,9 +1,64 @@
-"""CLI commands (view). Placeholder until its issue lands: registers nothing yet."""
+"""CLI command ``medseg view``: start the Streamlit viewer (a thin wrapper over
+:func:`medseg.viewer.launch.launch`)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def view(
+    path: Path | None = typer.Argument(
+        None,
+        help="Scan to open (NIfTI file, DICOM series folder, NRRD/MHA). "
+        "Default: the last sample brain case with its ground truth.",
+    ),
+    port: int | None = typer.Option(None, "--port", help="Local port (default: Streamlit's 8501)."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Server-side folder users may browse; never left."
+    ),
+    gt: Path | None = typer.Option(None, "--gt", help="Ground-truth mask for PATH (same grid)."),
+    model: Path | None = typer.Option(
+        None, "--model", help="Checkpoint/export to predict with (default: the bundled model)."
+    ),
+    runs_dir: Path | None = typer.Option(
+        None,
+        "--runs-dir",
+        help="Folder of training runs whose checkpoints are offered (default: ./runs).",
+    ),
+    device: str = typer.Option(
+        "auto", "--device", help="Inference device: auto, cpu, cuda, cuda:1."
+    ),
+    no_browser: bool = typer.Option(
+        False, "--no-browser", help="Do not open a browser tab (servers, SSH sessions)."
+    ),
+) -> None:
+    """Open the viewer: scans with predicted masks, slice by slice, in your browser.
+
+    Research use only. Stop the server with Ctrl-C.
+    """
+    from medseg.errors import MedsegError
+    from medseg.viewer.launch import ViewerConfig, default_sample_root, launch
+
+    config = ViewerConfig(
+        path=path,
+        gt=gt,
+        data_root=data_root,
+        model=model,
+        runs_dir=runs_dir if runs_dir is not None else Path.cwd() / "runs",
+        sample_root=default_sample_root(),
+        device=device,
+    )
+    if gt is not None and path is None:
+        raise MedsegError(
+            f"--gt {gt} given without a scan; pass the scan too: medseg view SCAN --gt {gt}"
+        )
+    code = launch(config, port=port, open_browser=not no_browser)
+    if code not in (0, -2, 130):  # Ctrl-C is a normal way to stop the server
+        raise typer.Exit(code)
+
+
 def register(app: typer.Typer) -> None:
-    """Add this module's subcommands to the medseg app."""
+    """Add ``medseg view`` to the medseg app."""
+    app.command("view")(view)

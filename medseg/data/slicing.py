@@ -43,7 +43,9 @@ def label_slice(label: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.ascontiguousarray(np.take(label, index, axis=axis))
 
 
-def slices_with_foreground(label: np.ndarray, axis: int, ignore_label: int | None = None) -> np.ndarray:
+def slices_with_foreground(
+    label: np.ndarray, axis: int, ignore_label: int | None = None
+) -> np.ndarray:
     """Indices along ``axis`` of slices containing any foreground (label > 0, not ignored)."""
     fg = label > 0
     if ignore_label is not None:

@@ -1,4 +1,4 @@
-"""Volume I/O with exact geometry: NIfTI, DICOM series, NRRD/MHA/MHD -> :class:`Volume`.
+"""Volume I/O with exact geometry: NIfTI, DICOM series, DICOM-SEG, NRRD/MHA/MHD -> :class:`Volume`.
 
 See ``docs/io.md`` for the conventions (array order ``[i, j, k]``, RAS+ affine in mm).
 """
@@ -9,42 +9,109 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import InputNotFoundError, UnsupportedFormatError
+from medseg.errors import InputNotFoundError, OverwriteError, UnsupportedFormatError
+from medseg.io.atomic import check_not_input
+from medseg.io.dicom import read_dicom_file, read_dicom_folder
+from medseg.io.dicom_seg import read_dicom_seg
+from medseg.io.dicom_series import is_dicom_file, list_dicom_series
+from medseg.io.itk import ITK_SUFFIXES, is_itk_file, read_itk, write_itk
 from medseg.io.nifti import is_nifti, read_nifti, write_nifti
+from medseg.io.resample import align_to_grid
 from medseg.io.volume import Volume, check_same_grid
 
-__all__ = ["Volume", "check_same_grid", "read_volume", "write_mask", "write_volume"]
+__all__ = [
+    "Volume",
+    "align_to_grid",
+    "check_same_grid",
+    "list_dicom_series",
+    "read_dicom_seg",
+    "read_volume",
+    "write_mask",
+    "write_volume",
+]
+
+WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 
 
-def read_volume(path: str | Path, *, series: str | None = None, channel: int | None = None) -> Volume:
-    """Read a scan or mask from a NIfTI file, DICOM series folder or NRRD/MHA/MHD file.
+def read_volume(
+    path: str | Path, *, series: str | None = None, channel: int | None = None
+) -> Volume:
+    """Read a scan or mask from NIfTI, a DICOM folder/file, DICOM-SEG or NRRD/MHA/MHD.
 
     Args:
-        path: file or DICOM folder.
-        series: SeriesInstanceUID (or a unique prefix / description) when a DICOM folder
+        path: ``.nii``/``.nii.gz`` file, DICOM series folder, single DICOM file (a DICOM-SEG
+            gives its label map), or ``.nrrd``/``.nhdr``/``.mha``/``.mhd`` file.
+        series: SeriesInstanceUID (or a unique prefix / the description) when a DICOM folder
             holds several series.
-        channel: index along the 4th axis of a 4D NIfTI.
+        channel: index along the 4th axis (or vector component) of a 4D file.
+
+    Returns:
+        A 3D :class:`Volume`: ``array[i, j, k]`` in the file's voxel order, RAS+ affine (mm).
+        Float-stored label maps come back as integers; CT DICOM comes back in HU.
     """
     path = Path(path)
     if not path.exists():
         raise InputNotFoundError(f"{path} does not exist; check the path")
-    if path.is_file() and is_nifti(path):
+    if path.is_dir():
+        return read_dicom_folder(path, series=series)
+    if path.stat().st_size == 0:
+        raise InputNotFoundError(f"{path} is an empty file (0 bytes); copy it again")
+    if is_nifti(path):
         return read_nifti(path, channel=channel)
+    if is_itk_file(path):
+        return read_itk(path, channel=channel)
+    if path.suffix.lower() in (".dcm", ".dicom", ".ima") or is_dicom_file(path):
+        return read_dicom_file(path)
     raise UnsupportedFormatError(
-        f"{path}: unsupported input; expected a .nii/.nii.gz file, a DICOM series folder or a "
-        ".nrrd/.mha/.mhd file"
+        f"{path}: unsupported input (suffix {''.join(path.suffixes) or 'none'}); expected a "
+        ".nii/.nii.gz file, a DICOM series folder or file, or a "
+        f"{'/'.join(ITK_SUFFIXES)} file"
     )
 
 
+def _inputs_of(volume: Volume) -> list[Path]:
+    meta = volume.metadata
+    paths = [Path(p) for p in meta.get("dicom_files", [])]
+    if meta.get("source"):
+        paths.append(Path(meta["source"]))
+    return paths
+
+
 def write_volume(volume: Volume, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``volume`` as NIfTI (``.nii``/``.nii.gz``) with its exact geometry, atomically."""
-    return write_nifti(volume, Path(path), overwrite=overwrite)
+    """Write ``volume`` with its exact geometry, atomically; the suffix picks the format.
+
+    ``.nii.gz``/``.nii`` (default, nibabel: qform = sform = the affine) or ``.nrrd``/``.mha``
+    (SimpleITK, LPS). Refuses to overwrite the volume's own input, or an existing file
+    unless ``overwrite=True``.
+    """
+    path = Path(path)
+    check_not_input(path, _inputs_of(volume))
+    if path.is_dir():
+        raise OverwriteError(f"{path} is a folder; give an output file name such as out.nii.gz")
+    if path.exists() and not overwrite:
+        raise OverwriteError(f"{path} already exists; pass overwrite=True (CLI: --overwrite)")
+    if is_nifti(path):
+        return write_nifti(volume, path, overwrite=overwrite)
+    if path.name.lower().endswith((".nrrd", ".mha")):
+        return write_itk(volume, path)
+    raise UnsupportedFormatError(
+        f"{path}: cannot write this format; use one of {', '.join(WRITE_SUFFIXES)}"
+    )
 
 
 def write_mask(
     mask: np.ndarray, like: Volume, path: str | Path, *, overwrite: bool = False
 ) -> Path:
-    """Write an integer label array on ``like``'s voxel grid (same shape, affine) as NIfTI."""
+    """Write an integer label array on ``like``'s voxel grid (same shape, affine).
+
+    ``mask`` must have ``like.shape`` (array order ``[i, j, k]``); it is stored as uint8
+    (labels 0..255) or int16, so nibabel and SimpleITK both read it back exactly.
+    """
     mask = np.asarray(mask)
+    if mask.dtype.kind == "f" and not np.array_equal(mask, np.round(mask)):
+        raise UnsupportedFormatError(
+            "write_mask got non-integer values (probabilities?); threshold or argmax first, "
+            "or use write_volume for float images"
+        )
     dtype = np.uint8 if mask.size == 0 or (mask.min() >= 0 and mask.max() < 256) else np.int16
     return write_volume(like.with_array(mask.astype(dtype)), path, overwrite=overwrite)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import numpy as np
 from medseg.errors import CorruptFileError, DimensionError, OverwriteError
 from medseg.io.atomic import atomic_path
 from medseg.io.volume import Volume
+
+logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -25,14 +28,17 @@ def read_nifti(path: Path, channel: int | None = None) -> Volume:
     """Read a NIfTI file. A 4D file needs ``channel`` (index along the 4th axis)."""
     try:
         img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        data = _load_data(img)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as err:
         raise CorruptFileError(
             f"{path}: cannot decode NIfTI data ({type(err).__name__}: {err}); the file is "
             "truncated or not a NIfTI file: copy it again from the source"
         ) from err
     except nib.filebasedimages.ImageFileError as err:
-        raise CorruptFileError(f"{path}: not a valid NIfTI file ({err})") from err
+        raise CorruptFileError(
+            f"{path}: not a valid NIfTI file ({err}); the file is truncated or not NIfTI "
+            "despite its extension: copy it again from the source"
+        ) from err
     data = _select_channel(path, data, channel)
     header = img.header
     meta = {
@@ -42,11 +48,86 @@ def read_nifti(path: Path, channel: int | None = None) -> Volume:
         "stored_dtype": str(header.get_data_dtype()),
         "description": _header_text(header, "descrip"),
     }
+    if _itk_would_differ(img):
+        meta["qform_sform_mismatch"] = True
+        logger.warning(
+            "%s: qform and sform disagree (codes %d/%d); medseg and nibabel use the sform, "
+            "ITK-based tools (3D Slicer, SimpleITK) the qform, so they will place this image "
+            "differently. Re-save it with `medseg convert` to make them agree",
+            path,
+            int(header["qform_code"]),
+            int(header["sform_code"]),
+        )
+    labels = float_labels_as_int(data)
+    if labels is not None:
+        meta["labels_stored_as_float"] = True
+        data = labels
     return Volume(data, img.affine, meta)
 
 
+def _itk_would_differ(img: nib.Nifti1Image) -> bool:
+    """True when ITK would pick a different affine than nibabel.
+
+    nibabel uses the sform whenever sform_code > 0; ITK uses it only when sform_code is 1
+    (scanner) or there is no qform, and the qform otherwise.
+    """
+    header = img.header
+    if not hasattr(header, "get_qform"):
+        return False
+    qcode, scode = int(header["qform_code"]), int(header["sform_code"])
+    if qcode == 0 or scode in (0, 1):
+        return False
+    return not np.allclose(header.get_qform(), header.get_sform(), atol=1e-3)
+
+
+def float_labels_as_int(
+    data: np.ndarray, max_labels: int = 256, atol: float = 1e-4
+) -> np.ndarray | None:
+    """``data`` as an integer array when it is a label map stored as float, else None.
+
+    Masks saved as float32 (BraTS ``seg``), or as integers with a scale factor that turns
+    1 into 0.99999997 (BraTS ``brainmask``), would otherwise be treated as intensities: a
+    float array whose values all lie within ``atol`` of whole numbers, with at most
+    ``max_labels`` distinct values, is rounded (uint8 when 0..255, else int16/int32).
+    """
+    if data.dtype.kind != "f" or data.size == 0:
+        return None
+    # a cheap strided look first: a true intensity image fails it without a full pass
+    sample = data.ravel()[:: max(1, data.size // 100_000)]
+    if not _label_like(sample, max_labels, atol):
+        return None
+    if not np.all(np.isfinite(data)):
+        return None
+    rounded = np.round(data)
+    if np.max(np.abs(data - rounded)) > atol:
+        return None
+    lo, hi = float(rounded.min()), float(rounded.max())
+    if lo < -(2**31) or hi >= 2**31 or np.unique(rounded).size > max_labels:
+        return None
+    if lo >= 0 and hi <= 255:
+        return rounded.astype(np.uint8)
+    return rounded.astype(np.int16 if lo >= -32768 and hi <= 32767 else np.int32)
+
+
+def _label_like(values: np.ndarray, max_labels: int, atol: float) -> bool:
+    if not np.all(np.isfinite(values)):
+        return False
+    rounded = np.round(values)
+    return bool(np.max(np.abs(values - rounded)) <= atol) and np.unique(rounded).size <= max_labels
+
+
+def _load_data(img: nib.Nifti1Image) -> np.ndarray:
+    """Voxel data with scaling applied, except an identity scale on integer storage."""
+    proxy = img.dataobj
+    slope = getattr(proxy, "slope", 1.0)
+    inter = getattr(proxy, "inter", 0.0)
+    if img.header.get_data_dtype().kind in "iub" and slope == 1.0 and inter == 0.0:
+        return np.asanyarray(proxy.get_unscaled())  # keeps the stored integer dtype
+    return np.asanyarray(proxy)
+
+
 def _select_channel(path: Path, data: np.ndarray, channel: int | None) -> np.ndarray:
-    while data.ndim > 3 and data.shape[-1] == 1 and channel is None:
+    while data.ndim > 3 and data.shape[-1] == 1 and channel in (None, 0):
         data = data[..., 0]
     if data.ndim == 3:
         if channel not in (None, 0):
@@ -84,7 +165,7 @@ def write_nifti(volume: Volume, path: Path, overwrite: bool = False) -> Path:
         raise OverwriteError(f"{path} already exists; pass overwrite=True (CLI: --overwrite)")
     if not is_nifti(path):
         raise OverwriteError(f"{path}: output must end in .nii or .nii.gz")
-    img = nib.Nifti1Image(np.asarray(volume.array), volume.affine)
+    img = nib.Nifti1Image(_storable(np.asarray(volume.array)), volume.affine)
     img.set_qform(volume.affine, code=1)
     img.set_sform(volume.affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
@@ -93,3 +174,16 @@ def write_nifti(volume: Volume, path: Path, overwrite: bool = False) -> Path:
     with atomic_path(path, suffix=suffix) as tmp:
         nib.save(img, str(tmp))
     return path
+
+
+def _storable(array: np.ndarray) -> np.ndarray:
+    """Cast dtypes NIfTI readers handle badly: bool -> uint8, int64 -> int32 when it fits."""
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if array.dtype in (np.int64, np.uint64) and array.size:
+        lo, hi = int(array.min()), int(array.max())
+        if lo >= 0 and hi <= 255:
+            return array.astype(np.uint8)
+        if lo >= -(2**31) and hi < 2**31:
+            return array.astype(np.int32)
+    return array

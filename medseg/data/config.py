@@ -1,0 +1,206 @@
+"""Typed data-pipeline configuration (parsed once at the entry point).
+
+Every model uses ``extra="forbid"`` so a misspelt key in a YAML config is rejected with the
+offending name instead of silently ignored. Spatial sizes are in pixels of the preprocessed
+grid, angles in degrees, probabilities in [0, 1].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medseg.data.preprocessing import PreprocessingParams
+from medseg.errors import ConfigError, InputNotFoundError
+
+Range = tuple[float, float]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_range(value: Range) -> Range:
+    if value[0] > value[1]:
+        raise ValueError(f"expected (low, high) with low <= high, got {value}")
+    return value
+
+
+class ElasticConfig(_Strict):
+    """Elastic deformation: a coarse grid of random offsets, smoothly (bicubic) upsampled.
+
+    ``spacing`` is the distance in pixels between control points (larger = smoother);
+    ``magnitude`` the range (pixels) from which each sample's offset scale is drawn; offsets
+    are ``N(0, 1) * magnitude`` at each control point (MONAI ``Rand2DElasticd`` semantics).
+    """
+
+    prob: float = Field(0.2, ge=0, le=1)
+    spacing: float = Field(32.0, gt=1)
+    magnitude: Range = (0.0, 4.0)
+
+    _ordered = field_validator("magnitude")(classmethod(lambda cls, v: _check_range(v)))
+
+
+class RotationConfig(_Strict):
+    """In-plane rotation by an angle drawn uniformly from ``[-degrees, degrees]``."""
+
+    prob: float = Field(0.2, ge=0, le=1)
+    degrees: float = Field(15.0, ge=0, le=180)
+
+
+class ScalingConfig(_Strict):
+    """Isotropic zoom by a factor drawn from ``range`` (> 1 enlarges the anatomy)."""
+
+    prob: float = Field(0.2, ge=0, le=1)
+    range: Range = (0.85, 1.25)
+
+    _ordered = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
+
+
+class FlipConfig(_Strict):
+    """Mirror along each in-plane axis ``(H, W)`` with the given probabilities."""
+
+    prob: tuple[float, float] = (0.5, 0.5)
+
+
+class GammaConfig(_Strict):
+    """Gamma on intensities rescaled to [0, 1] (then rescaled back), gamma from ``range``."""
+
+    prob: float = Field(0.3, ge=0, le=1)
+    range: Range = (0.7, 1.5)
+
+    _ordered = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
+
+
+class NoiseConfig(_Strict):
+    """Additive Gaussian noise, standard deviation drawn from ``[0, std]`` (normalised units)."""
+
+    prob: float = Field(0.15, ge=0, le=1)
+    std: float = Field(0.1, ge=0)
+
+
+class BlurConfig(_Strict):
+    """Gaussian blur, sigma (pixels) drawn from ``sigma``."""
+
+    prob: float = Field(0.1, ge=0, le=1)
+    sigma: Range = (0.5, 1.0)
+
+    _ordered = field_validator("sigma")(classmethod(lambda cls, v: _check_range(v)))
+
+
+class BrightnessConfig(_Strict):
+    """Multiply intensities by a factor from ``range``."""
+
+    prob: float = Field(0.15, ge=0, le=1)
+    range: Range = (0.75, 1.25)
+
+    _ordered = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
+
+
+class ContrastConfig(_Strict):
+    """Scale intensities around their mean by a factor from ``range`` (mean kept)."""
+
+    prob: float = Field(0.15, ge=0, le=1)
+    range: Range = (0.75, 1.25)
+
+    _ordered = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
+
+
+class AugmentationConfig(_Strict):
+    """Training-time augmentation. ``backend``: ``"cpu"`` (MONAI dictionary transforms in the
+    DataLoader workers) or ``"batched"`` (:class:`~medseg.data.augmentation.BatchAugmenter` on
+    whole batches on the training device; use it on a GPU)."""
+
+    enabled: bool = True
+    backend: Literal["cpu", "batched"] = "cpu"
+    elastic: ElasticConfig = ElasticConfig()
+    rotation: RotationConfig = RotationConfig()
+    scaling: ScalingConfig = ScalingConfig()
+    flips: FlipConfig = FlipConfig()
+    gamma: GammaConfig = GammaConfig()
+    noise: NoiseConfig = NoiseConfig()
+    blur: BlurConfig = BlurConfig()
+    brightness: BrightnessConfig = BrightnessConfig()
+    contrast: ContrastConfig = ContrastConfig()
+
+
+class DataConfig(_Strict):
+    """Where the data is and how it becomes training samples.
+
+    Attributes:
+        dataset: path to an nnU-Net v2/MSD folder, a CSV/YAML manifest or a plain folder.
+        cache_dir: where preprocessed ``.npy`` volumes are cached; ``None`` =
+            ``~/.cache/medseg/<dataset name>-<hash of its path>`` (never inside the dataset).
+        preprocessing: see :class:`PreprocessingParams`.
+        context: 2.5D half-context ``k`` (the network sees ``C * (2k + 1)`` planes).
+        crop_size: training crop ``(H, W)`` in pixels; ``None`` = whole slices (padded to the
+            largest slice in the batch by the collate function).
+        foreground_ratio: share of training samples drawn from slices containing foreground.
+        samples_per_epoch: training samples per epoch; ``None`` = one per slice.
+        val_fraction: share of patients held out when ``fold`` is ``None``.
+        fold: k-fold cross-validation fold (0-based) or ``None``.
+        num_folds: number of folds when ``fold`` is set.
+        split_seed: seed of the patient-level split.
+        num_workers: DataLoader workers.
+        augmentation: see :class:`AugmentationConfig`.
+    """
+
+    dataset: str
+    cache_dir: str | None = None
+    preprocessing: PreprocessingParams = PreprocessingParams()
+    context: int = Field(0, ge=0)
+    crop_size: tuple[int, int] | None = (256, 256)
+    foreground_ratio: float = Field(0.33, ge=0, le=1)
+    samples_per_epoch: int | None = Field(None, gt=0)
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    fold: int | None = Field(None, ge=0)
+    num_folds: int = Field(5, ge=2)
+    split_seed: int = 0
+    num_workers: int = Field(2, ge=0)
+    augmentation: AugmentationConfig = AugmentationConfig()
+
+    @field_validator("crop_size")
+    @classmethod
+    def _positive_crop(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"crop_size must be positive pixels, got {value}")
+        return value
+
+
+def load_data_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DataConfig:
+    """Read a YAML file holding a ``DataConfig`` (or a training config with a ``data:`` section).
+
+    Raises :class:`ConfigError` naming the bad keys, with the valid ones.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"config {path} does not exist; pass a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+        raw = raw["data"]
+    raw = {**raw, **(overrides or {})}
+    return parse_data_config(raw, source=str(path))
+
+
+def parse_data_config(raw: dict[str, Any], source: str = "config") -> DataConfig:
+    """Validate a dict into a :class:`DataConfig`; errors name each bad key and the fix."""
+    try:
+        return DataConfig.model_validate(raw)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            loc = ".".join(str(p) for p in e["loc"])
+            if e["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{loc}' (check the spelling)")
+            else:
+                problems.append(f"'{loc}': {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError(
+            f"{source}: invalid data config: " + "; ".join(problems) + "; see docs/data.md for "
+            "the keys and their defaults"
+        ) from err

@@ -1,0 +1,426 @@
+"""Deterministic, recorded preprocessing: canonical RAS, in-plane resampling, intensity
+normalisation per modality, label mapping, and the exact inverse back to the source grid.
+
+The :class:`PreprocessingParams` object is saved in every checkpoint
+(``PreprocessingParams.model_dump(mode="json")``) so inference applies exactly the same steps.
+
+Axis conventions: a source volume is ``(I, J, K)`` in its file's voxel order; the
+preprocessed arrays are in canonical RAS voxel order ``(X, Y, Z)`` (0 = R-L, 1 = A-P,
+2 = S-I), optionally resampled in the two axes other than ``slice_axis`` (spacing in mm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from medseg.errors import DatasetError, GeometryMismatchError
+from medseg.io.volume import Volume, check_same_grid
+
+logger = logging.getLogger(__name__)
+
+CANONICAL = ("R", "A", "S")
+
+
+class PreprocessingParams(BaseModel):
+    """Every parameter of preprocessing; saved with checkpoints, re-applied by inference.
+
+    Attributes:
+        modality: ``"ct"`` (clip to an HU window, then z-score with dataset statistics or
+            scale to [-1, 1]), ``"mr"`` (per-case z-score over non-zero voxels), ``"other"``
+            (per-case percentile clip, then z-score over all voxels).
+        channel_names: one name per input channel (e.g. ``["flair", "t1c"]``).
+        slice_axis: canonical RAS axis the model slices along (0 sagittal, 1 coronal, 2 axial).
+        target_spacing: in-plane spacing in mm of the two axes other than ``slice_axis``
+            (in increasing axis order); ``None`` keeps the source spacing.
+        ct_window: HU ``(low, high)`` clip for CT; ``None`` uses the foreground percentiles
+            found by :func:`fit_preprocessing`.
+        clip_percentiles: percentiles (0-100) used for CT windows from data and for ``"other"``.
+        intensity_stats: per channel ``{"mean", "std", "p_low", "p_high"}`` from
+            :func:`fit_preprocessing` (foreground voxels).
+        label_map: source label value -> class index; values not listed keep their value
+            (map them to 0 explicitly to drop them).
+        ignore_label: class index excluded from loss and metrics.
+        class_names: name of each class index (0 = background).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    modality: Literal["ct", "mr", "other"] = "mr"
+    channel_names: list[str] = Field(default_factory=lambda: ["image"])
+    slice_axis: int = Field(2, ge=0, le=2)
+    target_spacing: tuple[float, float] | None = None
+    ct_window: tuple[float, float] | None = None
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    intensity_stats: list[dict[str, float]] | None = None
+    label_map: dict[int, int] | None = None
+    ignore_label: int | None = None
+    class_names: list[str] = Field(default_factory=lambda: ["background", "foreground"])
+
+    @field_validator("target_spacing")
+    @classmethod
+    def _positive_spacing(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and min(value) <= 0:
+            raise ValueError(f"target_spacing must be positive mm values, got {value}")
+        return value
+
+    @field_validator("clip_percentiles", "ct_window")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"expected (low, high) with low < high, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _stats_per_channel(self) -> PreprocessingParams:
+        if self.intensity_stats is not None and len(self.intensity_stats) != len(
+            self.channel_names
+        ):
+            raise ValueError(
+                f"intensity_stats has {len(self.intensity_stats)} entries but there are "
+                f"{len(self.channel_names)} channels {self.channel_names}"
+            )
+        return self
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def inplane_axes(self) -> tuple[int, int]:
+        """The two canonical axes resampled by ``target_spacing`` (increasing order)."""
+        return tuple(a for a in range(3) if a != self.slice_axis)  # type: ignore[return-value]
+
+
+@dataclasses.dataclass
+class GridInfo:
+    """How a preprocessed case relates to its source grid (enough to invert preprocessing).
+
+    Attributes:
+        source_shape: ``(I, J, K)`` of the source file.
+        source_affine: 4x4 RAS voxel-to-world of the source.
+        source_axcodes: orientation of the source axes, e.g. ``("L", "P", "S")``.
+        canonical_shape: ``(X, Y, Z)`` after reorientation, before resampling.
+        canonical_affine: 4x4 affine of the canonical (not resampled) grid.
+        shape: ``(X', Y', Z')`` of the preprocessed arrays (after resampling).
+        affine: 4x4 affine of the preprocessed grid (RAS mm).
+    """
+
+    source_shape: tuple[int, int, int]
+    source_affine: np.ndarray
+    source_axcodes: tuple[str, str, str]
+    canonical_shape: tuple[int, int, int]
+    canonical_affine: np.ndarray
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm of the preprocessed grid along ``X, Y, Z``."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+    @property
+    def resampled(self) -> bool:
+        return self.shape != self.canonical_shape
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (for caches and reports)."""
+        return {
+            "source_shape": list(self.source_shape),
+            "source_affine": self.source_affine.tolist(),
+            "source_axcodes": list(self.source_axcodes),
+            "canonical_shape": list(self.canonical_shape),
+            "canonical_affine": self.canonical_affine.tolist(),
+            "shape": list(self.shape),
+            "affine": self.affine.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GridInfo:
+        return cls(
+            source_shape=tuple(data["source_shape"]),
+            source_affine=np.asarray(data["source_affine"], dtype=np.float64),
+            source_axcodes=tuple(data["source_axcodes"]),
+            canonical_shape=tuple(data["canonical_shape"]),
+            canonical_affine=np.asarray(data["canonical_affine"], dtype=np.float64),
+            shape=tuple(data["shape"]),
+            affine=np.asarray(data["affine"], dtype=np.float64),
+        )
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _resampled_affine(affine: np.ndarray, old: Sequence[int], new: Sequence[int]) -> np.ndarray:
+    # Same convention as F.interpolate(align_corners=False): the new grid covers the same
+    # physical extent; new voxel centre x' sits at old index (x' + 0.5) * n/n' - 0.5.
+    ratio = np.array([o / n for o, n in zip(old, new, strict=True)])
+    scale = np.eye(4)
+    scale[:3, :3] = np.diag(ratio)
+    scale[:3, 3] = 0.5 * ratio - 0.5
+    return affine @ scale
+
+
+def _interpolate(array: np.ndarray, shape: Sequence[int], mode: str) -> np.ndarray:
+    """Resample ``(C, X, Y, Z)`` to ``(C, *shape)``; ``mode`` ``"trilinear"`` or ``"nearest-exact"``."""
+    if tuple(array.shape[1:]) == tuple(shape):
+        return array
+    # torch's interpolate is the fastest CPU resampler available here and its
+    # align_corners=False convention matches _resampled_affine exactly.
+    tensor = torch.from_numpy(np.ascontiguousarray(array))[None]
+    kwargs = {"align_corners": False} if mode == "trilinear" else {}
+    out = F.interpolate(tensor, size=tuple(int(s) for s in shape), mode=mode, **kwargs)
+    return out[0].numpy()
+
+
+def make_grid(reference: Volume, params: PreprocessingParams) -> GridInfo:
+    """The :class:`GridInfo` that :func:`preprocess_image` produces for ``reference``'s grid."""
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(reference.affine), nib.orientations.axcodes2ornt(CANONICAL)
+    )
+    canon_shape = [0, 0, 0]
+    for src_axis, (dst_axis, _flip) in enumerate(ornt):
+        canon_shape[int(dst_axis)] = reference.shape[src_axis]
+    canon_affine = reference.affine @ nib.orientations.inv_ornt_aff(ornt, reference.shape)
+    shape = list(canon_shape)
+    if params.target_spacing is not None:
+        spacing = np.linalg.norm(canon_affine[:3, :3], axis=0)
+        for axis, target in zip(params.inplane_axes, params.target_spacing, strict=True):
+            shape[axis] = max(1, round(shape[axis] * spacing[axis] / target))
+    return GridInfo(
+        source_shape=reference.shape,
+        source_affine=reference.affine.copy(),
+        source_axcodes=tuple(reference.orientation),  # type: ignore[arg-type]
+        canonical_shape=tuple(canon_shape),  # type: ignore[arg-type]
+        canonical_affine=canon_affine,
+        shape=tuple(shape),  # type: ignore[arg-type]
+        affine=_resampled_affine(canon_affine, canon_shape, shape),
+    )
+
+
+def _to_source_order(array: np.ndarray, grid: GridInfo) -> np.ndarray:
+    """Canonical ``(..., X, Y, Z)`` -> source voxel order ``(..., I, J, K)`` (flips/permutes)."""
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(CANONICAL), nib.orientations.axcodes2ornt(grid.source_axcodes)
+    )
+    lead = array.ndim - 3
+    if lead == 0:
+        return np.ascontiguousarray(nib.orientations.apply_orientation(array, ornt))
+    return np.stack([_to_source_order(a, grid) for a in array])
+
+
+# --------------------------------------------------------------------------- intensities
+
+
+def _normalise_channel(
+    data: np.ndarray, params: PreprocessingParams, stats: dict[str, float] | None
+) -> np.ndarray:
+    """Normalise one canonical channel ``(X, Y, Z)`` in place-safe float32."""
+    data = np.nan_to_num(data.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    if params.modality == "ct":
+        if params.ct_window is not None:
+            low, high = params.ct_window
+        elif stats is not None:
+            low, high = stats["p_low"], stats["p_high"]
+        else:
+            low, high = -1000.0, 1000.0  # documented fallback: a wide soft-tissue/bone window
+            logger.warning(
+                "CT without ct_window or fitted statistics: clipping to [-1000, 1000] HU"
+            )
+        data = np.clip(data, low, high)
+        if stats is not None and stats.get("std", 0) > 0:
+            return ((data - stats["mean"]) / stats["std"]).astype(np.float32)
+        return ((data - low) / (high - low) * 2.0 - 1.0).astype(np.float32)
+    if params.modality == "mr":
+        # nnU-Net's MR scheme: z-score over the non-zero (skull-stripped / foreground) voxels,
+        # background stays 0, so padding and background agree.
+        mask = data != 0
+        if mask.sum() < 2:
+            return np.zeros_like(data)
+        values = data[mask]
+        std = float(values.std())
+        out = np.zeros_like(data)
+        out[mask] = (values - float(values.mean())) / max(std, 1e-8)
+        return out
+    low, high = np.percentile(data, params.clip_percentiles)
+    data = np.clip(data, low, high)
+    return ((data - data.mean()) / max(float(data.std()), 1e-8)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def preprocess_image(
+    channels: Sequence[Volume], params: PreprocessingParams
+) -> tuple[np.ndarray, GridInfo]:
+    """Preprocess one case's channels into a float32 array ``(C, X, Y, Z)`` (canonical RAS).
+
+    Steps: check every channel shares one grid; reorient to RAS (lossless); resample the two
+    in-plane axes to ``params.target_spacing`` (trilinear); normalise intensities per
+    ``params.modality``. NaN/Inf become 0.
+    """
+    if len(channels) != len(params.channel_names):
+        raise DatasetError(
+            f"{channels[0].metadata.get('source', 'case') if channels else 'case'}: got "
+            f"{len(channels)} channel(s), expected {len(params.channel_names)} "
+            f"({', '.join(params.channel_names)}); check the dataset's channel list"
+        )
+    for other in channels[1:]:
+        check_same_grid(channels[0], other, what="channel")
+    grid = make_grid(channels[0], params)
+    out = np.empty((len(channels), *grid.shape), dtype=np.float32)
+    for c, vol in enumerate(channels):
+        canon = vol.to_canonical().array.astype(np.float32, copy=False)
+        canon = _interpolate(canon[None], grid.shape, "trilinear")[0]
+        stats = params.intensity_stats[c] if params.intensity_stats else None
+        out[c] = _normalise_channel(canon, params, stats)
+    return out, grid
+
+
+def map_labels(array: np.ndarray, params: PreprocessingParams, source: str = "label") -> np.ndarray:
+    """Round a label array to integers and apply ``params.label_map``; returns int16."""
+    array = np.nan_to_num(np.asarray(array), nan=0.0)
+    if np.issubdtype(array.dtype, np.floating):
+        rounded = np.rint(array)
+        if np.abs(rounded - array).max(initial=0.0) > 1e-3:
+            raise DatasetError(
+                f"{source}: label has non-integer values (e.g. {float(array[np.abs(rounded - array) > 1e-3][0]):.3f}); "
+                "expected class indices 0, 1, 2, ...; threshold soft masks before training"
+            )
+        array = rounded
+    labels = array.astype(np.int16)
+    if params.label_map:
+        lut_values = np.unique(labels)
+        mapped = labels.copy()
+        for value in lut_values:
+            target = params.label_map.get(int(value))
+            if target is not None:
+                mapped[labels == value] = target
+        labels = mapped
+    return labels
+
+
+def preprocess_label(label: Volume, params: PreprocessingParams, grid: GridInfo) -> np.ndarray:
+    """Preprocess a label ``(I, J, K)`` onto ``grid``: int16 ``(X, Y, Z)``, mapped, nearest."""
+    source = str(label.metadata.get("source", "label"))
+    if label.shape != grid.source_shape or not np.allclose(
+        label.affine, grid.source_affine, atol=1e-3
+    ):
+        raise GeometryMismatchError(
+            f"{source}: label grid (shape {label.shape}, orientation {''.join(label.orientation)}, "
+            f"origin {np.round(label.origin, 3).tolist()} mm) differs from the image grid (shape "
+            f"{grid.source_shape}, orientation {''.join(grid.source_axcodes)}, origin "
+            f"{np.round(grid.source_affine[:3, 3], 3).tolist()} mm); image and label must share one "
+            "voxel grid: resample the label onto the image or check the pairing"
+        )
+    labels = map_labels(label.to_canonical().array, params, source)
+    if tuple(labels.shape) != grid.shape:
+        # nearest on float32 is exact for class indices up to 2**24
+        labels = _interpolate(labels[None].astype(np.float32), grid.shape, "nearest-exact")[0]
+        labels = labels.astype(np.int16)
+    return np.ascontiguousarray(labels, dtype=np.int16)
+
+
+def restore_labels(labels: np.ndarray, grid: GridInfo) -> np.ndarray:
+    """Class indices ``(X', Y', Z')`` on the preprocessed grid -> ``(I, J, K)`` source grid (nearest)."""
+    labels = np.asarray(labels)
+    if tuple(labels.shape) != grid.shape:
+        raise GeometryMismatchError(
+            f"labels of shape {tuple(labels.shape)} do not match the preprocessed grid {grid.shape}"
+        )
+    dtype = labels.dtype
+    if grid.resampled:
+        labels = _interpolate(
+            labels[None].astype(np.float32), grid.canonical_shape, "nearest-exact"
+        )[0]
+    return _to_source_order(labels.astype(dtype, copy=False), grid)
+
+
+def restore_probabilities(probs: np.ndarray, grid: GridInfo) -> np.ndarray:
+    """Class probabilities ``(K, X', Y', Z')`` -> ``(K, I, J, K_src)`` on the source grid (linear).
+
+    Take ``argmax(axis=0)`` afterwards: resampling probabilities then taking the argmax gives
+    smoother boundaries than resampling hard labels.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 4 or tuple(probs.shape[1:]) != grid.shape:
+        raise GeometryMismatchError(
+            f"probabilities of shape {tuple(probs.shape)} do not match (K, *{grid.shape})"
+        )
+    probs = _interpolate(probs, grid.canonical_shape, "trilinear")
+    return _to_source_order(probs, grid)
+
+
+def fit_preprocessing(
+    cases: Sequence[Any],
+    params: PreprocessingParams,
+    max_voxels_per_case: int = 100_000,
+    seed: int = 0,
+) -> PreprocessingParams:
+    """Dataset-level intensity statistics per channel -> a copy of ``params`` with ``intensity_stats``.
+
+    Args:
+        cases: :class:`~medseg.data.datasets.CaseSpec` objects, or ``(channels, label)`` pairs
+            where ``channels`` is a list of Volumes and ``label`` a Volume or ``None``.
+        params: the parameters to complete (modality, channel names, clip percentiles).
+        max_voxels_per_case: foreground voxels sampled per case (seeded) to bound memory.
+
+    Statistics are taken over foreground voxels (label > 0) when labels exist, as nnU-Net does
+    for CT, otherwise over non-zero voxels. ``p_low``/``p_high`` are ``clip_percentiles``; mean
+    and std are of the values clipped to that window (or to ``ct_window`` if given).
+    """
+    rng = np.random.default_rng(seed)
+    samples: list[list[np.ndarray]] = [[] for _ in params.channel_names]
+    for case in cases:
+        channels, label = _load_case(case)
+        mask = None
+        if label is not None:
+            mask = map_labels(label.array, params, str(label.metadata.get("source"))) > 0
+            if params.ignore_label is not None:
+                mask &= map_labels(label.array, params) != params.ignore_label
+        for c, vol in enumerate(channels):
+            data = np.nan_to_num(vol.array.astype(np.float32, copy=False))
+            sel = data[mask] if mask is not None and mask.any() else data[data != 0]
+            if sel.size > max_voxels_per_case:
+                sel = rng.choice(sel, max_voxels_per_case, replace=False)
+            samples[c].append(sel)
+    stats = []
+    for c, parts in enumerate(samples):
+        values = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        if values.size == 0:
+            raise DatasetError(
+                f"channel {params.channel_names[c]}: no foreground or non-zero voxels in any case; "
+                "cannot fit intensity statistics (check the images are not empty)"
+            )
+        p_low, p_high = (float(v) for v in np.percentile(values, params.clip_percentiles))
+        low, high = params.ct_window if params.ct_window else (p_low, p_high)
+        clipped = np.clip(values, low, high)
+        stats.append(
+            {
+                "mean": float(clipped.mean()),
+                "std": float(clipped.std()),
+                "p_low": p_low,
+                "p_high": p_high,
+            }
+        )
+    logger.info("fitted intensity statistics: %s", stats)
+    return params.model_copy(update={"intensity_stats": stats})
+
+
+def _load_case(case: Any) -> tuple[list[Volume], Volume | None]:
+    from medseg.io import read_volume
+
+    if hasattr(case, "images"):
+        channels = [read_volume(p) for p in case.images]
+        label = read_volume(case.label) if getattr(case, "label", None) else None
+        return channels, label
+    channels, label = case
+    return list(channels), label

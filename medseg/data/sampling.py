@@ -1,0 +1,180 @@
+"""2D / 2.5D training and validation samples drawn from cached cases.
+
+Training (``train=True``): each item is a random slice (a share ``foreground_ratio`` drawn
+from slices containing foreground, the crop centred near a random foreground pixel, as
+nnU-Net does), cut to ``crop_size`` (zero-padded when the slice is smaller), then augmented.
+The randomness of item ``i`` depends only on ``(seed, epoch, i)``, so DataLoader workers and
+DDP ranks (which get disjoint indices) never repeat one random stream and runs are
+reproducible; call :meth:`SliceDataset.set_epoch` each epoch.
+
+Validation (``train=False``): every slice of every case in order, whole, zero-padded at the
+bottom/right to one fixed size (the largest slice over the cases, rounded up to
+``pad_multiple``) so batches stack; ``valid_shape`` gives the unpadded ``(H, W)`` to crop
+predictions back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medseg.data.cache import CachedCase
+from medseg.data.slicing import label_slice, slice_stack
+from medseg.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def _plane_shape(shape: Sequence[int], axis: int) -> tuple[int, int]:
+    rest = [s for a, s in enumerate(shape) if a != axis]
+    return int(rest[0]), int(rest[1])
+
+
+def _pad_to(array: np.ndarray, size: tuple[int, int], value: float = 0) -> np.ndarray:
+    """Pad the last two axes at the end (bottom/right) up to ``size``."""
+    pad_h, pad_w = max(0, size[0] - array.shape[-2]), max(0, size[1] - array.shape[-1])
+    if pad_h == 0 and pad_w == 0:
+        return array
+    widths = [(0, 0)] * (array.ndim - 2) + [(0, pad_h), (0, pad_w)]
+    return np.pad(array, widths, constant_values=value)
+
+
+class SliceDataset(Dataset):
+    """Slices of cached cases as a torch ``Dataset``.
+
+    Args:
+        cases: cached cases (:func:`medseg.data.cache.prepare_cases`).
+        axis: canonical axis to slice along (0 sagittal, 1 coronal, 2 axial).
+        context: 2.5D half-context ``k``.
+        crop_size: training crop ``(H, W)`` pixels; ``None`` = whole slices padded to the
+            largest slice (as in validation).
+        foreground_ratio: share of training items drawn from foreground slices.
+        transform: called on ``{"image": (C', H, W) float32 tensor, "label": (H, W) int64
+            tensor}``; if it has ``set_random_state(seed)`` it is re-seeded per item.
+        samples_per_epoch: training length; ``None`` = number of slices.
+        seed: base seed. ``train``: training or validation behaviour (see module docstring).
+        pad_multiple: validation padding rounds ``(H, W)`` up to a multiple of this.
+
+    Items: ``{"image": float32 (C*(2k+1), H, W), "label": int64 (H, W), "case_id": str,
+    "index": int (slice index along axis), "foreground": bool, "valid_shape": (h, w)}``.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[CachedCase],
+        axis: int = 2,
+        context: int = 0,
+        crop_size: tuple[int, int] | None = None,
+        foreground_ratio: float = 0.33,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        samples_per_epoch: int | None = None,
+        seed: int = 0,
+        train: bool = True,
+        pad_multiple: int = 1,
+    ) -> None:
+        if not cases:
+            raise ConfigError("SliceDataset needs at least one case; the split left none")
+        if axis not in (0, 1, 2):
+            raise ConfigError(
+                f"slice axis {axis} invalid; expected 0 (sagittal), 1 (coronal) or 2 (axial)"
+            )
+        self.cases = list(cases)
+        self.axis, self.context, self.crop_size = axis, context, crop_size
+        self.foreground_ratio, self.transform = foreground_ratio, transform
+        self.seed, self.train, self.epoch = seed, train, 0
+        lengths = [c.label.shape[axis] for c in self.cases]
+        self._starts = np.concatenate([[0], np.cumsum(lengths)])
+        self.num_slices = int(self._starts[-1])
+        self.samples_per_epoch = samples_per_epoch or self.num_slices
+        self._fg_cases = [i for i, c in enumerate(self.cases) if len(c.foreground[axis])]
+        planes = [_plane_shape(c.label.shape, axis) for c in self.cases]
+        ceil = lambda n: -(-n // pad_multiple) * pad_multiple  # noqa: E731
+        self.pad_size = (ceil(max(p[0] for p in planes)), ceil(max(p[1] for p in planes)))
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch if self.train else self.num_slices
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random stream of training items (call once per epoch)."""
+        self.epoch = int(epoch)
+
+    def _locate(self, flat: int) -> tuple[int, int]:
+        case = int(np.searchsorted(self._starts, flat, side="right") - 1)
+        return case, int(flat - self._starts[case])
+
+    def _draw(self, rng: np.random.Generator) -> tuple[int, int, bool]:
+        if self._fg_cases and rng.random() < self.foreground_ratio:
+            case = int(rng.choice(self._fg_cases))
+            return case, int(rng.choice(self.cases[case].foreground[self.axis])), True
+        return (*self._locate(int(rng.integers(self.num_slices))), False)
+
+    def _crop(
+        self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator, foreground: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        size = self.crop_size
+        assert size is not None  # only called with a crop size
+        image, label = _pad_to(image, size), _pad_to(label, size)
+        h, w = label.shape
+        if foreground:
+            ys, xs = np.nonzero(label > 0)
+            pick = int(rng.integers(len(ys)))
+            # centre the crop on a foreground pixel, then keep it inside the slice
+            top = int(
+                np.clip(
+                    ys[pick] - size[0] // 2 + rng.integers(-size[0] // 4, size[0] // 4 + 1),
+                    0,
+                    h - size[0],
+                )
+            )
+            left = int(
+                np.clip(
+                    xs[pick] - size[1] // 2 + rng.integers(-size[1] // 4, size[1] // 4 + 1),
+                    0,
+                    w - size[1],
+                )
+            )
+        else:
+            top, left = int(rng.integers(h - size[0] + 1)), int(rng.integers(w - size[1] + 1))
+        return (
+            image[:, top : top + size[0], left : left + size[1]],
+            label[top : top + size[0], left : left + size[1]],
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        if self.train:
+            case_idx, slice_idx, foreground = self._draw(rng)
+        else:
+            case_idx, slice_idx = self._locate(int(index))
+        case = self.cases[case_idx]
+        image = slice_stack(case.image, self.axis, slice_idx, self.context)
+        label = label_slice(case.label, self.axis, slice_idx).astype(np.int64)
+        valid_shape = label.shape
+        if not self.train:
+            foreground = bool(slice_idx in set(case.foreground[self.axis].tolist()))
+        if self.train and self.crop_size is not None:
+            foreground = foreground and bool((label > 0).any())
+            image, label = self._crop(image, label, rng, foreground)
+            valid_shape = label.shape
+        else:
+            image, label = _pad_to(image, self.pad_size), _pad_to(label, self.pad_size)
+        sample = {
+            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+            "label": torch.from_numpy(np.ascontiguousarray(label)),
+        }
+        if self.train and self.transform is not None:
+            if hasattr(self.transform, "set_random_state"):
+                self.transform.set_random_state(int(rng.integers(2**31)))
+            sample = self.transform(sample)
+        sample.update(
+            case_id=case.case_id,
+            index=slice_idx,
+            foreground=foreground,
+            valid_shape=tuple(int(s) for s in valid_shape),
+        )
+        return sample

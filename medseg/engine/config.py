@@ -1,0 +1,246 @@
+"""Typed training configuration: YAML file + ``--set a.b=c`` overrides, strictly validated.
+
+Every level forbids unknown keys, so a misspelt key (``train.epocs``) is an error that lists the
+valid keys at that level with a did-you-mean, instead of being silently ignored. The resolved
+config (defaults filled in) is written to the run folder as ``config.yaml`` and stored in every
+checkpoint, so a run can always be reproduced.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from medseg.data.config import DataConfig
+from medseg.errors import ConfigError, InputNotFoundError
+
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    """Network: a name from ``medseg.models.list_models()`` and its keyword options."""
+
+    name: str = "unet"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LossConfig(_Strict):
+    """Dice + cross-entropy weighting (``medseg.losses.build_loss``)."""
+
+    dice_weight: float = Field(1.0, ge=0)
+    ce_weight: float = Field(1.0, ge=0)
+    class_weights: list[float] | None = None
+    include_background: bool = False
+
+
+class OptimConfig(_Strict):
+    """Optimiser. ``momentum``/``nesterov`` apply to SGD only."""
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.99, ge=0, lt=1)
+    nesterov: bool = True
+
+
+class ScheduleConfig(_Strict):
+    """Learning-rate schedule, stepped once per optimiser step.
+
+    ``poly``: ``lr * (1 - t/T) ** power`` (nnU-Net); ``cosine``: from ``lr`` to ``min_lr``;
+    ``constant``. A linear warm-up over ``warmup_epochs`` precedes any of them.
+    """
+
+    name: Literal["poly", "cosine", "constant"] = "poly"
+    warmup_epochs: float = Field(0.0, ge=0)
+    power: float = Field(0.9, gt=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class TrainLoopConfig(_Strict):
+    """The training loop: epochs, batch, precision, validation cadence, logging."""
+
+    epochs: int = Field(50, ge=1)
+    batch_size: int = Field(16, ge=1)
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: bool = Field(True, description="CUDA only (slower on CPU)")
+    compile: bool = False
+    grad_clip: float | None = Field(12.0, gt=0)
+    val_every: int = Field(1, ge=1)
+    val_batch_size: int = Field(32, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader workers; None uses data.num_workers"
+    )
+    log_every: int = Field(10, ge=1)
+    overlays: int = Field(4, ge=0, description="validation cases drawn per overlay PNG")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off`/`on` as a boolean
+        if isinstance(value, bool):
+            return "auto" if value else "off"
+        return value
+
+
+class TrainConfig(_Strict):
+    """Everything a training run needs; ``medseg train CONFIG.yaml`` parses exactly this."""
+
+    name: str = "run"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainLoopConfig = Field(default_factory=TrainLoopConfig)
+    output: str | None = Field(None, description="run folder; None -> runs/<name>-<timestamp>")
+
+    @model_validator(mode="after")
+    def _check_names(self) -> TrainConfig:
+        if not self.name or "/" in self.name or "\\" in self.name:
+            raise ValueError(f"name {self.name!r} must be a non-empty folder-safe string")
+        return self
+
+
+def _model_class(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``annotation`` (``X``, ``X | None``, ``Optional[X]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_class(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def valid_keys(loc: tuple[str | int, ...], root: type[BaseModel] = TrainConfig) -> list[str]:
+    """Keys accepted at the config level that contains ``loc`` (the last element excluded)."""
+    model: type[BaseModel] | None = root
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return []
+        model = _model_class(model.model_fields[part].annotation)
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _describe_error(err: dict[str, Any], source: str, overridden: set[str]) -> str:
+    loc = tuple(err["loc"])
+    dotted = ".".join(str(p) for p in loc)
+    where = f"--set {dotted}" if dotted in overridden else source
+    if err["type"] == "extra_forbidden":
+        keys = valid_keys(loc)
+        close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
+        hint = f" did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+        return f"unknown key {dotted!r} in {where};{hint} valid keys here: {', '.join(keys)}"
+    if err["type"] == "missing":
+        return f"missing required key {dotted!r} in {where}"
+    return f"{dotted or '<root>'}: {err['msg']} (got {err.get('input')!r}) in {where}"
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["train.epochs=2", "model.options.depth=3"]`` -> ``{dotted key: YAML-parsed value}``."""
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(
+                f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set train.epochs=2"
+            )
+        try:
+            parsed[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from err
+    return parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a deep copy of ``raw`` with each dotted key set (intermediate dicts created)."""
+    out = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        node = out
+        parts = dotted.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                prefix = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    f"--set {dotted}: {prefix!r} is a value ({child!r}), not a section; "
+                    "set the whole value instead"
+                )
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file path, or the name of a config shipped with medseg (``sample``)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_CONFIGS / f"{path.stem}.yaml"
+    if path.suffix in ("", ".yaml", ".yml") and packaged.is_file() and path.parent == Path("."):
+        return packaged
+    shipped = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+    raise InputNotFoundError(
+        f"config {path} does not exist; pass a YAML file path or a shipped config name ({shipped})"
+    )
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML file (ConfigError when it is not a mapping or not YAML)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from err
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: found a YAML {type(raw).__name__}, expected a mapping of keys")
+    return raw
+
+
+def build_config(
+    raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "config"
+) -> TrainConfig:
+    """Validate ``raw`` (+ dotted ``overrides``) into a TrainConfig or raise one ConfigError
+    listing every problem."""
+    overrides = overrides or {}
+    merged = apply_overrides(raw, overrides)
+    try:
+        return TrainConfig.model_validate(merged)
+    except ValidationError as err:
+        problems = [_describe_error(e, source, set(overrides)) for e in err.errors()]
+        raise ConfigError(
+            f"{len(problems)} problem(s) in the training config: " + "; ".join(problems)
+        ) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML training config and apply ``--set`` overrides (``KEY=VALUE``, YAML values)."""
+    resolved = resolve_config_path(path)
+    return build_config(read_yaml(resolved), parse_overrides(overrides), source=str(resolved))
+
+
+def config_to_yaml(cfg: TrainConfig) -> str:
+    """The resolved config (every default filled in) as YAML text."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,172 @@
+"""From a :class:`~medseg.data.config.DataConfig` to cached train/val cases and a slice loader.
+
+Kept apart from the trainer so the trainer only sees cached cases and a DataLoader.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from medseg.data.config import DataConfig
+from medseg.data.preprocessing import PreprocessingParams
+from medseg.engine.distributed import DistInfo, barrier
+from medseg.errors import DatasetError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """Cached cases (image ``(C, X, Y, Z)``, label ``(X, Y, Z)``) and the fitted parameters."""
+
+    params: PreprocessingParams
+    train_cases: list[Any]
+    val_cases: list[Any]
+    channel_names: list[str]
+    class_names: list[str]
+
+
+def complete_params(params: PreprocessingParams, spec: Any) -> PreprocessingParams:
+    """Fill channel names, class names and modality from the dataset where the config left
+    them at their defaults (``dataset.json`` / manifest know them)."""
+    update: dict[str, Any] = {}
+    given = params.model_fields_set
+    if "channel_names" not in given and spec.channel_names:
+        update["channel_names"] = list(spec.channel_names)
+    if "modality" not in given and spec.modality in ("ct", "mr", "other"):
+        update["modality"] = spec.modality
+    if "class_names" not in given:
+        if params.label_map:
+            num = max(params.label_map.values()) + 1
+            update["class_names"] = ["background"] + [f"class_{i}" for i in range(1, num)]
+        elif spec.labels:
+            num = max(spec.labels) + 1
+            update["class_names"] = [spec.labels.get(i, f"class_{i}") for i in range(num)]
+    return params.model_copy(update=update) if update else params
+
+
+def split_specs(spec: Any, cfg: DataConfig) -> tuple[list[Any], list[Any]]:
+    """Train/val case specs: the manifest's ``split`` column when every case has one, else a
+    seeded patient-level split (``val_fraction`` or k-fold ``fold``); ``test`` cases never train."""
+    from medseg.data.splits import split_from_spec
+
+    train_ids, val_ids = split_from_spec(
+        spec.cases, cfg.val_fraction, cfg.fold, cfg.num_folds, cfg.split_seed
+    )
+    train = [spec.case(i) for i in train_ids]
+    val = [spec.case(i) for i in val_ids]
+    train = [c for c in train if c.label is not None]
+    val = [c for c in val if c.label is not None]
+    if not train:
+        raise DatasetError(
+            f"{cfg.dataset}: no labelled training cases after the split; "
+            "add labelled cases or lower data.val_fraction"
+        )
+    return train, val
+
+
+def default_cache_dir(dataset: str | Path) -> Path:
+    """``<dataset folder>/.medseg_cache``, or beside a manifest file (``data.cache_dir`` unset)."""
+    path = Path(dataset)
+    return (path if path.is_dir() else path.parent) / ".medseg_cache"
+
+
+def prepare_data(
+    cfg: DataConfig,
+    info: DistInfo,
+    fitted: PreprocessingParams | None = None,
+    progress: bool = True,
+) -> PreparedData:
+    """Load, split, fit preprocessing (unless ``fitted`` is given, e.g. when resuming) and
+    cache every case. Under DDP rank 0 builds the cache first; the others then read it."""
+    from medseg.data.cache import prepare_cases
+    from medseg.data.datasets import load_dataset
+    from medseg.data.preprocessing import fit_preprocessing
+
+    spec = load_dataset(cfg.dataset)
+    train_specs, val_specs = split_specs(spec, cfg)
+    if fitted is None:
+        params = complete_params(cfg.preprocessing, spec)
+        params = fit_preprocessing(train_specs, params)
+    else:
+        params = fitted
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg.dataset)
+    cached: list[Any] = []
+    for turn in (True, False):  # rank 0 first, then the others hit its cache
+        if info.is_main == turn:
+            cached = prepare_cases(
+                train_specs + val_specs, params, cache_dir, progress=progress and info.is_main
+            )
+        barrier()
+    by_id = {c.case_id: c for c in cached}
+    logger.info(
+        "%d training and %d validation cases; classes %s; channels %s",
+        len(train_specs),
+        len(val_specs),
+        params.class_names,
+        params.channel_names,
+    )
+    return PreparedData(
+        params=params,
+        train_cases=[by_id[c.case_id] for c in train_specs],
+        val_cases=[by_id[c.case_id] for c in val_specs],
+        channel_names=list(params.channel_names),
+        class_names=list(params.class_names),
+    )
+
+
+def build_train_loader(
+    data: PreparedData,
+    cfg: DataConfig,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    info: DistInfo,
+    pin_memory: bool,
+) -> tuple[Any, DataLoader, DistributedSampler]:
+    """The training SliceDataset, its DataLoader and the sampler (call ``set_epoch`` on both).
+
+    The sampler shards and shuffles with ``(seed, epoch)`` for any world size (one code path
+    for 1 and N processes), so the data order is reproducible after a resume.
+    """
+    from medseg.data.sampling import SliceDataset
+
+    aug = cfg.augmentation
+    transform = None
+    if aug.enabled and aug.backend == "cpu":
+        from medseg.data.augmentation import build_augmentation
+
+        transform = build_augmentation(aug, seed)
+    dataset = SliceDataset(
+        data.train_cases,
+        axis=data.params.slice_axis,
+        context=cfg.context,
+        crop_size=cfg.crop_size,
+        foreground_ratio=cfg.foreground_ratio,
+        transform=transform,
+        samples_per_epoch=cfg.samples_per_epoch,
+        seed=seed,
+        train=True,
+    )
+    sampler = DistributedSampler(
+        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed
+    )
+    per_rank = len(sampler)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        # BatchNorm needs > 1 sample; keep the last partial batch only when it is all we have
+        drop_last=per_rank > batch_size,
+        persistent_workers=False,  # workers re-fork each epoch and see set_epoch()
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return dataset, loader, sampler

@@ -1,0 +1,508 @@
+"""The training loop: fit -> epoch -> step, with validation, checkpoints and a run folder.
+
+Use :func:`train` (what ``medseg train`` calls) or build a :class:`Trainer` directly::
+
+    cfg = load_config("configs/sample.yaml", ["train.epochs=2"])
+    result = train(cfg, output="runs/demo")
+    print(result.best_metric, result.run_dir)
+
+Reproducibility: weights are initialised from ``seed``; the data order is a function of
+``(seed, epoch)`` (a ``DistributedSampler`` for any world size, the dataset's ``set_epoch``) and
+the RNG states are stored in every checkpoint, so ``--resume`` after a completed epoch continues
+exactly as an uninterrupted run would (tested on CPU). A run interrupted mid-epoch resumes from
+the start of that epoch with the weights it had when interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from medseg.data.preprocessing import PreprocessingParams
+from medseg.engine import artifacts
+from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from medseg.engine.config import TrainConfig, config_to_yaml
+from medseg.engine.data_setup import PreparedData, build_train_loader, prepare_data
+from medseg.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    any_rank,
+    barrier,
+    destroy_process_group,
+    init_process_group,
+    resolve_device,
+)
+from medseg.engine.optim import build_optimizer, build_scheduler
+from medseg.engine.state import capture_rng_state, restore_rng_state, seed_everything
+from medseg.engine.validation import ValidationResult, validate
+from medseg.engine.volume_inference import autocast, resolve_amp_dtype
+from medseg.errors import CheckpointError, OverwriteError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    """What a finished (or interrupted) run produced."""
+
+    run_dir: Path
+    epochs_completed: int
+    best_metric: float
+    best_epoch: int
+    stopped_early: bool = False
+    interrupted: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside ``torch.compile`` and/or DDP wrappers (for ``state_dict``)."""
+    for _ in range(3):
+        model = getattr(model, "_orig_mod", model)
+        model = getattr(model, "module", model)
+    return model
+
+
+def parameter_hash(model: nn.Module) -> str:
+    """SHA-256 of the parameters (not buffers: BatchNorm statistics are rank-local in DDP)."""
+    digest = hashlib.sha256()
+    for name, param in unwrap_model(model).named_parameters():
+        digest.update(name.encode())
+        digest.update(param.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def default_run_dir(cfg: TrainConfig, output: str | Path | None) -> Path:
+    """``--output``, else ``cfg.output``, else ``runs/<name>-<YYYYmmdd-HHMMSS>``."""
+    if output is not None:
+        return Path(output)
+    if cfg.output:
+        return Path(cfg.output)
+    return Path("runs") / f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+class Trainer:
+    """Owns the model, optimiser and data of one run; :meth:`fit` runs the epochs.
+
+    ``epoch_end_hooks`` are called as ``hook(trainer, metrics_row)`` after every epoch on
+    every rank (e.g. for extra logging).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: Path,
+        device: torch.device,
+        info: DistInfo | None = None,
+        resume_from: Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.info = info or DistInfo()
+        self.progress = progress and self.info.is_main
+        self.epoch_end_hooks: list[Callable[[Trainer, dict[str, Any]], None]] = []
+        self.history: list[dict[str, Any]] = []
+        self.best_metric, self.best_epoch, self.bad_validations = -1.0, 0, 0
+        self.start_epoch, self.global_step = 0, 0
+        self._stop_signal: int | None = None
+        resume = load_checkpoint(resume_from) if resume_from else None
+        fitted = (
+            PreprocessingParams.model_validate(resume["preprocessing"]) if resume else None
+        )
+        self.data: PreparedData = prepare_data(cfg.data, self.info, fitted, self.progress)
+        self._build(cfg)
+        if resume is not None:
+            self._restore(resume, resume_from)
+        self.tb = artifacts.TensorBoardLogger(self.run_dir / "tensorboard") if self.info.is_main else None
+
+    # ----------------------------------------------------------------- setup
+    def _build(self, cfg: TrainConfig) -> None:
+        from medseg.data.slicing import num_input_planes
+        from medseg.losses import build_loss
+        from medseg.models import build_model
+
+        seed_everything(cfg.seed)
+        self.in_channels = num_input_planes(len(self.data.channel_names), cfg.data.context)
+        self.num_classes = len(self.data.class_names)
+        model = build_model(cfg.model.name, self.in_channels, self.num_classes, **cfg.model.options)
+        model = model.to(self.device)
+        # channels_last speeds up cuDNN convolutions; on CPU it slows BatchNorm down
+        self.channels_last = cfg.train.channels_last and self.device.type == "cuda"
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model  # the plain module: state_dict, validation
+        if self.info.enabled:
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                self.model = model
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.train_model = torch.compile(model) if cfg.train.compile else model
+        self.loss_fn = build_loss(
+            self.num_classes,
+            dice_weight=cfg.loss.dice_weight,
+            ce_weight=cfg.loss.ce_weight,
+            class_weights=cfg.loss.class_weights,
+            include_background=cfg.loss.include_background,
+            ignore_index=self.data.params.ignore_label,
+        )
+        workers = cfg.train.num_workers
+        workers = cfg.data.num_workers if workers is None else workers
+        self.dataset, self.loader, self.sampler = build_train_loader(
+            self.data,
+            cfg.data,
+            cfg.train.batch_size,
+            workers,
+            cfg.seed,
+            self.info,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.augmenter = self._batch_augmenter(cfg)
+        self.steps_per_epoch = max(len(self.loader), 1)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(
+            self.optimizer, cfg.schedule, cfg.train.epochs, self.steps_per_epoch
+        )
+        self.amp_dtype = resolve_amp_dtype(cfg.train.amp, self.device)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
+        logger.info(
+            "model %s: %d inputs -> %d classes, %.2fM parameters, device %s, amp %s",
+            cfg.model.name,
+            self.in_channels,
+            self.num_classes,
+            sum(p.numel() for p in self.model.parameters()) / 1e6,
+            self.device,
+            self.amp_dtype,
+        )
+
+    def _batch_augmenter(self, cfg: TrainConfig) -> Any:
+        aug = cfg.data.augmentation
+        if not (aug.enabled and aug.backend == "batched"):
+            return None
+        from medseg.data.augmentation import BatchAugmenter
+
+        return BatchAugmenter(aug, seed=cfg.seed)
+
+    def _restore(self, ckpt: dict[str, Any], path: Path | None) -> None:
+        if ckpt["model"]["name"] != self.cfg.model.name:
+            raise CheckpointError(
+                f"{path}: holds a {ckpt['model']['name']!r} model but the config asks for "
+                f"{self.cfg.model.name!r}; resume with the config the run was started with"
+            )
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        state = ckpt.get("trainer", {})
+        self.history = list(state.get("history", []))
+        self.best_metric = float(state.get("best_metric", -1.0))
+        self.best_epoch = int(state.get("best_epoch", 0))
+        self.bad_validations = int(state.get("bad_validations", 0))
+        self.global_step = int(state.get("global_step", 0))
+        self.start_epoch = int(ckpt["epoch"])
+        restore_rng_state(ckpt["rng"])
+        logger.info("resumed from %s after epoch %d", path, self.start_epoch)
+
+    # ----------------------------------------------------------------- loop
+    def fit(self, max_epochs: int | None = None) -> FitResult:
+        """Train from ``start_epoch`` to ``train.epochs`` (or ``max_epochs`` more epochs in this
+        call), validating every ``val_every`` epochs. Ctrl-C / SIGTERM save ``last.pt``."""
+        cfg = self.cfg.train
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            artifacts.write_text(self.run_dir / "config.yaml", config_to_yaml(self.cfg))
+        end = cfg.epochs if max_epochs is None else min(cfg.epochs, self.start_epoch + max_epochs)
+        result = FitResult(self.run_dir, self.start_epoch, self.best_metric, self.best_epoch)
+        with _StopSignals(self):
+            for epoch in range(self.start_epoch, end):
+                row = self._train_epoch(epoch)
+                if self._stop_signal is not None:
+                    self._save("last.pt", epoch, row, complete=False)
+                    result.interrupted = True
+                    logger.warning(
+                        "interrupted by signal %d during epoch %d; saved %s (resume with --resume)",
+                        self._stop_signal,
+                        epoch + 1,
+                        self.run_dir / "checkpoints" / "last.pt",
+                    )
+                    break
+                stop_early = self._end_epoch(epoch, row, last=epoch + 1 == end)
+                result.epochs_completed = epoch + 1
+                if stop_early:
+                    result.stopped_early = True
+                    logger.info("early stopping: no improvement for %d validations", self.bad_validations)
+                    break
+        self._record_rank_hashes()
+        if self.tb is not None:
+            self.tb.close()
+        result.best_metric, result.best_epoch = self.best_metric, self.best_epoch
+        result.history = list(self.history)
+        return result
+
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        self.sampler.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        # worker seeds and batched augmentation depend on (seed, epoch, rank) only: exact resume
+        self.loader.generator.manual_seed(self.cfg.seed * 100_003 + epoch)
+        if self.augmenter is not None:
+            self.augmenter.generator.manual_seed((self.cfg.seed * 100_003 + epoch) * 1009 + self.info.rank)
+        self.train_model.train()
+        total, seen, start = 0.0, 0, time.perf_counter()
+        bar = tqdm(
+            total=len(self.loader) * self.cfg.train.batch_size * self.info.world_size,
+            desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
+            unit="slice",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        for batch in self.loader:
+            loss = self._step(batch)
+            total += loss
+            seen += 1
+            bar.update(batch["image"].shape[0] * self.info.world_size)
+            bar.set_postfix(loss=f"{total / seen:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            if self.tb is not None and self.global_step % self.cfg.train.log_every == 0:
+                self.tb.scalars({"loss": loss, "lr": self.scheduler.get_last_lr()[0]}, self.global_step, "step/")
+            if any_rank(self._stop_signal is not None, self.device):
+                self._stop_signal = self._stop_signal or signal.SIGTERM
+                break
+        bar.close()
+        elapsed = time.perf_counter() - start
+        slices = seen * self.cfg.train.batch_size * self.info.world_size
+        return {
+            "epoch": epoch + 1,
+            "train_loss": total / max(seen, 1),
+            "lr": self.scheduler.get_last_lr()[0],
+            "epoch_seconds": round(elapsed, 3),
+            "slices_per_second": round(slices / max(elapsed, 1e-9), 2),
+        }
+
+    def _step(self, batch: dict[str, Any]) -> float:
+        x = batch["image"].to(self.device, non_blocking=True)
+        y = batch["label"].to(self.device, non_blocking=True)
+        if self.augmenter is not None:
+            x, y = self.augmenter(x, y)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp_dtype):
+            logits = self.train_model(x)
+        loss = self.loss_fn(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss became {loss.item()} at step {self.global_step}; lower optim.lr, "
+                "enable train.grad_clip or check the data for NaNs"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.global_step += 1
+        return float(loss.detach())
+
+    def _end_epoch(self, epoch: int, row: dict[str, Any], last: bool) -> bool:
+        """Validate when due, update best/patience, write artefacts; True = stop early."""
+        cfg = self.cfg.train
+        val: ValidationResult | None = None
+        if self.data.val_cases and ((epoch + 1) % cfg.val_every == 0 or last):
+            val = self._validate()
+            row.update(val.as_metrics())
+        improved = val is not None and val.mean_dice > self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch, self.bad_validations = val.mean_dice, epoch + 1, 0
+        elif val is not None:
+            self.bad_validations += 1
+        self.history.append(row)
+        self._write_artifacts(epoch, row, val)
+        self._save("last.pt", epoch + 1, row)
+        if improved or (not self.data.val_cases and last):
+            self._save("best.pt", epoch + 1, row)
+        for hook in self.epoch_end_hooks:
+            hook(self, row)
+        patience = cfg.early_stopping_patience
+        return patience is not None and self.bad_validations >= patience
+
+    def _validate(self) -> ValidationResult:
+        from medseg.engine.distributed import broadcast_buffers, shard
+
+        broadcast_buffers(self.model)  # BatchNorm statistics are rank-local in DDP
+        return validate(
+            self.model,
+            shard(self.data.val_cases, self.info),
+            self.data.class_names,
+            axis=self.data.params.slice_axis,
+            context=self.cfg.data.context,
+            device=self.device,
+            batch_size=self.cfg.train.val_batch_size,
+            amp=self.amp_dtype,
+            channels_last=self.channels_last,
+            ignore_label=self.data.params.ignore_label,
+            num_samples=self.cfg.train.overlays if self.info.is_main else 0,
+            progress=self.progress,
+        )
+
+    # ----------------------------------------------------------------- outputs
+    def _write_artifacts(self, epoch: int, row: dict[str, Any], val: ValidationResult | None) -> None:
+        if not self.info.is_main:
+            return
+        artifacts.write_metrics_csv(self.run_dir / "metrics.csv", self.history)
+        artifacts.plot_curves(self.run_dir / "curves.png", self.history, self.data.class_names)
+        if val is not None and val.samples:
+            path = self.run_dir / "overlays" / f"epoch_{epoch + 1:03d}.png"
+            artifacts.plot_overlays(path, val.samples, self.data.class_names, epoch + 1)
+        if self.tb is not None:
+            self.tb.scalars({k: v for k, v in row.items() if k != "epoch"}, epoch + 1, "epoch/")
+            self.tb.flush()
+        dice = row.get("val_mean_dice")
+        logger.info(
+            "epoch %d: train loss %.4f%s (%.1f slices/s)",
+            epoch + 1,
+            row["train_loss"],
+            "" if dice is None else f", val mean Dice {dice:.4f} (best {self.best_metric:.4f} @ {self.best_epoch})",
+            row["slices_per_second"],
+        )
+
+    def checkpoint_payload(self, epoch: int, metrics: dict[str, Any], complete: bool = True) -> dict[str, Any]:
+        """The checkpoint dict (format in :mod:`medseg.engine.checkpoint`)."""
+        params = self.data.params
+        return {
+            "model": {
+                "name": self.cfg.model.name,
+                "in_channels": self.in_channels,
+                "num_classes": self.num_classes,
+                "options": dict(self.cfg.model.options),
+            },
+            "state_dict": unwrap_model(self.model).state_dict(),
+            "preprocessing": params.model_dump(mode="json"),
+            "sampling": {"axis": params.slice_axis, "context": self.cfg.data.context},
+            "class_names": list(self.data.class_names),
+            "channel_names": list(self.data.channel_names),
+            "config": self.cfg.model_dump(mode="json"),
+            "epoch": epoch,
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float | str)},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "trainer": {
+                "history": list(self.history),
+                "best_metric": self.best_metric,
+                "best_epoch": self.best_epoch,
+                "bad_validations": self.bad_validations,
+                "global_step": self.global_step,
+                "epoch_complete": complete,
+                "world_size": self.info.world_size,
+            },
+        }
+
+    def _save(self, name: str, epoch: int, metrics: dict[str, Any], complete: bool = True) -> None:
+        if self.info.is_main:
+            path = self.run_dir / "checkpoints" / name
+            save_checkpoint(self.checkpoint_payload(epoch, metrics, complete), path)
+        barrier()
+
+    def _record_rank_hashes(self) -> None:
+        """Under DDP, rank 0 writes every rank's parameter hash to ``distributed.json`` (they
+        must be identical: a cheap check that gradients were synchronised)."""
+        if not self.info.enabled:
+            return
+        hashes = all_gather_objects(parameter_hash(self.model))
+        if self.info.is_main:
+            info = {"world_size": self.info.world_size, "parameter_sha256_per_rank": hashes}
+            artifacts.write_text(self.run_dir / "distributed.json", json.dumps(info, indent=2))
+            if len(set(hashes)) != 1:
+                logger.error("DDP ranks ended with different weights: %s", hashes)
+
+
+class _StopSignals:
+    """Turn SIGINT/SIGTERM into a flag checked after each step (main thread only)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.trainer._stop_signal is not None:  # second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.trainer._stop_signal = signum
+        logger.warning("signal %d received: finishing this step and saving last.pt", signum)
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def train(
+    cfg: TrainConfig,
+    output: str | Path | None = None,
+    resume: str | Path | None = None,
+    device: str | None = None,
+    info: DistInfo | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Run a whole training job (what ``medseg train`` calls); DDP when ``info`` says so.
+
+    ``resume``: a checkpoint file or a run folder (its ``checkpoints/last.pt``); the run
+    continues in that checkpoint's run folder.
+    """
+    info = info or DistInfo()
+    torch_device = resolve_device(device or cfg.device, info)
+    init_process_group(info, torch_device)
+    try:
+        resume_path = _resume_path(resume) if resume is not None else None
+        if resume_path is not None and output is None:
+            run_dir = resume_path.parent.parent
+        else:
+            run_dir = default_run_dir(cfg, output)
+        run_dir = Path(str(all_gather_objects(str(run_dir))[0]))  # rank 0's timestamp wins
+        if resume_path is None and (run_dir / "checkpoints" / "last.pt").exists():
+            raise OverwriteError(
+                f"run folder {run_dir} already holds a run (checkpoints/last.pt); pass --resume "
+                "to continue it or choose another --output"
+            )
+        trainer = Trainer(cfg, run_dir, torch_device, info, resume_path, progress)
+        return trainer.fit()
+    finally:
+        destroy_process_group()
+
+
+def _resume_path(resume: str | Path) -> Path:
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        from medseg.errors import InputNotFoundError
+
+        raise InputNotFoundError(
+            f"cannot resume: {path} does not exist; pass a run folder with checkpoints/last.pt "
+            "or a checkpoint file"
+        )
+    return path
+

@@ -1,0 +1,288 @@
+"""Multi-case prediction runner behind ``medseg predict`` (also used under ``torchrun``).
+
+Outputs per case in ``DIR``: ``<case>.nii.gz`` (mask on the source grid), ``<case>_seg.dcm``
+(DICOM-SEG, DICOM input only), ``<case>_probabilities.nii.gz`` (optional, 4D float32
+``(I, J, K, classes)``), ``<case>.json`` (readouts and settings; written last, so its
+presence means the case is complete). A failed case gets ``<case>.failed.json`` instead and
+never stops the others. ``summary.csv`` (one row per case) and ``lesions.csv`` (one row per
+lesion) merge the per-case JSONs.
+
+Scale-out: with ``world_size > 1`` each rank takes cases ``rank::world_size`` (no
+communication needed); the caller synchronises and lets rank 0 call :func:`merge_summary`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg import RESEARCH_USE_NOTICE
+from medseg.errors import DatasetError, InputNotFoundError
+from medseg.io.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclasses.dataclass
+class Case:
+    """One case to predict: ``inputs`` are one file/folder per channel, in channel order."""
+
+    case_id: str
+    inputs: list[Path]
+
+
+@dataclasses.dataclass
+class BatchResult:
+    done: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def _image_stem(path: Path) -> str | None:
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _is_dicom_folder(folder: Path) -> bool:
+    from medseg.io.dicom_series import is_dicom_file
+
+    return any(p.is_file() and is_dicom_file(p) for p in folder.iterdir())
+
+
+def discover_cases(inputs: Sequence[str | Path]) -> list[Case]:
+    """Cases from files, DICOM series folders and folders of cases (nnU-Net channel naming
+    ``CASE_0000.nii.gz``, ``CASE_0001.nii.gz`` ... grouped into one multi-channel case)."""
+    files: list[Path] = []
+    cases: list[Case] = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists():
+            raise InputNotFoundError(f"input {path} does not exist; check the path")
+        if path.is_file():
+            files.append(path)
+        elif _is_dicom_folder(path):
+            cases.append(Case(path.name, [path]))
+        else:
+            for entry in sorted(path.iterdir()):
+                if entry.is_file() and _image_stem(entry) is not None:
+                    files.append(entry)
+                elif entry.is_dir() and _is_dicom_folder(entry):
+                    cases.append(Case(entry.name, [entry]))
+    groups: dict[str, dict[int, Path]] = {}
+    for file in files:
+        stem = _image_stem(file) or file.stem
+        match = CHANNEL_RE.match(stem)
+        case_id, channel = (match["case"], int(match["channel"])) if match else (stem, 0)
+        if channel in groups.setdefault(case_id, {}):
+            raise DatasetError(
+                f"case {case_id!r}: two files for channel {channel} ({groups[case_id][channel]} "
+                f"and {file}); rename one so every case id is unique"
+            )
+        groups[case_id][channel] = file
+    for case_id, channels in groups.items():
+        cases.append(Case(case_id, [channels[c] for c in sorted(channels)]))
+    ids = [c.case_id for c in cases]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise DatasetError(
+            f"case ids {duplicates} occur more than once among the inputs; rename the "
+            "files/folders so every case id is unique"
+        )
+    if not cases:
+        raise InputNotFoundError(
+            f"no cases found in {', '.join(str(i) for i in inputs)}; expected NIfTI/NRRD/MHA "
+            "files, DICOM series folders or a folder of such cases"
+        )
+    return sorted(cases, key=lambda c: c.case_id)
+
+
+def case_outputs(output_dir: Path, case_id: str) -> dict[str, Path]:
+    return {
+        "mask": output_dir / f"{case_id}.nii.gz",
+        "json": output_dir / f"{case_id}.json",
+        "failed": output_dir / f"{case_id}.failed.json",
+        "dicom_seg": output_dir / f"{case_id}_seg.dcm",
+        "probabilities": output_dir / f"{case_id}_probabilities.nii.gz",
+    }
+
+
+def _write_json(data: dict[str, Any], path: Path) -> None:
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (Path, tuple)):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _write_probabilities(probs: np.ndarray, like, path: Path) -> None:
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.moveaxis(probs.astype(np.float32), 0, -1), like.affine)
+    img.set_qform(like.affine, code=1)
+    img.set_sform(like.affine, code=1)
+    with atomic_path(path, suffix=".nii.gz") as tmp:
+        nib.save(img, str(tmp))
+
+
+def predict_case(
+    predictor, case: Case, output_dir: Path, *, series: str | None, save_probabilities: bool
+) -> dict[str, Any]:
+    """Predict one case and write its outputs; returns the JSON report written."""
+    from medseg.inference.dicom_seg import write_dicom_seg
+    from medseg.io import read_volume, write_mask
+
+    out = case_outputs(output_dir, case.case_id)
+    t0 = time.perf_counter()
+    channels = [read_volume(p, series=series) for p in case.inputs]
+    read_s = time.perf_counter() - t0
+    prediction = predictor.predict(channels, return_probabilities=save_probabilities)
+    t0 = time.perf_counter()
+    write_mask(prediction.label.array, channels[0], out["mask"], overwrite=True)
+    written = {"mask": out["mask"].name}
+    dicom_files = channels[0].metadata.get("dicom_files")
+    if dicom_files:
+        model_name = (prediction.settings.get("model") or {}).get("name", "medseg")
+        write_dicom_seg(
+            prediction.label,
+            dicom_files,
+            prediction.class_names,
+            out["dicom_seg"],
+            model_name=f"medseg {model_name}",
+            overwrite=True,
+        )
+        written["dicom_seg"] = out["dicom_seg"].name
+    if prediction.probabilities is not None:
+        _write_probabilities(prediction.probabilities, channels[0], out["probabilities"])
+        written["probabilities"] = out["probabilities"].name
+    report = {
+        "case": case.case_id,
+        "status": "ok",
+        "inputs": [str(p) for p in case.inputs],
+        "outputs": written,
+        **prediction.report(),
+    }
+    report["timing_s"]["read"] = round(read_s, 4)
+    report["timing_s"]["write"] = round(time.perf_counter() - t0, 4)
+    _write_json(report, out["json"])
+    out["failed"].unlink(missing_ok=True)
+    return report
+
+
+def predict_cases(
+    predictor,
+    cases: Sequence[Case],
+    output_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    save_probabilities: bool = False,
+    series: str | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+) -> BatchResult:
+    """Predict this rank's share of ``cases`` (``cases[rank::world_size]``) into ``output_dir``.
+
+    Done cases (``<case>.json`` and mask present) are skipped unless ``overwrite``. A case
+    that fails is logged, recorded in ``<case>.failed.json`` and skipped.
+    """
+    from tqdm import tqdm
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    result = BatchResult()
+    mine = list(cases)[rank::world_size]
+    bar = tqdm(mine, desc="predict", unit="case", disable=not progress or rank != 0)
+    for case in bar:
+        bar.set_postfix_str(case.case_id)
+        out = case_outputs(output_dir, case.case_id)
+        if not overwrite and out["json"].is_file() and out["mask"].is_file():
+            result.skipped.append(case.case_id)
+            continue
+        try:
+            predict_case(
+                predictor, case, output_dir, series=series, save_probabilities=save_probabilities
+            )
+            result.done.append(case.case_id)
+        except Exception as err:  # one bad case must never abort the others
+            message = f"{type(err).__name__}: {err}"
+            logger.error("case %s failed: %s", case.case_id, message)
+            logger.debug("case %s traceback", case.case_id, exc_info=True)
+            result.failed.append((case.case_id, message))
+            _write_json(
+                {
+                    "case": case.case_id,
+                    "status": "failed",
+                    "error": message,
+                    "inputs": [str(p) for p in case.inputs],
+                    "notice": RESEARCH_USE_NOTICE,
+                },
+                out["failed"],
+            )
+    return result
+
+
+def collect_failures(cases: Sequence[Case], output_dir: str | Path) -> list[tuple[str, str]]:
+    """``(case, error)`` of every case in ``cases`` that has a failure record and no result."""
+    failures = []
+    for case in cases:
+        out = case_outputs(Path(output_dir), case.case_id)
+        if out["failed"].is_file() and not out["json"].is_file():
+            failures.append((case.case_id, json.loads(out["failed"].read_text())["error"]))
+    return failures
+
+
+def merge_summary(cases: Sequence[Case], output_dir: str | Path) -> Path:
+    """Merge the per-case JSONs of ``cases`` into ``summary.csv`` and ``lesions.csv``."""
+    import pandas as pd
+
+    output_dir = Path(output_dir)
+    rows, lesion_rows = [], []
+    for case in cases:
+        out = case_outputs(output_dir, case.case_id)
+        if out["json"].is_file():
+            report = json.loads(out["json"].read_text())
+        elif out["failed"].is_file():
+            report = json.loads(out["failed"].read_text())
+        else:
+            rows.append({"case": case.case_id, "status": "missing"})
+            continue
+        row: dict[str, Any] = {"case": case.case_id, "status": report.get("status")}
+        if report.get("status") == "ok":
+            for name, info in report["readouts"]["classes"].items():
+                row[f"{name}_volume_ml"] = info["volume_ml"]
+                row[f"{name}_lesions"] = info["lesions"]
+                row[f"{name}_max_diameter_mm"] = info["largest_lesion_diameter_mm"]
+            row["seconds"] = report["timing_s"].get("total")
+            row["model"] = (report["settings"].get("model") or {}).get("name")
+            row["checkpoint_sha256"] = report["settings"].get("checkpoint_sha256")
+            row["tta"] = report["settings"].get("tta")
+            for lesion in report["readouts"]["lesions"]:
+                lesion_rows.append({"case": case.case_id, **lesion})
+        else:
+            row["error"] = report.get("error")
+        rows.append(row)
+    summary = output_dir / "summary.csv"
+    with atomic_path(summary, suffix=".csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    with atomic_path(output_dir / "lesions.csv", suffix=".csv") as tmp:
+        pd.DataFrame(lesion_rows).to_csv(tmp, index=False)
+    return summary

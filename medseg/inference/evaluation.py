@@ -1,0 +1,169 @@
+"""``medseg evaluate``: compare predicted masks with reference masks, per case and overall.
+
+Files or folders are paired by case id (file name without its extension, e.g.
+``case_001.nii.gz`` -> ``case_001``; nnU-Net's ``_0000`` channel suffix is ignored). Every
+pair must share one voxel grid (:class:`~medseg.errors.GeometryMismatchError` otherwise).
+Metrics are those of :mod:`medseg.metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import ConfigError, InputNotFoundError
+from medseg.io.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
+
+MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+SUMMARY_METRICS = ("dice", "iou", "hd95_mm", "assd_mm", "volume_diff_ml", "volume_diff_pct")
+
+
+def case_id_of(path: Path) -> str | None:
+    """Case id of a mask file, or ``None`` if it is not a mask file we read."""
+    name = path.name
+    for suffix in MASK_SUFFIXES:
+        if name.lower().endswith(suffix):
+            stem = name[: -len(suffix)]
+            if stem.endswith("_probabilities"):
+                return None
+            stem = re.sub(r"_seg$", "", stem) if suffix == ".dcm" else stem
+            return re.sub(r"_0000$", "", stem)
+    return None
+
+
+def _index(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        case = case_id_of(path) if path.is_file() else None
+        # NIfTI wins over a DICOM-SEG of the same case (both written by `medseg predict`)
+        if case is not None and (case not in found or found[case].suffix == ".dcm"):
+            found[case] = path
+    return found
+
+
+def match_cases(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
+    """``(case_id, prediction, reference)`` pairs from two files or two folders."""
+    for p in (pred, ref):
+        if not p.exists():
+            raise InputNotFoundError(f"{p} does not exist; check the path")
+    if pred.is_file() and ref.is_file():
+        return [(case_id_of(pred) or pred.stem, pred, ref)]
+    if pred.is_dir() and ref.is_dir():
+        preds, refs = _index(pred), _index(ref)
+        common = sorted(set(preds) & set(refs))
+        if not common:
+            raise InputNotFoundError(
+                f"no case ids in common between {pred} ({len(preds)} masks, e.g. "
+                f"{sorted(preds)[:3]}) and {ref} ({len(refs)} masks, e.g. {sorted(refs)[:3]}); "
+                "masks are paired by file name without extension"
+            )
+        for side, missing in (
+            ("reference", set(preds) - set(refs)),
+            ("prediction", set(refs) - set(preds)),
+        ):
+            if missing:
+                logger.warning(
+                    "%d case(s) have no %s: %s", len(missing), side, sorted(missing)[:10]
+                )
+        return [(c, preds[c], refs[c]) for c in common]
+    raise InputNotFoundError(
+        f"{pred} and {ref}: give two mask files or two folders of masks, not a mix"
+    )
+
+
+def parse_labels(specs: Sequence[str] | None) -> dict[str, list[int]] | None:
+    """``["1", "2"]``, ``["1,2,4"]`` (separate classes) or ``["wt=1,2,3,4", "et=4"]`` (regions)."""
+    if not specs:
+        return None
+    classes: dict[str, list[int]] = {}
+    for spec in specs:
+        for part in [spec] if "=" in spec else spec.split(","):
+            name, _, values = part.partition("=") if "=" in part else (part, "", part)
+            try:
+                ints = [int(v) for v in values.split(",") if v.strip()]
+            except ValueError:
+                raise ConfigError(
+                    f"--labels {spec!r}: expected label values like 1 or 1,2,4 or a region "
+                    "like whole_tumour=1,2,3,4"
+                ) from None
+            classes[name.strip()] = ints
+    return classes
+
+
+def evaluate_pair(
+    pred_path: Path, ref_path: Path, classes: dict[str, list[int]] | None
+) -> list[dict[str, Any]]:
+    """Metric rows (one per class) for one prediction/reference pair of files."""
+    from medseg.io import check_same_grid, read_volume
+    from medseg.metrics import evaluate_masks
+
+    pred, ref = read_volume(pred_path), read_volume(ref_path)
+    check_same_grid(ref, pred, what="prediction")
+    pred_arr = np.rint(np.asarray(pred.array)).astype(np.int32)
+    ref_arr = np.rint(np.asarray(ref.array)).astype(np.int32)
+    if classes is None:
+        values = sorted((set(np.unique(pred_arr)) | set(np.unique(ref_arr))) - {0})
+        classes = {str(int(v)): [int(v)] for v in values}
+    return evaluate_masks(pred_arr, ref_arr, ref.spacing, classes)
+
+
+def summarize(per_case):
+    """Mean / median / std of each metric per class, and lesion detection totals."""
+    import pandas as pd
+
+    rows = []
+    for name, group in per_case.groupby("class", sort=False):
+        row: dict[str, Any] = {"class": name, "cases": len(group)}
+        for metric in SUMMARY_METRICS:
+            values = group[metric].astype(float)
+            row[f"{metric}_mean"] = values.mean()
+            row[f"{metric}_median"] = values.median()
+            row[f"{metric}_std"] = values.std(ddof=0)
+        row["n_undefined_hd95"] = int(group["hd95_mm"].isna().sum())
+        tp, fn, fp = int(group["tp"].sum()), int(group["fn"].sum()), int(group["fp"].sum())
+        pred_lesions = int(group["pred_lesions"].sum())
+        row.update({"tp": tp, "fn": fn, "fp": fp})
+        row["lesion_sensitivity"] = tp / (tp + fn) if tp + fn else math.nan
+        row["lesion_precision"] = (pred_lesions - fp) / pred_lesions if pred_lesions else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def evaluate_paths(
+    pred: str | Path,
+    ref: str | Path,
+    labels: dict[str, list[int]] | None = None,
+    output: str | Path | None = None,
+):
+    """Evaluate every matched case; returns ``(per_case, summary)`` DataFrames.
+
+    With ``output`` (a ``.csv`` path) the per-case table is written there and the summary
+    beside it as ``<name>_summary.csv`` (both atomically).
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    pairs = match_cases(Path(pred), Path(ref))
+    rows = []
+    for case, p, r in tqdm(pairs, desc="evaluate", unit="case", disable=len(pairs) < 2):
+        for row in evaluate_pair(p, r, labels):
+            rows.append({"case": case, **row})
+    per_case = pd.DataFrame(rows)
+    if per_case.empty:
+        raise InputNotFoundError(f"{pred}: no labels to evaluate (both masks empty everywhere?)")
+    summary = summarize(per_case)
+    if output is not None:
+        output = Path(output)
+        summary_path = output.with_name(output.name.removesuffix(".csv") + "_summary.csv")
+        for frame, path in ((per_case, output), (summary, summary_path)):
+            with atomic_path(path, suffix=".csv") as tmp:
+                frame.to_csv(tmp, index=False)
+    return per_case, summary

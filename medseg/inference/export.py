@@ -1,0 +1,179 @@
+"""Export a checkpoint's network to TorchScript or ONNX with its preprocessing metadata.
+
+The exported network maps ``image`` float32 ``[B, P, H, W]`` to ``logits`` ``[B, K, H, W]``
+with dynamic ``B``, ``H``, ``W``. The metadata (model spec, preprocessing, sampling, class and
+channel names, source checkpoint SHA-256) travels inside the file: TorchScript
+``_extra_files["medseg.json"]``, ONNX ``metadata_props["medseg"]`` (JSON), so
+``medseg predict --model exported.onnx`` applies exactly the checkpoint's preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from medseg import RESEARCH_USE_NOTICE, __version__
+from medseg.errors import CheckpointError, OverwriteError
+from medseg.io.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "medseg"
+TORCHSCRIPT_METADATA_FILE = "medseg.json"
+EXPORT_FORMAT_VERSION = 1
+ExportFormat = Literal["torchscript", "onnx"]
+
+
+def _metadata(payload: dict[str, Any], sha256: str, fmt: str) -> dict[str, Any]:
+    return {
+        "export_format_version": EXPORT_FORMAT_VERSION,
+        "medseg_version": __version__,
+        "format": fmt,
+        "model": payload["model"],
+        "preprocessing": payload["preprocessing"],
+        "sampling": payload["sampling"],
+        "class_names": payload["class_names"],
+        "channel_names": payload.get("channel_names"),
+        "checkpoint_sha256": sha256,
+        "notice": RESEARCH_USE_NOTICE,
+    }
+
+
+def export_model(
+    checkpoint: str | Path,
+    output: str | Path,
+    fmt: ExportFormat,
+    *,
+    overwrite: bool = False,
+    opset: int = 17,
+) -> dict[str, Any]:
+    """Export ``checkpoint`` to ``output``; returns the embedded metadata plus the parity
+    check (``max_abs_diff`` of logits between PyTorch and the export on CPU)."""
+    from medseg.engine.checkpoint import file_sha256, load_checkpoint
+    from medseg.models import build_model, model_info
+
+    checkpoint, output = Path(checkpoint), Path(output)
+    if fmt not in ("torchscript", "onnx"):
+        raise CheckpointError(f"export format {fmt!r} is unknown; expected torchscript or onnx")
+    if output.resolve() == checkpoint.resolve():
+        raise OverwriteError(f"{output}: refusing to overwrite the checkpoint; choose another path")
+    if output.exists() and not overwrite:
+        raise OverwriteError(f"{output} already exists; pass --overwrite to replace it")
+    payload = load_checkpoint(checkpoint)
+    spec = payload["model"]
+    model = build_model(
+        spec["name"], spec["in_channels"], spec["num_classes"], **spec.get("options", {})
+    )
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    meta = _metadata(payload, file_sha256(checkpoint), fmt)
+    # Odd H, W: networks that pad to a divisor must take their padding branch while traced,
+    # otherwise the trace (ONNX) bakes in "no padding" and fails on other sizes.
+    example = torch.randn(2, spec["in_channels"], 67, 93)
+    with atomic_path(output, suffix=".tmp") as tmp:
+        if fmt == "torchscript":
+            method = model_info(spec["name"]).get("torchscript_method") or "trace"
+            _export_torchscript(model, example, tmp, meta, method)
+        else:
+            _export_onnx(model, example, tmp, meta, opset)
+    # Check at a size and batch other than the traced ones: proves the dynamic axes work.
+    meta["max_abs_diff"] = max(
+        check_parity(model, output, torch.randn(3, spec["in_channels"], 48, 72)),
+        check_parity(model, output, torch.randn(1, spec["in_channels"], 61, 77)),
+    )
+    logger.info(
+        "exported %s -> %s (max |logit diff| %.2e)", checkpoint, output, meta["max_abs_diff"]
+    )
+    return meta
+
+
+def _export_torchscript(
+    model: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict, method: str
+) -> None:
+    with torch.no_grad():
+        if method == "script":
+            scripted = torch.jit.script(model)
+        else:
+            scripted = torch.jit.trace(model, example, check_trace=False)
+    extra = {TORCHSCRIPT_METADATA_FILE: json.dumps(meta)}
+    torch.jit.save(scripted, str(path), _extra_files=extra)
+
+
+def _export_onnx(
+    model: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict, opset: int
+) -> None:
+    import onnx
+
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad():
+        # The TorchScript-based exporter handles the models' shape-dependent padding with
+        # dynamic H/W reliably; the torch.export one needs per-model dynamic-shape hints.
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": dynamic, "logits": dynamic},
+            opset_version=opset,
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    proto.producer_name = "medseg"
+    onnx.save(proto, str(path))
+
+
+def read_export_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata embedded by :func:`export_model` in a TorchScript or ONNX file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"exported model {path} does not exist; check the path")
+    try:
+        if path.suffix.lower() == ".onnx":
+            import onnx
+
+            proto = onnx.load(str(path), load_external_data=False)
+            props = {p.key: p.value for p in proto.metadata_props}
+            text = props.get(METADATA_KEY)
+        else:
+            extra = {TORCHSCRIPT_METADATA_FILE: ""}
+            torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+            text = extra[TORCHSCRIPT_METADATA_FILE] or None
+    except Exception as err:
+        raise CheckpointError(
+            f"{path}: cannot be read as a TorchScript/ONNX model ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else ''}); expected a file written by `medseg export`"
+        ) from err
+    if not text:
+        raise CheckpointError(
+            f"{path}: has no medseg metadata (preprocessing, class names); export it with "
+            "`medseg export --model CKPT` so inference can reproduce the preprocessing"
+        )
+    return json.loads(text)
+
+
+def check_parity(model: torch.nn.Module, exported: str | Path, batch: torch.Tensor) -> float:
+    """Max absolute logit difference between ``model`` and the exported file on ``batch``."""
+    exported = Path(exported)
+    with torch.no_grad():
+        reference = model.eval()(batch).numpy()
+        if exported.suffix.lower() == ".onnx":
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            other = session.run(None, {name: batch.numpy()})[0]
+        else:
+            other = torch.jit.load(str(exported), map_location="cpu")(batch).numpy()
+    if other.shape != reference.shape:
+        raise CheckpointError(
+            f"{exported}: exported output shape {other.shape} != PyTorch {reference.shape}"
+        )
+    return float(np.abs(other - reference).max())

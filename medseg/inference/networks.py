@@ -1,0 +1,74 @@
+"""Network back ends behind the Predictor: a PyTorch module (checkpoint or TorchScript) or an
+ONNX Runtime session. Each maps a float32 batch ``[B, P, H, W]`` to logits ``[B, K, H, W]``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> the first CUDA GPU when present, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_amp(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: on CUDA bf16 (fp16 when bf16 is unsupported); CPU runs in float32
+    because CPU autocast is usually slower than float32 for convolutions."""
+    if amp in (False, "off") or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class TorchNetwork:
+    """Wraps an ``nn.Module`` or TorchScript module in eval mode on ``device``."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device, amp: bool | str = "auto"):
+        self.device = device
+        self.module = module.to(device).eval()
+        self.amp_dtype = resolve_amp(amp, device)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device, non_blocking=True)
+        ctx = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), ctx:
+            return self.module(batch).float()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "torch", "device": str(self.device), "amp": str(self.amp_dtype)}
+
+
+class OnnxNetwork:
+    """Wraps an ONNX Runtime session (CUDA provider when requested and available)."""
+
+    def __init__(self, path: str, device: torch.device):
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.device = torch.device("cpu")  # outputs come back as host arrays
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
+        (logits,) = self.session.run(None, {self.input_name: array})[:1]
+        return torch.from_numpy(logits)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "onnxruntime", "providers": self.session.get_providers()}

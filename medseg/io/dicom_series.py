@@ -1,0 +1,229 @@
+"""Find DICOM series in a folder and pick one: header scan only, no pixel data decoded.
+
+A folder is scanned once with pydicom (``stop_before_pixels``); files are grouped by
+SeriesInstanceUID. Anonymised exports sometimes blank the UID (the TotalSegmentator example
+series has an empty one), so files without a UID are grouped by a key built from
+non-identifying header fields instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from medseg.errors import DicomSeriesError, InputNotFoundError, UnsupportedFormatError
+
+logger = logging.getLogger(__name__)
+
+# Patient/visit identifiers: kept in Volume.identifiers only, never in metadata or logs.
+IDENTIFIER_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "AccessionNumber",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "StudyDate",
+    "StudyID",
+)
+
+# Modalities that are not pixel images on a slice grid; never auto-picked as "the" series.
+NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "SR", "RTPLAN", "RTDOSE", "PR", "KO", "REG"}
+
+
+@dataclasses.dataclass
+class DicomSeries:
+    """One series found in a folder.
+
+    Attributes:
+        uid: SeriesInstanceUID ("" when the files carry none).
+        key: unique key used for grouping (the UID, or a derived key when the UID is blank).
+        description: SeriesDescription.
+        modality: Modality ("CT", "MR", "SEG" ...).
+        files: the series' files (unsorted; :func:`medseg.io.dicom.read_dicom_series` sorts
+            them by position along the slice normal).
+        headers: pydicom datasets read without pixel data, one per file.
+    """
+
+    uid: str
+    key: str
+    description: str
+    modality: str
+    files: list[Path]
+    headers: list[pydicom.Dataset] = dataclasses.field(repr=False)
+
+    @property
+    def n_files(self) -> int:
+        return len(self.files)
+
+    @property
+    def is_image(self) -> bool:
+        return self.modality.upper() not in NON_IMAGE_MODALITIES
+
+    def summary(self) -> dict[str, object]:
+        """JSON-friendly description: uid, description, modality, number of files, size."""
+        first = self.headers[0]
+        return {
+            "uid": self.uid,
+            "key": self.key,
+            "description": self.description,
+            "modality": self.modality,
+            "n_files": self.n_files,
+            "rows": int(first.get("Rows", 0) or 0),
+            "columns": int(first.get("Columns", 0) or 0),
+            "series_number": _text(first.get("SeriesNumber")),
+        }
+
+    def label(self) -> str:
+        """One line naming the series for messages (no patient identifiers)."""
+        uid = self.uid or f"{self.key} (no SeriesInstanceUID; use this key)"
+        desc = self.description or "(no description)"
+        return f"{uid}  '{desc}'  {self.modality}  {self.n_files} file(s)"
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def read_header(path: Path) -> pydicom.Dataset | None:
+    """The DICOM header of ``path`` without pixel data, or None when it is not DICOM."""
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
+        logger.debug("%s: not read as DICOM (%s)", path, type(err).__name__)
+        return None
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True when ``path`` starts with the DICOM preamble ``DICM`` marker."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _group_key(ds: pydicom.Dataset) -> tuple[str, str]:
+    uid = _text(ds.get("SeriesInstanceUID"))
+    if uid:
+        return uid, uid
+    # Blank UID (anonymised export): group by fields that identify a series but not a person.
+    parts = [
+        _text(ds.get(k))
+        for k in ("FrameOfReferenceUID", "SeriesDescription", "SeriesNumber", "Modality")
+    ]
+    parts += [_text(ds.get("Rows")), _text(ds.get("Columns"))]
+    digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+    return "", f"no-uid-{digest}"
+
+
+def _candidate_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def scan_folder(folder: str | Path) -> list[DicomSeries]:
+    """All DICOM series under ``folder`` (recursive), largest first.
+
+    Raises:
+        InputNotFoundError: the folder does not exist or holds no files.
+        UnsupportedFormatError: it holds files but none is DICOM.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputNotFoundError(f"{folder} is not a folder; give a DICOM series folder")
+    files = _candidate_files(folder)
+    if not files:
+        raise InputNotFoundError(
+            f"{folder} is empty; expected a DICOM series (one .dcm file per slice), a NIfTI "
+            "file or an NRRD/MHA file. Check the path or the download/export"
+        )
+    groups: dict[str, DicomSeries] = {}
+    skipped: list[Path] = []
+    for path in files:
+        ds = read_header(path)
+        if ds is None:
+            skipped.append(path)
+            continue
+        uid, key = _group_key(ds)
+        if key not in groups:
+            groups[key] = DicomSeries(
+                uid=uid,
+                key=key,
+                description=_text(ds.get("SeriesDescription")),
+                modality=_text(ds.get("Modality")) or "unknown",
+                files=[],
+                headers=[],
+            )
+        groups[key].files.append(path)
+        groups[key].headers.append(ds)
+    if not groups:
+        examples = ", ".join(p.name for p in files[:3])
+        raise UnsupportedFormatError(
+            f"{folder}: none of its {len(files)} file(s) is DICOM (e.g. {examples}); expected "
+            "a folder of DICOM slices. For NIfTI/NRRD/MHA give the file itself, not its folder"
+        )
+    if skipped:
+        logger.info("%s: ignored %d non-DICOM file(s)", folder, len(skipped))
+    return sorted(groups.values(), key=lambda s: (-s.n_files, s.key))
+
+
+def list_dicom_series(folder: str | Path) -> list[dict[str, object]]:
+    """Summaries (uid, description, modality, n_files, rows, columns) of a folder's series."""
+    return [s.summary() for s in scan_folder(folder)]
+
+
+def _listing(series: list[DicomSeries]) -> str:
+    return "; ".join(s.label() for s in series)
+
+
+def select_series(folder: Path, series: list[DicomSeries], choice: str | None) -> DicomSeries:
+    """Pick one series by UID, unique UID prefix or description (case-insensitive).
+
+    With ``choice=None`` the folder must hold exactly one image series (SEG/RTSTRUCT/SR
+    objects beside it are ignored).
+    """
+    if choice is None:
+        images = [s for s in series if s.is_image] or series
+        if len(images) == 1:
+            return images[0]
+        raise DicomSeriesError(
+            f"{folder} holds {len(images)} DICOM series: {_listing(images)}. Pick one with "
+            "series=UID (a unique UID prefix or the description also works; CLI: --series UID); "
+            "`medseg info FOLDER` lists them"
+        )
+    wanted = choice.strip()
+    for test in (
+        lambda s: wanted in (s.uid, s.key),
+        lambda s: s.uid.startswith(wanted) or s.key.startswith(wanted),
+        lambda s: s.description.lower() == wanted.lower(),
+    ):
+        hits = [s for s in series if test(s)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise DicomSeriesError(
+                f"{folder}: --series {wanted!r} matches {len(hits)} series: {_listing(hits)}; "
+                "give more of the SeriesInstanceUID"
+            )
+    raise DicomSeriesError(
+        f"{folder}: no series matches --series {wanted!r}; the folder holds: {_listing(series)}"
+    )
+
+
+def identifiers_of(ds: pydicom.Dataset) -> dict[str, str]:
+    """Non-empty patient/visit identifiers of a header, as strings."""
+    found = {}
+    for keyword in IDENTIFIER_KEYWORDS:
+        value = _text(ds.get(keyword))
+        if value:
+            found[keyword] = value
+    return found

@@ -1,0 +1,14 @@
+"""Deterministic synthetic scans that look like real ones (research/demo data, not anatomy).
+
+* :func:`make_brain_mr` - FLAIR-like brain MR with a glioma-like tumour (core 1, oedema 2).
+* :func:`make_ct_abdomen` - abdominal CT in HU with a hypodense liver lesion (lesion 1, liver 2).
+* :func:`write_sample_data` - the committed ``sample_data/`` folder (``medseg sample-data``).
+
+Same seed -> identical arrays (numpy ``Generator`` streams; see ``docs/sample_data.md``).
+"""
+
+from __future__ import annotations
+
+from medseg.synthetic.brain import BRAIN_LABELS, make_brain_mr
+
+__all__ = ["BRAIN_LABELS", "make_brain_mr"]

@@ -1,0 +1,320 @@
+"""Finding and loading cases for the viewer: sample data, a confined data root, uploads.
+
+A *case* is one or more image channels on one voxel grid (e.g. FLAIR + T1c) plus an optional
+ground-truth mask. Recognised layouts inside a folder:
+
+* nnU-Net: ``imagesTr/<case>_0000.nii.gz`` (``_0001``... more channels) with
+  ``labelsTr/<case>.nii.gz``; ``imagesTs/`` without labels; ``dataset.json`` names channels
+  and labels.
+* flat files: ``<case>.nii.gz`` (or ``.nii``, ``.nrrd``, ``.mha``, ``.mhd``) with an optional
+  ``<case>_label``/``_seg``/``_mask`` file beside it.
+* DICOM series folders (any folder holding ``*.dcm`` files or a ``DICOMDIR``).
+
+Browsing a server-side data root never leaves that folder (:func:`resolve_in_root`), and
+uploads are size-limited, zip entries are checked against path traversal, links and zip
+bombs, and temporary files are removed before the function returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import stat
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from medseg.errors import InputNotFoundError, MedsegError
+from medseg.io import Volume, check_same_grid, read_volume
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+LABEL_TAGS = ("_label", "_labels", "_seg", "_mask", "_gt")
+MAX_UPLOAD_MB = 512
+MAX_ZIP_ENTRIES = 5000
+MAX_UNZIPPED_MB = 2048
+
+
+class UploadError(MedsegError):
+    """An uploaded file is too large, unsafe (zip traversal) or not a readable scan."""
+
+
+class DataRootError(MedsegError):
+    """A path chosen in the viewer lies outside the data root given at launch."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseRef:
+    """Where a case's files are: image channels (one path each) and optional label."""
+
+    name: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+    channel_names: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(eq=False)
+class Case:
+    """A loaded case: channels on one grid (source orientation), optional ground truth."""
+
+    name: str
+    channels: list[Volume]
+    channel_names: list[str]
+    truth: Volume | None = None
+    class_names: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def digest(self) -> str:
+        """Content hash of the channels and their geometry (inference cache key)."""
+        return volume_digest(self.channels)
+
+
+def volume_digest(volumes: list[Volume]) -> str:
+    """SHA-1 over arrays, dtypes and affines: identical scans give identical keys."""
+    digest = hashlib.sha1()
+    for vol in volumes:
+        digest.update(str((vol.array.dtype.str, vol.shape)).encode())
+        digest.update(np.ascontiguousarray(vol.affine).tobytes())
+        digest.update(np.ascontiguousarray(vol.array).data)
+    return digest.hexdigest()
+
+
+def _strip_suffix(name: str) -> str:
+    lower = name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _is_dicom_dir(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    if (path / "DICOMDIR").exists():
+        return True
+    return any(p.suffix.lower() == ".dcm" for p in path.iterdir() if p.is_file())
+
+
+def _dataset_json(folder: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Channel and class names from an nnU-Net ``dataset.json`` (empty when absent)."""
+    path = folder / "dataset.json"
+    if not path.is_file():
+        return (), ()
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        logger.warning("%s: unreadable dataset.json; using default names", path)
+        return (), ()
+    channels = meta.get("channel_names") or meta.get("modality") or {}
+    labels = meta.get("labels") or {}
+    channel_names = tuple(str(channels[k]) for k in sorted(channels, key=int))
+    by_value = {int(v): str(k) for k, v in labels.items() if str(v).lstrip("-").isdigit()}
+    class_names = tuple(by_value.get(i, f"label {i}") for i in range(max(by_value, default=-1) + 1))
+    return channel_names, class_names
+
+
+def _nnunet_cases(folder: Path) -> list[CaseRef]:
+    channel_names, class_names = _dataset_json(folder)
+    cases = []
+    for images_dir, labels_dir in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
+        grouped: dict[str, list[Path]] = {}
+        for path in sorted((folder / images_dir).glob("*")):
+            match = re.fullmatch(r"(.+)_(\d{4})", _strip_suffix(path.name))
+            if _is_image(path) and match:
+                grouped.setdefault(match.group(1), []).append(path)
+        for name, images in grouped.items():
+            labels = [p for p in (folder / labels_dir).glob(f"{name}.*") if _is_image(p)]
+            cases.append(
+                CaseRef(
+                    name, tuple(images), labels[0] if labels else None, channel_names, class_names
+                )
+            )
+    return cases
+
+
+def _flat_cases(folder: Path) -> list[CaseRef]:
+    entries = sorted(folder.iterdir())
+    files = {_strip_suffix(p.name): p for p in entries if _is_image(p)}
+    labels = {
+        stem: path for stem, path in files.items() if any(stem.endswith(t) for t in LABEL_TAGS)
+    }
+    cases = []
+    for stem, path in files.items():
+        if stem in labels:
+            continue
+        label = next((labels[stem + t] for t in LABEL_TAGS if stem + t in labels), None)
+        cases.append(CaseRef(stem, (path,), label))
+    for path in entries:
+        if _is_dicom_dir(path):
+            stem = path.name.removesuffix("_dicom")
+            label = next((labels[stem + t] for t in LABEL_TAGS if stem + t in labels), None)
+            cases.append(CaseRef(path.name, (path,), label))
+    return cases
+
+
+def discover_cases(folder: Path, max_depth: int = 2) -> list[CaseRef]:
+    """All cases under ``folder`` (nnU-Net datasets, flat files, DICOM folders), sorted.
+
+    Case names are prefixed with their sub-folder relative to ``folder``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found: list[CaseRef] = []
+    queue = [(folder, 0)]
+    while queue:
+        current, depth = queue.pop(0)
+        prefix = "" if current == folder else f"{current.relative_to(folder).as_posix()}/"
+        if (current / "imagesTr").is_dir() or (current / "imagesTs").is_dir():
+            refs = _nnunet_cases(current)
+        else:
+            refs = _flat_cases(current)
+            if depth < max_depth:
+                queue.extend(
+                    (sub, depth + 1)
+                    for sub in sorted(current.iterdir())
+                    if sub.is_dir() and not _is_dicom_dir(sub) and not sub.name.startswith(".")
+                )
+        found.extend(dataclasses.replace(ref, name=prefix + ref.name) for ref in refs)
+    return found
+
+
+def default_case(cases: list[CaseRef]) -> CaseRef | None:
+    """The case opened at start-up: the last brain case with a label, else any labelled one."""
+    labelled = [c for c in cases if c.label is not None]
+    brain = [c for c in labelled if "brain" in c.name.lower()]
+    for pool in (brain, labelled, cases):
+        if pool:
+            return pool[-1]
+    return None
+
+
+def load_case(ref: CaseRef) -> Case:
+    """Read every channel (and the label) of ``ref``; channels must share one grid."""
+    channels = [read_volume(path) for path in ref.images]
+    for path, vol in zip(ref.images[1:], channels[1:], strict=True):
+        check_same_grid(channels[0], vol, what=f"channel {path.name}")
+    truth = None
+    if ref.label is not None:
+        truth = read_volume(ref.label)
+        check_same_grid(channels[0], truth, what="ground-truth mask")
+        truth = truth.with_array(np.rint(truth.array).astype(np.int16))
+    names = list(ref.channel_names) or [f"channel {i}" for i in range(len(channels))]
+    if len(names) != len(channels):
+        names = [f"channel {i}" for i in range(len(channels))]
+    return Case(ref.name, channels, names, truth, list(ref.class_names))
+
+
+def resolve_in_root(root: Path, relative: str | Path) -> Path:
+    """``root / relative`` resolved (symlinks followed), refused if it leaves ``root``.
+
+    Raises :class:`DataRootError` for ``..`` escapes, absolute paths elsewhere and symlinks
+    pointing outside, and :class:`InputNotFoundError` when the path does not exist.
+    """
+    root = Path(root).resolve()
+    candidate = (root / relative).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise DataRootError(
+            f"{relative}: resolves to {candidate}, outside the data root {root}; only files "
+            "inside the folder given with --data-root can be opened"
+        )
+    if not candidate.exists():
+        raise InputNotFoundError(f"{relative}: not found inside the data root {root}")
+    return candidate
+
+
+def _check_zip_member(info: zipfile.ZipInfo, upload_name: str) -> None:
+    name = info.filename.replace("\\", "/")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        raise UploadError(
+            f"{upload_name}: zip entry {info.filename!r} points outside the archive (absolute "
+            "path or '..'); refusing to extract it. Re-create the zip from the series folder"
+        )
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise UploadError(f"{upload_name}: zip entry {info.filename!r} is a symbolic link; refused")
+
+
+def safe_extract(archive: Path, target: Path, upload_name: str) -> None:
+    """Extract ``archive`` into ``target`` after checking every entry (see module doc)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_ZIP_ENTRIES:
+                raise UploadError(
+                    f"{upload_name}: {len(infos)} entries, more than {MAX_ZIP_ENTRIES}; upload one series"
+                )
+            total = sum(i.file_size for i in infos)
+            if total > MAX_UNZIPPED_MB * 2**20:
+                raise UploadError(
+                    f"{upload_name}: unpacks to {total / 2**20:.0f} MB, more than "
+                    f"{MAX_UNZIPPED_MB} MB; upload a single series"
+                )
+            for info in infos:
+                _check_zip_member(info, upload_name)
+            for info in infos:
+                zf.extract(info, target)
+    except zipfile.BadZipFile as err:
+        raise UploadError(f"{upload_name}: not a valid zip archive ({err})") from err
+
+
+def _series_folder(root: Path) -> Path:
+    """The one folder under ``root`` that holds files (a zip may wrap the series in folders)."""
+    holders = sorted({p.parent for p in root.rglob("*") if p.is_file()})
+    if not holders:
+        raise UploadError("the zip archive is empty; expected a DICOM series")
+    if len(holders) > 1:
+        listing = ", ".join(str(h.relative_to(root)) for h in holders[:5])
+        raise UploadError(
+            f"the zip holds files in {len(holders)} folders ({listing}); zip one DICOM series folder"
+        )
+    return holders[0]
+
+
+def read_upload(name: str, data: bytes, max_mb: float = MAX_UPLOAD_MB) -> Volume:
+    """A Volume from uploaded bytes: a NIfTI file or a zipped DICOM series.
+
+    The bytes go to a private temporary folder that is deleted before returning (the arrays
+    are read fully into memory first). Errors are :class:`MedsegError` subclasses with a
+    message fit for the page.
+    """
+    size_mb = len(data) / 2**20
+    if size_mb > max_mb:
+        raise UploadError(f"{name}: {size_mb:.0f} MB is over the {max_mb:.0f} MB upload limit")
+    lower = name.lower()
+    is_zip = lower.endswith(".zip")
+    if not is_zip and not lower.endswith((".nii", ".nii.gz", ".nrrd", ".mha")):
+        raise UploadError(
+            f"{name}: unsupported upload; expected a .nii/.nii.gz (or .nrrd/.mha) file or a "
+            ".zip of one DICOM series folder"
+        )
+    safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name) or "upload"
+    with tempfile.TemporaryDirectory(prefix="medseg-upload-") as tmp:
+        path = Path(tmp) / safe_name
+        path.write_bytes(data)
+        source: Path = path
+        if is_zip:
+            safe_extract(path, Path(tmp) / "series", name)
+            path.unlink()
+            source = _series_folder(Path(tmp) / "series")
+        try:
+            volume = read_volume(source)
+        except MedsegError as err:
+            # The reader names the temporary copy; the user knows the file by its own name.
+            message = str(err).replace(str(source), name).replace(str(path), name)
+            raise UploadError(message if name in message else f"{name}: {message}") from err
+        # Materialise in memory: the temporary folder disappears on return.
+        volume.array = np.array(volume.array)
+    volume.metadata["source"] = f"upload:{name}"
+    return volume

@@ -1,0 +1,267 @@
+"""The viewer's bridge to the library: inference, readouts, metrics, downloads.
+
+Thin adapters over :mod:`medseg.inference` (Predictor, readouts) and :mod:`medseg.metrics`, so
+the app and ``medseg predict`` compute the same numbers. Everything here is Streamlit-free and
+unit-testable; the app adds caching on top.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from medseg import RESEARCH_USE_NOTICE
+from medseg.errors import CheckpointError, InputNotFoundError
+from medseg.io import Volume, write_mask
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclasses.dataclass(eq=False)
+class ViewerPrediction:
+    """A predicted label volume (source grid) with its class names and readouts."""
+
+    label: Volume
+    class_names: list[str]
+    readouts: dict[str, Any]
+    model: str
+
+
+def default_model_path() -> Path:
+    """Path of the bundled default model (it may be missing, e.g. in a fresh checkout)."""
+    fallback = Path(__file__).resolve().parents[1] / "assets" / "default_model.pt"
+    try:
+        from medseg.inference.predictor import default_model_path as library_default
+    except ImportError:
+        return fallback
+    try:
+        return Path(library_default())
+    except CheckpointError:
+        return fallback
+
+
+def list_checkpoints(runs_dir: Path | None, limit: int = 200) -> list[Path]:
+    """Checkpoints/exports (``.pt``, ``.onnx``) under ``runs_dir``, newest first."""
+    if runs_dir is None or not Path(runs_dir).is_dir():
+        return []
+    found = [p for ext in ("*.pt", "*.onnx") for p in Path(runs_dir).rglob(ext) if p.is_file()]
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return found[:limit]
+
+
+def load_predictor(path: Path, device: str = "auto", tta: bool = False) -> Any:
+    """A :class:`medseg.inference.Predictor` for a checkpoint or export at ``path``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(
+            f"model {path} does not exist; train one with `medseg train`, or pick another "
+            "checkpoint"
+        )
+    from medseg.inference.predictor import Predictor
+
+    return Predictor.load(path, device=device, tta=tta)
+
+
+def run_inference(
+    predictor: Any, channels: list[Volume], model_name: str, progress: Progress | None = None
+) -> ViewerPrediction:
+    """Predict labels for ``channels`` and compute readouts (library code paths only)."""
+    prediction = predictor.predict(channels, progress=progress)
+    class_names = list(prediction.class_names)
+    readouts = getattr(prediction, "readouts", None) or compute_readouts(
+        prediction.label, class_names
+    )
+    return ViewerPrediction(prediction.label, class_names, readouts, model_name)
+
+
+def compute_readouts(label: Volume, class_names: list[str]) -> dict[str, Any]:
+    """Per-class mL and lesion list (``medseg.inference.readouts.compute_readouts``)."""
+    from medseg.inference.readouts import compute_readouts as library_readouts
+
+    return library_readouts(label, class_names)
+
+
+def class_names_for(label: Volume | None, names: list[str] | None) -> list[str]:
+    """``names`` padded with ``label N`` up to the largest label value present."""
+    names = list(names or [])
+    top = int(label.array.max(initial=0)) if label is not None else 0
+    if not names:
+        names = ["background"]
+    return names + [f"label {i}" for i in range(len(names), top + 1)]
+
+
+def compare_with_truth(
+    prediction: Volume, truth: Volume, class_names: list[str]
+) -> list[dict[str, Any]]:
+    """Dice and HD95 (mm) per foreground class, prediction vs ground truth, same grid.
+
+    Uses :mod:`medseg.metrics` when present; otherwise MONAI's metrics with the voxel
+    spacing (the same definitions). HD95 is ``nan`` when either mask is empty.
+    """
+    rows = []
+    for label in range(1, len(class_names)):
+        pred = prediction.array == label
+        true = truth.array == label
+        if not pred.any() and not true.any():
+            continue
+        dice, hd95 = _dice_hd95(pred, true, prediction.spacing)
+        rows.append(
+            {
+                "label": label,
+                "class": class_names[label],
+                "dice": round(dice, 4),
+                "hd95_mm": None if np.isnan(hd95) else round(hd95, 2),
+                "predicted_ml": round(float(pred.sum()) * prediction.voxel_volume_ml, 3),
+                "truth_ml": round(float(true.sum()) * truth.voxel_volume_ml, 3),
+            }
+        )
+    return rows
+
+
+def _dice_hd95(
+    pred: np.ndarray, true: np.ndarray, spacing: tuple[float, ...]
+) -> tuple[float, float]:
+    try:
+        from medseg import metrics
+
+        return float(metrics.dice(pred, true)), float(metrics.hd95(pred, true, spacing))
+    except (ImportError, AttributeError, TypeError):
+        pass
+    inter = float(np.logical_and(pred, true).sum())
+    total = float(pred.sum() + true.sum())
+    dice = 1.0 if total == 0 else 2.0 * inter / total
+    if not pred.any() or not true.any():
+        return dice, float("nan")
+    from monai.metrics import compute_hausdorff_distance
+
+    hd = compute_hausdorff_distance(
+        pred[None, None].astype(np.float32),
+        true[None, None].astype(np.float32),
+        percentile=95,
+        spacing=list(spacing),
+    )
+    return dice, float(np.asarray(hd).ravel()[0])
+
+
+def lesion_rows(readouts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat lesion table rows (volume, longest axial diameter, slice range) for display/CSV."""
+    rows = []
+    for les in sorted(readouts.get("lesions", []), key=lambda r: -float(r["volume_ml"])):
+        rows.append(
+            {
+                "class": les["class_name"],
+                "lesion": les["index"],
+                "volume_ml": round(float(les["volume_ml"]), 3),
+                "longest_axial_diameter_mm": round(float(les["longest_axial_diameter_mm"]), 1),
+                "slice_range": f"{les['slice_range'][0]}-{les['slice_range'][1]}",
+            }
+        )
+    return rows
+
+
+def class_rows(readouts: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-class volume table rows from the readouts."""
+    return [
+        {
+            "class": name,
+            "label": info["label"],
+            "volume_ml": round(float(info["volume_ml"]), 3),
+            "lesions": info["lesions"],
+        }
+        for name, info in readouts.get("classes", {}).items()
+    ]
+
+
+def report_json(
+    case_name: str, model: str, readouts: dict[str, Any], metrics: list[dict[str, Any]] | None
+) -> bytes:
+    """A JSON report (readouts, optional metrics, research-use notice) as UTF-8 bytes."""
+    payload = {
+        "notice": RESEARCH_USE_NOTICE,
+        "case": case_name,
+        "model": model,
+        "readouts": readouts,
+        "metrics_vs_ground_truth": metrics or [],
+    }
+    return json.dumps(payload, indent=2, default=float).encode()
+
+
+def report_csv(readouts: dict[str, Any], metrics: list[dict[str, Any]] | None) -> bytes:
+    """A CSV report: one row per class, then one per lesion, with a notice line on top."""
+    out = io.StringIO()
+    out.write(f"# {RESEARCH_USE_NOTICE}\n")
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "kind",
+            "class",
+            "lesion",
+            "volume_ml",
+            "longest_axial_diameter_mm",
+            "slice_range",
+            "dice",
+            "hd95_mm",
+        ]
+    )
+    by_class = {m["class"]: m for m in metrics or []}
+    for row in class_rows(readouts):
+        metric = by_class.get(row["class"], {})
+        writer.writerow(
+            [
+                "class",
+                row["class"],
+                "",
+                row["volume_ml"],
+                "",
+                "",
+                metric.get("dice", ""),
+                metric.get("hd95_mm", ""),
+            ]
+        )
+    for row in lesion_rows(readouts):
+        writer.writerow(
+            [
+                "lesion",
+                row["class"],
+                row["lesion"],
+                row["volume_ml"],
+                row["longest_axial_diameter_mm"],
+                row["slice_range"],
+                "",
+                "",
+            ]
+        )
+    return out.getvalue().encode()
+
+
+def mask_nifti_bytes(label: Volume) -> bytes:
+    """The label volume as ``.nii.gz`` bytes on its source grid (exact affine)."""
+    with tempfile.TemporaryDirectory(prefix="medseg-viewer-") as tmp:
+        path = Path(tmp) / "mask.nii.gz"
+        write_mask(label.array, label, path)
+        return path.read_bytes()
+
+
+def png_bytes(rgb: np.ndarray, caption: str = "") -> bytes:
+    """The rendered view as PNG with a footer carrying ``caption`` and the research notice."""
+    footer = 18 if caption or RESEARCH_USE_NOTICE else 0
+    image = Image.new("RGB", (rgb.shape[1], rgb.shape[0] + footer * 2), (0, 0, 0))
+    image.paste(Image.fromarray(np.ascontiguousarray(rgb)), (0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.text((4, rgb.shape[0] + 2), caption, fill=(220, 220, 220))
+    draw.text((4, rgb.shape[0] + footer + 2), RESEARCH_USE_NOTICE, fill=(255, 200, 40))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

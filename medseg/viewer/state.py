@@ -1,0 +1,154 @@
+"""Viewer state prepared once per case / per prediction, so a slider move only renders.
+
+:class:`DisplayCase` holds a loaded case reoriented for display plus per-channel automatic
+windows; :class:`MaskLayer` holds a label volume (prediction or ground truth) with its
+readouts, lesion targets and per-view slice areas, each computed once and memoised.
+:class:`LRUStore` is the process-wide prediction cache (the app wraps it in
+``st.cache_resource``), keyed by (volume hash, model, model mtime, device).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from typing import Any
+
+import numpy as np
+
+from medseg.io import Volume
+from medseg.viewer import navigation, render, services
+from medseg.viewer.loading import Case
+
+
+@dataclasses.dataclass(eq=False)
+class DisplayCase:
+    """A case in display orientation (see :mod:`medseg.viewer.render`)."""
+
+    case: Case
+    digest: str
+    images: list[np.ndarray]  # one (X, Y, Z) array per channel, display (L, P, S) order
+    spacing: tuple[float, float, float]  # mm along display axes
+    affine: np.ndarray  # display voxel -> RAS mm
+    windows: list[render.Window]  # automatic window per channel
+    is_ct: list[bool]
+    intensity_range: list[tuple[float, float]]  # 0.1 / 99.9 percentiles per channel
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.images[0].shape)  # type: ignore[return-value]
+
+
+def _looks_like_ct(volume: Volume) -> bool:
+    modality = str(volume.metadata.get("modality", "")).upper()
+    if modality in ("CT", "MR", "MRI"):
+        return modality == "CT"
+    # No modality tag (plain NIfTI): CT in HU has air near -1000.
+    sample = volume.array.ravel()[:: max(1, volume.array.size // 200_000)]
+    return bool(sample.size and np.percentile(sample, 1) < -500)
+
+
+def prepare_case(case: Case) -> DisplayCase:
+    """Reorient every channel for display and compute automatic windows (once per case)."""
+    shown = [render.to_display(vol) for vol in case.channels]
+    windows, ranges, is_ct = [], [], []
+    for vol in case.channels:
+        ct = _looks_like_ct(vol)
+        is_ct.append(ct)
+        windows.append(render.CT_PRESETS["soft tissue"] if ct else None)
+        sample = vol.array.ravel()[:: max(1, vol.array.size // 500_000)].astype(np.float64)
+        lo, hi = np.percentile(sample, [0.1, 99.9]) if sample.size else (0.0, 1.0)
+        ranges.append((float(lo), float(max(hi, lo + 1.0))))
+    windows = [
+        render.Window(*w) if w is not None else render.auto_window(vol.array)
+        for w, vol in zip(windows, case.channels, strict=True)
+    ]
+    return DisplayCase(
+        case=case,
+        digest=case.digest,
+        images=[v.array for v in shown],
+        spacing=shown[0].spacing,
+        affine=shown[0].affine,
+        windows=windows,
+        is_ct=is_ct,
+        intensity_range=ranges,
+    )
+
+
+@dataclasses.dataclass(eq=False)
+class MaskLayer:
+    """A label volume shown over the image, with memoised derived data."""
+
+    source: Volume  # source grid (for downloads and readouts in true geometry)
+    display: np.ndarray  # display-oriented labels (X, Y, Z)
+    class_names: list[str]
+    readouts: dict[str, Any]
+    targets: list[navigation.LesionTarget]
+    model: str = ""
+    _areas: dict[tuple[str, tuple[int, ...]], np.ndarray] = dataclasses.field(default_factory=dict)
+    _memo: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def present(self) -> list[int]:
+        if "present" not in self._memo:
+            self._memo["present"] = [int(v) for v in np.unique(self.display) if v > 0]
+        return self._memo["present"]
+
+    def areas(
+        self, view: str, spacing: tuple[float, float, float], labels: tuple[int, ...]
+    ) -> np.ndarray:
+        """Per-slice foreground area (mm^2) along ``view`` over ``labels`` (memoised)."""
+        key = (view, labels)
+        if key not in self._areas:
+            self._areas[key] = navigation.slice_areas_mm2(self.display, spacing, view, labels)
+        return self._areas[key]
+
+    def memo(self, name: str, compute: Any) -> Any:
+        """Compute ``compute()`` once and keep it (metrics, download bytes, ...)."""
+        if name not in self._memo:
+            self._memo[name] = compute()
+        return self._memo[name]
+
+
+def make_layer(
+    label: Volume,
+    shown: DisplayCase,
+    class_names: list[str],
+    readouts: dict[str, Any] | None = None,
+    model: str = "",
+) -> MaskLayer:
+    """Prepare a prediction or ground-truth label volume for display and navigation."""
+    names = services.class_names_for(label, class_names)
+    if readouts is None:
+        readouts = services.compute_readouts(label, names)
+    display = render.to_display(label)
+    targets = navigation.lesion_targets(
+        readouts.get("lesions", []), label.affine, display.affine, display.shape
+    )
+    return MaskLayer(label, display.array, names, readouts, targets, model)
+
+
+class LRUStore:
+    """A small thread-safe least-recently-used mapping (one per server process)."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._items: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)

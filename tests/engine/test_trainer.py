@@ -1,0 +1,139 @@
+"""Trainer: run-folder artefacts, checkpoint contents, exact resume, best checkpoint, early stop."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from medseg import RESEARCH_USE_NOTICE
+from medseg.engine.checkpoint import load_checkpoint
+from medseg.engine.config import TrainConfig, build_config
+from medseg.engine.trainer import Trainer, train
+from medseg.engine.validation import ValidationResult
+from medseg.errors import CheckpointError, OverwriteError
+from medseg.models import build_model
+
+CPU = torch.device("cpu")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_one_epoch_writes_every_artefact(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
+    cfg = build_config(tiny_raw)
+    run = tmp_path / "run"
+    result = train(cfg, output=run, progress=False)
+    assert result.epochs_completed == 1 and not result.interrupted
+    assert TrainConfig.model_validate(yaml.safe_load((run / "config.yaml").read_text())) == cfg
+    rows = _read_csv(run / "metrics.csv")
+    assert len(rows) == 1
+    assert {"train_loss", "lr", "val_dice_lesion", "val_dice_rim", "val_mean_dice"} <= set(rows[0])
+    assert np.isfinite(float(rows[0]["train_loss"]))
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    for png in (run / "curves.png", run / "overlays" / "epoch_001.png"):
+        with Image.open(png) as img:
+            assert img.size[0] > 300 and img.size[1] > 200
+            assert img.info.get("Disclaimer") == RESEARCH_USE_NOTICE
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert (run / "checkpoints" / "best.pt").is_file()
+    assert not list(run.rglob("*.tmp")) and not list(run.rglob(".*.pt*"))
+
+
+def test_checkpoint_is_complete_and_loads_safely(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(build_config(tiny_raw), output=run, progress=False)
+    path = run / "checkpoints" / "last.pt"
+    raw = torch.load(path, map_location="cpu", weights_only=True)  # no arbitrary pickles
+    expected = {
+        "format_version", "medseg_version", "model", "state_dict", "preprocessing", "sampling",
+        "class_names", "channel_names", "config", "epoch", "metrics", "optimizer", "scheduler",
+        "scaler", "rng", "trainer",
+    }
+    assert expected <= set(raw)
+    ckpt = load_checkpoint(path)
+    assert ckpt["model"] == {
+        "name": "unet", "in_channels": 1, "num_classes": 3,
+        "options": {"depth": 2, "base_channels": 4},
+    }
+    assert ckpt["class_names"] == ["background", "lesion", "rim"]
+    assert ckpt["channel_names"] == ["MRI"]
+    assert ckpt["sampling"] == {"axis": 2, "context": 0}
+    assert ckpt["epoch"] == 1
+    assert len(ckpt["preprocessing"]["intensity_stats"]) == 1
+    assert {"python", "numpy", "torch"} <= set(ckpt["rng"])
+    model = build_model(ckpt["model"]["name"], 1, 3, **ckpt["model"]["options"])
+    model.load_state_dict(ckpt["state_dict"])  # plain keys: no "module." / "_orig_mod." prefix
+    assert "val_mean_dice" in ckpt["metrics"]
+
+
+def test_resume_continues_exactly(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
+    raw = {**tiny_raw, "train": {**tiny_raw["train"], "epochs": 2}}
+    raw["data"] = {**raw["data"], "augmentation": {"enabled": True}}  # real augmentation too
+    cfg = build_config(raw)
+    straight = Trainer(cfg, tmp_path / "a", CPU, progress=False)
+    straight.fit()
+    first = Trainer(cfg, tmp_path / "b", CPU, progress=False)
+    assert first.fit(max_epochs=1).epochs_completed == 1
+    resumed = Trainer(cfg, tmp_path / "b", CPU, resume_from=tmp_path / "b/checkpoints/last.pt", progress=False)
+    assert resumed.start_epoch == 1
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    rows_a, rows_b = _read_csv(tmp_path / "a/metrics.csv"), _read_csv(tmp_path / "b/metrics.csv")
+    assert [r["epoch"] for r in rows_b] == ["1", "2"]
+    np.testing.assert_allclose(
+        [float(r["train_loss"]) for r in rows_a], [float(r["train_loss"]) for r in rows_b], rtol=1e-5
+    )
+    # and the resumed run differs from a fresh second epoch (the test can fail)
+    assert not torch.equal(first.model.state_dict()[next(iter(a))], a[next(iter(a))])
+
+
+def test_best_checkpoint_follows_validation_dice(
+    tiny_raw: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = build_config({**tiny_raw, "train": {**tiny_raw["train"], "epochs": 3}})
+    trainer = Trainer(cfg, tmp_path / "run", CPU, progress=False)
+    scripted = iter([0.2, 0.5, 0.4])
+
+    def fake_validate() -> ValidationResult:
+        d = next(scripted)
+        return ValidationResult(["background", "lesion", "rim"], np.array([d, d]), num_cases=1)
+
+    monkeypatch.setattr(trainer, "_validate", fake_validate)
+    result = trainer.fit()
+    assert (result.best_epoch, result.best_metric) == (2, 0.5)
+    best = load_checkpoint(tmp_path / "run/checkpoints/best.pt")
+    last = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
+    assert best["epoch"] == 2 and best["metrics"]["val_mean_dice"] == 0.5
+    assert last["epoch"] == 3 and last["metrics"]["val_mean_dice"] == 0.4
+
+
+def test_early_stopping_after_patience(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
+    raw = {**tiny_raw, "optim": {"lr": 1e-12}, "schedule": {"name": "constant"}}
+    raw["train"] = {**raw["train"], "epochs": 5, "early_stopping_patience": 1}
+    result = train(build_config(raw), output=tmp_path / "run", progress=False)
+    assert result.stopped_early
+    assert result.epochs_completed == 2  # epoch 2 did not beat epoch 1 (weights barely move)
+    assert result.best_epoch == 1
+    assert len(_read_csv(tmp_path / "run/metrics.csv")) == 2
+
+
+def test_existing_run_refused_and_wrong_model_resume(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(build_config(tiny_raw), output=run, progress=False)
+    with pytest.raises(OverwriteError, match="--resume"):
+        train(build_config(tiny_raw), output=run, progress=False)
+    other = build_config({**tiny_raw, "model": {"name": "basic_unet", "options": {}}})
+    with pytest.raises(CheckpointError, match="'unet' model"):
+        train(other, resume=run, progress=False)

@@ -1,0 +1,131 @@
+"""Case discovery, data-root confinement and upload safety."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.errors import InputNotFoundError
+from medseg.io import Volume, write_mask, write_volume
+from medseg.viewer import loading
+
+AFFINE = np.diag([-1.0, -1.0, 2.0, 1.0])
+
+
+def _write_case(path: Path, label_path: Path | None = None) -> Volume:
+    vol = Volume(np.arange(8 * 6 * 4, dtype=np.float32).reshape(8, 6, 4), AFFINE)
+    write_volume(vol, path)
+    if label_path is not None:
+        mask = np.zeros(vol.shape, np.uint8)
+        mask[2:4, 2:4, 1:3] = 1
+        write_mask(mask, vol, label_path)
+    return vol
+
+
+def test_discover_nnunet_flat_and_multichannel(tmp_path: Path) -> None:
+    ds = tmp_path / "brain_mr"
+    for n in (1, 2):
+        _write_case(
+            ds / "imagesTr" / f"brain_{n:03d}_0000.nii.gz",
+            ds / "labelsTr" / f"brain_{n:03d}.nii.gz",
+        )
+        _write_case(ds / "imagesTr" / f"brain_{n:03d}_0001.nii.gz")
+    (ds / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "FLAIR", "1": "T1c"},
+                "labels": {"background": 0, "tumour_core": 1, "oedema": 2},
+            }
+        )
+    )
+    ct = tmp_path / "ct_abdomen"
+    _write_case(ct / "ct_001.nii.gz", ct / "ct_001_label.nii.gz")
+    refs = {r.name: r for r in loading.discover_cases(tmp_path)}
+    assert set(refs) == {"brain_mr/brain_001", "brain_mr/brain_002", "ct_abdomen/ct_001"}
+    brain = refs["brain_mr/brain_002"]
+    assert [p.name for p in brain.images] == ["brain_002_0000.nii.gz", "brain_002_0001.nii.gz"]
+    assert brain.label.name == "brain_002.nii.gz"
+    assert brain.class_names == ("background", "tumour_core", "oedema")
+    assert refs["ct_abdomen/ct_001"].label.name == "ct_001_label.nii.gz"
+    assert loading.default_case(list(refs.values())).name == "brain_mr/brain_002"
+    case = loading.load_case(brain)
+    assert case.channel_names == ["FLAIR", "T1c"]
+    assert len(case.channels) == 2
+    assert case.truth is not None
+    assert case.truth.array.max() == 1
+    assert case.digest == loading.load_case(brain).digest  # stable cache key
+
+
+def test_resolve_in_root_refuses_escapes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.nii.gz").write_bytes(b"x")
+    (tmp_path / "secret.nii.gz").write_bytes(b"x")
+    assert loading.resolve_in_root(root, "sub/a.nii.gz") == (root / "sub" / "a.nii.gz").resolve()
+    for escape in ("../secret.nii.gz", "sub/../../secret.nii.gz", str(tmp_path / "secret.nii.gz")):
+        with pytest.raises(loading.DataRootError, match="outside the data root"):
+            loading.resolve_in_root(root, escape)
+    os.symlink(tmp_path / "secret.nii.gz", root / "link.nii.gz")
+    with pytest.raises(loading.DataRootError):
+        loading.resolve_in_root(root, "link.nii.gz")
+    with pytest.raises(InputNotFoundError):
+        loading.resolve_in_root(root, "sub/missing.nii.gz")
+
+
+def _zip(entries: dict[str, bytes], symlink: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("entries", "symlink", "message"),
+    [
+        ({"../evil.dcm": b"x"}, None, "outside the archive"),
+        ({"/abs/evil.dcm": b"x"}, None, "outside the archive"),
+        ({"series/..\\..\\evil.dcm": b"x"}, None, "outside the archive"),
+        ({"series/1.dcm": b"x"}, "series/link", "symbolic link"),
+        ({"a/1.dcm": b"x", "b/1.dcm": b"x"}, None, "2 folders"),
+    ],
+    ids=["dotdot", "absolute", "backslash", "symlink", "two-series"],
+)
+def test_unsafe_zip_refused(entries, symlink, message, tmp_path: Path) -> None:
+    with pytest.raises(loading.UploadError, match=message):
+        loading.read_upload("series.zip", _zip(entries, symlink))
+    assert not (tmp_path.parent / "evil.dcm").exists()
+
+
+def test_upload_limits_and_types() -> None:
+    with pytest.raises(loading.UploadError, match="upload limit"):
+        loading.read_upload("big.nii.gz", b"x" * 2048, max_mb=0.001)
+    with pytest.raises(loading.UploadError, match="unsupported upload"):
+        loading.read_upload("notes.txt", b"hello")
+
+
+def test_upload_nifti_roundtrip_and_temp_files_removed(tmp_path: Path, monkeypatch) -> None:
+    vol = _write_case(tmp_path / "scan.nii.gz")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    loaded = loading.read_upload("scan.nii.gz", (tmp_path / "scan.nii.gz").read_bytes())
+    np.testing.assert_array_equal(loaded.array, vol.array)
+    np.testing.assert_allclose(loaded.affine, vol.affine)
+    assert loaded.metadata["source"] == "upload:scan.nii.gz"
+    assert list(scratch.iterdir()) == []  # temporary folder removed
+    with pytest.raises(loading.UploadError):
+        loading.read_upload("bad.nii.gz", b"garbage")
+    assert list(scratch.iterdir()) == []
