@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from medseg import RESEARCH_USE_NOTICE
+
+if TYPE_CHECKING:
+    from medseg.io.volume import Volume
 
 SERIES_HELP = "SeriesInstanceUID (a unique prefix or the description works) when a DICOM folder holds several series."
 CHANNEL_HELP = "Index along the 4th axis of a 4D file (e.g. 0 for the first modality)."
@@ -25,10 +29,20 @@ def info(
         help="Also print DICOM patient identifiers (hidden by default).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of text."),
+    mask: Path | None = typer.Option(
+        None,
+        "--mask",
+        help="A label map on the same grid: per-label mL and intensity inside each label.",
+    ),
+    align: bool = typer.Option(
+        False,
+        "--align",
+        help="Put --mask on the image grid by geometry (flips/permutations/resampling) first.",
+    ),
 ) -> None:
     """Shape, spacing, orientation, intensities and mask labels (mL) of a scan; no patient identifiers."""
     from medseg.io import list_dicom_series, read_volume
-    from medseg.io.info import describe, format_info
+    from medseg.io.info import describe, format_info, format_mask_stats
 
     if path.is_dir() and series is None:
         found = list_dicom_series(path)
@@ -38,12 +52,40 @@ def info(
             return
     volume = read_volume(path, series=series, channel=channel)
     data = describe(volume, show_identifiers=show_identifiers)
+    if mask is not None:
+        data["mask"] = _mask_stats(volume, mask, align)
     if as_json:
         data["notice"] = RESEARCH_USE_NOTICE
         typer.echo(json.dumps(data, indent=2))
     else:
         typer.echo(format_info(data))
+        if mask is not None:
+            typer.echo(f"mask:         {mask} ({data['mask']['alignment']})")
+            typer.echo(format_mask_stats(data["mask"]["labels"], data.get("units", "")))
         typer.echo(RESEARCH_USE_NOTICE)
+
+
+def _mask_stats(image: Volume, mask_path: Path, align: bool) -> dict:
+    """Per-label stats of ``mask_path`` on ``image`` (same grid, or aligned with ``align``)."""
+    from medseg.errors import GeometryMismatchError
+    from medseg.io import align_to_grid, check_same_grid, read_volume
+    from medseg.io.info import describe_mask_on_image
+
+    mask = read_volume(mask_path)
+    if align:
+        mask = align_to_grid(mask, image, interpolation="nearest")
+        alignment = mask.metadata["alignment"]
+    else:
+        try:
+            check_same_grid(image, mask, "mask")
+        except GeometryMismatchError as err:
+            raise GeometryMismatchError(f"{err}. To align it by geometry, add --align") from err
+        alignment = "same grid"
+    return {
+        "source": str(mask_path),
+        "alignment": alignment,
+        "labels": describe_mask_on_image(image, mask),
+    }
 
 
 def _print_series(path: Path, found: list[dict], as_json: bool) -> None:
@@ -77,8 +119,9 @@ def convert(
     ),
 ) -> None:
     """Convert a scan or mask to NIfTI (or NRRD/MHA) keeping its exact geometry."""
-    from medseg.io import read_volume, write_volume
+    from medseg.io import check_output_path, read_volume, write_volume
 
+    check_output_path(output, overwrite=overwrite, inputs=[input])  # fail before the slow read
     volume = read_volume(input, series=series, channel=channel)
     if canonical:
         volume = volume.to_canonical()

@@ -17,6 +17,7 @@ RESUME_LAST = "__last__"
 
 
 def train_command(
+    ctx: typer.Context,
     config: str = typer.Argument(
         ..., help="Training config YAML (or a shipped config name: sample, brats_2d)."
     ),
@@ -26,18 +27,15 @@ def train_command(
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a config key, e.g. --set train.epochs=2 (repeatable)."
     ),
-    resume: str | None = typer.Option(
-        None,
-        "--resume",
-        is_flag=False,
-        flag_value=RESUME_LAST,
-        help="Continue a run: a run folder or checkpoint; alone, the --output folder's last.pt.",
-    ),
     device: str | None = typer.Option(
         None, "--device", help="cpu, cuda or auto (default: the config's device)."
     ),
 ) -> None:
-    """Train a segmentation model; writes config, metrics, curves, overlays and checkpoints."""
+    """Train a segmentation model; writes config, metrics, curves, overlays and checkpoints.
+
+    --resume [PATH]: continue a run from PATH (a run folder or a checkpoint file); alone, from
+    the --output folder's checkpoints/last.pt. Ctrl-C / SIGTERM save last.pt (exit code 130).
+    """
     from medseg import RESEARCH_USE_NOTICE
     from medseg.engine.config import load_config
     from medseg.engine.distributed import DistInfo
@@ -45,6 +43,7 @@ def train_command(
 
     if device is not None and device not in ("cpu", "cuda", "auto"):
         raise ConfigError(f"--device {device!r}: expected cpu, cuda or auto")
+    resume = _resume_argument(list(ctx.args))
     if resume == RESUME_LAST:
         if output is None:
             raise ConfigError(
@@ -77,6 +76,25 @@ def train_command(
     )
 
 
+def _resume_argument(extra: list[str]) -> str | None:
+    """``--resume [PATH]`` from the arguments Typer left over.
+
+    Parsed by hand because Typer options cannot take an optional value (``--resume`` alone
+    and ``--resume PATH`` must both work, in any position).
+    """
+    if not extra:
+        return None
+    if extra[0] != "--resume" or len(extra) > 2 or (len(extra) == 2 and extra[1].startswith("-")):
+        raise ConfigError(
+            f"unexpected argument(s) {' '.join(extra)}; see `medseg train --help` "
+            "(--resume takes at most one path)"
+        )
+    return extra[1] if len(extra) == 2 else RESUME_LAST
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's subcommands to the medseg app."""
-    app.command("train")(train_command)
+    app.command(
+        "train",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(train_command)

@@ -244,7 +244,7 @@ class Trainer:
                     )
                     break
                 stop_early = self._end_epoch(epoch, row, last=epoch + 1 == end)
-                result.epochs_completed = epoch + 1
+                result.epochs_completed = self.start_epoch = epoch + 1
                 if stop_early:
                     result.stopped_early = True
                     logger.info("early stopping: no improvement for %d validations", self.bad_validations)

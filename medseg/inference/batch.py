@@ -144,7 +144,13 @@ def _write_probabilities(probs: np.ndarray, like, path: Path) -> None:
 
 
 def predict_case(
-    predictor, case: Case, output_dir: Path, *, series: str | None, save_probabilities: bool
+    predictor,
+    case: Case,
+    output_dir: Path,
+    *,
+    series: str | None,
+    save_probabilities: bool,
+    worker: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Predict one case and write its outputs; returns the JSON report written."""
     from medseg.inference.dicom_seg import write_dicom_seg
@@ -179,6 +185,7 @@ def predict_case(
         "inputs": [str(p) for p in case.inputs],
         "outputs": written,
         **prediction.report(),
+        "worker": worker or {"rank": 0, "world_size": 1},
     }
     report["timing_s"]["read"] = round(read_s, 4)
     report["timing_s"]["write"] = round(time.perf_counter() - t0, 4)
@@ -219,7 +226,12 @@ def predict_cases(
             continue
         try:
             predict_case(
-                predictor, case, output_dir, series=series, save_probabilities=save_probabilities
+                predictor,
+                case,
+                output_dir,
+                series=series,
+                save_probabilities=save_probabilities,
+                worker={"rank": rank, "world_size": world_size},
             )
             result.done.append(case.case_id)
         except Exception as err:  # one bad case must never abort the others

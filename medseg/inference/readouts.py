@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 from collections.abc import Sequence
@@ -48,7 +49,8 @@ class Lesion:
     slice_range: list[int]  # [first, last] along the axial voxel axis
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # shallow: the list fields are fresh per lesion (asdict's deep copy is slow)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def axial_axis(affine: np.ndarray) -> int:
@@ -65,27 +67,43 @@ def class_volumes_ml(label: np.ndarray, voxel_ml: float, num_classes: int) -> li
 
 
 def _max_pairwise_distance(points: np.ndarray) -> float:
-    """Largest Euclidean distance between rows of ``points`` (N, 3), via the convex hull."""
+    """Largest Euclidean distance between rows of ``points`` (N, 2), via the convex hull."""
     if len(points) < 2:
         return 0.0
-    if len(points) > 4:
-        # The farthest pair lies on the convex hull; the hull is built in the plane's own
-        # 2D coordinates (first two principal directions) because the points are coplanar.
-        centred = points - points.mean(axis=0)
-        basis = np.linalg.svd(centred, full_matrices=False)[2][:2]
-        # collinear points make Qhull fail; brute force over all of them is cheap then
+    if len(points) > 32:
+        # the farthest pair lies on the convex hull; collinear points make Qhull fail, and
+        # brute force over all of them is fine then
         with contextlib.suppress(QhullError):
-            points = points[ConvexHull(centred @ basis.T).vertices]
+            points = points[ConvexHull(points).vertices]
     diff = points[:, None, :] - points[None, :, :]
     return float(np.sqrt((diff**2).sum(-1)).max())
 
 
+_CORNERS = np.array(list(itertools.product((-0.5, 0.5), repeat=2)))
+
+
 def _slice_corners(mask2d: np.ndarray) -> np.ndarray:
-    """In-plane voxel-corner coordinates ``(N, 2)`` of the boundary pixels of a 2D mask."""
-    boundary = mask2d & ~ndimage.binary_erosion(mask2d, border_value=0)
-    pix = np.argwhere(boundary).astype(float)
-    offsets = np.array(list(itertools.product((-0.5, 0.5), repeat=2)))
-    return np.unique((pix[:, None, :] + offsets[None]).reshape(-1, 2), axis=0)
+    """In-plane voxel-corner coordinates ``(N, 2)`` of the (boundary) pixels of a 2D mask."""
+    pix = np.argwhere(mask2d)
+    if len(pix) > 16:  # interior pixels never hold the farthest corners: drop them
+        boundary = mask2d & ~ndimage.binary_erosion(mask2d, border_value=0)
+        pix = np.argwhere(boundary)
+    # duplicates (corners shared by neighbours) are harmless and cheaper than np.unique
+    return (pix[:, None, :].astype(float) + _CORNERS[None]).reshape(-1, 2)
+
+
+@functools.lru_cache(maxsize=16)
+def _plane_frame(affine_bytes: bytes) -> tuple[int, list[int], np.ndarray]:
+    """Axial axis, in-plane axes and the 2x2 metric factor ``r`` of the axial plane.
+
+    World offsets in the plane are ``corners @ M.T`` with ``M`` the two in-plane affine
+    columns; ``M = Q R`` with orthonormal ``Q``, so ``corners @ R.T`` has the same distances
+    (exact for oblique and sheared grids) in 2D.
+    """
+    affine = np.frombuffer(affine_bytes, dtype=float).reshape(4, 4)
+    ax = axial_axis(affine)
+    plane_axes = [a for a in range(3) if a != ax]
+    return ax, plane_axes, np.linalg.qr(affine[:3, plane_axes])[1]
 
 
 def longest_axial_diameter(
@@ -96,17 +114,11 @@ def longest_axial_diameter(
     ``mask`` may be a crop of the full grid starting at voxel ``offset``. Returns the
     diameter and the (full-grid) slice index along the axial voxel axis where it was found.
     """
-    ax = axial_axis(affine)
-    plane_axes = [a for a in range(3) if a != ax]
+    ax, plane_axes, r = _plane_frame(np.asarray(affine, dtype=float).tobytes())
     best, best_slice = 0.0, int(offset[ax])
     for s in np.flatnonzero(mask.any(axis=tuple(plane_axes))):
         corners = _slice_corners(np.take(mask, s, axis=ax))
-        vox = np.zeros((len(corners), 3))
-        vox[:, plane_axes[0]] = corners[:, 0] + offset[plane_axes[0]]
-        vox[:, plane_axes[1]] = corners[:, 1] + offset[plane_axes[1]]
-        vox[:, ax] = s + offset[ax]
-        world = vox @ affine[:3, :3].T  # translation cancels in distances
-        d = _max_pairwise_distance(world)
+        d = _max_pairwise_distance(corners @ r.T)
         if d > best:
             best, best_slice = d, int(s + offset[ax])
     return best, best_slice

@@ -22,6 +22,7 @@ from medseg.io.volume import Volume, check_same_grid
 __all__ = [
     "Volume",
     "align_to_grid",
+    "check_output_path",
     "check_same_grid",
     "list_dicom_series",
     "read_dicom_seg",
@@ -77,6 +78,29 @@ def _inputs_of(volume: Volume) -> list[Path]:
     return paths
 
 
+def check_output_path(
+    path: str | Path, *, overwrite: bool = False, inputs: list[Path] | tuple[Path, ...] = ()
+) -> Path:
+    """Validate an output path before any work: writable format, not an input, no clobbering.
+
+    Raises:
+        OverwriteError: ``path`` is one of ``inputs`` (or inside an input DICOM folder), a
+            folder, or exists and ``overwrite`` is False.
+        UnsupportedFormatError: the suffix is not one medseg writes.
+    """
+    path = Path(path)
+    check_not_input(path, list(inputs))
+    if path.is_dir():
+        raise OverwriteError(f"{path} is a folder; give an output file name such as out.nii.gz")
+    if not path.name.lower().endswith(WRITE_SUFFIXES):
+        raise UnsupportedFormatError(
+            f"{path}: cannot write this format; use one of {', '.join(WRITE_SUFFIXES)}"
+        )
+    if path.exists() and not overwrite:
+        raise OverwriteError(f"{path} already exists; pass overwrite=True (CLI: --overwrite)")
+    return path
+
+
 def write_volume(volume: Volume, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``volume`` with its exact geometry, atomically; the suffix picks the format.
 
@@ -84,19 +108,10 @@ def write_volume(volume: Volume, path: str | Path, *, overwrite: bool = False) -
     (SimpleITK, LPS). Refuses to overwrite the volume's own input, or an existing file
     unless ``overwrite=True``.
     """
-    path = Path(path)
-    check_not_input(path, _inputs_of(volume))
-    if path.is_dir():
-        raise OverwriteError(f"{path} is a folder; give an output file name such as out.nii.gz")
-    if path.exists() and not overwrite:
-        raise OverwriteError(f"{path} already exists; pass overwrite=True (CLI: --overwrite)")
+    path = check_output_path(path, overwrite=overwrite, inputs=_inputs_of(volume))
     if is_nifti(path):
         return write_nifti(volume, path, overwrite=overwrite)
-    if path.name.lower().endswith((".nrrd", ".mha")):
-        return write_itk(volume, path)
-    raise UnsupportedFormatError(
-        f"{path}: cannot write this format; use one of {', '.join(WRITE_SUFFIXES)}"
-    )
+    return write_itk(volume, path)
 
 
 def write_mask(

@@ -61,7 +61,11 @@ def _intensity_stats(
         values, freq = counts
         total = int(freq.sum())
         mean = float((values.astype(np.float64) * freq).sum() / total)
-        lo, hi, pct = float(values[0]), float(values[-1]), percentiles_from_counts(values, freq, PERCENTILES)
+        lo, hi, pct = (
+            float(values[0]),
+            float(values[-1]),
+            percentiles_from_counts(values, freq, PERCENTILES),
+        )
     else:
         finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array.ravel()
         if not finite.size:
@@ -72,7 +76,9 @@ def _intensity_stats(
         "min": lo,
         "max": hi,
         "mean": round(mean, 4),
-        "percentiles": {f"p{p:g}": round(float(v), 4) for p, v in zip(PERCENTILES, pct, strict=True)},
+        "percentiles": {
+            f"p{p:g}": round(float(v), 4) for p, v in zip(PERCENTILES, pct, strict=True)
+        },
     }
 
 
@@ -95,7 +101,7 @@ def describe(volume: Volume, show_identifiers: bool = False) -> dict[str, Any]:
         "shape": list(volume.shape),
         "spacing_mm": [round(s, 6) for s in volume.spacing],
         "orientation": "".join(volume.orientation),
-        "origin_mm": [round(float(v), 4) for v in volume.origin],
+        "origin_mm": [round(float(v), 4) + 0.0 for v in volume.origin],  # + 0.0: no "-0.0"
         "affine": np.round(volume.affine, 6).tolist(),
         "field_of_view_mm": [
             round(n * s, 2) for n, s in zip(volume.shape, volume.spacing, strict=True)
@@ -141,15 +147,14 @@ def format_info(info: dict[str, Any]) -> str:
         f"format:       {info['format']}   modality: {info['modality']}",
     ]
     if info.get("series_description") or info.get("series_uid"):
-        lines.append(
-            f"series:       '{info.get('series_description', '')}'  uid {info.get('series_uid', '')}"
-        )
+        uid = info.get("series_uid") or "(none)"
+        lines.append(f"series:       '{info.get('series_description', '')}'  uid {uid}")
     lines += [
         f"shape:        {fmt(info['shape'])}  (i, j, k)",
         f"spacing:      {fmt(info['spacing_mm'])} mm",
         f"orientation:  {info['orientation']}  (RAS+ world; axis codes of i, j, k)",
         f"origin:       {', '.join(f'{v:.3f}' for v in info['origin_mm'])} mm (RAS, centre of voxel 0,0,0)",
-        f"field of view:{fmt(info['field_of_view_mm'])} mm",
+        f"extent:       {fmt(info['field_of_view_mm'])} mm",
         f"dtype:        {info['dtype']}",
     ]
     if "intensity" in info:

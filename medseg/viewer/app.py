@@ -77,9 +77,8 @@ def get_config() -> ViewerConfig:
 
 
 def _ref_key(ref: loading.CaseRef) -> str:
-    """Cache key of a case: its paths and their modification times (edits reload it)."""
-    paths = [*ref.images, *([ref.label] if ref.label else [])]
-    return repr(ref) + repr([p.stat().st_mtime_ns if p.exists() else 0 for p in paths])
+    """Cache key of a case: its file paths (no stat calls: they cost on every rerun)."""
+    return repr(ref)
 
 
 def _step(key: str, delta: int, count: int) -> None:
@@ -418,13 +417,12 @@ def image_panel(
     count = render.num_slices(shown.shape, view)
     win = settings["window"]
     st.image(
-        rgb,
+        render.encode_for_screen(rgb),
         caption=(
-            f"{view} {index + 1}/{count} · W {win.width:.0f} / L {win.level:.0f} · "
+            f"{view} {index + 1}/{count} · W {win.width:.4g} / L {win.level:.4g} · "
             "radiological convention: patient's right on screen left"
             + (" (axial, coronal)" if view != "sagittal" else "; anterior on screen left")
         ),
-        output_format="PNG",  # lossless: label colours and 1-pixel contours stay exact
     )
     legend = _legend(settings)
     if legend:
@@ -440,6 +438,20 @@ def _navigation_layer(pred: MaskLayer | None, truth: MaskLayer | None) -> MaskLa
         "Lesions of", ["prediction", "ground truth"], key="lesion_source", horizontal=True
     )
     return pred if source == "prediction" else truth
+
+
+AREA_CHART = {
+    "mark": {"type": "bar", "color": "#ee3377"},
+    "encoding": {
+        "x": {"field": "slice", "type": "quantitative", "title": "slice"},
+        "y": {"field": "area_mm2", "type": "quantitative", "title": "area (mm²)"},
+        "tooltip": [{"field": "slice"}, {"field": "area_mm2", "format": ".0f"}],
+    },
+}
+
+
+def _area_frame(areas: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"slice": np.arange(len(areas)), "area_mm2": areas})
 
 
 def lesion_panel(shown: DisplayCase, nav: MaskLayer | None, settings: dict[str, Any]) -> None:
@@ -470,12 +482,20 @@ def lesion_panel(shown: DisplayCase, nav: MaskLayer | None, settings: dict[str, 
     labels = settings["visible"] or tuple(nav.present)
     areas = nav.areas(view, shown.spacing, tuple(labels))
     st.caption(f"Tumour area per {view} slice (mm²)")
-    st.bar_chart(
-        pd.DataFrame({"slice": np.arange(len(areas)), "area_mm2": areas}),
-        x="slice",
-        y="area_mm2",
-        height=180,
-    )
+    chart = nav.memo(f"chart_{view}_{labels}", lambda: _area_frame(areas))
+    # A raw Vega-Lite spec: st.bar_chart builds it through Altair with schema validation,
+    # ~30 ms on every slider move.
+    current = int(st.session_state.get(f"slice_{view}", 0))
+    spec = {
+        "layer": [
+            {**AREA_CHART, "encoding": {**AREA_CHART["encoding"], "x": {
+                **AREA_CHART["encoding"]["x"], "scale": {"domain": [0, max(len(areas) - 1, 1)]}}}},
+            {"mark": {"type": "rule", "color": "#ffc828", "strokeDash": [4, 3]},
+             "encoding": {"x": {"datum": current}}},
+        ]
+    }  # fmt: skip
+    st.vega_lite_chart(chart, spec, height=180)
+    st.caption(f"dashed line: current slice {current}")
     with_tumour = np.flatnonzero(areas > 0)
     ranked = sorted(with_tumour, key=lambda i: -areas[i])[:200]
     st.selectbox(
@@ -625,7 +645,7 @@ def main() -> None:
     st.set_page_config(page_title="medseg viewer", layout="wide", page_icon="🧠")
     config = get_config()
     st.title("medseg viewer")
-    st.warning(f"Research use only. {RESEARCH_USE_NOTICE}", icon="⚠️")
+    st.warning(RESEARCH_USE_NOTICE, icon="⚠️")
     shown = sidebar_case(config)
     if shown is None:
         return
@@ -638,7 +658,7 @@ def main() -> None:
     spacing = " × ".join(f"{s:.2f}" for s in shown.case.channels[0].spacing)
     st.caption(
         f"**{shown.case.name}** · {' × '.join(map(str, shown.case.channels[0].shape))} voxels "
-        f"· {spacing} mm · stored {''.join(shown.case.channels[0].orientation)}"
+        f"· {spacing} mm · stored {shown.stored_orientation}"
     )
     left, right = st.columns([3, 2])
     with left:

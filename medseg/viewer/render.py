@@ -20,6 +20,7 @@ Only the shown slice is rendered (window LUT + overlay blend on one 2D plane), w
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -336,6 +337,20 @@ def render_slice(req: RenderRequest) -> np.ndarray:
     if req.labels:
         rgb = draw_orientation_labels(rgb, req.view)
     return rgb
+
+
+def encode_for_screen(rgb: np.ndarray) -> bytes:
+    """JPEG bytes for the browser: quality 95 without chroma subsampling.
+
+    ~1.5 ms for a 512x512 view against ~50 ms for PNG on a busy 2-core machine, which is what
+    keeps a slice change under 100 ms; label colours stay within a few grey levels. Downloads
+    use lossless PNG (``medseg.viewer.services.png_bytes``).
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(
+        buffer, format="JPEG", quality=95, subsampling=0
+    )
+    return buffer.getvalue()
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

@@ -105,54 +105,33 @@ def class_names_for(label: Volume | None, names: list[str] | None) -> list[str]:
 def compare_with_truth(
     prediction: Volume, truth: Volume, class_names: list[str]
 ) -> list[dict[str, Any]]:
-    """Dice and HD95 (mm) per foreground class, prediction vs ground truth, same grid.
+    """Dice, HD95/ASSD (mm), volumes and lesion detection per class vs ground truth.
 
-    Uses :mod:`medseg.metrics` when present; otherwise MONAI's metrics with the voxel
-    spacing (the same definitions). HD95 is ``nan`` when either mask is empty.
+    Uses :func:`medseg.metrics.evaluate_masks` (same definitions as ``medseg evaluate``) on
+    the shared source grid; with several foreground classes a "all foreground" row is added.
+    Classes absent from both masks are left out. HD95 is ``None`` when one mask is empty.
     """
-    rows = []
-    for label in range(1, len(class_names)):
-        pred = prediction.array == label
-        true = truth.array == label
-        if not pred.any() and not true.any():
-            continue
-        dice, hd95 = _dice_hd95(pred, true, prediction.spacing)
-        rows.append(
-            {
-                "label": label,
-                "class": class_names[label],
-                "dice": round(dice, 4),
-                "hd95_mm": None if np.isnan(hd95) else round(hd95, 2),
-                "predicted_ml": round(float(pred.sum()) * prediction.voxel_volume_ml, 3),
-                "truth_ml": round(float(true.sum()) * truth.voxel_volume_ml, 3),
-            }
-        )
-    return rows
+    from medseg.metrics import evaluate_masks
 
-
-def _dice_hd95(
-    pred: np.ndarray, true: np.ndarray, spacing: tuple[float, ...]
-) -> tuple[float, float]:
-    try:
-        from medseg import metrics
-
-        return float(metrics.dice(pred, true)), float(metrics.hd95(pred, true, spacing))
-    except (ImportError, AttributeError, TypeError):
-        pass
-    inter = float(np.logical_and(pred, true).sum())
-    total = float(pred.sum() + true.sum())
-    dice = 1.0 if total == 0 else 2.0 * inter / total
-    if not pred.any() or not true.any():
-        return dice, float("nan")
-    from monai.metrics import compute_hausdorff_distance
-
-    hd = compute_hausdorff_distance(
-        pred[None, None].astype(np.float32),
-        true[None, None].astype(np.float32),
-        percentile=95,
-        spacing=list(spacing),
-    )
-    return dice, float(np.asarray(hd).ravel()[0])
+    present = set(np.unique(prediction.array).tolist()) | set(np.unique(truth.array).tolist())
+    classes = {
+        class_names[i] if i < len(class_names) else f"label {i}": [i]
+        for i in sorted(int(v) for v in present if v > 0)
+    }
+    if len(classes) > 1:
+        classes["all foreground"] = [v for values in classes.values() for v in values]
+    rows = evaluate_masks(prediction.array, truth.array, prediction.spacing, classes)
+    keep = ("class", "dice", "hd95_mm", "assd_mm", "pred_ml", "ref_ml", "tp", "fn", "fp")
+    out = []
+    for row in rows:
+        clean = {}
+        for key in keep:
+            value = row[key]
+            if isinstance(value, float):
+                value = None if np.isnan(value) else round(value, 4 if key == "dice" else 2)
+            clean[key] = value
+        out.append(clean)
+    return out
 
 
 def lesion_rows(readouts: dict[str, Any]) -> list[dict[str, Any]]:

@@ -33,10 +33,20 @@ class DisplayCase:
     windows: list[render.Window]  # automatic window per channel
     is_ct: list[bool]
     intensity_range: list[tuple[float, float]]  # 0.1 / 99.9 percentiles per channel
+    stored_orientation: str = ""  # e.g. "LPS": how the file stores its axes
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.images[0].shape)  # type: ignore[return-value]
+
+
+def axial_friendly(array: np.ndarray) -> np.ndarray:
+    """The same array in Fortran order, so an axial plane ``[:, :, k]`` is one contiguous block.
+
+    Axial is the default and most used view; C order would gather it with a stride of ``Z``
+    elements (cache misses on every slider move). Coronal/sagittal planes stay affordable.
+    """
+    return np.asfortranarray(array)
 
 
 def _looks_like_ct(volume: Volume) -> bool:
@@ -66,12 +76,13 @@ def prepare_case(case: Case) -> DisplayCase:
     return DisplayCase(
         case=case,
         digest=case.digest,
-        images=[v.array for v in shown],
+        images=[axial_friendly(v.array) for v in shown],
         spacing=shown[0].spacing,
         affine=shown[0].affine,
         windows=windows,
         is_ct=is_ct,
         intensity_range=ranges,
+        stored_orientation="".join(case.channels[0].orientation),
     )
 
 
@@ -125,7 +136,7 @@ def make_layer(
     targets = navigation.lesion_targets(
         readouts.get("lesions", []), label.affine, display.affine, display.shape
     )
-    return MaskLayer(label, display.array, names, readouts, targets, model)
+    return MaskLayer(label, axial_friendly(display.array), names, readouts, targets, model)
 
 
 class LRUStore:

@@ -1,81 +1,11 @@
-"""Fixtures for the viewer app tests: a small nnU-Net style case folder and a tiny model."""
+"""Fixtures for the viewer app tests (data built by ``viewer_factory``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from medseg.io import Volume, write_mask, write_volume
-
-#: LPS-stored affine (like DICOM): i -> patient's left, j -> posterior, k -> superior.
-LPS_AFFINE = np.array([[-1.0, 0, 0, 30.0], [0, -1.0, 0, 25.0], [0, 0, 3.0, -30.0], [0, 0, 0, 1]])
-SHAPE = (64, 56, 20)
-CLASS_NAMES = ["background", "tumour_core", "oedema"]
-
-
-def synthetic_brain(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A head-like ellipsoid with two lesions (core 1 + oedema 2 rim; a small oedema spot)."""
-    rng = np.random.default_rng(seed)
-    i, j, k = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in SHAPE], indexing="ij")
-    head = ((i - 32) / 28) ** 2 + ((j - 28) / 24) ** 2 + ((k - 10) / 9) ** 2 < 1
-    image = np.where(head, 400.0, 0.0) + rng.normal(0, 10, SHAPE)
-    label = np.zeros(SHAPE, np.uint8)
-    big = ((i - 40) ** 2 + (j - 30) ** 2 + ((k - 10) * 3) ** 2) < 8**2
-    core = ((i - 40) ** 2 + (j - 30) ** 2 + ((k - 10) * 3) ** 2) < 4**2
-    small = ((i - 18) ** 2 + (j - 20) ** 2 + ((k - 6) * 3) ** 2) < 3**2
-    label[big | small] = 2
-    label[core] = 1
-    image = image + 300.0 * (label == 2) + 150.0 * (label == 1)
-    return image.astype(np.float32), label
-
-
-def write_case_folder(root: Path, cases: int = 2) -> Path:
-    """``root/brain_mr`` in nnU-Net layout (imagesTr/labelsTr + dataset.json)."""
-    folder = root / "brain_mr"
-    for n in range(1, cases + 1):
-        image, label = synthetic_brain(seed=n)
-        vol = Volume(image, LPS_AFFINE, {"modality": "MR"})
-        write_volume(vol, folder / "imagesTr" / f"brain_{n:03d}_0000.nii.gz")
-        write_mask(label, vol, folder / "labelsTr" / f"brain_{n:03d}.nii.gz")
-    meta = {
-        "channel_names": {"0": "FLAIR"},
-        "labels": {name: i for i, name in enumerate(CLASS_NAMES)},
-        "numTraining": cases,
-        "file_ending": ".nii.gz",
-    }
-    (folder / "dataset.json").write_text(json.dumps(meta))
-    return folder
-
-
-def write_constant_checkpoint(path: Path, label: int = 1) -> Path:
-    """A tiny real U-Net checkpoint whose head is zeroed with a bias so it predicts ``label``
-    everywhere: deterministic output that exercises the real Predictor end to end."""
-    import torch
-
-    from medseg.data.preprocessing import PreprocessingParams
-    from medseg.engine.checkpoint import save_checkpoint
-    from medseg.models import build_model
-
-    options = {"depth": 2, "base_channels": 4}
-    model = build_model("unet", 1, len(CLASS_NAMES), **options)
-    state = model.state_dict()
-    state["net.head.weight"].zero_()
-    bias = torch.zeros_like(state["net.head.bias"])
-    bias[label] = 10.0
-    state["net.head.bias"] = bias
-    params = PreprocessingParams(modality="mr", channel_names=["flair"], class_names=CLASS_NAMES)
-    payload = {
-        "model": {"name": "unet", "in_channels": 1, "num_classes": 3, "options": options},
-        "state_dict": state,
-        "preprocessing": params.model_dump(mode="json"),
-        "sampling": {"axis": 2, "context": 0},
-        "class_names": CLASS_NAMES,
-        "channel_names": ["flair"],
-    }
-    return save_checkpoint(payload, path)
+from viewer_factory import write_case_folder, write_constant_checkpoint
 
 
 @pytest.fixture(scope="session")

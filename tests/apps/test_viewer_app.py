@@ -243,7 +243,7 @@ def test_identifiers_hidden_by_default(
 
 
 def test_multichannel_case_has_channel_switch(tmp_path: Path) -> None:
-    from conftest import LPS_AFFINE, synthetic_brain
+    from viewer_factory import LPS_AFFINE, synthetic_brain
 
     from medseg.io import Volume, write_mask, write_volume
 

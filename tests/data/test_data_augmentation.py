@@ -11,7 +11,16 @@ from medseg.data.config import AugmentationConfig
 
 OFF = {
     name: {"prob": 0.0}
-    for name in ("elastic", "rotation", "scaling", "gamma", "noise", "blur", "brightness", "contrast")
+    for name in (
+        "elastic",
+        "rotation",
+        "scaling",
+        "gamma",
+        "noise",
+        "blur",
+        "brightness",
+        "contrast",
+    )
 }
 OFF["flips"] = {"prob": [0.0, 0.0]}
 
@@ -53,7 +62,8 @@ def test_cpu_elastic_keeps_mask_aligned_with_image():
     aug = build_augmentation(only(elastic=ELASTIC), seed=0)
     for seed in range(4):
         out = aug.set_random_state(seed)({"image": image, "label": mask})
-        assert out["label"].dtype == torch.int64 and out["image"].shape == image.shape
+        assert out["label"].dtype == torch.int64
+        assert out["image"].shape == image.shape
         moved = (out["label"] != mask).float().mean()
         assert moved > 0.01  # it really deformed ...
         assert_aligned(out["image"], out["label"][None])  # ... and the mask still matches
@@ -61,10 +71,18 @@ def test_cpu_elastic_keeps_mask_aligned_with_image():
 
 def test_batched_elastic_and_affine_keep_mask_aligned():
     image, mask = blob_image()
-    cfg = only(elastic=ELASTIC, rotation={"prob": 1.0, "degrees": 30},
-               scaling={"prob": 1.0, "range": [0.8, 1.2]}, flips={"prob": [0.5, 0.5]})
-    img, lab = BatchAugmenter(cfg, seed=0)(image[None].repeat(8, 1, 1, 1), mask[None].repeat(8, 1, 1))
-    assert img.shape == (8, 1, 96, 96) and lab.shape == (8, 96, 96) and lab.dtype == torch.int64
+    cfg = only(
+        elastic=ELASTIC,
+        rotation={"prob": 1.0, "degrees": 30},
+        scaling={"prob": 1.0, "range": [0.8, 1.2]},
+        flips={"prob": [0.5, 0.5]},
+    )
+    img, lab = BatchAugmenter(cfg, seed=0)(
+        image[None].repeat(8, 1, 1, 1), mask[None].repeat(8, 1, 1)
+    )
+    assert img.shape == (8, 1, 96, 96)
+    assert lab.shape == (8, 96, 96)
+    assert lab.dtype == torch.int64
     assert set(lab.unique().tolist()) <= {0, 1}
     moved = (lab != mask).float().mean(dim=(1, 2))
     assert torch.all(moved > 0.01), moved
@@ -78,18 +96,24 @@ def test_reproducible_with_seed_and_label_values_preserved():
     cfg = AugmentationConfig()  # defaults: everything on
     a = build_augmentation(cfg, seed=7).set_random_state(11)({"image": image, "label": mask})
     b = build_augmentation(cfg, seed=1).set_random_state(11)({"image": image, "label": mask})
-    assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    assert torch.equal(a["image"], b["image"])
+    assert torch.equal(a["label"], b["label"])
     assert set(a["label"].unique().tolist()) <= {0, 3}
     x1 = BatchAugmenter(cfg, seed=3)(image[None].repeat(4, 1, 1, 1), mask[None].repeat(4, 1, 1))
     x2 = BatchAugmenter(cfg, seed=3)(image[None].repeat(4, 1, 1, 1), mask[None].repeat(4, 1, 1))
-    assert torch.equal(x1[0], x2[0]) and torch.equal(x1[1], x2[1])
+    assert torch.equal(x1[0], x2[0])
+    assert torch.equal(x1[1], x2[1])
     assert set(x1[1].unique().tolist()) <= {0, 3}
     assert build_augmentation(cfg.model_copy(update={"backend": "batched"})) is None
     assert build_augmentation(cfg.model_copy(update={"enabled": False})) is None
 
 
 def _coordinate_image(size=96) -> torch.Tensor:
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32),
+        torch.arange(size, dtype=torch.float32),
+        indexing="ij",
+    )
     return torch.stack([yy, xx])  # bilinear sampling of a linear ramp returns the source coordinate
 
 
@@ -98,14 +122,18 @@ def _displacements_cpu(cfg, n, size=96):
     aug = build_augmentation(cfg, seed=0)
     out = []
     for seed in range(n):
-        res = aug.set_random_state(seed)({"image": coords, "label": torch.zeros(size, size, dtype=torch.long)})
+        res = aug.set_random_state(seed)(
+            {"image": coords, "label": torch.zeros(size, size, dtype=torch.long)}
+        )
         out.append(res["image"] - coords)
     return torch.stack(out)
 
 
 def _displacements_batched(cfg, n, size=96):
     coords = _coordinate_image(size)
-    img, _ = BatchAugmenter(cfg, seed=0)(coords[None].repeat(n, 1, 1, 1), torch.zeros(n, size, size, dtype=torch.long))
+    img, _ = BatchAugmenter(cfg, seed=0)(
+        coords[None].repeat(n, 1, 1, 1), torch.zeros(n, size, size, dtype=torch.long)
+    )
     return img - coords
 
 
@@ -124,17 +152,26 @@ def test_batched_path_is_statistically_equivalent_to_cpu(changes):
     inner = (slice(None), slice(None), slice(24, 72), slice(24, 72))  # away from padded borders
     cpu = _displacements_cpu(cfg, n)[inner].norm(dim=1).mean(dim=(1, 2))
     gpu = _displacements_batched(cfg, n)[inner].norm(dim=1).mean(dim=(1, 2))
-    # mean displacement (pixels) per sample: same mean and spread within sampling error
+    # mean displacement (pixels) per sample: same distribution within sampling error
+    # (two-sample z-test on the means at 4 standard errors; spreads within a factor 1.6)
     assert cpu.mean() > 0.5
-    assert abs(float(cpu.mean() - gpu.mean())) < 0.2 * float(cpu.mean()) + 0.3, (cpu.mean(), gpu.mean())
-    assert abs(float(cpu.std() - gpu.std())) < 0.35 * float(cpu.std()) + 0.3, (cpu.std(), gpu.std())
+    stderr = float((cpu.var() / n + gpu.var() / n).sqrt())
+    assert abs(float(cpu.mean() - gpu.mean())) < 4 * stderr + 0.05, (cpu.mean(), gpu.mean(), stderr)
+    assert 1 / 1.6 < float(gpu.std() / cpu.std()) < 1.6, (cpu.std(), gpu.std())
 
 
 def test_batched_intensity_transforms_change_image_not_label():
     image, mask = blob_image()
-    cfg = only(gamma={"prob": 1.0}, noise={"prob": 1.0, "std": 0.1}, blur={"prob": 1.0},
-               brightness={"prob": 1.0}, contrast={"prob": 1.0})
-    img, lab = BatchAugmenter(cfg, seed=0)(image[None].repeat(4, 1, 1, 1), mask[None].repeat(4, 1, 1))
+    cfg = only(
+        gamma={"prob": 1.0},
+        noise={"prob": 1.0, "std": 0.1},
+        blur={"prob": 1.0},
+        brightness={"prob": 1.0},
+        contrast={"prob": 1.0},
+    )
+    img, lab = BatchAugmenter(cfg, seed=0)(
+        image[None].repeat(4, 1, 1, 1), mask[None].repeat(4, 1, 1)
+    )
     assert torch.equal(lab, mask[None].repeat(4, 1, 1))
     assert not torch.allclose(img, image[None].repeat(4, 1, 1, 1), atol=1e-3)
     assert torch.isfinite(img).all()

@@ -31,8 +31,10 @@ def dataset(tmp_path):
 def test_cache_is_memory_mapped_and_reused(dataset, tmp_path):
     cached = prepare_cases(dataset.cases, PARAMS, tmp_path / "cache", progress=False)
     case = cached[0]
-    assert isinstance(case.image, np.memmap) and case.image.dtype == np.float32
-    assert case.image.shape == (2, 40, 36, 30) and case.label.dtype == np.int16
+    assert isinstance(case.image, np.memmap)
+    assert case.image.dtype == np.float32
+    assert case.image.shape == (2, 40, 36, 30)
+    assert case.label.dtype == np.int16
     assert set(case.foreground) == {0, 1, 2}
     fg_z = np.flatnonzero((np.asarray(case.label) > 0).any(axis=(0, 1)))
     np.testing.assert_array_equal(case.foreground[2], fg_z)
@@ -46,20 +48,27 @@ def test_cache_invalidated_when_source_or_params_change(dataset, tmp_path):
     cache = tmp_path / "cache"
     first = prepare_cases(dataset.cases[:1], PARAMS, cache, progress=False)[0]
     # a changed parameter -> a new entry, the stale one removed
-    other = prepare_cases(dataset.cases[:1], PARAMS.model_copy(update={"label_map": {2: 1}}), cache, progress=False)[0]
-    assert other.path != first.path and not first.path.exists()
+    other = prepare_cases(
+        dataset.cases[:1], PARAMS.model_copy(update={"label_map": {2: 1}}), cache, progress=False
+    )[0]
+    assert other.path != first.path
+    assert not first.path.exists()
     assert set(np.unique(other.label)) == {0, 1}
     # an edited source scan -> rebuilt with the new content
     case = dataset.cases[0]
-    images, label = blob_case(shape=(40, 36, 30), seed=0)
+    _images, label = blob_case(shape=(40, 36, 30), seed=0)
     label[:] = 0
     label[10:20, 10:20, 5:8] = 2
     save(label, RAS, case.label)
     os.utime(case.label, ns=(time.time_ns(), time.time_ns() + 10**9))
-    rebuilt = prepare_cases([case], PARAMS.model_copy(update={"label_map": {2: 1}}), cache, progress=False)[0]
+    rebuilt = prepare_cases(
+        [case], PARAMS.model_copy(update={"label_map": {2: 1}}), cache, progress=False
+    )[0]
     assert rebuilt.path != other.path
     np.testing.assert_array_equal(rebuilt.foreground[2], [5, 6, 7])
-    assert sorted(p.name.split("-")[0] for p in cache.iterdir() if not p.name.startswith(".")) == ["case000"]
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir() if not p.name.startswith(".")) == [
+        "case000"
+    ]
 
 
 def test_two_processes_build_the_cache_at_once(dataset, tmp_path):
@@ -74,8 +83,15 @@ def test_two_processes_build_the_cache_at_once(dataset, tmp_path):
         cases = prepare_cases(spec.cases, params, {str(cache)!r}, progress=False)
         print(sum(float(np.asarray(c.image, dtype=np.float64).sum()) for c in cases))
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     assert outs[0][0] == outs[1][0]  # both read identical, complete entries
@@ -101,8 +117,10 @@ def test_training_samples_shapes_context_and_crop(cached):
     ds = SliceDataset(cached, axis=2, context=1, crop_size=(24, 48), samples_per_epoch=40, seed=0)
     assert len(ds) == 40
     item = ds[3]
-    assert item["image"].shape == (6, 24, 48) and item["image"].dtype == torch.float32
-    assert item["label"].shape == (24, 48) and item["label"].dtype == torch.int64
+    assert item["image"].shape == (6, 24, 48)
+    assert item["image"].dtype == torch.float32
+    assert item["label"].shape == (24, 48)
+    assert item["label"].dtype == torch.int64
     # the channel-major 2.5D stack is the shared slice_stack() of the cached case (cropped)
     case = next(c for c in cached if c.case_id == item["case_id"])
     full = slice_stack(case.image, 2, item["index"], 1)
@@ -111,19 +129,23 @@ def test_training_samples_shapes_context_and_crop(cached):
         for top in range(40 - 24 + 1)
     )  # the crop (W 48 > 36 is zero-padded) comes from one position of the full slice
     sagittal = SliceDataset(cached, axis=0, context=0, crop_size=None, train=False)
-    assert len(sagittal) == 3 * 40 and sagittal[0]["image"].shape == (2, 36, 30)
+    assert len(sagittal) == 3 * 40
+    assert sagittal[0]["image"].shape == (2, 36, 30)
 
 
 def test_foreground_oversampling_share(cached):
     fg_slices = sum(len(c.foreground[2]) for c in cached)
     natural = fg_slices / sum(c.label.shape[2] for c in cached)
     for ratio in (0.0, 0.5, 1.0):
-        ds = SliceDataset(cached, crop_size=(16, 16), foreground_ratio=ratio, samples_per_epoch=400, seed=1)
+        ds = SliceDataset(
+            cached, crop_size=(16, 16), foreground_ratio=ratio, samples_per_epoch=400, seed=1
+        )
         items = [ds[i] for i in range(len(ds))]
         drawn = np.mean([it["foreground"] for it in items])
         has_fg = np.mean([bool((it["label"] > 0).any()) for it in items])
         if ratio == 1.0:
-            assert drawn == 1.0 and has_fg == 1.0  # crops are centred near foreground
+            assert drawn == 1.0
+            assert has_fg == 1.0
         else:
             assert abs(drawn - ratio) < 0.08, (ratio, drawn)
     # without oversampling, slices with foreground appear at their natural rate
@@ -150,7 +172,6 @@ def test_sampling_is_deterministic_per_seed_epoch_index(cached):
 
 def test_validation_covers_every_slice_padded(tmp_path):
     shapes = [(30, 20, 6), (24, 26, 4)]
-    cases = []
     for i, shape in enumerate(shapes):
         images, label = blob_case(shape=shape, seed=i, channels=1)
         save(images[0], RAS, tmp_path / "images" / f"c{i}.nii.gz")
@@ -162,5 +183,7 @@ def test_validation_covers_every_slice_padded(tmp_path):
     seen = [(ds[i]["case_id"], ds[i]["index"]) for i in range(len(ds))]
     assert seen == [("c0", k) for k in range(6)] + [("c1", k) for k in range(4)]
     item = ds[7]
-    assert item["image"].shape == (1, 32, 32) and item["valid_shape"] == (24, 26)
-    assert torch.all(item["image"][:, 24:] == 0) and torch.all(item["label"][:, 26:] == 0)
+    assert item["image"].shape == (1, 32, 32)
+    assert item["valid_shape"] == (24, 26)
+    assert torch.all(item["image"][:, 24:] == 0)
+    assert torch.all(item["label"][:, 26:] == 0)

@@ -39,12 +39,15 @@ def test_msd_layout_with_4d_images(tmp_path):
         "name": "msd",
         "modality": {"0": "FLAIR", "1": "T1c"},
         "labels": {"0": "background", "1": "oedema", "2": "core"},
-        "training": [{"image": "./imagesTr/brain_001.nii.gz", "label": "./labelsTr/brain_001.nii.gz"}],
+        "training": [
+            {"image": "./imagesTr/brain_001.nii.gz", "label": "./labelsTr/brain_001.nii.gz"}
+        ],
     }
     (root / "dataset.json").write_text(json.dumps(meta))
     spec = load_dataset(root)
     case = spec.cases[0]
-    assert case.channel_indices == [0, 1] and spec.channel_names == ["FLAIR", "T1c"]
+    assert case.channel_indices == [0, 1]
+    assert spec.channel_names == ["FLAIR", "T1c"]
     assert nib.load(case.images[0]).ndim == 4
     assert validate_dataset(spec) == []
 
@@ -61,8 +64,12 @@ def test_yaml_manifest_cases_and_pattern(tmp_path):
         "labels": {0: "bg", 1: "oedema", 2: "core"},
         "root": "data",
         "cases": [
-            {"id": f"p{i}", "images": [f"p{i}/flair.nii.gz", f"p{i}/t1c.nii.gz"],
-             "label": f"p{i}/seg.nii.gz", "split": "val" if i == 2 else "train"}
+            {
+                "id": f"p{i}",
+                "images": [f"p{i}/flair.nii.gz", f"p{i}/t1c.nii.gz"],
+                "label": f"p{i}/seg.nii.gz",
+                "split": "val" if i == 2 else "train",
+            }
             for i in range(3)
         ],
     }
@@ -71,15 +78,22 @@ def test_yaml_manifest_cases_and_pattern(tmp_path):
     assert [c.split for c in spec.cases] == ["train", "train", "val"]
     assert spec.cases[0].images[1] == tmp_path / "data" / "p0" / "t1c.nii.gz"
     assert split_from_spec(spec.cases) == (["p0", "p1"], ["p2"])
-    pattern = {"channel_names": ["flair", "t1c"], "root": str(tmp_path / "data"),
-               "pattern": {"images": ["{case}/flair.nii.gz", "{case}/t1c.nii.gz"], "label": "{case}/seg.nii.gz"}}
+    pattern = {
+        "channel_names": ["flair", "t1c"],
+        "root": str(tmp_path / "data"),
+        "pattern": {
+            "images": ["{case}/flair.nii.gz", "{case}/t1c.nii.gz"],
+            "label": "{case}/seg.nii.gz",
+        },
+    }
     (tmp_path / "pattern.yml").write_text(yaml.safe_dump(pattern))
     spec2 = load_dataset(tmp_path / "pattern.yml")
     assert [c.case_id for c in spec2.cases] == ["p0", "p1", "p2"]
     assert spec2.cases[2].label == tmp_path / "data" / "p2" / "seg.nii.gz"
     # plain folder rule: per-case sub-folders, seg = label, other NIfTI files = channels
     spec3 = load_dataset(tmp_path / "data")
-    assert spec3.channel_names == ["flair", "t1c"] and len(spec3.cases) == 3
+    assert spec3.channel_names == ["flair", "t1c"]
+    assert len(spec3.cases) == 3
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"cases": [], "chanel_names": ["x"]}))
     with pytest.raises(DatasetError, match="chanel_names"):
         load_dataset(tmp_path / "bad.yaml")
@@ -95,7 +109,8 @@ def test_csv_manifest_and_plain_images_labels_folder(tmp_path):
         "c1,images/c1.nii.gz,labels/c1.nii.gz,val\n"
     )
     spec = load_dataset(tmp_path / "m.csv")
-    assert spec.channel_names == ["ct"] and spec.cases[1].split == "val"
+    assert spec.channel_names == ["ct"]
+    assert spec.cases[1].split == "val"
     assert spec.cases[0].images == [tmp_path / "images" / "c0.nii.gz"]
     folder = load_dataset(tmp_path)
     assert [c.case_id for c in folder.cases] == ["c0", "c1"]
@@ -115,7 +130,9 @@ def _broken_dataset(tmp_path):
     label[label == 2] = 7
     save(label, RAS, root / "labelsTr" / "case002.nii.gz")  # 4 unexpected value 7
     save(np.zeros_like(label), RAS, root / "labelsTr" / "case003.nii.gz")  # 5 empty label
-    (root / "imagesTr" / "case004_0001.nii.gz").write_bytes(b"\x1f\x8bnot really gzip")  # 6 unreadable
+    (root / "imagesTr" / "case004_0001.nii.gz").write_bytes(
+        b"\x1f\x8bnot really gzip"
+    )  # 6 unreadable
     images, label = blob_case(seed=5)
     shifted = RAS.copy()
     shifted[2, 3] = 9.0
@@ -136,7 +153,8 @@ def test_validation_reports_every_problem_in_one_run(tmp_path):
         ("case005", "geometry"),
     }
     by_kind = {p.kind: p for p in problems if p.case_id == "case002"}
-    assert "[7]" in by_kind["label-values"].message and "case002.nii.gz" in by_kind["label-values"].path
+    assert "[7]" in by_kind["label-values"].message
+    assert "case002.nii.gz" in by_kind["label-values"].path
 
 
 def test_validate_data_cli_exit_codes_and_table(tmp_path, capsys):
@@ -147,7 +165,8 @@ def test_validate_data_cli_exit_codes_and_table(tmp_path, capsys):
     out = capsys.readouterr()
     for case in ("case000", "case001", "case002", "case003", "case004", "case005"):
         assert case in out.out
-    assert "missing-label" in out.out and "empty-label" in out.out
+    assert "missing-label" in out.out
+    assert "empty-label" in out.out
     assert "7 problem(s) in 6 case(s)" in out.err
     clean = nnunet_dataset(tmp_path / "clean", n_cases=2)
     main(["validate-data", str(clean)])  # exit 0: returns normally
@@ -167,7 +186,9 @@ def test_validate_data_uses_label_map_from_config(tmp_path, capsys):
         main(["validate-data", str(root)])
     assert "unexpected label value(s) [2]" in capsys.readouterr().out
     cfg = tmp_path / "train.yaml"  # ... but merged by the training config's label_map
-    cfg.write_text(yaml.safe_dump({"data": {"dataset": "x", "preprocessing": {"label_map": {1: 1, 2: 1}}}}))
+    cfg.write_text(
+        yaml.safe_dump({"data": {"dataset": "x", "preprocessing": {"label_map": {1: 1, 2: 1}}}})
+    )
     main(["validate-data", str(root), "--config", str(cfg)])
     assert "dataset OK" in capsys.readouterr().out
 
@@ -176,15 +197,17 @@ def test_validate_data_uses_label_map_from_config(tmp_path, capsys):
 def test_patient_level_split_and_kfold_are_disjoint_and_cover(n):
     ids = [f"pat{i:03d}" for i in range(n)]
     train, val = split_cases(ids, val_fraction=0.2, seed=3)
-    assert set(train).isdisjoint(val) and sorted(train + val) == ids
+    assert set(train).isdisjoint(val)
+    assert sorted(train + val) == ids
     assert len(val) == max(1, round(0.2 * n))
     assert split_cases(ids, 0.2, seed=3) == (train, val)  # deterministic
     assert split_cases(ids, 0.2, seed=4) != (train, val)
     folds = [split_cases(ids, fold=f, num_folds=5, seed=1) for f in range(5)]
     vals = [v for _, v in folds]
-    assert sorted(sum(vals, [])) == ids  # every patient validated exactly once
+    assert sorted(c for v in vals for c in v) == ids  # every patient validated exactly once
     for tr, va in folds:
-        assert set(tr).isdisjoint(va) and sorted(tr + va) == ids
+        assert set(tr).isdisjoint(va)
+        assert sorted(tr + va) == ids
 
 
 def test_split_groups_keep_a_patients_scans_together():
@@ -201,12 +224,24 @@ def test_data_config_rejects_misspelt_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'augmentation\.elastc'"):
         parse_data_config({"dataset": "x", "augmentation": {"elastc": {"prob": 1}}})
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"data": {"dataset": "d", "context": 2, "crop_size": [64, 96],
-                                             "augmentation": {"backend": "batched"}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data": {
+                    "dataset": "d",
+                    "context": 2,
+                    "crop_size": [64, 96],
+                    "augmentation": {"backend": "batched"},
+                }
+            }
+        )
+    )
     cfg = load_data_config(path)
-    assert cfg.context == 2 and cfg.crop_size == (64, 96) and cfg.augmentation.backend == "batched"
+    assert cfg.context == 2
+    assert cfg.crop_size == (64, 96)
+    assert cfg.augmentation.backend == "batched"
     assert isinstance(cfg.preprocessing, PreprocessingParams)
+    path.write_text(yaml.safe_dump({"dataset": "d", "foreground_ratio": 2}))
     with pytest.raises(SystemExit) as exc:  # config errors reach the CLI as exit 2
-        path.write_text(yaml.safe_dump({"dataset": "d", "foreground_ratio": 2}))
         main(["preview-data", str(tmp_path), "-o", str(tmp_path / "p.png"), "-c", str(path)])
     assert exc.value.code == 2

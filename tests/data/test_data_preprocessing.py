@@ -21,7 +21,9 @@ from medseg.io import Volume
 
 def _case(affine, seed=0):
     images, label = blob_case(seed=seed)
-    return [Volume(i, affine, {"source": f"ch{n}"}) for n, i in enumerate(images)], Volume(label, affine)
+    return [Volume(i, affine, {"source": f"ch{n}"}) for n, i in enumerate(images)], Volume(
+        label, affine
+    )
 
 
 PARAMS = PreprocessingParams(channel_names=["flair", "t1c"], class_names=["bg", "oedema", "core"])
@@ -32,7 +34,8 @@ def test_round_trip_is_identity_on_source_grid(affine):
     channels, label = _case(affine)
     image, grid = preprocess_image(channels, PARAMS)
     labels = preprocess_label(label, PARAMS, grid)
-    assert image.dtype == np.float32 and image.shape == (2, 40, 36, 10)
+    assert image.dtype == np.float32
+    assert image.shape == (2, 40, 36, 10)
     assert labels.dtype == np.int16
     # canonical RAS: the grid affine has a positive diagonal and voxels keep world positions
     assert np.all(np.diag(grid.affine)[:3] > 0)
@@ -56,6 +59,7 @@ def test_round_trip_with_target_spacing_up_to_resampling(affine):
     assert restored.shape == label.shape
     agree = (restored == label.array).mean()
     assert agree > 0.995, agree
+
     # the preprocessed grid's affine puts each voxel at the same world point as the source:
     # the tumour centroid in mm agrees on both grids
     def centroid_mm(mask, aff):
@@ -74,7 +78,8 @@ def test_mr_zscore_over_nonzero_voxels_background_stays_zero():
         inside = channels[c].array != 0
         canon = Volume(inside.astype(np.uint8), RAS).to_canonical().array.astype(bool)
         values = image[c][canon]
-        assert abs(values.mean()) < 1e-4 and abs(values.std() - 1) < 1e-3
+        assert abs(values.mean()) < 1e-4
+        assert abs(values.std() - 1) < 1e-3
         assert np.all(image[c][~canon] == 0)
 
 
@@ -88,7 +93,8 @@ def test_ct_window_and_fitted_statistics():
     windowed = PreprocessingParams(modality="ct", ct_window=(-100, 200))
     image, _ = preprocess_image([vol], windowed)
     assert np.isfinite(image).all()
-    assert image.min() >= -1 - 1e-6 and image.max() <= 1 + 1e-6  # window -> [-1, 1]
+    assert image.min() >= -1 - 1e-6
+    assert image.max() <= 1 + 1e-6
     fitted = fit_preprocessing([([vol], lab)], PreprocessingParams(modality="ct"))
     stats = fitted.intensity_stats[0]
     fg = ct[5:15, 5:15][np.isfinite(ct[5:15, 5:15])]
@@ -127,7 +133,8 @@ def test_mismatched_grids_are_refused():
 def test_params_are_strict_and_json_round_trip():
     params = PARAMS.model_copy(update={"label_map": {1: 1, 4: 2}, "target_spacing": (0.5, 0.5)})
     again = PreprocessingParams.model_validate(params.model_dump(mode="json"))
-    assert again == params and again.label_map == {1: 1, 4: 2}
+    assert again == params
+    assert again.label_map == {1: 1, 4: 2}
     with pytest.raises(pydantic.ValidationError, match="extra"):
         PreprocessingParams(modalty="ct")
     with pytest.raises(pydantic.ValidationError):

@@ -36,7 +36,7 @@ def test_torchrun_two_cpu_processes(tiny_raw: dict[str, Any], tmp_path: Path) ->
     proc = subprocess.run(
         [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-            "--master_port=0", "-m", "medseg", "train", str(cfg), "--output", str(run),
+            "--standalone", "-m", "medseg", "train", str(cfg), "--output", str(run),
             "--device", "cpu",
         ],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240,

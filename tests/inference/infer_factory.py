@@ -85,3 +85,14 @@ def blob_volume(
         affine = np.diag([-0.9, -0.8, 2.5, 1.0])  # LPS-stored, anisotropic
         affine[:3, 3] = [20.0, 15.0, -10.0]
     return Volume(data, affine, {"source": "synthetic", "format": "nifti", "modality": "MR"})
+
+
+def run_cli(argv: list[str]) -> int:
+    """Exit code of ``medseg ARGV`` run in-process (0 when ``main`` returns normally)."""
+    from medseg.cli.main import main
+
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0

@@ -95,7 +95,9 @@ def test_oblique_series_affine(tmp_path):
 
 def test_missing_slice_names_the_gap(tmp_path):
     folder, _ = write_series(tmp_path / "s", n=6, step=2.0)
-    middle = [f for f in folder.iterdir() if float(pydicom.dcmread(f).ImagePositionPatient[2]) == 11.0]
+    middle = [
+        f for f in folder.iterdir() if float(pydicom.dcmread(f).ImagePositionPatient[2]) == 11.0
+    ]
     middle[0].unlink()
     with pytest.raises(DicomSeriesError, match=r"uneven slice spacing") as err:
         read_volume(folder)
@@ -153,7 +155,7 @@ def test_several_series_listed_and_selectable(tmp_path):
 
 
 def test_single_file_reads_one_slice(tmp_path):
-    folder, stack = write_series(tmp_path / "s", n=3)
+    folder, _ = write_series(tmp_path / "s", n=3)
     first = sorted(folder.iterdir())[0]
     vol = read_volume(first)
     assert vol.shape == (4, 6, 1)
@@ -238,3 +240,25 @@ def test_dicom_outputs_are_sorted_paths(shared_data):
     vol = read_volume(shared_data / "dcmqi" / "ct-3slice")
     names = [Path(f).name for f in vol.metadata["dicom_files"]]
     assert names == ["03.dcm", "02.dcm", "01.dcm"]  # ascending z, opposite to name order
+
+
+def test_pixel_data_decoded_once_per_file(tmp_path, monkeypatch):
+    """The folder scan reads headers only; each file's pixel data is parsed exactly once."""
+    import medseg.io.dicom as dicom_mod
+    import medseg.io.dicom_series as series_mod
+
+    folder, _ = write_series(tmp_path / "s", n=7)
+    calls: list[tuple[str, bool]] = []
+    real = pydicom.dcmread
+
+    def counting(path, *args, **kwargs):
+        ds = real(path, *args, **kwargs)
+        calls.append((Path(path).name, "PixelData" in ds))
+        return ds
+
+    monkeypatch.setattr(series_mod.pydicom, "dcmread", counting)
+    monkeypatch.setattr(dicom_mod.pydicom, "dcmread", counting)
+    read_volume(folder)
+    with_pixels = [name for name, has_pixels in calls if has_pixels]
+    assert sorted(with_pixels) == sorted(p.name for p in folder.iterdir())
+    assert len(calls) == 2 * 7  # one header scan + one pixel read per file

@@ -1,0 +1,283 @@
+"""Training-step throughput (slices/s) and the data-pipeline ratio.
+
+For each model: one optimizer step (forward, Dice+CE loss, backward, AdamW) on a batch of
+``--batch`` slices of ``--size`` x ``--size`` pixels already on the device, in four variants:
+fp32, fp32 + channels_last, AMP, AMP + channels_last. AMP is bf16 autocast on CPU and on GPUs
+that support bf16, else fp16 with a GradScaler (what the trainer does on a GPU; it keeps AMP
+off on CPU). Then the **pipeline ratio** = pure model step time / real step time where the
+batches come from a DataLoader (``medseg.data.SliceDataset`` with the CPU MONAI augmentation
+over in-memory synthetic cases, crop to ``--size``); near 1.0 means data loading is hidden
+behind compute.
+
+    python benchmarks/bench_train.py            # GPU: 256^2 x 16, 20 steps; CPU: 128^2 x 4, 1 step
+    python benchmarks/bench_train.py --size 256 --batch 16 --steps 2   # full size on a CPU
+
+Figures are noisy on a shared CPU; compare ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medseg.losses import build_loss
+from medseg.models import build_model
+
+IN_CHANNELS = 2  # e.g. FLAIR + T1c
+NUM_CLASSES = 2  # background + whole tumour
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stepper:
+    """One model + optimizer + loss in one variant; ``step(image, label)`` trains once."""
+
+    def __init__(self, name: str, device: torch.device, amp: bool, channels_last: bool) -> None:
+        torch.manual_seed(0)
+        self.device, self.amp, self.channels_last = device, amp, channels_last
+        self.model = build_model(name, IN_CHANNELS, NUM_CLASSES).to(device).train()
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.loss = build_loss(NUM_CLASSES).to(device)
+        self.dtype = amp_dtype(device)
+        use_scaler = amp and self.dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+    def step(self, image: torch.Tensor, label: torch.Tensor) -> float:
+        image = image.to(self.device, non_blocking=True)
+        label = label.to(self.device, non_blocking=True)
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.amp):
+            loss = self.loss(self.model(image), label)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+
+def time_steps(
+    stepper: Stepper, batches: Iterator[tuple[Any, Any]], warmup: int, steps: int
+) -> float:
+    """Mean seconds per step over ``steps`` after ``warmup`` untimed steps."""
+    for _ in range(warmup):
+        stepper.step(*next(batches))
+    sync(stepper.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        stepper.step(*next(batches))
+    sync(stepper.device)
+    return (time.perf_counter() - start) / steps
+
+
+def fixed_batches(batch: int, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    image = torch.randn(batch, IN_CHANNELS, size, size)
+    label = (torch.rand(batch, size, size) > 0.9).long()
+    while True:
+        yield image, label
+
+
+def synthetic_cases(size: int, count: int = 4, depth: int = 24) -> list[Any]:
+    """In-memory cached cases ``(C, X, Y, Z)`` slightly larger than the crop, with a blob
+    label, shaped like what ``medseg.data.prepare_cases`` returns (no disk needed)."""
+    from medseg.data.cache import CachedCase
+    from medseg.data.slicing import slices_with_foreground
+
+    rng = np.random.default_rng(0)
+    side = size + 32
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in (side, side, depth)], indexing="ij"))
+    cases = []
+    for i in range(count):
+        image = rng.normal(size=(IN_CHANNELS, side, side, depth)).astype(np.float32)
+        centre = rng.uniform(
+            [side / 3, side / 3, depth / 3], [2 * side / 3, 2 * side / 3, 2 * depth / 3]
+        )
+        label = (np.linalg.norm(grid - centre[:, None, None, None], axis=0) < side / 6).astype(
+            np.int16
+        )
+        fg = {axis: slices_with_foreground(label, axis) for axis in range(3)}
+        cases.append(CachedCase(f"case{i}", image, label, None, fg, Path(".")))  # type: ignore[arg-type]
+    return cases
+
+
+def loader_batches(args: argparse.Namespace) -> tuple[Iterator[tuple[Any, Any]], str]:
+    """Batches from the real pipeline (or an equivalent synthetic one if it is missing)."""
+    from torch.utils.data import DataLoader, Dataset
+
+    try:
+        from medseg.data.augmentation import Augmentation
+        from medseg.data.config import AugmentationConfig
+        from medseg.data.sampling import SliceDataset
+
+        dataset: Dataset = SliceDataset(
+            synthetic_cases(args.size),
+            crop_size=(args.size, args.size),
+            transform=Augmentation(AugmentationConfig()),
+            samples_per_epoch=10**6,
+        )
+        source = "medseg.data.SliceDataset + CPU MONAI augmentation (default config)"
+    except ImportError:
+        dataset = _FallbackDataset(args.size)
+        source = "synthetic Dataset: crop + MONAI Rand2DElasticd (medseg.data not importable)"
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch,
+        shuffle=True,
+        num_workers=args.workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+        persistent_workers=args.workers > 0,
+    )
+
+    def batches() -> Iterator[tuple[Any, Any]]:
+        while True:
+            for sample in loader:
+                yield sample["image"], sample["label"]
+
+    return batches(), source
+
+
+class _FallbackDataset(torch.utils.data.Dataset):
+    """Same per-sample CPU work as the real pipeline: random crop + elastic deformation."""
+
+    def __init__(self, size: int) -> None:
+        from monai.transforms import Rand2DElasticd
+
+        self.size = size
+        self.volume = np.random.default_rng(0).normal(size=(IN_CHANNELS, size + 32, size + 32, 24))
+        self.elastic = Rand2DElasticd(
+            ["image", "label"],
+            spacing=(32, 32),
+            magnitude_range=(0, 4),
+            prob=1.0,
+            mode=("bilinear", "nearest"),
+        )
+
+    def __len__(self) -> int:
+        return 10**6
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng(index)
+        top, left, z = rng.integers(0, 33), rng.integers(0, 33), rng.integers(0, 24)
+        image = torch.as_tensor(
+            self.volume[:, top : top + self.size, left : left + self.size, z], dtype=torch.float32
+        )
+        out = self.elastic({"image": image, "label": (image[:1] > 1).float()})
+        return {
+            "image": torch.as_tensor(out["image"]),
+            "label": torch.as_tensor(out["label"])[0].long(),
+        }
+
+
+VARIANTS = {
+    "fp32": (False, False),
+    "fp32+CL": (False, True),
+    "AMP": (True, False),
+    "AMP+CL": (True, True),
+}
+
+
+def run(args: argparse.Namespace) -> None:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "CPU"
+    )
+    amp_name = {torch.bfloat16: "bf16", torch.float16: "fp16+GradScaler"}[amp_dtype(device)]
+    print(
+        f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"cpus {os.cpu_count()}; batch {args.batch} x {IN_CHANNELS} x {args.size}^2, "
+        f"{NUM_CLASSES} classes, warmup {args.warmup}, steps {args.steps}, AMP = {amp_name} autocast"
+    )
+    rows = []
+    for model in args.models:
+        base = None
+        for variant in args.variants:
+            amp, cl = VARIANTS[variant]
+            seconds = time_steps(
+                Stepper(model, device, amp, cl),
+                fixed_batches(args.batch, args.size),
+                args.warmup,
+                args.steps,
+            )
+            base = base or seconds
+            rows.append((model, variant, seconds, args.batch / seconds, base / seconds))
+            print(
+                f"  {model:<22} {variant:<8} {seconds:7.3f} s/step {args.batch / seconds:8.1f} slices/s",
+                flush=True,
+            )
+    print("\n| model | variant | s/step | slices/s | vs fp32 |\n|---|---|---|---|---|")
+    for model, variant, seconds, rate, speedup in rows:
+        print(f"| {model} | {variant} | {seconds:.3f} | {rate:.1f} | {speedup:.2f}x |")
+    if args.skip_pipeline:
+        return
+    variant = "AMP+CL" if device.type == "cuda" else "fp32+CL"  # what the trainer uses there
+    amp, cl = VARIANTS[variant]
+    print(f"\npipeline ratio ({variant}, {args.workers} DataLoader workers):")
+    print("| model | pure step s | with loader s | ratio |\n|---|---|---|---|")
+    for model in args.models:
+        pure = time_steps(
+            Stepper(model, device, amp, cl),
+            fixed_batches(args.batch, args.size),
+            args.warmup,
+            args.steps,
+        )
+        batches, source = loader_batches(args)
+        real = time_steps(Stepper(model, device, amp, cl), batches, args.warmup, args.steps)
+        print(f"| {model} | {pure:.3f} | {real:.3f} | {pure / real:.2f} |", flush=True)
+        with contextlib.suppress(Exception):
+            batches.close()  # type: ignore[attr-defined]
+    print(f"data source: {source}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["unet", "deeplabv3_resnet50"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--size", type=int, default=None, help="slice side (GPU 256, CPU 128)")
+    parser.add_argument("--batch", type=int, default=None, help="slices per step (GPU 16, CPU 4)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (CPU 1, GPU 20)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps (CPU 1, GPU 5)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument(
+        "--device", default=None, help="cpu / cuda / cuda:1 (default: cuda if present)"
+    )
+    parser.add_argument("--skip-pipeline", action="store_true", help="only the pure step table")
+    args = parser.parse_args()
+    gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    args.steps = args.steps or (20 if gpu else 1)
+    args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
+    if not gpu and (args.size is None or args.batch is None):
+        # One DeepLabv3-ResNet50 step at 256^2 x 16 takes ~3 min on a 2-core CPU, so the CPU
+        # default is reduced to keep the whole run near 3 minutes.
+        print("CPU default: 128^2 x 4 (pass --size 256 --batch 16 for the full-size figure)")
+    args.size = args.size or (256 if gpu else 128)
+    args.batch = args.batch or (16 if gpu else 4)
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

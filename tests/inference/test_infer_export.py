@@ -1,0 +1,58 @@
+"""TorchScript / ONNX export: logit parity, embedded metadata, same masks as the checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from infer_factory import blob_volume, run_cli
+
+from medseg.engine.checkpoint import load_checkpoint
+from medseg.errors import CheckpointError, OverwriteError
+from medseg.inference import Predictor
+from medseg.inference.export import check_parity, export_model, read_export_metadata
+from medseg.models import build_model
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("torchscript", ".pt"), ("onnx", ".onnx")])
+def test_export_parity_metadata_and_masks(fmt, suffix, tiny_checkpoint, tmp_path):
+    out = tmp_path / f"model{suffix}"
+    meta = export_model(tiny_checkpoint, out, fmt)
+    assert meta["max_abs_diff"] < 1e-4
+    embedded = read_export_metadata(out)
+    payload = load_checkpoint(tiny_checkpoint)
+    assert embedded["preprocessing"] == payload["preprocessing"]
+    assert embedded["class_names"] == payload["class_names"]
+    assert embedded["sampling"] == payload["sampling"]
+    assert len(embedded["checkpoint_sha256"]) == 64
+    # dynamic batch and H/W: a batch size and odd size never seen at export time
+    spec = payload["model"]
+    model = build_model(spec["name"], spec["in_channels"], spec["num_classes"], **spec["options"])
+    model.load_state_dict(payload["state_dict"])
+    assert check_parity(model, out, torch.randn(5, spec["in_channels"], 37, 51)) < 1e-4
+    vol = blob_volume(shape=(45, 38, 9))
+    reference = Predictor.load(tiny_checkpoint, device="cpu").predict(vol)
+    exported = Predictor.load(out, device="cpu").predict(vol)
+    assert exported.settings["model_format"] == fmt
+    np.testing.assert_array_equal(exported.label.array, reference.label.array)
+
+
+def test_export_cli_and_errors(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert run_cli(["export", "--model", tiny_checkpoint, "--format", "onnx", "-o", out]) == 0
+    assert "max |logit difference|" in capsys.readouterr().out
+    assert run_cli(["export", "--model", tiny_checkpoint, "--format", "onnx", "-o", out]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert run_cli(["export", "--model", tiny_checkpoint, "--format", "tflite", "-o", out]) == 2
+    assert "torchscript or onnx" in capsys.readouterr().err
+    with pytest.raises(OverwriteError):
+        export_model(tiny_checkpoint, tiny_checkpoint, "onnx", overwrite=True)
+
+
+def test_export_without_metadata_is_rejected(tmp_path):
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(
+        torch.nn.Conv2d(1, 2, 1), (torch.randn(1, 1, 4, 4),), str(plain), dynamo=False
+    )
+    with pytest.raises(CheckpointError, match="no medseg metadata"):
+        Predictor.load(plain)

@@ -1,0 +1,73 @@
+"""``medseg view``: arguments reach the app unchanged; bad paths fail before a server starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medseg.cli.main import main
+from medseg.viewer import launch
+
+
+def test_app_arguments_roundtrip(tmp_path: Path) -> None:
+    config = launch.ViewerConfig(
+        path=tmp_path / "scan.nii.gz", gt=tmp_path / "gt.nii.gz", data_root=tmp_path,
+        model=tmp_path / "m.pt", runs_dir=tmp_path / "runs", sample_root=tmp_path, device="cpu",
+    )  # fmt: skip
+    assert launch.parse_app_args(launch.app_arguments(config)) == config
+
+
+def test_streamlit_command_runs_packaged_app(tmp_path: Path) -> None:
+    command = launch.streamlit_command(launch.ViewerConfig(data_root=tmp_path), port=8765,
+                                       open_browser=False)  # fmt: skip
+    assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert Path(command[4]) == launch.APP_PATH
+    assert launch.APP_PATH.is_file()
+    assert command[command.index("--server.port") + 1] == "8765"
+    assert command[command.index("--server.headless") + 1] == "true"
+    assert command[command.index("--") + 1 :] == ["--data-root", str(tmp_path.resolve())]
+
+
+def test_shim_imports_packaged_app() -> None:
+    shim = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
+    assert "from medseg.viewer.app import main" in shim.read_text()
+
+
+def test_cli_passes_arguments_to_streamlit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scan = tmp_path / "scan.nii.gz"
+    scan.write_bytes(b"x")
+    seen = {}
+
+    class FakePopen:
+        def __init__(self, command, env):
+            seen["command"] = command
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    main(["view", str(scan), "--port", "9999", "--data-root", str(tmp_path), "--no-browser"])
+    command = seen["command"]
+    app_args = command[command.index("--") + 1 :]
+    assert app_args[0] == str(scan.resolve())
+    assert app_args[app_args.index("--data-root") + 1] == str(tmp_path.resolve())
+    assert command[command.index("--server.port") + 1] == "9999"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["view", "missing.nii.gz"], "missing.nii.gz does not exist"),
+        (["view", "--data-root", "no_such_dir"], "is not a folder"),
+        (["view", "--gt", "gt.nii.gz"], "given without a scan"),
+    ],
+)
+def test_cli_errors_exit_2(argv, message, capsys, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
