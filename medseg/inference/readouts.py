@@ -83,13 +83,18 @@ _CORNERS = np.array(list(itertools.product((-0.5, 0.5), repeat=2)))
 
 
 def _slice_corners(mask2d: np.ndarray) -> np.ndarray:
-    """In-plane voxel-corner coordinates ``(N, 2)`` of the (boundary) pixels of a 2D mask."""
-    pix = np.argwhere(mask2d)
-    if len(pix) > 16:  # interior pixels never hold the farthest corners: drop them
-        boundary = mask2d & ~ndimage.binary_erosion(mask2d, border_value=0)
-        pix = np.argwhere(boundary)
-    # duplicates (corners shared by neighbours) are harmless and cheaper than np.unique
-    return (pix[:, None, :].astype(float) + _CORNERS[None]).reshape(-1, 2)
+    """Voxel-corner coordinates ``(N, 2)`` whose convex hull is that of the 2D mask's pixels.
+
+    Only the first and last pixel of every row can be hull vertices (every other pixel of
+    the row lies between them), so at most ``8 * rows`` corners are needed: this keeps big,
+    ragged masks (thousands of boundary pixels) fast.
+    """
+    rows = np.flatnonzero(mask2d.any(axis=1))
+    sub = mask2d[rows]
+    first = sub.argmax(axis=1)
+    last = sub.shape[1] - 1 - sub[:, ::-1].argmax(axis=1)
+    pix = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)]).astype(float)
+    return (pix[:, None, :] + _CORNERS[None]).reshape(-1, 2)
 
 
 @functools.lru_cache(maxsize=16)
@@ -154,13 +159,13 @@ def find_lesions(
             continue
         sizes = np.bincount(components.ravel())[1:]
         found = []
+        centroids = ndimage.center_of_mass(components > 0, components, np.arange(1, n + 1))
         for comp_id, box in enumerate(ndimage.find_objects(components), start=1):
             crop = components[box] == comp_id
             lo = np.array([b.start for b in box])
             hi = np.array([b.stop - 1 for b in box])
             diameter, d_slice = longest_axial_diameter(crop, affine, lo)
-            centroid_vox = np.argwhere(crop).mean(axis=0) + lo
-            centroid = affine[:3, :3] @ centroid_vox + affine[:3, 3]
+            centroid = affine[:3, :3] @ np.asarray(centroids[comp_id - 1]) + affine[:3, 3]
             found.append(
                 Lesion(
                     label=int(cls),
