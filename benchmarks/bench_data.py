@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=256, help="crop / slice size in pixels")
-    parser.add_argument("--naive-samples", type=int, default=16)
+    parser.add_argument("--naive-samples", type=int, default=8)
     parser.add_argument("--cached-batches", type=int, default=40)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only-batched", action="store_true", help="skip the DataLoader runs")

@@ -66,8 +66,10 @@ def train_command(
             err=True,
         )
         sys.exit(130)
-    best = "n/a (no validation cases)" if result.best_epoch == 0 else (
-        f"{result.best_metric:.4f} at epoch {result.best_epoch}"
+    best = (
+        "n/a (no validation cases)"
+        if result.best_epoch == 0
+        else (f"{result.best_metric:.4f} at epoch {result.best_epoch}")
     )
     typer.echo(
         f"run folder: {result.run_dir}\nepochs: {result.epochs_completed}"

@@ -224,15 +224,21 @@ class BatchAugmenter:
         mag = self._uniform(batch, *e.magnitude) * on
         gh, gw = control_grid_shape(height, e.spacing), control_grid_shape(width, e.spacing)
         coarse = torch.randn(batch, 2, gh, gw, generator=self.generator) * mag[:, None, None, None]
+        disp = torch.zeros(batch, 2, height, width, device=device)
+        if not bool(on.any()):
+            return disp
+        # upsample only the samples that drew an elastic deformation (bicubic on CPU is costly)
+        idx = on.nonzero()[:, 0]
         fine = F.interpolate(
-            coarse.to(device),
+            coarse[idx].to(device),
             scale_factor=e.spacing,
             mode="bicubic",
             align_corners=False,
             recompute_scale_factor=True,
         )
         top, left = (fine.shape[2] - height) // 2, (fine.shape[3] - width) // 2
-        return fine[:, :, top : top + height, left : left + width]
+        disp[idx.to(device)] = fine[:, :, top : top + height, left : left + width]
+        return disp
 
     def sampling_grid(
         self, batch: int, height: int, width: int, device: torch.device

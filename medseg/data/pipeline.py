@@ -129,6 +129,7 @@ def build_loaders(
 ) -> tuple[object, object | None]:
     """``(train_loader, val_loader)``; with ``distributed`` each rank gets disjoint indices
     (``DistributedSampler``; call ``loader.sampler.set_epoch`` and ``dataset.set_epoch``)."""
+    import torch
     from torch.utils.data import DataLoader, DistributedSampler
 
     def loader(ds: SliceDataset | None, train: bool) -> DataLoader | None:
@@ -141,7 +142,7 @@ def build_loaders(
             shuffle=train and sampler is None,
             sampler=sampler,
             num_workers=num_workers,
-            pin_memory=True,
+            pin_memory=torch.cuda.is_available(),
             drop_last=train,
             # not persistent: workers must see set_epoch() on the dataset each epoch
             persistent_workers=False,

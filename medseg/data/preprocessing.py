@@ -419,7 +419,8 @@ def _load_case(case: Any) -> tuple[list[Volume], Volume | None]:
     from medseg.io import read_volume
 
     if hasattr(case, "images"):
-        channels = [read_volume(p) for p in case.images]
+        indices = getattr(case, "channel_indices", None) or [None] * len(case.images)
+        channels = [read_volume(p, channel=i) for p, i in zip(case.images, indices, strict=True)]
         label = read_volume(case.label) if getattr(case, "label", None) else None
         return channels, label
     channels, label = case

@@ -114,10 +114,14 @@ class SliceDataset(Dataset):
         return (*self._locate(int(rng.integers(self.num_slices))), False)
 
     def _crop(
-        self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator, foreground: bool
+        self,
+        image: np.ndarray,
+        label: np.ndarray,
+        size: tuple[int, int],
+        rng: np.random.Generator,
+        foreground: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
-        size = self.crop_size
-        assert size is not None  # only called with a crop size
+        """A ``size`` crop of ``image`` ``(C, H, W)`` / ``label`` ``(H, W)``, padded if smaller."""
         image, label = _pad_to(image, size), _pad_to(label, size)
         h, w = label.shape
         if foreground:
@@ -159,7 +163,7 @@ class SliceDataset(Dataset):
             foreground = bool(slice_idx in set(case.foreground[self.axis].tolist()))
         if self.train and self.crop_size is not None:
             foreground = foreground and bool((label > 0).any())
-            image, label = self._crop(image, label, rng, foreground)
+            image, label = self._crop(image, label, self.crop_size, rng, foreground)
             valid_shape = label.shape
         else:
             image, label = _pad_to(image, self.pad_size), _pad_to(label, self.pad_size)

@@ -27,7 +27,7 @@ from medseg.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
-PRED_COLOURS = ("#ff3030", "#ffb000", "#00b0ff", "#ff40ff", "#ffff40", "#a060ff")
+PRED_COLOURS = ("red", "orange", "deepskyblue", "magenta", "yellow", "blueviolet")
 
 
 def write_text(path: Path, text: str) -> None:
@@ -75,9 +75,7 @@ def plot_curves(path: Path, history: Sequence[dict[str, Any]], class_names: Sequ
     for name in class_names[1:]:
         key = f"val_dice_{name}"
         ax_dice.plot([r["epoch"] for r in val], [r.get(key, np.nan) for r in val], label=name)
-    ax_dice.plot(
-        [r["epoch"] for r in val], [r["val_mean_dice"] for r in val], "k--", label="mean"
-    )
+    ax_dice.plot([r["epoch"] for r in val], [r["val_mean_dice"] for r in val], "k--", label="mean")
     ax_dice.set_ylim(0, 1)
     ax_dice.set_xlabel("epoch")
     ax_dice.set_ylabel("validation Dice (per volume, 3D)")
@@ -94,7 +92,7 @@ def plot_overlays(
     if not samples:
         return
     fig, axes = _figure(len(samples), 4 * len(samples), 4.6)
-    for ax, sample in zip(axes, samples):
+    for ax, sample in zip(axes, samples, strict=False):
         # transpose so the first in-plane axis (R-L for axial) runs horizontally
         ax.imshow(sample["image"].T, cmap="gray", origin="lower")
         for cls in range(1, len(class_names)):

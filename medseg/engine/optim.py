@@ -25,7 +25,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(cfg: ScheduleConfig, total_steps: int, warmup_steps: int, base_lr: float) -> Callable[[int], float]:
+def lr_factor(
+    cfg: ScheduleConfig, total_steps: int, warmup_steps: int, base_lr: float
+) -> Callable[[int], float]:
     """Multiplier of the base learning rate at optimiser step ``t`` (0-based)."""
     total_steps = max(total_steps, 1)
     min_factor = min(cfg.min_lr / base_lr, 1.0) if base_lr > 0 else 0.0

@@ -21,7 +21,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -120,14 +120,14 @@ class Trainer:
         self.start_epoch, self.global_step = 0, 0
         self._stop_signal: int | None = None
         resume = load_checkpoint(resume_from) if resume_from else None
-        fitted = (
-            PreprocessingParams.model_validate(resume["preprocessing"]) if resume else None
-        )
+        fitted = PreprocessingParams.model_validate(resume["preprocessing"]) if resume else None
         self.data: PreparedData = prepare_data(cfg.data, self.info, fitted, self.progress)
         self._build(cfg)
         if resume is not None:
             self._restore(resume, resume_from)
-        self.tb = artifacts.TensorBoardLogger(self.run_dir / "tensorboard") if self.info.is_main else None
+        self.tb = (
+            artifacts.TensorBoardLogger(self.run_dir / "tensorboard") if self.info.is_main else None
+        )
 
     # ----------------------------------------------------------------- setup
     def _build(self, cfg: TrainConfig) -> None:
@@ -217,6 +217,11 @@ class Trainer:
         self.bad_validations = int(state.get("bad_validations", 0))
         self.global_step = int(state.get("global_step", 0))
         self.start_epoch = int(ckpt["epoch"])
+        changed = _changed_keys(ckpt.get("config", {}), self.cfg.model_dump(mode="json"))
+        if changed:
+            logger.warning(
+                "resuming with a config that differs from the run's in: %s", ", ".join(changed)
+            )
         restore_rng_state(ckpt["rng"])
         logger.info("resumed from %s after epoch %d", path, self.start_epoch)
 
@@ -247,7 +252,9 @@ class Trainer:
                 result.epochs_completed = self.start_epoch = epoch + 1
                 if stop_early:
                     result.stopped_early = True
-                    logger.info("early stopping: no improvement for %d validations", self.bad_validations)
+                    logger.info(
+                        "early stopping: no improvement for %d validations", self.bad_validations
+                    )
                     break
         self._record_rank_hashes()
         if self.tb is not None:
@@ -263,7 +270,9 @@ class Trainer:
         # worker seeds and batched augmentation depend on (seed, epoch, rank) only: exact resume
         self.loader.generator.manual_seed(self.cfg.seed * 100_003 + epoch)
         if self.augmenter is not None:
-            self.augmenter.generator.manual_seed((self.cfg.seed * 100_003 + epoch) * 1009 + self.info.rank)
+            self.augmenter.generator.manual_seed(
+                (self.cfg.seed * 100_003 + epoch) * 1009 + self.info.rank
+            )
         self.train_model.train()
         total, seen, start = 0.0, 0, time.perf_counter()
         bar = tqdm(
@@ -273,14 +282,16 @@ class Trainer:
             disable=not self.progress,
             dynamic_ncols=True,
         )
-        for batch in self.loader:
+        for batch in self._batches():
             loss = self._step(batch)
             total += loss
             seen += 1
             bar.update(batch["image"].shape[0] * self.info.world_size)
             bar.set_postfix(loss=f"{total / seen:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
             if self.tb is not None and self.global_step % self.cfg.train.log_every == 0:
-                self.tb.scalars({"loss": loss, "lr": self.scheduler.get_last_lr()[0]}, self.global_step, "step/")
+                self.tb.scalars(
+                    {"loss": loss, "lr": self.scheduler.get_last_lr()[0]}, self.global_step, "step/"
+                )
             if any_rank(self._stop_signal is not None, self.device):
                 self._stop_signal = self._stop_signal or signal.SIGTERM
                 break
@@ -294,6 +305,20 @@ class Trainer:
             "epoch_seconds": round(elapsed, 3),
             "slices_per_second": round(slices / max(elapsed, 1e-9), 2),
         }
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """The loader's batches; a Ctrl-C also reaches the DataLoader workers (same process
+        group) and kills them, which must end the epoch quietly rather than crash."""
+        iterator = iter(self.loader)
+        while True:
+            try:
+                yield next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError:
+                if self._stop_signal is None:
+                    raise
+                return
 
     def _step(self, batch: dict[str, Any]) -> float:
         x = batch["image"].to(self.device, non_blocking=True)
@@ -363,7 +388,9 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------- outputs
-    def _write_artifacts(self, epoch: int, row: dict[str, Any], val: ValidationResult | None) -> None:
+    def _write_artifacts(
+        self, epoch: int, row: dict[str, Any], val: ValidationResult | None
+    ) -> None:
         if not self.info.is_main:
             return
         artifacts.write_metrics_csv(self.run_dir / "metrics.csv", self.history)
@@ -379,11 +406,15 @@ class Trainer:
             "epoch %d: train loss %.4f%s (%.1f slices/s)",
             epoch + 1,
             row["train_loss"],
-            "" if dice is None else f", val mean Dice {dice:.4f} (best {self.best_metric:.4f} @ {self.best_epoch})",
+            ""
+            if dice is None
+            else f", val mean Dice {dice:.4f} (best {self.best_metric:.4f} @ {self.best_epoch})",
             row["slices_per_second"],
         )
 
-    def checkpoint_payload(self, epoch: int, metrics: dict[str, Any], complete: bool = True) -> dict[str, Any]:
+    def checkpoint_payload(
+        self, epoch: int, metrics: dict[str, Any], complete: bool = True
+    ) -> dict[str, Any]:
         """The checkpoint dict (format in :mod:`medseg.engine.checkpoint`)."""
         params = self.data.params
         return {
@@ -493,6 +524,14 @@ def train(
         destroy_process_group()
 
 
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [c for k in keys for c in _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 def _resume_path(resume: str | Path) -> Path:
     path = Path(resume)
     if path.is_dir():
@@ -505,4 +544,3 @@ def _resume_path(resume: str | Path) -> Path:
             "or a checkpoint file"
         )
     return path
-

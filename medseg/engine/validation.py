@@ -68,7 +68,10 @@ class ValidationResult:
         return float(valid.mean()) if valid.size else 0.0
 
     def as_metrics(self) -> dict[str, float]:
-        out = {f"val_dice_{name}": float(d) for name, d in zip(self.class_names[1:], self.dice)}
+        out = {
+            f"val_dice_{name}": float(d)
+            for name, d in zip(self.class_names[1:], self.dice, strict=False)
+        }
         out["val_mean_dice"] = self.mean_dice
         return out
 

@@ -24,7 +24,9 @@ from medseg.data.slicing import slice_stack
 logger = logging.getLogger(__name__)
 
 
-def resolve_amp_dtype(amp: bool | str | torch.dtype | None, device: torch.device) -> torch.dtype | None:
+def resolve_amp_dtype(
+    amp: bool | str | torch.dtype | None, device: torch.device
+) -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device``; ``None`` means full precision.
 
     Mixed precision is used on CUDA only (CPU autocast is slower than float32 for convolutions

@@ -9,8 +9,10 @@ cannot misplace a frame.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +114,31 @@ def write_dicom_seg(
         )
         for number, name in enumerate(class_names[1:], start=1)
     ]
-    seg = hd.seg.Segmentation(
+    with warnings.catch_warnings(), _quiet_highdicom():
+        # highdicom warns about the source's PatientName format, quoting the name itself:
+        # patient identifiers must never reach logs or the terminal.
+        warnings.filterwarnings("ignore", message=".*person name.*")
+        seg = _build_segmentation(hd, datasets, frames, descriptions, model_name)
+    seg.ContentDescription = RESEARCH_USE_NOTICE[:64]
+    with atomic_path(path, suffix=".dcm") as tmp:
+        seg.save_as(str(tmp))
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_highdicom() -> Iterator[None]:
+    """highdicom logs one INFO line per copied module and source UID; keep logs readable."""
+    hd_logger = logging.getLogger("highdicom")
+    level = hd_logger.level
+    hd_logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        hd_logger.setLevel(level)
+
+
+def _build_segmentation(hd, datasets, frames, descriptions, model_name: str):
+    return hd.seg.Segmentation(
         source_images=datasets,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -127,7 +153,3 @@ def write_dicom_seg(
         device_serial_number="0",
         series_description=f"medseg {model_name}"[:64],
     )
-    seg.ContentDescription = RESEARCH_USE_NOTICE[:64]
-    with atomic_path(path, suffix=".dcm") as tmp:
-        seg.save_as(str(tmp))
-    return path

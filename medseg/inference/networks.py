@@ -21,11 +21,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_amp(amp: bool | str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype: on CUDA bf16 (fp16 when bf16 is unsupported); CPU runs in float32
-    because CPU autocast is usually slower than float32 for convolutions."""
-    if amp in (False, "off") or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """Autocast dtype, shared with training validation: bf16 (fp16 where bf16 is
+    unsupported) on CUDA; CPU runs in float32 (CPU autocast is usually slower)."""
+    from medseg.engine.volume_inference import resolve_amp_dtype
+
+    return resolve_amp_dtype(amp, device)
 
 
 class TorchNetwork:

@@ -146,7 +146,13 @@ class Predictor:
 
         self.network = network
         self.metadata = metadata
-        self.params = PreprocessingParams.model_validate(metadata["preprocessing"])
+        try:
+            self.params = PreprocessingParams.model_validate(metadata["preprocessing"])
+        except ValueError as err:  # pydantic.ValidationError is a ValueError
+            raise CheckpointError(
+                f"{metadata.get('source', 'model')}: its recorded preprocessing is invalid for "
+                f"this medseg version ({str(err).splitlines()[0]}); re-export or retrain it"
+            ) from err
         self.axis = int(metadata["sampling"].get("axis", self.params.slice_axis))
         self.context = int(metadata["sampling"].get("context", 0))
         self.class_names = list(metadata["class_names"])

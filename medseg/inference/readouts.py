@@ -62,7 +62,10 @@ def axial_axis(affine: np.ndarray) -> int:
 
 def class_volumes_ml(label: np.ndarray, voxel_ml: float, num_classes: int) -> list[float]:
     """Volume in mL of every class ``0..num_classes-1`` of an integer ``label`` array."""
-    counts = np.bincount(label.ravel().astype(np.int64).clip(0), minlength=num_classes)
+    flat = label.ravel()
+    if not np.issubdtype(flat.dtype, np.unsignedinteger):
+        flat = flat.astype(np.int64).clip(0)
+    counts = np.bincount(flat, minlength=num_classes)
     return [float(c) * voxel_ml for c in counts[:num_classes]]
 
 
@@ -129,6 +132,22 @@ def longest_axial_diameter(
     return best, best_slice
 
 
+def _centroid(mask: np.ndarray) -> np.ndarray:
+    """Mean voxel index of a 3D boolean mask, from its three axis projections (cheap)."""
+    total = max(int(mask.sum()), 1)
+    return (
+        np.array(
+            [
+                float(
+                    np.arange(mask.shape[a]) @ mask.sum(axis=tuple(b for b in range(3) if b != a))
+                )
+                for a in range(3)
+            ]
+        )
+        / total
+    )
+
+
 def _bbox_mm(affine: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[list[float]]:
     corners = np.array(list(itertools.product(*zip(lo - 0.5, hi + 0.5, strict=True))))
     world = corners @ affine[:3, :3].T + affine[:3, 3]
@@ -159,13 +178,12 @@ def find_lesions(
             continue
         sizes = np.bincount(components.ravel())[1:]
         found = []
-        centroids = ndimage.center_of_mass(components > 0, components, np.arange(1, n + 1))
         for comp_id, box in enumerate(ndimage.find_objects(components), start=1):
             crop = components[box] == comp_id
             lo = np.array([b.start for b in box])
             hi = np.array([b.stop - 1 for b in box])
             diameter, d_slice = longest_axial_diameter(crop, affine, lo)
-            centroid = affine[:3, :3] @ np.asarray(centroids[comp_id - 1]) + affine[:3, 3]
+            centroid = affine[:3, :3] @ (_centroid(crop) + lo) + affine[:3, 3]
             found.append(
                 Lesion(
                     label=int(cls),

@@ -97,7 +97,8 @@ def model_info(name: str) -> dict[str, Any]:
         "torchscript_method": spec.torchscript,
         "pretrained": spec.pretrained,
         "divisor": spec.divisor,
-        "options": dict(spec.options),
+        # lists, not tuples: the options are written to YAML configs and JSON checkpoints
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in spec.options.items()},
     }
 
 

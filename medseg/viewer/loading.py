@@ -99,11 +99,24 @@ def _is_image(path: Path) -> bool:
 
 
 def _is_dicom_dir(path: Path) -> bool:
+    """A folder holding ``*.dcm`` files, a ``DICOMDIR`` or extension-less DICOM files."""
     if not path.is_dir():
         return False
     if (path / "DICOMDIR").exists():
         return True
-    return any(p.suffix.lower() == ".dcm" for p in path.iterdir() if p.is_file())
+    files = [p for p in path.iterdir() if p.is_file()]
+    if any(p.suffix.lower() == ".dcm" for p in files):
+        return True
+    return any(_has_dicom_magic(p) for p in files[:3])
+
+
+def _has_dicom_magic(path: Path) -> bool:
+    """DICOM Part 10 files carry ``DICM`` after a 128-byte preamble."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 def _dataset_json(folder: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -8,10 +8,14 @@ uploads and data-root escapes that must give a readable error on the page.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from medseg import RESEARCH_USE_NOTICE
@@ -54,7 +58,29 @@ def counting_inference(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def test_full_review_flow(case_root: Path, constant_checkpoint: Path, counting_inference) -> None:
+@pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """What the app passes to ``st.download_button`` (bytes, or a callable for deferred data)."""
+    import streamlit as st
+
+    seen: dict[str, object] = {}
+    original = st.download_button
+
+    def capture(label, data, *args, **kwargs):
+        seen[kwargs.get("key", label)] = data
+        return original(label, data, *args, **kwargs)
+
+    monkeypatch.setattr(st, "download_button", capture)
+    return seen
+
+
+def _resolve(data: object) -> bytes:
+    return data() if callable(data) else data  # type: ignore[return-value]
+
+
+def test_full_review_flow(
+    case_root: Path, constant_checkpoint: Path, counting_inference, downloads, tmp_path: Path
+) -> None:
     # Open: default (last brain) case, predicted automatically with the given model.
     at = _app(_config(case_root, constant_checkpoint))
     assert at.sidebar.selectbox(key="sample_case").value == "brain_mr/brain_002"
@@ -125,9 +151,24 @@ def test_full_review_flow(case_root: Path, constant_checkpoint: Path, counting_i
     core = metrics.set_index("class").loc["tumour_core"]
     assert 0 < core["dice"] < 0.1  # the constant model labels the whole head "tumour_core"
 
-    # Downloads: all four buttons exist and can be clicked without error.
+    # Downloads: mask NIfTI on the source grid, CSV/JSON report, PNG of the current view.
     keys = {b.key for b in at.get("download_button")}
     assert {"dl_png", "dl_csv", "dl_json", "dl_mask"} <= keys
+    mask_path = tmp_path / "pred.nii.gz"
+    mask_path.write_bytes(_resolve(downloads["dl_mask"]))
+    source = nib.load(case_root / "brain_mr" / "imagesTr" / "brain_002_0000.nii.gz")
+    mask = nib.load(mask_path)
+    np.testing.assert_allclose(mask.affine, source.affine)
+    assert np.unique(np.asarray(mask.dataobj)).tolist() == [1]  # the constant model's label
+    report = json.loads(_resolve(downloads["dl_json"]))
+    assert report["notice"] == RESEARCH_USE_NOTICE
+    assert report["metrics_vs_ground_truth"][0]["class"] == "tumour_core"
+    csv_text = _resolve(downloads["dl_csv"]).decode()
+    assert "tumour_core" in csv_text
+    assert csv_text.startswith("# ")
+    png = Image.open(io.BytesIO(_resolve(downloads["dl_png"])))
+    assert png.format == "PNG"
+    assert png.size[0] >= 384
     assert not at.exception
     assert len(counting_inference) == runs_after_open
 
@@ -156,6 +197,16 @@ def test_missing_model_is_explained(case_root: Path, tmp_path: Path) -> None:
     assert any("absent.pt" in i.value for i in at.sidebar.info)
     assert not at.error
     assert len(at.get("image")) == 1
+
+
+def test_model_for_other_channels_gives_readable_error(case_root: Path, tmp_path: Path) -> None:
+    from viewer_factory import write_constant_checkpoint
+
+    model = write_constant_checkpoint(tmp_path / "two.pt", channels=("flair", "t1c"))
+    at = _app(_config(case_root, model))
+    assert at.error
+    assert "expected 2 (flair, t1c)" in at.error[0].value
+    assert len(at.get("image")) == 1  # the scan and ground truth still show
 
 
 def _zip_bytes(entries: dict[str, bytes]) -> bytes:
@@ -266,3 +317,24 @@ def test_multichannel_case_has_channel_switch(tmp_path: Path) -> None:
     channel.set_value(1).run()
     assert not at.exception
     assert at.get("image")[0].value != before
+
+
+def test_default_launch_opens_sample_brain_case(sample_data: Path) -> None:
+    """``medseg view`` with no argument: the last sample brain case with its ground truth and,
+    when the bundled model is built, its prediction."""
+    if not (sample_data / "brain_mr").is_dir():
+        pytest.skip("sample_data/brain_mr not generated yet (`medseg sample-data`)")
+    from medseg.viewer.launch import parse_app_args
+
+    config = parse_app_args(["--device", "cpu"])
+    assert config.sample_root == sample_data.resolve()
+    at = _app(config)
+    picker = at.sidebar.selectbox(key="sample_case")
+    brain_cases = [o for o in picker.options if o.startswith("brain_mr/")]
+    assert picker.value == brain_cases[-1]
+    assert len(at.get("image")) == 1
+    assert not at.error
+    modes = at.radio(key="overlay_mode").options
+    assert "ground truth" in modes
+    if services.default_model_path().is_file():
+        assert "comparison" in modes  # the bundled model's prediction is shown with the GT

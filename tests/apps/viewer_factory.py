@@ -49,7 +49,9 @@ def write_case_folder(root: Path, cases: int = 2) -> Path:
     return folder
 
 
-def write_constant_checkpoint(path: Path, label: int = 1) -> Path:
+def write_constant_checkpoint(
+    path: Path, label: int = 1, channels: tuple[str, ...] = ("flair",)
+) -> Path:
     """A tiny real U-Net checkpoint whose head is zeroed with a bias so it predicts ``label``
     everywhere: deterministic output that exercises the real Predictor end to end."""
     import torch
@@ -59,19 +61,26 @@ def write_constant_checkpoint(path: Path, label: int = 1) -> Path:
     from medseg.models import build_model
 
     options = {"depth": 2, "base_channels": 4}
-    model = build_model("unet", 1, len(CLASS_NAMES), **options)
+    model = build_model("unet", len(channels), len(CLASS_NAMES), **options)
     state = model.state_dict()
     state["net.head.weight"].zero_()
     bias = torch.zeros_like(state["net.head.bias"])
     bias[label] = 10.0
     state["net.head.bias"] = bias
-    params = PreprocessingParams(modality="mr", channel_names=["flair"], class_names=CLASS_NAMES)
+    params = PreprocessingParams(
+        modality="mr", channel_names=list(channels), class_names=CLASS_NAMES
+    )
     payload = {
-        "model": {"name": "unet", "in_channels": 1, "num_classes": 3, "options": options},
+        "model": {
+            "name": "unet",
+            "in_channels": len(channels),
+            "num_classes": 3,
+            "options": options,
+        },
         "state_dict": state,
         "preprocessing": params.model_dump(mode="json"),
         "sampling": {"axis": 2, "context": 0},
         "class_names": CLASS_NAMES,
-        "channel_names": ["flair"],
+        "channel_names": list(channels),
     }
     return save_checkpoint(payload, path)

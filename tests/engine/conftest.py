@@ -22,12 +22,20 @@ def write_tiny_dataset(root: Path, num_cases: int = 4, seed: int = 0) -> Path:
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in SHAPE], indexing="ij"))
     for i in range(num_cases):
         centre = np.array([12, 12, 3]) + rng.integers(-4, 5, 3) * np.array([1, 1, 0])
-        dist = np.sqrt((((grid - centre[:, None, None, None]) * np.array([1, 1, 2])[:, None, None, None]) ** 2).sum(0))
+        dist = np.sqrt(
+            (
+                ((grid - centre[:, None, None, None]) * np.array([1, 1, 2])[:, None, None, None])
+                ** 2
+            ).sum(0)
+        )
         label = np.zeros(SHAPE, np.uint8)
         label[dist < 7] = 2
         label[dist < 4] = 1
         image = 100 + 10 * rng.standard_normal(SHAPE) + 80 * (label == 1) + 40 * (label == 2)
-        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
+        nib.save(
+            nib.Nifti1Image(image.astype(np.float32), affine),
+            root / "imagesTr" / f"case_{i:03d}_0000.nii.gz",
+        )
         nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"case_{i:03d}.nii.gz")
     meta = {
         "channel_names": {"0": "MRI"},
@@ -68,3 +76,9 @@ def tiny_raw_config(dataset: Path, cache_dir: Path, **train: Any) -> dict[str, A
 @pytest.fixture
 def tiny_raw(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return tiny_raw_config(tiny_dataset, tmp_path_factory.getbasetemp() / "tiny_cache")
+
+
+@pytest.fixture(scope="session")
+def make_tiny_raw():
+    """The :func:`tiny_raw_config` builder (for module-scoped fixtures)."""
+    return tiny_raw_config

@@ -41,7 +41,8 @@ def test_misspelt_key_in_file_lists_valid_keys(tmp_path: Path) -> None:
     msg = str(info.value)
     assert "train.epocs" in msg
     assert "did you mean 'train.epochs'" in msg
-    assert "batch_size" in msg and "early_stopping_patience" in msg
+    assert "batch_size" in msg
+    assert "early_stopping_patience" in msg
     assert str(path) in msg
 
 
@@ -57,8 +58,10 @@ def test_unknown_top_level_key_and_bad_value_reported_together(tmp_path: Path) -
         load_config(_write(tmp_path / "c.yaml", raw))
     msg = str(info.value)
     assert msg.startswith("2 problem(s)")
-    assert "'optimiser'" in msg and "did you mean 'optim'" in msg
-    assert "optim.name" in msg and "'adam'" in msg
+    assert "'optimiser'" in msg
+    assert "did you mean 'optim'" in msg
+    assert "optim.name" in msg
+    assert "'adam'" in msg
 
 
 def test_set_overrides_are_yaml_typed(tmp_path: Path) -> None:
@@ -75,7 +78,9 @@ def test_set_overrides_are_yaml_typed(tmp_path: Path) -> None:
 
 def test_set_misspelt_key_names_the_override(tmp_path: Path) -> None:
     path = _write(tmp_path / "c.yaml", {"data": {"dataset": "x"}})
-    with pytest.raises(ConfigError, match=r"--set train\.batchsize.*did you mean 'train\.batch_size'"):
+    with pytest.raises(
+        ConfigError, match=r"--set train\.batchsize.*did you mean 'train\.batch_size'"
+    ):
         load_config(path, ["train.batchsize=4"])
 
 

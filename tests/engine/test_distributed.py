@@ -35,20 +35,36 @@ def test_torchrun_two_cpu_processes(tiny_raw: dict[str, Any], tmp_path: Path) ->
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-            "--standalone", "-m", "medseg", "train", str(cfg), "--output", str(run),
-            "--device", "cpu",
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--standalone",
+            "-m",
+            "medseg",
+            "train",
+            str(cfg),
+            "--output",
+            str(run),
+            "--device",
+            "cpu",
         ],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("run folder:") == 1  # only rank 0 talks
     info = json.loads((run / "distributed.json").read_text())
     assert info["world_size"] == 2
     hashes = info["parameter_sha256_per_rank"]
-    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    assert len(hashes) == 2
+    assert hashes[0] == hashes[1]
     ckpt = torch.load(run / "checkpoints/last.pt", weights_only=True)
-    assert ckpt["epoch"] == 2 and ckpt["trainer"]["world_size"] == 2
+    assert ckpt["epoch"] == 2
+    assert ckpt["trainer"]["world_size"] == 2
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])
     # each rank saw half the samples: 16 per epoch / (2 ranks * batch 2) = 4 steps per epoch
     assert ckpt["trainer"]["global_step"] == 8

@@ -28,41 +28,65 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_one_epoch_writes_every_artefact(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
-    cfg = build_config(tiny_raw)
-    run = tmp_path / "run"
-    result = train(cfg, output=run, progress=False)
-    assert result.epochs_completed == 1 and not result.interrupted
+@pytest.fixture(scope="module")
+def one_epoch_run(tiny_dataset: Path, make_tiny_raw, tmp_path_factory: pytest.TempPathFactory):
+    """One tiny epoch trained once for the artefact, checkpoint and refusal tests."""
+    base = tmp_path_factory.mktemp("one_epoch")
+    cfg = build_config(make_tiny_raw(tiny_dataset, base / "cache"))
+    return cfg, train(cfg, output=base / "run", progress=False)
+
+
+def test_one_epoch_writes_every_artefact(one_epoch_run) -> None:
+    cfg, result = one_epoch_run
+    run = result.run_dir
+    assert result.epochs_completed == 1
+    assert not result.interrupted
     assert TrainConfig.model_validate(yaml.safe_load((run / "config.yaml").read_text())) == cfg
     rows = _read_csv(run / "metrics.csv")
     assert len(rows) == 1
     assert {"train_loss", "lr", "val_dice_lesion", "val_dice_rim", "val_mean_dice"} <= set(rows[0])
     assert np.isfinite(float(rows[0]["train_loss"]))
     events = list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert events and events[0].stat().st_size > 0
+    assert events
+    assert events[0].stat().st_size > 0
     for png in (run / "curves.png", run / "overlays" / "epoch_001.png"):
         with Image.open(png) as img:
-            assert img.size[0] > 300 and img.size[1] > 200
+            assert img.size[0] > 300
+            assert img.size[1] > 200
             assert img.info.get("Disclaimer") == RESEARCH_USE_NOTICE
     assert (run / "checkpoints" / "last.pt").is_file()
     assert (run / "checkpoints" / "best.pt").is_file()
-    assert not list(run.rglob("*.tmp")) and not list(run.rglob(".*.pt*"))
+    assert not list(run.rglob("*.tmp"))
+    assert not list(run.rglob(".*.pt*"))
 
 
-def test_checkpoint_is_complete_and_loads_safely(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    train(build_config(tiny_raw), output=run, progress=False)
-    path = run / "checkpoints" / "last.pt"
+def test_checkpoint_is_complete_and_loads_safely(one_epoch_run) -> None:
+    path = one_epoch_run[1].run_dir / "checkpoints" / "last.pt"
     raw = torch.load(path, map_location="cpu", weights_only=True)  # no arbitrary pickles
     expected = {
-        "format_version", "medseg_version", "model", "state_dict", "preprocessing", "sampling",
-        "class_names", "channel_names", "config", "epoch", "metrics", "optimizer", "scheduler",
-        "scaler", "rng", "trainer",
+        "format_version",
+        "medseg_version",
+        "model",
+        "state_dict",
+        "preprocessing",
+        "sampling",
+        "class_names",
+        "channel_names",
+        "config",
+        "epoch",
+        "metrics",
+        "optimizer",
+        "scheduler",
+        "scaler",
+        "rng",
+        "trainer",
     }
     assert expected <= set(raw)
     ckpt = load_checkpoint(path)
     assert ckpt["model"] == {
-        "name": "unet", "in_channels": 1, "num_classes": 3,
+        "name": "unet",
+        "in_channels": 1,
+        "num_classes": 3,
         "options": {"depth": 2, "base_channels": 4},
     }
     assert ckpt["class_names"] == ["background", "lesion", "rim"]
@@ -76,15 +100,19 @@ def test_checkpoint_is_complete_and_loads_safely(tiny_raw: dict[str, Any], tmp_p
     assert "val_mean_dice" in ckpt["metrics"]
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
     raw = {**tiny_raw, "train": {**tiny_raw["train"], "epochs": 2}}
-    raw["data"] = {**raw["data"], "augmentation": {"enabled": True}}  # real augmentation too
+    # real augmentation too: the batched (on-device) path, re-seeded per (seed, epoch, rank)
+    raw["data"] = {**raw["data"], "augmentation": {"enabled": True, "backend": "batched"}}
     cfg = build_config(raw)
     straight = Trainer(cfg, tmp_path / "a", CPU, progress=False)
     straight.fit()
     first = Trainer(cfg, tmp_path / "b", CPU, progress=False)
     assert first.fit(max_epochs=1).epochs_completed == 1
-    resumed = Trainer(cfg, tmp_path / "b", CPU, resume_from=tmp_path / "b/checkpoints/last.pt", progress=False)
+    resumed = Trainer(
+        cfg, tmp_path / "b", CPU, resume_from=tmp_path / "b/checkpoints/last.pt", progress=False
+    )
     assert resumed.start_epoch == 1
     resumed.fit()
     a, b = straight.model.state_dict(), resumed.model.state_dict()
@@ -93,7 +121,9 @@ def test_resume_continues_exactly(tiny_raw: dict[str, Any], tmp_path: Path) -> N
     rows_a, rows_b = _read_csv(tmp_path / "a/metrics.csv"), _read_csv(tmp_path / "b/metrics.csv")
     assert [r["epoch"] for r in rows_b] == ["1", "2"]
     np.testing.assert_allclose(
-        [float(r["train_loss"]) for r in rows_a], [float(r["train_loss"]) for r in rows_b], rtol=1e-5
+        [float(r["train_loss"]) for r in rows_a],
+        [float(r["train_loss"]) for r in rows_b],
+        rtol=1e-5,
     )
     # and the resumed run differs from a fresh second epoch (the test can fail)
     assert not torch.equal(first.model.state_dict()[next(iter(a))], a[next(iter(a))])
@@ -102,7 +132,9 @@ def test_resume_continues_exactly(tiny_raw: dict[str, Any], tmp_path: Path) -> N
 def test_best_checkpoint_follows_validation_dice(
     tiny_raw: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = build_config({**tiny_raw, "train": {**tiny_raw["train"], "epochs": 3}})
+    raw = {**tiny_raw, "train": {**tiny_raw["train"], "epochs": 3}}
+    raw["data"] = {**raw["data"], "samples_per_epoch": 8}
+    cfg = build_config(raw)
     trainer = Trainer(cfg, tmp_path / "run", CPU, progress=False)
     scripted = iter([0.2, 0.5, 0.4])
 
@@ -115,10 +147,13 @@ def test_best_checkpoint_follows_validation_dice(
     assert (result.best_epoch, result.best_metric) == (2, 0.5)
     best = load_checkpoint(tmp_path / "run/checkpoints/best.pt")
     last = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
-    assert best["epoch"] == 2 and best["metrics"]["val_mean_dice"] == 0.5
-    assert last["epoch"] == 3 and last["metrics"]["val_mean_dice"] == 0.4
+    assert best["epoch"] == 2
+    assert best["metrics"]["val_mean_dice"] == 0.5
+    assert last["epoch"] == 3
+    assert last["metrics"]["val_mean_dice"] == 0.4
 
 
+@pytest.mark.slow
 def test_early_stopping_after_patience(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
     raw = {**tiny_raw, "optim": {"lr": 1e-12}, "schedule": {"name": "constant"}}
     raw["train"] = {**raw["train"], "epochs": 5, "early_stopping_patience": 1}
@@ -129,11 +164,27 @@ def test_early_stopping_after_patience(tiny_raw: dict[str, Any], tmp_path: Path)
     assert len(_read_csv(tmp_path / "run/metrics.csv")) == 2
 
 
-def test_existing_run_refused_and_wrong_model_resume(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    train(build_config(tiny_raw), output=run, progress=False)
+def test_existing_run_refused_and_wrong_model_resume(one_epoch_run) -> None:
+    cfg, result = one_epoch_run
+    run = result.run_dir
     with pytest.raises(OverwriteError, match="--resume"):
-        train(build_config(tiny_raw), output=run, progress=False)
-    other = build_config({**tiny_raw, "model": {"name": "basic_unet", "options": {}}})
+        train(cfg, output=run, progress=False)
+    other = cfg.model_copy(
+        update={"model": cfg.model.model_copy(update={"name": "basic_unet", "options": {}})}
+    )
     with pytest.raises(CheckpointError, match="'unet' model"):
         train(other, resume=run, progress=False)
+
+
+@pytest.mark.gpu
+def test_cuda_amp_channels_last_run(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
+    raw = {**tiny_raw, "device": "cuda"}
+    raw["train"] = {**raw["train"], "amp": "auto", "channels_last": True}
+    trainer = Trainer(build_config(raw), tmp_path / "run", torch.device("cuda"), progress=False)
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert trainer.amp_dtype == expected
+    assert trainer.scaler.is_enabled() == (expected == torch.float16)
+    trainer.fit()
+    ckpt = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
+    assert all(t.device.type == "cpu" for t in ckpt["state_dict"].values())
+    assert np.isfinite(ckpt["metrics"]["train_loss"])

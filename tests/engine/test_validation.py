@@ -56,11 +56,18 @@ def test_validate_is_per_volume_not_per_slice() -> None:
     image_b = np.where(label_b > 0, 1.0, -1.0).astype(np.float32)[None]
     cases = [_Case("a", image_a, label_a), _Case("b", image_b, label_b)]
     result = validate(
-        _Threshold(), cases, ["bg", "fg"], axis=2, context=0, device=torch.device("cpu"),
-        num_samples=1, progress=False,
+        _Threshold(),
+        cases,
+        ["bg", "fg"],
+        axis=2,
+        context=0,
+        device=torch.device("cpu"),
+        num_samples=1,
+        progress=False,
     )
     assert result.num_cases == 2
     np.testing.assert_allclose(result.per_case["a"], [16 / 17])
     np.testing.assert_allclose(result.dice, [(16 / 17 + 1) / 2])
     assert result.as_metrics()["val_dice_fg"] == result.mean_dice
-    assert len(result.samples) == 1 and result.samples[0]["index"] == 0
+    assert len(result.samples) == 1
+    assert result.samples[0]["index"] == 0

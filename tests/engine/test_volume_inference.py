@@ -67,7 +67,8 @@ def test_model_mode_restored_and_output_array_used() -> None:
     image = np.ones((1, 3, 3, 2), np.float32)
     out = np.full((2, 3, 3, 2), -1, np.float32)
     result = predict_volume_probabilities(model, image, out=out)
-    assert result is out and (out >= 0).all()
+    assert result is out
+    assert (out >= 0).all()
     assert model.training
 
 

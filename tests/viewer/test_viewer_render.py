@@ -164,3 +164,26 @@ def test_legend_entries() -> None:
     entries = render.legend_entries(["background", "tumour_core", "oedema"], [0, 2, 1, 7])
     assert [e[1] for e in entries] == ["tumour_core", "oedema", "label 7"]
     assert all(e[2].startswith("#") and len(e[2]) == 7 for e in entries)
+
+
+def test_real_brats_tumour_side_follows_world_coordinates(shared_data) -> None:
+    """BraTS pat0001 (stored LPS): the tumour lies towards the patient's right in world RAS
+    coordinates, so the axial view must show it on the screen's left."""
+    from medseg.io import read_volume
+
+    folder = shared_data / "brats2015" / "pat0001"
+    seg = read_volume(folder / "seg.nii.gz")
+    brain = read_volume(folder / "brainmask.nii.gz")
+
+    def world_x(vol: Volume) -> float:
+        centre = np.argwhere(vol.array > 0).mean(axis=0)
+        return float(vol.affine[0, :3] @ centre + vol.affine[0, 3])
+
+    tumour_is_right = world_x(seg) > world_x(brain)  # RAS: +x is the patient's right
+    shown = render.to_display(seg)
+    index = int(np.argmax((shown.array > 0).sum(axis=(0, 1))))
+    plane = render.extract_slice(shown.array, "axial", index)
+    brain_plane = render.extract_slice(render.to_display(brain).array, "axial", index)
+    tumour_col = np.nonzero(plane)[1].mean()
+    brain_col = np.nonzero(brain_plane)[1].mean()
+    assert (tumour_col < brain_col) == tumour_is_right

@@ -129,3 +129,19 @@ def test_upload_nifti_roundtrip_and_temp_files_removed(tmp_path: Path, monkeypat
     with pytest.raises(loading.UploadError):
         loading.read_upload("bad.nii.gz", b"garbage")
     assert list(scratch.iterdir()) == []
+
+
+def test_real_dicom_series_zip_upload(shared_data: Path, tmp_path: Path) -> None:
+    """A zipped real CT DICOM series (JPEG 2000, extension-less files) opens as a CT volume."""
+    series = shared_data / "totalseg" / "example_ct_dicom"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(series.iterdir()):
+            zf.write(path, f"study/{series.name}/{path.name}")
+    volume = loading.read_upload("ct_series.zip", buffer.getvalue())
+    assert volume.shape == (512, 512, 20)
+    assert volume.metadata["source"] == "upload:ct_series.zip"
+    assert volume.array.min() < -500  # Hounsfield units: air
+    assert loading._is_dicom_dir(series)
+    refs = loading.discover_cases(series.parent)
+    assert "example_ct_dicom" in [r.name for r in refs]
