@@ -12,6 +12,11 @@ import sys
 import click
 import typer
 
+try:  # Typer >= 0.20 vendors its own click; its exceptions are not click's
+    from typer._click import exceptions as _typer_click
+except ImportError:  # pragma: no cover - older Typer uses click itself
+    _typer_click = click.exceptions
+
 from medseg import RESEARCH_USE_NOTICE, __version__
 from medseg.cli import data_cmds, infer_cmds, io_cmds, sample_cmds, train_cmds, view_cmds
 from medseg.errors import MedsegError
@@ -62,13 +67,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
-    except click.ClickException as err:
+    except (click.ClickException, _typer_click.ClickException) as err:
         err.show()
         sys.exit(err.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, _typer_click.Abort):
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except click.exceptions.Exit as err:
+    except (click.exceptions.Exit, _typer_click.Exit) as err:
         sys.exit(err.exit_code)
     if isinstance(result, int) and result != 0:
         sys.exit(result)

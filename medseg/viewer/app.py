@@ -209,7 +209,8 @@ def sidebar_prediction(config: ViewerConfig, shown: DisplayCase) -> MaskLayer | 
     key = (shown.digest, str(path), path.stat().st_mtime, device, tta)
     entry = store.get(key)
     clicked = st.sidebar.button("Run inference", key="run_inference", type="primary")
-    if entry is None and (auto or clicked):
+    # A click retries a failed run; otherwise a cached result (or error) is reused.
+    if (entry is None and auto) or (clicked and not isinstance(entry, MaskLayer)):
         entry = _run_inference(shown, path, device, tta, name)
         store.put(key, entry)
     if isinstance(entry, str):

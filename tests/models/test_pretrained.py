@@ -62,12 +62,14 @@ def test_deeplabv3plus_single_channel_sums_rgb_kernel(resnet50_state):
     )
 
 
+@pytest.mark.slow
 def test_three_channels_keep_the_pretrained_kernel(resnet50_state):
     path, state = resnet50_state
     model = build_model("fcn_resnet50", 3, 2, pretrained=path)
     torch.testing.assert_close(model.model.backbone.conv1.weight, state["conv1.weight"])
 
 
+@pytest.mark.slow
 def test_hub_cache_lookup_by_name_and_true(resnet50_state, tmp_path, monkeypatch):
     path, state = resnet50_state
     cache = tmp_path / "torch_home" / "hub" / "checkpoints"
@@ -107,6 +109,7 @@ def test_unreadable_file_is_a_checkpoint_error(tmp_path):
         build_model("fcn_resnet50", 1, 2, pretrained=path)
 
 
+@pytest.mark.slow
 def test_mobilenet_backbone_from_classifier_state_dict(tmp_path):
     torch.manual_seed(2)
     state = torchvision.models.mobilenet_v3_large(weights=None).state_dict()
