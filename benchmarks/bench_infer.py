@@ -166,7 +166,7 @@ def main() -> None:
         return
 
     from medseg.inference import Predictor
-    from medseg.io import read_volume
+    from medseg.io import Volume, read_volume
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_infer_"))
     ct_ckpt = make_checkpoint(tmp / "ct.pt", args, "ct")
@@ -188,7 +188,7 @@ def main() -> None:
     for name, ckpt, volume in cases:
         plain = Predictor.load(ckpt, device=args.device, batch_size=args.batch_size)
         # warm-up (allocator, thread pools) on a few slices, not the whole volume
-        warm = volume.with_array(np.ascontiguousarray(volume.array[:, :, :4]))
+        warm = Volume(np.ascontiguousarray(volume.array[:, :, :4]), volume.affine)
         time_predict(plain, warm)
         forward = pure_forward_seconds(plain, volume)
         predict, timing = time_predict(plain, volume)

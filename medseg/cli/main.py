@@ -18,7 +18,15 @@ except ImportError:  # pragma: no cover - older Typer uses click itself
     _typer_click = click.exceptions
 
 from medseg import RESEARCH_USE_NOTICE, __version__
-from medseg.cli import data_cmds, infer_cmds, io_cmds, sample_cmds, train_cmds, view_cmds
+from medseg.cli import (
+    data_cmds,
+    infer_cmds,
+    io_cmds,
+    model_cmds,
+    sample_cmds,
+    train_cmds,
+    view_cmds,
+)
 from medseg.errors import MedsegError
 
 app = typer.Typer(
@@ -51,7 +59,7 @@ def _root(
     )
 
 
-for module in (io_cmds, sample_cmds, data_cmds, train_cmds, infer_cmds, view_cmds):
+for module in (io_cmds, sample_cmds, data_cmds, train_cmds, model_cmds, infer_cmds, view_cmds):
     module.register(app)
 
 

@@ -139,6 +139,18 @@ def build_model(name: str, in_channels: int, num_classes: int, **options: Any) -
     return model
 
 
+WEIGHT_OPTIONS = ("pretrained",)  # options that only choose initial weights
+
+
+def architecture_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without those that only pick initial weights (``pretrained``).
+
+    Record these in checkpoints: rebuilding a trained network to load its ``state_dict`` must
+    not need (or read) the ImageNet file it was initialised from.
+    """
+    return {k: v for k, v in options.items() if k not in WEIGHT_OPTIONS}
+
+
 def check_choice(model: str, option: str, value: Any, choices: tuple[Any, ...]) -> None:
     """Raise ``ConfigError`` unless ``value`` is one of ``choices`` (option validation helper)."""
     if value not in choices:
@@ -171,8 +183,10 @@ from medseg.models.padding import PadToDivisor  # noqa: E402
 
 __all__ = [
     "MODELS",
+    "WEIGHT_OPTIONS",
     "ModelSpec",
     "PadToDivisor",
+    "architecture_options",
     "build_model",
     "list_models",
     "model_info",

@@ -130,3 +130,12 @@ def test_default_model_path():
 def test_volume_helper_is_lps():
     assert "".join(blob_volume().orientation) == "LPS"
     assert isinstance(blob_volume(), Volume)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(tiny_checkpoint):
+    vol = blob_volume(shape=(64, 48, 20))
+    cpu = Predictor.load(tiny_checkpoint, device="cpu").predict(vol)
+    gpu = Predictor.load(tiny_checkpoint, device="cuda", amp="off").predict(vol)
+    assert gpu.settings["device"].startswith("cuda")
+    assert (cpu.label.array == gpu.label.array).mean() > 0.999

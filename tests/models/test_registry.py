@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medseg.errors import ConfigError, UnknownNameError
-from medseg.models import build_model, list_models, model_info
+from medseg.models import architecture_options, build_model, list_models, model_info
 
 
 def test_unknown_model_suggests_close_name_and_lists_all():
@@ -84,3 +84,12 @@ def test_monai_unet_custom_strides_pad_to_their_product():
     net = build_model("monai_unet", 1, 3, channels=[4, 8, 16], strides=[2, 3])
     assert net.divisor == 6
     assert net(torch.randn(1, 1, 13, 17)).shape == (1, 3, 13, 17)
+
+
+def test_architecture_options_drop_the_pretrained_file(tmp_path):
+    options = {"output_stride": 8, "pretrained": str(tmp_path / "gone.pth")}
+    kept = architecture_options(options)
+    assert kept == {"output_stride": 8}
+    # a trained model can be rebuilt (to load its state_dict) without the ImageNet file
+    model = build_model("deeplabv3plus_resnet50", 1, 2, **kept)
+    assert model(torch.randn(2, 1, 17, 19)).shape == (2, 2, 17, 19)
