@@ -76,7 +76,19 @@ def ct_volume(shape: tuple[int, int, int], seed: int = 0):
     return Volume(data, affine, {"source": "synthetic_ct", "modality": "CT"})
 
 
-def pure_forward_seconds(predictor, volume, repeats: int = 1) -> float:
+class Clock:
+    """Wall and process CPU seconds of a block (CPU time is robust on a shared machine)."""
+
+    def __enter__(self) -> Clock:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+
+
+def pure_forward_seconds(predictor, volume) -> Clock:
     """Time of the network alone over the same batches of slices as the Predictor."""
     from medseg.data.preprocessing import preprocess_image
 
@@ -84,17 +96,14 @@ def pure_forward_seconds(predictor, volume, repeats: int = 1) -> float:
     axis, k, bs = predictor.axis, predictor.context, predictor.batch_size
     batches = [predictor._stack(image, axis, s, min(s + bs, image.shape[axis + 1]))
                for s in range(0, image.shape[axis + 1], bs)]  # fmt: skip
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    del k
+    with Clock() as clock:
         for batch in batches:
             predictor.network(batch).argmax(1)
-        best = min(best, time.perf_counter() - start)
-    del k
-    return best
+    return clock
 
 
-def monai_slice_inferer_seconds(predictor, volume) -> float:
+def monai_slice_inferer_seconds(predictor, volume) -> Clock:
     """MONAI SliceInferer over axial slices with the same network (peer baseline)."""
     from monai.inferers import SliceInferer
 
@@ -105,25 +114,26 @@ def monai_slice_inferer_seconds(predictor, volume) -> float:
     inferer = SliceInferer(roi_size=(shape[0], shape[1]), sw_batch_size=predictor.batch_size,
                            spatial_dim=2, progress=False)  # fmt: skip
     tensor = torch.from_numpy(image)[None]
-    start = time.perf_counter()
-    with torch.inference_mode():
+    with Clock() as clock, torch.inference_mode():
         logits = inferer(tensor, predictor.network.module)
         logits.argmax(1)
-    return time.perf_counter() - start
+    return clock
 
 
-def time_predict(predictor, volume) -> tuple[float, dict[str, float]]:
-    start = time.perf_counter()
-    prediction = predictor.predict(volume)
-    return time.perf_counter() - start, prediction.timing
+def time_predict(predictor, volume) -> tuple[Clock, dict[str, float]]:
+    with Clock() as clock:
+        prediction = predictor.predict(volume)
+    return clock, prediction.timing
 
 
 def rss_child(args) -> None:
     """Subprocess: predict one big CT volume, print peak RSS (MiB) as JSON."""
+    import psutil
+
     from medseg.inference import Predictor
 
     volume = ct_volume(tuple(args.shape))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = psutil.Process().memory_info().rss / 2**20  # imports + the source volume
     predictor = Predictor.load(args.checkpoint, device=args.device, batch_size=args.batch_size,
                                tta=args.tta)  # fmt: skip
     start = time.perf_counter()
@@ -141,6 +151,10 @@ def measure_rss(checkpoint: Path, shape, args, tta: bool, probabilities: bool) -
     cmd += ["--probabilities"] if probabilities else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _fmt(clock: Clock) -> str:
+    return f"{clock.wall:.1f}/{clock.cpu:.1f}"
 
 
 def main() -> None:
@@ -180,39 +194,42 @@ def main() -> None:
         flair = BRATS / f"pat000{i}" / "flair.nii.gz"
         if flair.is_file():
             cases.append((f"BraTS pat000{i} 240x240x155", mr_ckpt, read_volume(flair)))
+    print("times: wall s / process CPU s; ratio = predict / pure forward (wall, CPU)")
     header = (
-        f"{'volume':<28}{'forward s':>10}{'predict s':>10}{'ratio':>7}{'TTA s':>8}{'MONAI s':>9}"
+        f"{'volume':<27}{'forward':>14}{'predict':>14}{'ratio':>11}{'TTA':>14}{'MONAI':>14}"
+        "   predict breakdown (wall s)"
     )
     print(header)
     print("-" * len(header))
     for name, ckpt, volume in cases:
         plain = Predictor.load(ckpt, device=args.device, batch_size=args.batch_size)
         # warm-up (allocator, thread pools) on a few slices, not the whole volume
-        warm = Volume(np.ascontiguousarray(volume.array[:, :, :4]), volume.affine)
-        time_predict(plain, warm)
+        time_predict(plain, Volume(np.ascontiguousarray(volume.array[:, :, :4]), volume.affine))
         forward = pure_forward_seconds(plain, volume)
         predict, timing = time_predict(plain, volume)
         monai = monai_slice_inferer_seconds(plain, volume)
-        tta = float("nan")
+        tta = "skipped"
         if not args.no_tta:
             tta_pred = Predictor.load(
                 ckpt, device=args.device, batch_size=args.batch_size, tta=True
             )
-            tta = time_predict(tta_pred, volume)[0]
-        parts = " ".join(f"{k[:5]}={v:.2f}" for k, v in timing.items() if k != "total")
+            tta = _fmt(time_predict(tta_pred, volume)[0])
+        ratio = f"{predict.wall / forward.wall:.2f}/{predict.cpu / forward.cpu:.2f}"
+        parts = " ".join(f"{k[:5]}={v:.1f}" for k, v in timing.items() if k != "total")
         print(
-            f"{name:<28}{forward:>10.2f}{predict:>10.2f}{predict / forward:>7.2f}{tta:>8.2f}"
-            f"{monai:>9.2f}   {parts}"
+            f"{name:<27}{_fmt(forward):>14}{_fmt(predict):>14}{ratio:>11}{tta:>14}"
+            f"{_fmt(monai):>14}   {parts}",
+            flush=True,
         )
     if not args.no_rss:
         n = int(np.prod(args.big_shape))
         print(f"\npeak RSS predicting a CT-like {'x'.join(map(str, args.big_shape))} int16 volume "
               f"({n / 1e6:.0f} M voxels; full float32 logits for 2 classes would be "
               f"{8 * n / 2**20:.0f} MiB):")  # fmt: skip
-        for tta, probs in ((False, False), (True, False)):
+        for tta, probs in ((False, False), (False, True)):
             res = measure_rss(ct_ckpt, args.big_shape, args, tta, probs)
             print(f"  tta={tta!s:<5} probabilities={probs!s:<5} peak RSS {res['peak_rss_mib']:.0f} MiB "
-                  f"(process baseline {res['before_mib']:.0f} MiB), {res['seconds']:.1f} s")  # fmt: skip
+                  f"(before predict: {res['before_mib']:.0f} MiB), {res['seconds']:.1f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

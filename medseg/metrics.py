@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,8 +71,11 @@ def surface_distances(
     p = torch.from_numpy(np.ascontiguousarray(pred[box]))[None, None]
     r = torch.from_numpy(np.ascontiguousarray(ref[box]))[None, None]
     spacing = [float(s) for s in spacing]
-    hd95 = compute_hausdorff_distance(p, r, percentile=95, spacing=spacing)
-    assd = compute_average_surface_distance(p, r, symmetric=True, spacing=spacing)
+    with warnings.catch_warnings():
+        # MONAI 1.5+ warns about its own internal use of a deprecated argument
+        warnings.filterwarnings("ignore", category=FutureWarning, module="monai")
+        hd95 = compute_hausdorff_distance(p, r, percentile=95, spacing=spacing)
+        assd = compute_average_surface_distance(p, r, symmetric=True, spacing=spacing)
     return float(hd95.item()), float(assd.item())
 
 

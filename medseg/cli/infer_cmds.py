@@ -68,15 +68,8 @@ def predict(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> int:
     """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
-    import torch.distributed as dist
-
     from medseg.inference import PostprocessConfig, Predictor, default_model_path
-    from medseg.inference.batch import (
-        collect_failures,
-        discover_cases,
-        merge_summary,
-        predict_cases,
-    )
+    from medseg.inference.batch import discover_cases, run_sharded
 
     rank, world_size, local_rank = _dist_env()
     if world_size > 1 and device in ("auto", "cuda"):
@@ -91,23 +84,10 @@ def predict(
         batch_size=batch_size, postprocess=postprocess,
     )  # fmt: skip
     cases = discover_cases(inputs)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    try:
-        result = predict_cases(
-            predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
-            series=series, rank=rank, world_size=world_size, progress=not quiet,
-        )  # fmt: skip
-        if world_size > 1:
-            dist.barrier()
-        if rank == 0:
-            summary = merge_summary(cases, output)
-        if world_size > 1:
-            dist.barrier()  # rank 0's summary is complete before anyone reads failures
-        failures = collect_failures(cases, output)
-    finally:
-        if world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    result, failures, summary = run_sharded(
+        predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
+        series=series, rank=rank, world_size=world_size, progress=not quiet,
+    )  # fmt: skip
     if rank == 0:
         typer.echo(
             f"{len(cases)} case(s): {len(result.done)} predicted, {len(result.skipped)} already done "

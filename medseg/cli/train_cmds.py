@@ -6,7 +6,6 @@ Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m medseg train CONFIG.yam
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import typer
@@ -30,7 +29,7 @@ def train_command(
     device: str | None = typer.Option(
         None, "--device", help="cpu, cuda or auto (default: the config's device)."
     ),
-) -> None:
+) -> int:
     """Train a segmentation model; writes config, metrics, curves, overlays and checkpoints.
 
     --resume [PATH]: continue a run from PATH (a run folder or a checkpoint file); alone, from
@@ -57,7 +56,7 @@ def train_command(
     cfg = load_config(config, overrides)
     result = train(cfg, output=output, resume=resume, device=device, info=info)
     if not info.is_main:
-        return
+        return 0
     if result.interrupted:
         typer.echo(
             f"interrupted after {result.epochs_completed} complete epoch(s); saved "
@@ -65,7 +64,7 @@ def train_command(
             f"`medseg train {config} --resume {result.run_dir}`",
             err=True,
         )
-        sys.exit(130)
+        return 130  # the conventional "interrupted" status; main() exits with it
     best = (
         "n/a (no validation cases)"
         if result.best_epoch == 0
@@ -76,6 +75,7 @@ def train_command(
         f"{' (early stopping)' if result.stopped_early else ''}\n"
         f"best validation mean Dice (per volume, 3D): {best}\n{RESEARCH_USE_NOTICE}"
     )
+    return 0
 
 
 def _resume_argument(extra: list[str]) -> str | None:

@@ -298,3 +298,38 @@ def merge_summary(cases: Sequence[Case], output_dir: str | Path) -> Path:
     with atomic_path(output_dir / "lesions.csv", suffix=".csv") as tmp:
         pd.DataFrame(lesion_rows).to_csv(tmp, index=False)
     return summary
+
+
+def run_sharded(
+    predictor,
+    cases: Sequence[Case],
+    output_dir: str | Path,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    **options: Any,
+) -> tuple[BatchResult, list[tuple[str, str]], Path | None]:
+    """:func:`predict_cases` for this rank, then (gloo barrier when ``world_size > 1``) rank 0
+    merges the run's summary. Returns this rank's result, the whole run's failures and the
+    summary path (``None`` on other ranks). Started by ``torchrun``, each rank calls this."""
+    import torch.distributed as dist
+
+    distributed = world_size > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    summary = None
+    try:
+        result = predict_cases(
+            predictor, cases, output_dir, rank=rank, world_size=world_size, **options
+        )
+        if distributed:
+            dist.barrier()
+        if rank == 0:
+            summary = merge_summary(cases, output_dir)
+        if distributed:
+            dist.barrier()  # rank 0's summary is complete before anyone reads failures
+        failures = collect_failures(cases, output_dir)
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+    return result, failures, summary
