@@ -1,8 +1,10 @@
 """Inference benchmark (issue 5, item 7): seconds per volume, TTA on/off, overhead ratio,
 MONAI SliceInferer baseline with the same network, peak RSS for a big CT.
 
-    python benchmarks/bench_infer.py                      # default CPU run (< 4 min here)
-    python benchmarks/bench_infer.py --device cuda --base-channels 32 --depth 4
+    python benchmarks/bench_infer.py            # quick: TTA and MONAI on the first BraTS case only,
+                                                #   one peak-RSS run
+    python benchmarks/bench_infer.py --full     # TTA + MONAI on every volume, RSS with probabilities
+    python benchmarks/bench_infer.py --device cuda --base-channels 32 --depth 4 --full
 
 The network is a randomly initialised ``unet`` (timing does not depend on the weights).
 Overhead ratio = end-to-end ``Predictor.predict`` (preprocessing, batched 2.5D slicing,
@@ -168,6 +170,11 @@ def main() -> None:
     parser.add_argument("--brats-cases", type=int, default=4)
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     parser.add_argument("--no-tta", action="store_true", help="skip the (4x slower) TTA runs")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="TTA and MONAI baseline on every volume and a second RSS run with probabilities",
+    )
     # internal: the RSS subprocess
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -201,15 +208,17 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for name, ckpt, volume in cases:
+    for index, (name, ckpt, volume) in enumerate(cases):
+        # quick mode: the 4x-slower TTA and the MONAI baseline on the first BraTS case only
+        extras = args.full or index == 1 or len(cases) == 1
         plain = Predictor.load(ckpt, device=args.device, batch_size=args.batch_size)
         # warm-up (allocator, thread pools) on a few slices, not the whole volume
         time_predict(plain, Volume(np.ascontiguousarray(volume.array[:, :, :4]), volume.affine))
         forward = pure_forward_seconds(plain, volume)
         predict, timing = time_predict(plain, volume)
-        monai = monai_slice_inferer_seconds(plain, volume)
+        monai = monai_slice_inferer_seconds(plain, volume) if extras else None
         tta = "skipped"
-        if not args.no_tta:
+        if not args.no_tta and extras:
             tta_pred = Predictor.load(
                 ckpt, device=args.device, batch_size=args.batch_size, tta=True
             )
@@ -218,7 +227,7 @@ def main() -> None:
         parts = " ".join(f"{k[:5]}={v:.1f}" for k, v in timing.items() if k != "total")
         print(
             f"{name:<27}{_fmt(forward):>14}{_fmt(predict):>14}{ratio:>11}{tta:>14}"
-            f"{_fmt(monai):>14}   {parts}",
+            f"{_fmt(monai) if monai else 'skipped':>14}   {parts}",
             flush=True,
         )
     if not args.no_rss:
@@ -226,7 +235,7 @@ def main() -> None:
         print(f"\npeak RSS predicting a CT-like {'x'.join(map(str, args.big_shape))} int16 volume "
               f"({n / 1e6:.0f} M voxels; full float32 logits for 2 classes would be "
               f"{8 * n / 2**20:.0f} MiB):")  # fmt: skip
-        for tta, probs in ((False, False), (False, True)):
+        for tta, probs in ((False, False), (False, True))[: 2 if args.full else 1]:
             res = measure_rss(ct_ckpt, args.big_shape, args, tta, probs)
             print(f"  tta={tta!s:<5} probabilities={probs!s:<5} peak RSS {res['peak_rss_mib']:.0f} MiB "
                   f"(before predict: {res['before_mib']:.0f} MiB), {res['seconds']:.1f} s")  # fmt: skip

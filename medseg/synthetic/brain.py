@@ -50,10 +50,10 @@ class BrainParams:
             head_shift=rng.uniform(-6.0, 6.0, 3) * np.array([1.0, 1.0, 0.5]),
             tilt_deg=(float(rng.uniform(-8.0, 8.0)), float(rng.uniform(-3.0, 3.0))),
             ventricle_scale=float(rng.uniform(0.8, 1.35)),
-            core_radius=float(rng.uniform(6.0, 15.0)),
+            core_radius=float(rng.uniform(8.5, 16.0)),
             core_lobes=int(rng.integers(2, 5)),
             necrosis=float(rng.choice([0.0, rng.uniform(0.3, 0.65)])),
-            oedema_margin=float(rng.uniform(4.0, 18.0)),
+            oedema_margin=float(rng.uniform(6.0, 18.0)),
             oedema_ratio=float(rng.uniform(1.55, 2.1)),
             core_signal=float(rng.uniform(640.0, 820.0)),
             noise_sigma=float(rng.uniform(10.0, 22.0)),
@@ -139,8 +139,12 @@ def _head_tissues(
     fissure = brain & (np.abs(x) < 1.5) & ((z > 32.0 * s) | (np.abs(y) > 38.0 * s) | (z < -20.0))
     deep = np.zeros(shape, bool)
     for side in (-1.0, 1.0):
-        thal = fields.ellipsoid_radius(points, np.array([side * 10.0, -10.0, 2.0]) * s, (9.0, 14.0, 9.0))
-        lent = fields.ellipsoid_radius(points, np.array([side * 23.0, 6.0, 4.0]) * s, (6.0, 16.0, 11.0))
+        thal = fields.ellipsoid_radius(
+            points, np.array([side * 10.0, -10.0, 2.0]) * s, (9.0, 14.0, 9.0)
+        )
+        lent = fields.ellipsoid_radius(
+            points, np.array([side * 23.0, 6.0, 4.0]) * s, (6.0, 16.0, 11.0)
+        )
         deep |= brain & ((thal < 1.0) | (lent < 1.0))
     ventricles = _ventricles(points, s * p.ventricle_scale) & brain
     csf = csf | sulci | fissure | ventricles

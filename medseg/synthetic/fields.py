@@ -114,7 +114,9 @@ def rician_noise(rng: np.random.Generator, signal: np.ndarray, sigma: float) -> 
     return np.sqrt(real * real + imag * imag)
 
 
-def partial_volume(image: np.ndarray, spacing: tuple[float, float, float], fwhm_mm: float) -> np.ndarray:
+def partial_volume(
+    image: np.ndarray, spacing: tuple[float, float, float], fwhm_mm: float
+) -> np.ndarray:
     """Blur a piecewise-constant image with a Gaussian PSF of ``fwhm_mm`` (scanner resolution)."""
     sigma = [fwhm_mm / 2.355 / s for s in spacing]
     return ndimage.gaussian_filter(image.astype(np.float32), sigma=sigma, mode="nearest")

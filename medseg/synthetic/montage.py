@@ -19,8 +19,8 @@ from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-# Contour colours per label value (1 core / lesion, 2 oedema / liver).
-_COLOURS = {1: "#ff3030", 2: "#ffd000", 3: "#30a0ff"}
+# Contour colours per label value (1 core / lesion, 2 oedema / liver): the viewer's palette.
+_COLOURS = {1: "#ee3377", 2: "#ffc828", 3: "#33bbee"}
 
 
 def axial_slice_index(label: Volume) -> int:
@@ -59,7 +59,9 @@ def save_montage(
     import matplotlib.pyplot as plt
 
     rows = int(np.ceil(len(cases) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.5 * rows + 0.3), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(2.4 * columns, 2.5 * rows + 0.3), squeeze=False
+    )
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (title, image, label) in zip(axes.ravel(), cases, strict=False):
@@ -70,12 +72,14 @@ def save_montage(
         extent = (0, plane.shape[1] * sx, plane.shape[0] * sy, 0)  # mm: physical aspect
         low, high = window_for(image)
         ax.imshow(plane, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="bilinear")
-        for value in sorted(int(v) for v in np.unique(mask) if v > 0):
+        # Higher labels first: a ring label (oedema around core) also outlines its hole, so the
+        # inner label is drawn last to stay visible.
+        for value in sorted((int(v) for v in np.unique(mask) if v > 0), reverse=True):
             ax.contour(
                 (mask == value).astype(float),
                 levels=[0.5],
                 colors=_COLOURS.get(value, "#30ff30"),
-                linewidths=0.8,
+                linewidths=1.0,
                 extent=extent,
                 origin="upper",
             )
