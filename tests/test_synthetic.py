@@ -155,7 +155,7 @@ def test_cli_sample_data_matches_committed_files(
     assert meta["numTraining"] == 8
     # The DICOM copy holds the same CT (same HU, same grid) as the NIfTI.
     dicom = read_volume(out / "ct_abdomen" / "ct_001_dicom")
-    nifti = read_volume(sample_data / "ct_abdomen" / "ct_001.nii.gz")
+    nifti = read_volume(out / "ct_abdomen" / "ct_001.nii.gz")
     assert np.array_equal(dicom.array, nifti.array)
     assert np.allclose(dicom.affine, nifti.affine, atol=1e-4)
 
