@@ -12,10 +12,10 @@ import sys
 import click
 import typer
 
-try:  # Typer >= 0.20 vendors its own click; its exceptions are not click's
-    from typer._click import exceptions as _typer_click
+try:  # Typer >= 0.20 vendors its own click; its usage errors are not click's
+    from typer._click.exceptions import ClickException as _TyperClickException
 except ImportError:  # pragma: no cover - older Typer uses click itself
-    _typer_click = click.exceptions
+    _TyperClickException = click.ClickException
 
 from medseg import RESEARCH_USE_NOTICE, __version__
 from medseg.cli import (
@@ -75,13 +75,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
-    except (click.ClickException, _typer_click.ClickException) as err:
+    except (click.ClickException, _TyperClickException) as err:
         err.show()
         sys.exit(err.exit_code)
-    except (click.exceptions.Abort, _typer_click.Abort):
+    except (click.exceptions.Abort, typer.Abort):
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except (click.exceptions.Exit, _typer_click.Exit) as err:
+    except (click.exceptions.Exit, typer.Exit) as err:
         sys.exit(err.exit_code)
     if isinstance(result, int) and result != 0:
         sys.exit(result)

@@ -35,13 +35,34 @@ def _plane_shape(shape: Sequence[int], axis: int) -> tuple[int, int]:
     return int(rest[0]), int(rest[1])
 
 
-def _pad_to(array: np.ndarray, size: tuple[int, int], value: float = 0) -> np.ndarray:
-    """Pad the last two axes at the end (bottom/right) up to ``size``."""
+def _pad_to(
+    array: np.ndarray,
+    size: tuple[int, int],
+    value: float | np.ndarray = 0,
+    offset: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """Pad the last two axes up to ``size``, placing the data at ``offset`` (top, left).
+
+    ``value`` may be one number or one per leading channel (``(C,)``).
+    """
     pad_h, pad_w = max(0, size[0] - array.shape[-2]), max(0, size[1] - array.shape[-1])
     if pad_h == 0 and pad_w == 0:
         return array
-    widths = [(0, 0)] * (array.ndim - 2) + [(0, pad_h), (0, pad_w)]
-    return np.pad(array, widths, constant_values=value)
+    top, left = min(offset[0], pad_h), min(offset[1], pad_w)
+    out_shape = (*array.shape[:-2], array.shape[-2] + pad_h, array.shape[-1] + pad_w)
+    out = np.empty(out_shape, dtype=array.dtype)
+    out[...] = np.reshape(value, (-1,) + (1,) * 2) if np.ndim(value) else value
+    out[..., top : top + array.shape[-2], left : left + array.shape[-1]] = array
+    return out
+
+
+def _background(image: np.ndarray) -> np.ndarray:
+    """Per-channel minimum of ``(C, H, W)``: what lies outside the body after normalisation.
+
+    Padding with 0 instead would be mid-grey for z-scored MR with a noisy background (not
+    skull-stripped) and would teach the network an edge that never occurs at inference.
+    """
+    return image.reshape(image.shape[0], -1).min(axis=1)
 
 
 class SliceDataset(Dataset):
@@ -121,8 +142,16 @@ class SliceDataset(Dataset):
         rng: np.random.Generator,
         foreground: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """A ``size`` crop of ``image`` ``(C, H, W)`` / ``label`` ``(H, W)``, padded if smaller."""
-        image, label = _pad_to(image, size), _pad_to(label, size)
+        """A ``size`` crop of ``image`` ``(C, H, W)`` / ``label`` ``(H, W)``, padded if smaller.
+
+        A slice smaller than the crop lands at a random place inside it (a free translation).
+        """
+        offset = (
+            int(rng.integers(max(0, size[0] - label.shape[0]) + 1)),
+            int(rng.integers(max(0, size[1] - label.shape[1]) + 1)),
+        )
+        image = _pad_to(image, size, _background(image), offset)
+        label = _pad_to(label, size, 0, offset)
         h, w = label.shape
         if foreground:
             ys, xs = np.nonzero(label > 0)
@@ -166,7 +195,8 @@ class SliceDataset(Dataset):
             image, label = self._crop(image, label, self.crop_size, rng, foreground)
             valid_shape = label.shape
         else:
-            image, label = _pad_to(image, self.pad_size), _pad_to(label, self.pad_size)
+            image = _pad_to(image, self.pad_size, _background(image))
+            label = _pad_to(label, self.pad_size)
         sample = {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
             "label": torch.from_numpy(np.ascontiguousarray(label)),

@@ -124,10 +124,21 @@ def test_training_samples_shapes_context_and_crop(cached):
     # the channel-major 2.5D stack is the shared slice_stack() of the cached case (cropped)
     case = next(c for c in cached if c.case_id == item["case_id"])
     full = slice_stack(case.image, 2, item["index"], 1)
-    assert any(
-        torch.equal(item["image"][:, :, :36], torch.from_numpy(full[:, top : top + 24]))
+    # the crop comes from one position of the full slice, placed inside the wider (48) crop
+    placements = [
+        (top, left)
         for top in range(40 - 24 + 1)
-    )  # the crop (W 48 > 36 is zero-padded) comes from one position of the full slice
+        for left in range(48 - 36 + 1)
+        if torch.equal(
+            item["image"][:, :, left : left + 36], torch.from_numpy(full[:, top : top + 24])
+        )
+    ]
+    assert placements
+    # the 12 padded columns hold each channel's background (minimum), not 0
+    left = placements[0][1]
+    pad = torch.cat([item["image"][:, :, :left], item["image"][:, :, left + 36 :]], dim=2)
+    background = torch.from_numpy(full.reshape(full.shape[0], -1).min(axis=1))
+    assert torch.equal(pad, background[:, None, None].expand_as(pad))
     sagittal = SliceDataset(cached, axis=0, context=0, crop_size=None, train=False)
     assert len(sagittal) == 3 * 40
     assert sagittal[0]["image"].shape == (2, 36, 30)
@@ -185,5 +196,7 @@ def test_validation_covers_every_slice_padded(tmp_path):
     item = ds[7]
     assert item["image"].shape == (1, 32, 32)
     assert item["valid_shape"] == (24, 26)
-    assert torch.all(item["image"][:, 24:] == 0)
+    background = item["image"][:, :24, :26].min()  # padding continues the background
+    assert torch.all(item["image"][:, 24:] == background)
+    assert torch.all(item["image"][:, :, 26:] == background)
     assert torch.all(item["label"][:, 26:] == 0)
