@@ -38,9 +38,12 @@ class Augmentation:
             for t in _flatten(self.compose.transforms)
             if isinstance(t, (Randomizable, _Sometimes))
         ]
-        for t in self._randomizable:  # own RandomState per transform (the class default is shared)
+        for t in self._randomizable:
             if isinstance(t, Randomizable):
-                t.set_random_state(seed=0)
+                # One RandomState object per transform, shared with the array transforms a
+                # dictionary transform wraps (Rand2DElasticd draws from its inner
+                # Rand2DElastic), so re-seeding ``t.R`` below re-seeds every draw.
+                t.set_random_state(state=np.random.RandomState(0))
         self.set_random_state(seed)
 
     def set_random_state(self, seed: int) -> Augmentation:

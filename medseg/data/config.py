@@ -159,6 +159,7 @@ class DataConfig(_Strict):
     fold: int | None = Field(None, ge=0)
     num_folds: int = Field(5, ge=2)
     split_seed: int = 0
+    val_cases: list[str] | None = None
     num_workers: int = Field(2, ge=0)
     augmentation: AugmentationConfig = AugmentationConfig()
 

@@ -69,11 +69,14 @@ def resolve_params(params: PreprocessingParams, spec: DatasetSpec) -> Preprocess
     return PreprocessingParams.model_validate(resolved.model_dump())  # re-run validators
 
 
-def _fitted(
+def fit_params_cached(
     params: PreprocessingParams, spec: DatasetSpec, train_ids: list[str], cache_dir: Path
 ) -> PreprocessingParams:
-    # Only CT needs dataset statistics (MR is z-scored per case). Fitting decodes every
-    # training volume, so the result is cached under a key of sources + parameters.
+    """``params`` with dataset statistics fitted on the training cases, cached on disk.
+
+    Only CT needs them (MR is z-scored per case). Fitting decodes every training volume, so
+    the result is cached under a key of the sources and the parameters.
+    """
     if params.modality != "ct" or params.intensity_stats is not None:
         return params
     cases = [spec.case(i) for i in train_ids]
@@ -94,11 +97,11 @@ def build_datasets(cfg: DataConfig, seed: int = 0, progress: bool = True) -> Dat
     spec = load_dataset(cfg.dataset)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg.dataset)
     train_ids, val_ids = split_from_spec(
-        spec.cases, cfg.val_fraction, cfg.fold, cfg.num_folds, cfg.split_seed
+        spec.cases, cfg.val_fraction, cfg.fold, cfg.num_folds, cfg.split_seed, cfg.val_cases
     )
     if not train_ids:
         raise DatasetError(f"{cfg.dataset}: the split left no training cases; lower val_fraction")
-    params = _fitted(resolve_params(cfg.preprocessing, spec), spec, train_ids, cache_dir)
+    params = fit_params_cached(resolve_params(cfg.preprocessing, spec), spec, train_ids, cache_dir)
     cached = prepare_cases([spec.case(i) for i in train_ids + val_ids], params, cache_dir, progress)
     by_id = {c.case_id: c for c in cached}
     axis = params.slice_axis

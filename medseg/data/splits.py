@@ -58,8 +58,11 @@ def split_from_spec(
     fold: int | None = None,
     num_folds: int = 5,
     seed: int = 0,
+    val_cases: Sequence[str] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Split cases, honouring a manifest's ``split`` column.
+    """Split cases, honouring explicit ``val_cases`` or a manifest's ``split`` column.
+
+    ``val_cases`` (case ids, e.g. fixed held-out patients) wins over everything else.
 
     Cases marked ``test`` are left out. Without ``fold``, when any case is marked ``val``
     (or ``validation``) those are the validation cases and all others train; otherwise (or
@@ -67,6 +70,14 @@ def split_from_spec(
     """
     given = {c.case_id: (getattr(c, "split", None) or "").lower() for c in cases}  # type: ignore[attr-defined]
     usable = [i for i, s in given.items() if s != "test"]
+    if val_cases:
+        unknown = sorted(set(val_cases) - set(usable))
+        if unknown:
+            raise DatasetError(
+                f"val_cases {unknown} are not (non-test) cases of the dataset; "
+                f"valid case ids include {usable[:10]}"
+            )
+        return [i for i in usable if i not in set(val_cases)], list(val_cases)
     if fold is None and any(given[i] in ("val", "validation") for i in usable):
         val = [i for i in usable if given[i] in ("val", "validation")]
         return [i for i in usable if i not in set(val)], val

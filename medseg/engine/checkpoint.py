@@ -55,7 +55,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{str(err).splitlines()[0][:200]}); expected a .pt file written by `medseg train`"
         ) from err
     if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: found a {type(payload).__name__}, expected a dict checkpoint")
+        raise CheckpointError(
+            f"{path}: found a {type(payload).__name__}, expected a dict checkpoint"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
         raise CheckpointError(
@@ -72,3 +74,44 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_from_checkpoint(
+    payload: dict[str, Any], path: str | Path = "checkpoint"
+) -> torch.nn.Module:
+    """Rebuild the network a checkpoint records and load its weights (eval mode, CPU).
+
+    Weight-initialisation options such as ``pretrained`` are dropped: the trained weights
+    replace them, and the ImageNet file may not exist where the model is used.
+    """
+    from medseg.models import architecture_options, build_model
+
+    spec = payload["model"]
+    options = architecture_options(dict(spec.get("options", {})))
+    model = build_model(spec["name"], spec["in_channels"], spec["num_classes"], **options)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: weights do not fit model {spec['name']!r} "
+            f"({str(err).splitlines()[0][:200]}); the checkpoint is damaged or was written "
+            "by an incompatible medseg version"
+        ) from err
+    return model.eval()
+
+
+TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng")
+
+
+def slim_checkpoint(source: str | Path, output: str | Path, **extra: Any) -> Path:
+    """Copy a checkpoint without its resume state (optimizer, scheduler, scaler, RNG).
+
+    What remains is everything inference needs (weights, preprocessing, sampling, names,
+    config); ``extra`` adds keys such as a ``description``. Used to build the bundled model.
+    """
+    payload = load_checkpoint(source)
+    slim = {k: v for k, v in payload.items() if k not in TRAINING_STATE_KEYS}
+    slim.update(extra)
+    slim.pop("format_version", None)
+    slim.pop("medseg_version", None)
+    return save_checkpoint(slim, output)

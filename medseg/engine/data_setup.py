@@ -32,32 +32,13 @@ class PreparedData:
     class_names: list[str]
 
 
-def complete_params(params: PreprocessingParams, spec: Any) -> PreprocessingParams:
-    """Fill channel names, class names and modality from the dataset where the config left
-    them at their defaults (``dataset.json`` / manifest know them)."""
-    update: dict[str, Any] = {}
-    given = params.model_fields_set
-    if "channel_names" not in given and spec.channel_names:
-        update["channel_names"] = list(spec.channel_names)
-    if "modality" not in given and spec.modality in ("ct", "mr", "other"):
-        update["modality"] = spec.modality
-    if "class_names" not in given:
-        if params.label_map:
-            num = max(params.label_map.values()) + 1
-            update["class_names"] = ["background"] + [f"class_{i}" for i in range(1, num)]
-        elif spec.labels:
-            num = max(spec.labels) + 1
-            update["class_names"] = [spec.labels.get(i, f"class_{i}") for i in range(num)]
-    return params.model_copy(update=update) if update else params
-
-
 def split_specs(spec: Any, cfg: DataConfig) -> tuple[list[Any], list[Any]]:
     """Train/val case specs: the manifest's ``split`` column when every case has one, else a
     seeded patient-level split (``val_fraction`` or k-fold ``fold``); ``test`` cases never train."""
     from medseg.data.splits import split_from_spec
 
     train_ids, val_ids = split_from_spec(
-        spec.cases, cfg.val_fraction, cfg.fold, cfg.num_folds, cfg.split_seed
+        spec.cases, cfg.val_fraction, cfg.fold, cfg.num_folds, cfg.split_seed, cfg.val_cases
     )
     train = [spec.case(i) for i in train_ids]
     val = [spec.case(i) for i in val_ids]
@@ -71,12 +52,6 @@ def split_specs(spec: Any, cfg: DataConfig) -> tuple[list[Any], list[Any]]:
     return train, val
 
 
-def default_cache_dir(dataset: str | Path) -> Path:
-    """``<dataset folder>/.medseg_cache``, or beside a manifest file (``data.cache_dir`` unset)."""
-    path = Path(dataset)
-    return (path if path.is_dir() else path.parent) / ".medseg_cache"
-
-
 def prepare_data(
     cfg: DataConfig,
     info: DistInfo,
@@ -84,26 +59,30 @@ def prepare_data(
     progress: bool = True,
 ) -> PreparedData:
     """Load, split, fit preprocessing (unless ``fitted`` is given, e.g. when resuming) and
-    cache every case. Under DDP rank 0 builds the cache first; the others then read it."""
+    cache every case. Under DDP rank 0 fits and builds the cache first; the others then read
+    it. Parameter resolution, fitting and the cache are the data pipeline's own
+    (:mod:`medseg.data.pipeline`), so ``medseg preview-data`` sees what training sees."""
     from medseg.data.cache import prepare_cases
     from medseg.data.datasets import load_dataset
-    from medseg.data.preprocessing import fit_preprocessing
+    from medseg.data.pipeline import default_cache_dir, fit_params_cached, resolve_params
 
     spec = load_dataset(cfg.dataset)
     train_specs, val_specs = split_specs(spec, cfg)
-    if fitted is None:
-        params = complete_params(cfg.preprocessing, spec)
-        params = fit_preprocessing(train_specs, params)
-    else:
-        params = fitted
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg.dataset)
+    params = fitted
     cached: list[Any] = []
     for turn in (True, False):  # rank 0 first, then the others hit its cache
         if info.is_main == turn:
+            if fitted is None:
+                train_ids = [c.case_id for c in train_specs]
+                params = fit_params_cached(
+                    resolve_params(cfg.preprocessing, spec), spec, train_ids, cache_dir
+                )
             cached = prepare_cases(
                 train_specs + val_specs, params, cache_dir, progress=progress and info.is_main
             )
         barrier()
+    assert params is not None
     by_id = {c.case_id: c for c in cached}
     logger.info(
         "%d training and %d validation cases; classes %s; channels %s",

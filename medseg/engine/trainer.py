@@ -50,6 +50,7 @@ from medseg.engine.state import capture_rng_state, restore_rng_state, seed_every
 from medseg.engine.validation import ValidationResult, validate
 from medseg.engine.volume_inference import autocast, resolve_amp_dtype
 from medseg.errors import CheckpointError, OverwriteError
+from medseg.models import architecture_options
 
 logger = logging.getLogger(__name__)
 
@@ -422,7 +423,8 @@ class Trainer:
                 "name": self.cfg.model.name,
                 "in_channels": self.in_channels,
                 "num_classes": self.num_classes,
-                "options": dict(self.cfg.model.options),
+                # without `pretrained`: rebuilding must not need the ImageNet file
+                "options": architecture_options(dict(self.cfg.model.options)),
             },
             "state_dict": unwrap_model(self.model).state_dict(),
             "preprocessing": params.model_dump(mode="json"),

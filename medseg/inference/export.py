@@ -54,8 +54,8 @@ def export_model(
 ) -> dict[str, Any]:
     """Export ``checkpoint`` to ``output``; returns the embedded metadata plus the parity
     check (``max_abs_diff`` of logits between PyTorch and the export on CPU)."""
-    from medseg.engine.checkpoint import file_sha256, load_checkpoint
-    from medseg.models import build_model, model_info
+    from medseg.engine.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
+    from medseg.models import model_info
 
     checkpoint, output = Path(checkpoint), Path(output)
     if fmt not in ("torchscript", "onnx"):
@@ -66,11 +66,7 @@ def export_model(
         raise OverwriteError(f"{output} already exists; pass --overwrite to replace it")
     payload = load_checkpoint(checkpoint)
     spec = payload["model"]
-    model = build_model(
-        spec["name"], spec["in_channels"], spec["num_classes"], **spec.get("options", {})
-    )
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
+    model = model_from_checkpoint(payload, checkpoint)
     meta = _metadata(payload, file_sha256(checkpoint), fmt)
     # Odd H, W: networks that pad to a divisor must take their padding branch while traced,
     # otherwise the trace (ONNX) bakes in "no padding" and fails on other sizes.

@@ -179,23 +179,11 @@ class Predictor:
         cls, path: str | Path, device: str = "auto", amp: bool | str = "auto", **kwargs: Any
     ) -> Predictor:
         """Build the network recorded in a checkpoint and load its weights."""
-        from medseg.engine.checkpoint import file_sha256, load_checkpoint
-        from medseg.models import build_model
+        from medseg.engine.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
 
         path = Path(path)
         payload = load_checkpoint(path)
-        spec = payload["model"]
-        model = build_model(
-            spec["name"], spec["in_channels"], spec["num_classes"], **spec.get("options", {})
-        )
-        try:
-            model.load_state_dict(payload["state_dict"])
-        except RuntimeError as err:
-            raise CheckpointError(
-                f"{path}: weights do not fit model {spec['name']!r} "
-                f"({str(err).splitlines()[0][:200]}); the checkpoint is damaged or was written "
-                "by an incompatible medseg version"
-            ) from err
+        model = model_from_checkpoint(payload, path)
         meta = {k: payload.get(k) for k in ("model", "preprocessing", "sampling", "class_names")}
         meta["channel_names"] = payload.get("channel_names")
         meta["checkpoint_sha256"] = file_sha256(path)

@@ -186,3 +186,19 @@ def test_zoom_direction_matches_between_paths():
     torch.testing.assert_close(batched, cpu, atol=0.05, rtol=0)
     # enlarging: the output pixel right of centre samples the source nearer the centre
     assert float(cpu[1, 24, 40]) < 0
+
+
+def test_reseeding_one_pipeline_replays_every_draw():
+    """The dataset re-seeds one shared pipeline per item: the same seed must replay the same
+    augmentation however many samples were drawn in between (resume and DataLoader workers
+    depend on it; MONAI dictionary transforms draw from their wrapped array transform)."""
+    image, mask = blob_image()
+    aug = build_augmentation(AugmentationConfig(), seed=0)
+    first = aug.set_random_state(11)({"image": image, "label": mask})
+    for seed in (1, 2, 3):
+        aug.set_random_state(seed)({"image": image, "label": mask})
+    again = aug.set_random_state(11)({"image": image, "label": mask})
+    assert torch.equal(first["image"], again["image"])
+    assert torch.equal(first["label"], again["label"])
+    other = aug.set_random_state(12)({"image": image, "label": mask})
+    assert not torch.equal(first["image"], other["image"])
