@@ -93,7 +93,9 @@ def test_checkpoint_is_complete_and_loads_safely(one_epoch_run) -> None:
     assert ckpt["channel_names"] == ["MRI"]
     assert ckpt["sampling"] == {"axis": 2, "context": 0}
     assert ckpt["epoch"] == 1
-    assert len(ckpt["preprocessing"]["intensity_stats"]) == 1
+    # MR is z-scored per case, so no dataset statistics are fitted (CT fits and records them)
+    assert ckpt["preprocessing"]["modality"] == "mr"
+    assert ckpt["preprocessing"]["intensity_stats"] is None
     assert {"python", "numpy", "torch"} <= set(ckpt["rng"])
     model = build_model(ckpt["model"]["name"], 1, 3, **ckpt["model"]["options"])
     model.load_state_dict(ckpt["state_dict"])  # plain keys: no "module." / "_orig_mod." prefix
