@@ -116,7 +116,9 @@ class Volume:
         )
         array = nib.orientations.apply_orientation(self.array, ornt)
         affine = self.affine @ nib.orientations.inv_ornt_aff(ornt, self.shape)
-        return Volume(np.ascontiguousarray(array), affine, dict(self.metadata), dict(self.identifiers))
+        return Volume(
+            np.ascontiguousarray(array), affine, dict(self.metadata), dict(self.identifiers)
+        )
 
 
 def check_same_grid(reference: Volume, other: Volume, what: str = "mask") -> None:

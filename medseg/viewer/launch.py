@@ -128,6 +128,7 @@ def streamlit_command(
         "--browser.gatherUsageStats", "false",
         "--server.maxUploadSize", "512",
         "--theme.base", "dark",
+        "--client.toolbarMode", "viewer",  # no "Deploy" button: a clinical viewer, not a dev tool
     ]  # fmt: skip
     return [*command, "--", *app_arguments(config)]
 

@@ -338,3 +338,6 @@ def test_default_launch_opens_sample_brain_case(sample_data: Path) -> None:
     assert "ground truth" in modes
     if services.default_model_path().is_file():
         assert "comparison" in modes  # the bundled model's prediction is shown with the GT
+        # the lesion list is the bundled model's prediction: the oedema around the tumour
+        lesions = at.selectbox(key="lesion_pick").options
+        assert any("oedema" in option for option in lesions), lesions

@@ -15,7 +15,8 @@ def test_success_renames_and_uses_umask_permissions(tmp_path):
     old = os.umask(0o022)
     try:
         with atomic_path(target) as tmp:
-            assert tmp.parent == target.parent and tmp != target
+            assert tmp.parent == target.parent
+            assert tmp != target
             tmp.write_bytes(b"data")
     finally:
         os.umask(old)
@@ -27,8 +28,13 @@ def test_success_renames_and_uses_umask_permissions(tmp_path):
 def test_failure_leaves_nothing_and_keeps_existing_file(tmp_path):
     target = tmp_path / "report.json"
     target.write_text("old")
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_text("half-written")
-        raise RuntimeError("crash mid-write")
+
+    def crash_while_writing() -> None:
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-written")
+            raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError):
+        crash_while_writing()
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
