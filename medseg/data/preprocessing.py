@@ -221,10 +221,20 @@ def _to_source_order(array: np.ndarray, grid: GridInfo) -> np.ndarray:
 
 
 def _normalise_channel(
-    data: np.ndarray, params: PreprocessingParams, stats: dict[str, float] | None
+    data: np.ndarray,
+    params: PreprocessingParams,
+    stats: dict[str, float] | None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Normalise one canonical channel ``(X, Y, Z)`` in place-safe float32."""
-    data = np.nan_to_num(data.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    """Normalise one canonical channel ``(X, Y, Z)`` into float32 ``out`` and return it.
+
+    Works in place on ``out`` (one float32 volume, no temporaries of that size): a 512 x 512 x
+    600 CT would otherwise hold four extra 600 MB copies at once during inference.
+    """
+    if out is None:
+        out = np.empty(data.shape, dtype=np.float32)
+    out[...] = data
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     if params.modality == "ct":
         if params.ct_window is not None:
             low, high = params.ct_window
@@ -235,24 +245,34 @@ def _normalise_channel(
             logger.warning(
                 "CT without ct_window or fitted statistics: clipping to [-1000, 1000] HU"
             )
-        data = np.clip(data, low, high)
+        np.clip(out, low, high, out=out)
         if stats is not None and stats.get("std", 0) > 0:
-            return ((data - stats["mean"]) / stats["std"]).astype(np.float32)
-        return ((data - low) / (high - low) * 2.0 - 1.0).astype(np.float32)
+            out -= stats["mean"]
+            out /= stats["std"]
+        else:
+            out -= low
+            out *= 2.0 / (high - low)
+            out -= 1.0
+        return out
     if params.modality == "mr":
         # nnU-Net's MR scheme: z-score over the non-zero (skull-stripped / foreground) voxels,
         # background stays 0, so padding and background agree.
-        mask = data != 0
-        if mask.sum() < 2:
-            return np.zeros_like(data)
-        values = data[mask]
-        std = float(values.std())
-        out = np.zeros_like(data)
-        out[mask] = (values - float(values.mean())) / max(std, 1e-8)
+        mask = out != 0
+        if np.count_nonzero(mask) < 2:
+            out[...] = 0.0
+            return out
+        mean = float(out.mean(where=mask, dtype=np.float64))
+        std = float(out.std(where=mask, dtype=np.float64))
+        out -= mean
+        out /= max(std, 1e-8)
+        out[~mask] = 0.0
         return out
-    low, high = np.percentile(data, params.clip_percentiles)
-    data = np.clip(data, low, high)
-    return ((data - data.mean()) / max(float(data.std()), 1e-8)).astype(np.float32)
+    low, high = np.percentile(out, params.clip_percentiles)
+    np.clip(out, low, high, out=out)
+    mean, std = float(out.mean(dtype=np.float64)), float(out.std(dtype=np.float64))
+    out -= mean
+    out /= max(std, 1e-8)
+    return out
 
 
 # --------------------------------------------------------------------------- public API
@@ -278,10 +298,11 @@ def preprocess_image(
     grid = make_grid(channels[0], params)
     out = np.empty((len(channels), *grid.shape), dtype=np.float32)
     for c, vol in enumerate(channels):
-        canon = vol.to_canonical().array.astype(np.float32, copy=False)
-        canon = _interpolate(canon[None], grid.shape, "trilinear")[0]
+        canon = vol.to_canonical().array
+        if canon.shape != tuple(grid.shape):  # resampling needs floats; otherwise cast on copy
+            canon = _interpolate(canon.astype(np.float32)[None], grid.shape, "trilinear")[0]
         stats = params.intensity_stats[c] if params.intensity_stats else None
-        out[c] = _normalise_channel(canon, params, stats)
+        _normalise_channel(canon, params, stats, out=out[c])
     return out, grid
 
 
