@@ -93,12 +93,12 @@ class Clock:
 def pure_forward_seconds(predictor, volume) -> Clock:
     """Time of the network alone over the same batches of slices as the Predictor."""
     from medseg.data.preprocessing import preprocess_image
+    from medseg.inference.slices import stack_slices
 
     image, _ = preprocess_image([volume], predictor.params)
     axis, k, bs = predictor.axis, predictor.context, predictor.batch_size
-    batches = [predictor._stack(image, axis, s, min(s + bs, image.shape[axis + 1]))
+    batches = [stack_slices(image, axis, s, min(s + bs, image.shape[axis + 1]), k)
                for s in range(0, image.shape[axis + 1], bs)]  # fmt: skip
-    del k
     with Clock() as clock:
         for batch in batches:
             predictor.network(batch).argmax(1)

@@ -1,7 +1,8 @@
 """Validation with per-volume 3D Dice (slices put back into volumes, not a per-slice average).
 
 Each validation case is predicted slice by slice with
-:func:`medseg.engine.volume_inference.predict_volume_labels`, then Dice is computed per class on
+:func:`medseg.engine.volume_inference.predict_volume_labels` (the Predictor's own slice loop,
+:func:`medseg.inference.slices.infer_slices`), then Dice is computed per class on
 the whole 3D volume, and averaged over cases. Under DDP the cases are sharded across ranks and
 the per-class sums are all-reduced, so every rank ends with the same numbers.
 """
@@ -113,8 +114,9 @@ def validate(
     result = ValidationResult(class_names=list(class_names), dice=np.zeros(num_fg), num_cases=0)
     for case in tqdm(cases, desc="validation", unit="case", disable=not progress, leave=False):
         pred = predict_volume_labels(
-            model, case.image, axis, context, batch_size, device, amp, channels_last
-        )
+            model, case.image, axis, context, batch_size, device, amp, channels_last,
+            num_classes=len(class_names),
+        )  # fmt: skip
         dice = dice_per_class(pred, case.label, len(class_names), ignore_label)
         result.per_case[case.case_id] = [float(d) for d in dice]
         valid = ~np.isnan(dice)

@@ -35,7 +35,6 @@ import logging
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +42,14 @@ import numpy as np
 import torch
 
 from medseg import RESEARCH_USE_NOTICE
-from medseg.data.slicing import slice_stack
 from medseg.errors import CheckpointError, DatasetError
 from medseg.inference.networks import OnnxNetwork, TorchNetwork, resolve_device
 from medseg.inference.postprocess import PostprocessConfig, postprocess_labels
 from medseg.inference.readouts import compute_readouts
+from medseg.inference.slices import ProgressFn, infer_slices
 from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int], None]
-#: in-plane flips of one TTA round (dims of a ``[B, K, H, W]`` tensor); () = no flip
-TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))
 
 
 def default_model_path() -> Path:
@@ -281,79 +276,18 @@ class Predictor:
         progress: ProgressFn | None = None,
         need_probabilities: bool = False,
     ) -> np.ndarray:
-        """Run the network over a preprocessed image ``(C, X, Y, Z)``.
-
-        Returns labels ``(X, Y, Z)`` uint8/int16 for a single pass without probabilities
-        (argmax per batch: no full-volume class array), else the mean softmax
-        ``(K, X, Y, Z)`` float32 (float16 above ``accumulator_limit_bytes``).
-        """
-        passes = [(axis, flip) for axis in self.axes for flip in (TTA_FLIPS if self.tta else ((),))]
-        num_classes = len(self.class_names)
-        single = len(passes) == 1 and not need_probabilities
-        if single:
-            dtype = np.uint8 if num_classes <= 256 else np.int16
-            out = np.zeros(image.shape[1:], dtype=dtype)
-        else:
-            shape = (num_classes, *image.shape[1:])
-            big = 4 * int(np.prod(shape)) > self.accumulator_limit_bytes
-            out = np.zeros(shape, dtype=np.float16 if big else np.float32)
-        batches = [
-            (axis, flip, start, min(start + self.batch_size, image.shape[axis + 1]))
-            for axis, flip in passes
-            for start in range(0, image.shape[axis + 1], self.batch_size)
-        ]
-        self._run_batches(image, batches, out, single, progress)
-        if not single and len(passes) > 1:
-            out /= out.dtype.type(len(passes))
-        return out
-
-    def _stack(self, image: np.ndarray, axis: int, start: int, stop: int) -> torch.Tensor:
-        stack = np.stack([slice_stack(image, axis, i, self.context) for i in range(start, stop)])
-        return torch.from_numpy(stack)
-
-    def _run_batches(
-        self,
-        image: np.ndarray,
-        batches: list[tuple[int, tuple[int, ...], int, int]],
-        out: np.ndarray,
-        single: bool,
-        progress: ProgressFn | None,
-    ) -> None:
-        # One worker thread builds the next batch while the network runs on this one
-        # (torch releases the GIL), so slicing costs almost no wall time.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(self._stack, image, *_batch_slice(batches[0]))
-            for n, (axis, flip, start, stop) in enumerate(batches):
-                batch = future.result()
-                if n + 1 < len(batches):
-                    future = pool.submit(self._stack, image, *_batch_slice(batches[n + 1]))
-                probs = self._softmax(batch, flip)
-                view = np.moveaxis(out, axis if single else axis + 1, 0 if single else 1)
-                if single:
-                    view[start:stop] = (
-                        probs.argmax(1)
-                        .to(torch.uint8 if out.dtype == np.uint8 else torch.int16)
-                        .cpu()
-                        .numpy()
-                    )
-                else:
-                    view[:, start:stop] += probs.transpose(0, 1).cpu().numpy().astype(out.dtype)
-                if progress is not None:
-                    progress(n + 1, len(batches))
-
-    def _softmax(self, batch: torch.Tensor, flip: tuple[int, ...]) -> torch.Tensor:
-        """Class probabilities ``[B, K, H, W]`` float32 for one (possibly flipped) batch."""
-        if flip:
-            batch = torch.flip(batch, flip)
-        logits = self.network(batch)
-        if logits.shape[1] == 1:  # single-logit sigmoid model: P(background) = 1 - p
-            fg = torch.sigmoid(logits)
-            probs = torch.cat([1 - fg, fg], dim=1)
-        else:
-            probs = torch.softmax(logits, dim=1)
-        return torch.flip(probs, flip) if flip else probs
-
-
-def _batch_slice(batch: tuple[int, tuple[int, ...], int, int]) -> tuple[int, int, int]:
-    axis, _flip, start, stop = batch
-    return axis, start, stop
+        """Run the network over a preprocessed image ``(C, X, Y, Z)`` (see
+        :func:`medseg.inference.slices.infer_slices`): labels ``(X, Y, Z)`` for a single pass
+        without probabilities, else the mean softmax ``(K, X, Y, Z)``."""
+        return infer_slices(
+            self.network,
+            image,
+            len(self.class_names),
+            axes=self.axes,
+            context=self.context,
+            tta=self.tta,
+            batch_size=self.batch_size,
+            need_probabilities=need_probabilities,
+            accumulator_limit_bytes=self.accumulator_limit_bytes,
+            progress=progress,
+        )

@@ -48,7 +48,7 @@ def test_streaming_labels_equal_argmax_of_probabilities(axis: int) -> None:
     model = CentrePlane(0)
     probs = predict_volume_probabilities(model, image, axis=axis, batch_size=4)
     labels = predict_volume_labels(model, image, axis=axis, batch_size=4)
-    assert labels.dtype == np.int16
+    assert np.issubdtype(labels.dtype, np.integer)
     np.testing.assert_array_equal(labels, probs.argmax(0))
     np.testing.assert_array_equal(labels, image[0] > 0)
 
@@ -62,14 +62,27 @@ def test_single_logit_model_gives_two_class_probabilities() -> None:
     np.testing.assert_allclose(probs[1], 1 / (1 + np.exp(-image[0])), rtol=1e-5)
 
 
-def test_model_mode_restored_and_output_array_used() -> None:
+def test_model_mode_restored() -> None:
     model = CentrePlane(0).train()
     image = np.ones((1, 3, 3, 2), np.float32)
-    out = np.full((2, 3, 3, 2), -1, np.float32)
-    result = predict_volume_probabilities(model, image, out=out)
-    assert result is out
-    assert (out >= 0).all()
+    result = predict_volume_probabilities(model, image)
+    assert (result >= 0).all()
     assert model.training
+    predict_volume_labels(model.eval(), image)
+    assert not model.training
+
+
+def test_validation_and_predictor_share_one_slice_loop() -> None:
+    """Training validation and ``medseg predict`` run the same loop: same labels."""
+    from medseg.inference.slices import infer_slices
+
+    image = np.random.default_rng(3).standard_normal((1, 6, 5, 7)).astype(np.float32)
+    model = CentrePlane(1)
+    ours = predict_volume_labels(model, image, axis=1, context=1, batch_size=2, num_classes=2)
+    with torch.inference_mode():
+        shared = infer_slices(model, image, 2, axes=(1,), context=1, batch_size=4)
+    np.testing.assert_array_equal(ours, shared)
+    np.testing.assert_array_equal(ours, image[0] > 0)
 
 
 def test_bad_image_shape_rejected() -> None:
