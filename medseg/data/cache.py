@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -57,6 +56,7 @@ class CachedCase:
         grid: how to go back to the source grid.
         foreground: axis (0, 1, 2) -> sorted indices of slices containing foreground.
         path: the cache entry folder.
+        class_values: label values present in the case (after ``label_map``).
     """
 
     case_id: str
@@ -65,6 +65,7 @@ class CachedCase:
     grid: GridInfo
     foreground: dict[int, np.ndarray]
     path: Path
+    class_values: tuple[int, ...] = ()
 
     @property
     def num_channels(self) -> int:
@@ -78,8 +79,11 @@ def cache_key(case: CaseSpec, params: PreprocessingParams) -> str:
     files = [*case.images, *([case.label] if case.label else [])]
     for path in files:
         path = Path(path).resolve()
-        stat = path.stat()
-        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns};".encode())
+        # a DICOM series folder: its own mtime misses a slice rewritten in place
+        members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for member in members:
+            stat = member.stat()
+            digest.update(f"{member}|{stat.st_size}|{stat.st_mtime_ns};".encode())
     digest.update(json.dumps(case.channel_indices).encode())
     digest.update(params.model_dump_json().encode())
     return digest.hexdigest()[:16]
@@ -107,6 +111,7 @@ def _open_entry(entry: Path) -> CachedCase:
         grid=GridInfo.from_dict(meta["grid"]),
         foreground={int(k): np.asarray(v, dtype=np.int64) for k, v in meta["foreground"].items()},
         path=entry,
+        class_values=tuple(sorted(int(v) for v in meta.get("class_voxels", {}))),
     )
 
 
@@ -156,11 +161,9 @@ def prepare_case(case: CaseSpec, params: PreprocessingParams, cache_dir: str | P
     with _locked(cache_dir / f".{case.case_id}.lock"):
         if not (entry / "meta.json").is_file():  # another process may have built it meanwhile
             logger.debug("caching %s -> %s", case.case_id, entry)
+            # Entries of other keys stay: another run (other parameters, or a DDP rank) may be
+            # reading them right now. Delete the cache folder to reclaim space.
             _build_entry(case, params, entry, key)
-            for stale in cache_dir.glob(f"{case.case_id}-*"):
-                own = re.fullmatch(re.escape(case.case_id) + r"-[0-9a-f]{16}", stale.name)
-                if own and stale != entry and stale.is_dir():
-                    shutil.rmtree(stale, ignore_errors=True)  # invalidated by a source/param change
     return _open_entry(entry)
 
 
@@ -170,8 +173,32 @@ def prepare_cases(
     cache_dir: str | Path,
     progress: bool = True,
 ) -> list[CachedCase]:
-    """Preprocess (or reuse from ``cache_dir``) every case; see the module docstring."""
-    return [
+    """Preprocess (or reuse from ``cache_dir``) every case; see the module docstring.
+
+    Raises :class:`DatasetError` when a label holds a class value the parameters do not
+    name (the loss would fail on the first such batch and Dice would silently drop it).
+    """
+    cached = [
         prepare_case(case, params, cache_dir)
         for case in tqdm(specs, desc="caching", unit="case", disable=not progress)
     ]
+    check_class_range(cached, params)
+    return cached
+
+
+def check_class_range(cases: Sequence[CachedCase], params: PreprocessingParams) -> None:
+    """Every label value must be a class index below ``len(params.class_names)``."""
+    num_classes = len(params.class_names)
+    bad = {
+        c.case_id: [v for v in c.class_values if v >= num_classes and v != params.ignore_label]
+        for c in cases
+    }
+    bad = {case_id: values for case_id, values in bad.items() if values}
+    if bad:
+        listing = "; ".join(f"{k}: {v}" for k, v in list(bad.items())[:5])
+        raise DatasetError(
+            f"labels hold class values beyond the {num_classes} classes {params.class_names} "
+            f"({listing}{' ...' if len(bad) > 5 else ''}); name every class with "
+            "preprocessing.class_names (or declare labels in dataset.json), or merge values "
+            "with preprocessing.label_map (e.g. {1: 1, 2: 1, 3: 1, 4: 1} for a whole tumour)"
+        )

@@ -47,12 +47,12 @@ def test_cache_is_memory_mapped_and_reused(dataset, tmp_path):
 def test_cache_invalidated_when_source_or_params_change(dataset, tmp_path):
     cache = tmp_path / "cache"
     first = prepare_cases(dataset.cases[:1], PARAMS, cache, progress=False)[0]
-    # a changed parameter -> a new entry, the stale one removed
+    # a changed parameter -> a new entry; the old one stays (another run may be reading it)
     other = prepare_cases(
         dataset.cases[:1], PARAMS.model_copy(update={"label_map": {2: 1}}), cache, progress=False
     )[0]
     assert other.path != first.path
-    assert not first.path.exists()
+    assert (first.path / "image.npy").is_file()
     assert set(np.unique(other.label)) == {0, 1}
     # an edited source scan -> rebuilt with the new content
     case = dataset.cases[0]
@@ -66,9 +66,8 @@ def test_cache_invalidated_when_source_or_params_change(dataset, tmp_path):
     )[0]
     assert rebuilt.path != other.path
     np.testing.assert_array_equal(rebuilt.foreground[2], [5, 6, 7])
-    assert sorted(p.name.split("-")[0] for p in cache.iterdir() if not p.name.startswith(".")) == [
-        "case000"
-    ]
+    entries = sorted(p.name.split("-")[0] for p in cache.iterdir() if not p.name.startswith("."))
+    assert entries == ["case000"] * 3  # original, new parameters, edited source
 
 
 def test_two_processes_build_the_cache_at_once(dataset, tmp_path):
@@ -188,7 +187,8 @@ def test_validation_covers_every_slice_padded(tmp_path):
         save(images[0], RAS, tmp_path / "images" / f"c{i}.nii.gz")
         save(label, RAS, tmp_path / "labels" / f"c{i}.nii.gz")
     spec = load_dataset(tmp_path)
-    cached = prepare_cases(spec.cases, PreprocessingParams(), tmp_path / "cache", progress=False)
+    params = PreprocessingParams(class_names=["background", "a", "b"])  # labels hold 0, 1, 2
+    cached = prepare_cases(spec.cases, params, tmp_path / "cache", progress=False)
     ds = SliceDataset(cached, axis=2, train=False, pad_multiple=8)
     assert len(ds) == 10
     seen = [(ds[i]["case_id"], ds[i]["index"]) for i in range(len(ds))]
@@ -200,3 +200,28 @@ def test_validation_covers_every_slice_padded(tmp_path):
     assert torch.all(item["image"][:, 24:] == background)
     assert torch.all(item["image"][:, :, 26:] == background)
     assert torch.all(item["label"][:, 26:] == 0)
+
+
+def test_label_values_beyond_the_classes_are_refused_up_front(dataset, tmp_path):
+    """A folder dataset without declared labels defaults to 2 classes; labels 0/1/2 must stop
+    training before the first step with a message naming the case and the fix."""
+    two_classes = PARAMS.model_copy(update={"class_names": ["background", "foreground"]})
+    with pytest.raises(DatasetError, match=r"case000: \[2\].*label_map"):
+        prepare_cases(dataset.cases[:1], two_classes, tmp_path / "cache", progress=False)
+    merged = two_classes.model_copy(update={"label_map": {2: 1}})
+    (case,) = prepare_cases(dataset.cases[:1], merged, tmp_path / "cache", progress=False)
+    assert case.class_values == (0, 1)
+
+
+def test_cache_key_sees_a_slice_rewritten_inside_a_dicom_folder(tmp_path):
+    from medseg.data.cache import cache_key
+    from medseg.data.datasets import CaseSpec
+
+    series = tmp_path / "series"
+    (series / "sub").mkdir(parents=True)
+    (series / "001.dcm").write_bytes(b"a")
+    (series / "sub" / "002.dcm").write_bytes(b"b")
+    case = CaseSpec("c", [series], None, None)
+    before = cache_key(case, PARAMS)
+    (series / "sub" / "002.dcm").write_bytes(b"bb")  # the folder's own mtime does not change
+    assert cache_key(case, PARAMS) != before
