@@ -69,8 +69,9 @@ def predict(
 ) -> int:
     """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
     from medseg.inference import PostprocessConfig, Predictor, default_model_path
-    from medseg.inference.batch import discover_cases, run_sharded
+    from medseg.inference.batch import check_output_dir, discover_cases, run_sharded
 
+    check_output_dir(output)  # before the slow model load
     rank, world_size, local_rank = _dist_env()
     if world_size > 1 and device in ("auto", "cuda"):
         import torch
@@ -162,6 +163,7 @@ def export(
         f"wrote {output} ({fmt}); max |logit difference| vs PyTorch on CPU: {meta['max_abs_diff']:.2e}; "
         f"classes: {', '.join(meta['class_names'])}"
     )
+    typer.echo(RESEARCH_USE_NOTICE)
 
 
 def register(app: typer.Typer) -> None:

@@ -90,7 +90,8 @@ def _mask_stats(image: Volume, mask_path: Path, align: bool) -> dict:
 
 def _print_series(path: Path, found: list[dict], as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps({"source": str(path), "series": found}, indent=2))
+        data = {"source": str(path), "series": found, "notice": RESEARCH_USE_NOTICE}
+        typer.echo(json.dumps(data, indent=2))
         return
     typer.echo(f"{path} holds {len(found)} DICOM series:")
     for s in found:
@@ -100,6 +101,7 @@ def _print_series(path: Path, found: list[dict], as_json: bool) -> None:
             f"{s['rows']}x{s['columns']}"
         )
     typer.echo("pick one with --series UID (a unique UID prefix or the description also works)")
+    typer.echo(RESEARCH_USE_NOTICE)
 
 
 def convert(
@@ -131,6 +133,7 @@ def convert(
         f"wrote {written}: shape {volume.shape}, spacing {spacing} mm, "
         f"orientation {''.join(volume.orientation)}, dtype {volume.array.dtype}"
     )
+    typer.echo(RESEARCH_USE_NOTICE)
 
 
 def register(app: typer.Typer) -> None:

@@ -98,6 +98,13 @@ def load_dataset(path: str | Path) -> DatasetSpec:
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise DatasetError(f"{path}: duplicate case ids {duplicates}; every case id must be unique")
+    # case ids name cache entries and output files: no path separators or parent references
+    unsafe = [i for i in ids if not i or "/" in i or "\\" in i or i in (".", "..")]
+    if unsafe:
+        raise DatasetError(
+            f"{path}: case ids {unsafe[:5]} contain path separators or are empty; use ids such as "
+            "'site1_pat001' (letters, digits, '_', '-', '.')"
+        )
     logger.info("dataset %s: %d cases, channels %s", spec.name, len(spec.cases), spec.channel_names)
     return spec
 

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from medseg.data.config import DataConfig
 from medseg.data.preprocessing import PreprocessingParams
-from medseg.engine.distributed import DistInfo, barrier
-from medseg.errors import DatasetError
+from medseg.engine.distributed import DistInfo, all_gather_objects
+from medseg.errors import DatasetError, MedsegError
 
 logger = logging.getLogger(__name__)
 
@@ -72,16 +72,26 @@ def prepare_data(
     params = fitted
     cached: list[Any] = []
     for turn in (True, False):  # rank 0 first, then the others hit its cache
+        error: MedsegError | None = None
         if info.is_main == turn:
-            if fitted is None:
-                train_ids = [c.case_id for c in train_specs]
-                params = fit_params_cached(
-                    resolve_params(cfg.preprocessing, spec), spec, train_ids, cache_dir
+            try:
+                if fitted is None:
+                    train_ids = [c.case_id for c in train_specs]
+                    params = fit_params_cached(
+                        resolve_params(cfg.preprocessing, spec), spec, train_ids, cache_dir
+                    )
+                cached = prepare_cases(
+                    train_specs + val_specs, params, cache_dir, progress=progress and info.is_main
                 )
-            cached = prepare_cases(
-                train_specs + val_specs, params, cache_dir, progress=progress and info.is_main
-            )
-        barrier()
+            except MedsegError as err:
+                error = err
+        # Doubles as the barrier: every rank learns whether one failed, instead of the others
+        # waiting out the process-group timeout for a rank that raised.
+        failures = [f for f in all_gather_objects(str(error) if error else None) if f]
+        if error is not None:
+            raise error
+        if failures:
+            raise DatasetError(f"preparing the data failed on another rank: {failures[0]}")
     assert params is not None
     by_id = {c.case_id: c for c in cached}
     logger.info(

@@ -331,9 +331,13 @@ class Trainer:
         with autocast(self.device, self.amp_dtype):
             logits = self.train_model(x)
         loss = self.loss_fn(logits.float(), y)
-        if not torch.isfinite(loss):
+        # Every rank votes: under DDP a rank that raised alone would leave the others
+        # blocked in the gradient all-reduce forever.
+        finite = bool(torch.isfinite(loss))
+        if any_rank(not finite, self.device):
+            where = f"became {loss.item()}" if not finite else "became non-finite on another rank"
             raise FloatingPointError(
-                f"training loss became {loss.item()} at step {self.global_step}; lower optim.lr, "
+                f"training loss {where} at step {self.global_step}; lower optim.lr, "
                 "enable train.grad_clip or check the data for NaNs"
             )
         self.optimizer.zero_grad(set_to_none=True)

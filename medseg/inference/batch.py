@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from medseg import RESEARCH_USE_NOTICE
-from medseg.errors import DatasetError, InputNotFoundError
+from medseg.errors import DatasetError, InputNotFoundError, OverwriteError
 from medseg.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,19 @@ def predict_case(
     return report
 
 
+def check_output_dir(output_dir: str | Path) -> Path:
+    """``output_dir`` as a Path; it must be a folder (existing or not), never an existing file."""
+    output_dir = Path(output_dir)
+    existing = next((p for p in (output_dir, *output_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise OverwriteError(
+            f"--output {output_dir}: {existing} is an existing file, but --output must be a "
+            "folder (one mask, JSON report and CSV per case go there); pass a new or existing "
+            "folder path instead"
+        )
+    return output_dir
+
+
 def predict_cases(
     predictor,
     cases: Sequence[Case],
@@ -213,7 +226,7 @@ def predict_cases(
     """
     from tqdm import tqdm
 
-    output_dir = Path(output_dir)
+    output_dir = check_output_dir(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     result = BatchResult()
     mine = list(cases)[rank::world_size]
@@ -293,11 +306,20 @@ def merge_summary(cases: Sequence[Case], output_dir: str | Path) -> Path:
             row["error"] = report.get("error")
         rows.append(row)
     summary = output_dir / "summary.csv"
-    with atomic_path(summary, suffix=".csv") as tmp:
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-    with atomic_path(output_dir / "lesions.csv", suffix=".csv") as tmp:
-        pd.DataFrame(lesion_rows).to_csv(tmp, index=False)
+    write_csv_with_notice(pd.DataFrame(rows), summary)
+    write_csv_with_notice(pd.DataFrame(lesion_rows), output_dir / "lesions.csv")
     return summary
+
+
+def write_csv_with_notice(frame, path: Path) -> None:
+    """Write ``frame`` (a DataFrame) atomically as CSV whose first line is
+    ``# <RESEARCH_USE_NOTICE>``; read it back with ``pandas.read_csv(path, comment="#")``."""
+    with (
+        atomic_path(path, suffix=".csv") as tmp,
+        open(tmp, "w", newline="", encoding="utf-8") as handle,
+    ):
+        handle.write(f"# {RESEARCH_USE_NOTICE}\n")
+        frame.to_csv(handle, index=False)
 
 
 def run_sharded(

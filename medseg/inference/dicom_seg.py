@@ -17,12 +17,26 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg import RESEARCH_USE_NOTICE, __version__
+from medseg import __version__
 from medseg.errors import GeometryMismatchError, InputNotFoundError
 from medseg.io.atomic import atomic_path
 from medseg.io.volume import LPS_TO_RAS, Volume
 
 logger = logging.getLogger(__name__)
+
+# highdicom copies these patient/study attributes from the source images and fails when they
+# are absent; anonymisers often delete them. All are type 2 (may be empty) in a DICOM-SEG.
+REQUIRED_EMPTY_OK = (
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+)
+# ContentDescription is a LO element (at most 64 characters): a short notice instead of a
+# truncated RESEARCH_USE_NOTICE.
+SEG_NOTICE = "For research use only. Not for diagnostic use."
 
 
 def _source_datasets(files: Sequence[str | Path]) -> list:
@@ -34,6 +48,7 @@ def _source_datasets(files: Sequence[str | Path]) -> list:
             "needs the series it segments: read the scan from its DICOM folder"
         )
     # Pixel data is not needed to reference the images; skipping it avoids decoding JPEG 2000.
+    # Every dataset is a fresh in-memory read, so repairs below never touch the input files.
     datasets = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in files]
     for ds in datasets:
         # Some anonymisers blank the SOP UIDs in the dataset but keep them in the file meta
@@ -43,6 +58,9 @@ def _source_datasets(files: Sequence[str | Path]) -> list:
             ds.SOPClassUID = meta.get("MediaStorageSOPClassUID", "")
         if not ds.get("SOPInstanceUID") and meta is not None:
             ds.SOPInstanceUID = meta.get("MediaStorageSOPInstanceUID", "")
+        for keyword in REQUIRED_EMPTY_OK:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
     return datasets
 
 
@@ -119,7 +137,7 @@ def write_dicom_seg(
         # patient identifiers must never reach logs or the terminal.
         warnings.filterwarnings("ignore", message=".*person name.*")
         seg = _build_segmentation(hd, datasets, frames, descriptions, model_name)
-    seg.ContentDescription = RESEARCH_USE_NOTICE[:64]
+    seg.ContentDescription = SEG_NOTICE
     with atomic_path(path, suffix=".dcm") as tmp:
         seg.save_as(str(tmp))
     return path

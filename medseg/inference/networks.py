@@ -5,19 +5,47 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from typing import Any
 
 import numpy as np
 import torch
 
+from medseg.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
+DEVICE_CHOICES = "auto|cpu|cuda|cuda:N"
+_DEVICE_RE = re.compile(r"^(cpu|cuda)(:\d+)?$")
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> the first CUDA GPU when present, else CPU."""
-    if str(device) == "auto":
+    """``"auto"`` -> the first CUDA GPU when present, else CPU; ``cpu``, ``cuda``, ``cuda:N``.
+
+    Raises:
+        ConfigError: an unknown device name, or a CUDA device that this machine does not have
+            (instead of torch's RuntimeError deep inside model loading).
+    """
+    text = str(device).strip().lower()
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if not _DEVICE_RE.match(text):
+        raise ConfigError(f"--device {device!r}: unknown device; expected {DEVICE_CHOICES}")
+    if text.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"--device {device!r}: no CUDA GPU is available on this machine; use "
+                f"--device cpu or auto (valid values: {DEVICE_CHOICES})"
+            )
+        index = int(text.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(
+                f"--device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0.."
+                f"cuda:{count - 1}); pick one of those, or auto|cpu"
+            )
+    return torch.device(text)
 
 
 def resolve_amp(amp: bool | str, device: torch.device) -> torch.dtype | None:

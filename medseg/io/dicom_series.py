@@ -126,6 +126,23 @@ def _group_key(ds: pydicom.Dataset) -> tuple[str, str]:
     return "", f"no-uid-{digest}"
 
 
+#: Media Storage Directory Storage: the DICOMDIR index of a CD/PACS export, not an image.
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+
+def is_directory_record(ds: pydicom.Dataset) -> bool:
+    """True for a DICOMDIR (or similar index object) that holds no image or series data.
+
+    Such files sit beside the slices of every CD/PACS export; counting them as a series
+    would make a single-series folder look like two.
+    """
+    meta = getattr(ds, "file_meta", None)
+    sop = _text(meta.get("MediaStorageSOPClassUID")) if meta is not None else ""
+    if DICOMDIR_SOP_CLASS in (sop, _text(ds.get("SOPClassUID"))):
+        return True
+    return "Modality" not in ds and "Rows" not in ds
+
+
 def _candidate_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
@@ -150,7 +167,7 @@ def scan_folder(folder: str | Path) -> list[DicomSeries]:
     skipped: list[Path] = []
     for path in files:
         ds = read_header(path)
-        if ds is None:
+        if ds is None or is_directory_record(ds):
             skipped.append(path)
             continue
         uid, key = _group_key(ds)
@@ -172,7 +189,7 @@ def scan_folder(folder: str | Path) -> list[DicomSeries]:
             "a folder of DICOM slices. For NIfTI/NRRD/MHA give the file itself, not its folder"
         )
     if skipped:
-        logger.info("%s: ignored %d non-DICOM file(s)", folder, len(skipped))
+        logger.info("%s: ignored %d non-DICOM or DICOMDIR file(s)", folder, len(skipped))
     return sorted(groups.values(), key=lambda s: (-s.n_files, s.key))
 
 

@@ -109,10 +109,21 @@ class Volume:
 
         Pure index shuffling (lossless); the affine is updated so every voxel keeps its
         world position. ``vol.reoriented(vol.orientation)`` is the identity.
+
+        Raises:
+            ValueError: ``axcodes`` does not name each anatomical axis (R/L, A/P, S/I)
+                exactly once, e.g. ``"SIL"``.
         """
+        codes = tuple(str(c).upper() for c in axcodes)
+        axes = sorted({"R": 0, "L": 0, "A": 1, "P": 1, "S": 2, "I": 2}.get(c, -1) for c in codes)
+        if axes != [0, 1, 2]:
+            raise ValueError(
+                f"orientation codes {axcodes!r}: expected three letters naming R/L, A/P and "
+                "S/I once each (e.g. 'RAS' or 'LPS')"
+            )
         ornt = nib.orientations.ornt_transform(
             nib.orientations.io_orientation(self.affine),
-            nib.orientations.axcodes2ornt(tuple(axcodes)),
+            nib.orientations.axcodes2ornt(codes),
         )
         array = nib.orientations.apply_orientation(self.array, ornt)
         affine = self.affine @ nib.orientations.inv_ornt_aff(ornt, self.shape)

@@ -73,8 +73,8 @@ def _prediction_store() -> LRUStore:
 
 
 @st.cache_resource(ttl=30)
-def _discover(folder: str) -> list[loading.CaseRef]:
-    return loading.discover_cases(Path(folder))
+def _discover(folder: str, confine: bool = True) -> list[loading.CaseRef]:
+    return loading.discover_cases(Path(folder), confine=confine)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -146,7 +146,7 @@ def _upload_case() -> DisplayCase | None:
 def sidebar_case(config: ViewerConfig) -> DisplayCase | None:
     """Case picker (command line / sample data / data root / upload); None when nothing."""
     st.sidebar.header("Case")
-    samples = _discover(str(config.sample_root)) if config.sample_root else []
+    samples = _discover(str(config.sample_root), confine=False) if config.sample_root else []
     sources = (
         (["command line"] if config.path else [])
         + (["sample data"] if samples else [])

@@ -176,10 +176,29 @@ def _flat_cases(folder: Path) -> list[CaseRef]:
     return cases
 
 
-def discover_cases(folder: Path, max_depth: int = 2) -> list[CaseRef]:
+def _inside(root: Path, path: Path) -> bool:
+    """True when ``path`` (symlinks followed) exists inside ``root``; see :func:`resolve_in_root`."""
+    try:
+        resolve_in_root(root, path)
+    except (DataRootError, InputNotFoundError):
+        return False
+    return True
+
+
+def _case_inside(root: Path, ref: CaseRef) -> bool:
+    paths = [*ref.images, *([ref.label] if ref.label is not None else [])]
+    if all(_inside(root, p) for p in paths):
+        return True
+    logger.warning("%s: skipped; a file of it resolves outside the data root %s", ref.name, root)
+    return False
+
+
+def discover_cases(folder: Path, max_depth: int = 2, *, confine: bool = True) -> list[CaseRef]:
     """All cases under ``folder`` (nnU-Net datasets, flat files, DICOM folders), sorted.
 
-    Case names are prefixed with their sub-folder relative to ``folder``.
+    Case names are prefixed with their sub-folder relative to ``folder``. With ``confine``
+    (the ``--data-root`` listing) cases whose image or label resolves outside ``folder``
+    (symlinks pointing elsewhere) are skipped, matching :func:`resolve_in_root`.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -197,8 +216,13 @@ def discover_cases(folder: Path, max_depth: int = 2) -> list[CaseRef]:
                 queue.extend(
                     (sub, depth + 1)
                     for sub in sorted(current.iterdir())
-                    if sub.is_dir() and not _is_dicom_dir(sub) and not sub.name.startswith(".")
+                    if sub.is_dir()
+                    and not _is_dicom_dir(sub)
+                    and not sub.name.startswith(".")
+                    and (not confine or _inside(folder, sub))
                 )
+        if confine:
+            refs = [ref for ref in refs if _case_inside(folder, ref)]
         found.extend(dataclasses.replace(ref, name=prefix + ref.name) for ref in refs)
     return found
 

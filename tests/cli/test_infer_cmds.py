@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
 from infer_factory import blob_volume, run_cli, write_tiny_checkpoint
 
+from medseg import RESEARCH_USE_NOTICE
 from medseg.io import read_volume, write_volume
 
 
@@ -59,11 +60,14 @@ def test_predict_folder_of_cases_with_a_bad_case(two_channel_ckpt, tmp_path, cap
         assert report["inputs"][1].endswith(
             "case_a_0001.nii.gz" if case == "case_a" else "case_b_0001.nii.gz"
         )
-    summary = pd.read_csv(out / "summary.csv")
+    for name in ("summary.csv", "lesions.csv"):
+        first = (out / name).read_text().splitlines()[0]
+        assert first == f"# {RESEARCH_USE_NOTICE}"
+    summary = pd.read_csv(out / "summary.csv", comment="#")
     assert list(summary["case"]) == ["case_a", "case_b", "case_bad"]
     assert list(summary["status"]) == ["ok", "ok", "failed"]
     assert summary.loc[0, "lesion_volume_ml"] > 0
-    lesions = pd.read_csv(out / "lesions.csv")
+    lesions = pd.read_csv(out / "lesions.csv", comment="#")
     assert set(lesions["case"]) == {"case_a", "case_b"}
     assert (lesions["longest_axial_diameter_mm"] > 0).all()
 
@@ -77,7 +81,7 @@ def test_predict_folder_of_cases_with_a_bad_case(two_channel_ckpt, tmp_path, cap
     assert run_cli([*args, "--overwrite"]) == 0
     assert "3 predicted" in capsys.readouterr().out
     assert not (out / "case_bad.failed.json").exists()
-    assert list(pd.read_csv(out / "summary.csv")["status"]) == ["ok"] * 3
+    assert list(pd.read_csv(out / "summary.csv", comment="#")["status"]) == ["ok"] * 3
 
 
 def test_predict_options_tta_axes_probabilities_postprocess(tiny_checkpoint, tmp_path):
@@ -135,14 +139,16 @@ def test_evaluate_folders(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "dice" in printed
     assert "summary" in printed
-    table = pd.read_csv(csv)
+    for path in (csv, tmp_path / "metrics_summary.csv"):
+        assert path.read_text().splitlines()[0] == f"# {RESEARCH_USE_NOTICE}"
+    table = pd.read_csv(csv, comment="#")
     assert len(table) == 4  # 2 cases x classes 1, 2
     row1 = table[(table["case"] == "c1") & (table["class"] == 1)].iloc[0]
     assert row1["dice"] == pytest.approx(0.75)
     assert row1["volume_diff_ml"] == pytest.approx(0.0)
     row2 = table[(table["case"] == "c1") & (table["class"] == 2)].iloc[0]
     assert (row2["dice"], row2["fn"], row2["tp"]) == (0.0, 1, 0)
-    summary = pd.read_csv(tmp_path / "metrics_summary.csv")
+    summary = pd.read_csv(tmp_path / "metrics_summary.csv", comment="#")
     assert summary.loc[summary["class"] == 1, "dice_mean"].item() == pytest.approx(0.75)
     assert (
         run_cli(["evaluate", pred_dir / "c1.nii.gz", gt_dir / "c1.nii.gz", "--labels", "wt=1,2"])
@@ -205,7 +211,7 @@ def test_torchrun_two_processes_shard_and_merge(tiny_checkpoint, tmp_path):
            "--model", str(tiny_checkpoint), "--device", "cpu", "-q"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = pd.read_csv(out / "summary.csv")
+    summary = pd.read_csv(out / "summary.csv", comment="#")
     assert list(summary["case"]) == ["c0", "c1", "c2", "c3"]
     assert list(summary["status"]) == ["ok"] * 4
     assert proc.stdout.count("summary:") == 1  # only rank 0 reports

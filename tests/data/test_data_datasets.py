@@ -245,3 +245,14 @@ def test_data_config_rejects_misspelt_keys(tmp_path):
     with pytest.raises(SystemExit) as exc:  # config errors reach the CLI as exit 2
         main(["preview-data", str(tmp_path), "-o", str(tmp_path / "p.png"), "-c", str(path)])
     assert exc.value.code == 2
+
+
+def test_case_ids_with_path_separators_are_refused(tmp_path):
+    import nibabel as nib
+
+    image = tmp_path / "img.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), image)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"case_id,image,label\nsite1/pat001,{image},{image}\n")
+    with pytest.raises(DatasetError, match=r"site1/pat001.*path separators"):
+        load_dataset(manifest)

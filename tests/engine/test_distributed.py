@@ -69,3 +69,25 @@ def test_torchrun_two_cpu_processes(tiny_raw: dict[str, Any], tmp_path: Path) ->
     # each rank saw half the samples: 16 per epoch / (2 ranks * batch 2) = 4 steps per epoch
     assert ckpt["trainer"]["global_step"] == 8
     assert "val_mean_dice" in ckpt["metrics"]
+
+
+@pytest.mark.slow
+def test_data_error_on_rank0_stops_every_rank(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
+    """Rank 0 prepares the data first; when that fails, rank 1 must stop with it at once
+    instead of waiting out the process-group timeout (30 min)."""
+    raw = {**tiny_raw, "data": {**tiny_raw["data"], "cache_dir": str(tmp_path / "cache")}}
+    # the labels hold 0, 1, 2: naming only two classes is a data error found while caching
+    raw["data"]["preprocessing"] = {"class_names": ["background", "lesion"]}
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+         "-m", "medseg", "train", str(cfg), "--output", str(tmp_path / "run"), "--device", "cpu"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "beyond the 2 classes" in output  # rank 0's own message
+    assert "failed on another rank" in output  # rank 1 learnt it from rank 0
+    assert output.count("error: ") >= 2  # each rank: one line, exit 2 (torchrun then reports)

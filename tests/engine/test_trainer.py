@@ -190,3 +190,43 @@ def test_cuda_amp_channels_last_run(tiny_raw: dict[str, Any], tmp_path: Path) ->
     ckpt = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
     assert all(t.device.type == "cpu" for t in ckpt["state_dict"].values())
     assert np.isfinite(ckpt["metrics"]["train_loss"])
+
+
+def _fake_trainer(loss_value: float) -> Any:
+    """The attributes ``Trainer._step`` reads before its non-finite check."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        device=CPU,
+        augmenter=None,
+        channels_last=False,
+        amp_dtype=None,
+        train_model=lambda x: x,
+        loss_fn=lambda logits, y: torch.tensor(loss_value),
+        global_step=7,
+    )
+
+
+def _batch() -> dict[str, torch.Tensor]:
+    return {"image": torch.zeros(1, 1, 4, 4), "label": torch.zeros(1, 1, 4, 4)}
+
+
+def test_non_finite_loss_is_voted_across_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN on another DDP rank stops this rank too (else it would hang in all-reduce)."""
+    import medseg.engine.trainer as trainer_mod
+
+    votes: list[bool] = []
+
+    def other_rank_has_nan(flag: bool, device: torch.device) -> bool:
+        votes.append(flag)
+        return True
+
+    monkeypatch.setattr(trainer_mod, "any_rank", other_rank_has_nan)
+    with pytest.raises(FloatingPointError, match="another rank"):
+        Trainer._step(_fake_trainer(0.5), _batch())
+    assert votes == [False]
+
+
+def test_non_finite_loss_raises_single_process() -> None:
+    with pytest.raises(FloatingPointError, match="became nan at step 7"):
+        Trainer._step(_fake_trainer(float("nan")), _batch())

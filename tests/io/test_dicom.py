@@ -262,3 +262,41 @@ def test_pixel_data_decoded_once_per_file(tmp_path, monkeypatch):
     with_pixels = [name for name, has_pixels in calls if has_pixels]
     assert sorted(with_pixels) == sorted(p.name for p in folder.iterdir())
     assert len(calls) == 2 * 7  # one header scan + one pixel read per file
+
+
+def _dicomdir_for(series_folder: Path, staging: Path) -> Path:
+    """A real DICOMDIR (pydicom FileSet) indexing ``series_folder``, copied beside its slices."""
+    from pydicom.fileset import FileSet
+
+    fs = FileSet()
+    for path in sorted(series_folder.iterdir()):
+        fs.add(pydicom.dcmread(path))
+    fs.write(staging)
+    target = series_folder / "DICOMDIR"
+    shutil.copy(staging / "DICOMDIR", target)
+    return target
+
+
+def test_dicomdir_beside_a_series_is_not_a_second_series(tmp_path):
+    from medseg.io.dicom_write import write_dicom_series
+    from medseg.io.volume import Volume
+
+    array = np.arange(4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3) - 100
+    folder = write_dicom_series(Volume(array, np.diag([0.7, 0.8, 2.0, 1.0]), {}), tmp_path / "s")
+    dicomdir = _dicomdir_for(folder, tmp_path / "staging")
+    assert pydicom.dcmread(dicomdir).file_meta.MediaStorageSOPClassUID == "1.2.840.10008.1.3.10"
+    assert len(list_dicom_series(folder)) == 1
+    vol = read_volume(folder)
+    np.testing.assert_allclose(vol.array, array, atol=1)
+
+
+def test_header_without_modality_or_rows_is_ignored(tmp_path):
+    folder, _ = write_series(tmp_path / "s", n=3)
+    index = pydicom.Dataset()
+    index.file_meta = pydicom.dataset.FileMetaDataset()
+    index.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66"  # raw data
+    index.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    index.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    index.SeriesInstanceUID = pydicom.uid.generate_uid()
+    index.save_as(folder / "INDEX", enforce_file_format=True)
+    assert read_volume(folder).shape == (4, 6, 3)

@@ -80,6 +80,25 @@ def test_resolve_in_root_refuses_escapes(tmp_path: Path) -> None:
         loading.resolve_in_root(root, "sub/missing.nii.gz")
 
 
+def test_case_list_skips_symlinks_leaving_the_root(tmp_path: Path) -> None:
+    """The --data-root listing offers only what resolve_in_root would open."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _write_case(root / "inside.nii.gz", root / "inside_label.nii.gz")
+    _write_case(outside / "secret.nii.gz", outside / "secret_label.nii.gz")
+    (outside / "nested").mkdir()
+    _write_case(outside / "nested" / "hidden.nii.gz")
+    os.symlink(outside / "secret.nii.gz", root / "link.nii.gz")
+    _write_case(root / "mixed.nii.gz")
+    os.symlink(outside / "secret_label.nii.gz", root / "mixed_label.nii.gz")
+    os.symlink(outside / "nested", root / "linked_dir")
+    os.symlink(root / "inside.nii.gz", root / "alias.nii.gz")  # stays inside: kept
+    names = {r.name for r in loading.discover_cases(root)}
+    assert names == {"inside", "alias"}
+    # the operator-configured sample folder may link elsewhere on purpose
+    loose = {r.name for r in loading.discover_cases(root, confine=False)}
+    assert {"link", "mixed", "linked_dir/hidden"} <= loose
+
+
 def _zip(entries: dict[str, bytes], symlink: str | None = None) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
