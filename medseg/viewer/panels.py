@@ -225,8 +225,11 @@ def readouts_panel(
         "in the scan's own voxel grid."
     )
     st.dataframe(pd.DataFrame(services.class_rows(layer.readouts)), hide_index=True)
-    lesions = services.lesion_rows(layer.readouts)
-    st.markdown(f"**Lesions** ({len(lesions)}): slice range along the axial voxel axis")
+    lesions = services.lesion_rows(layer.readouts, layer.targets)
+    st.markdown(
+        f"**Lesions** ({len(lesions)}): `number` as in the lesion picker, `slice_range` = "
+        "axial slider positions"
+    )
     st.dataframe(pd.DataFrame(lesions), hide_index=True)
     metrics = None
     if pred is not None and truth is not None:
@@ -263,7 +266,7 @@ def downloads_panel(
     model = pred.model if pred else "ground truth"
     st.download_button(
         "Report (CSV)",
-        data=services.report_csv(layer.readouts, metrics),
+        data=services.report_csv(layer.readouts, metrics, layer.targets),
         file_name=f"{stem}_report.csv",
         mime="text/csv",
         key="dl_csv",

@@ -13,16 +13,19 @@ import io
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, PngImagePlugin
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import CheckpointError, InputNotFoundError
 from medseg.io import Volume, write_mask
+
+if TYPE_CHECKING:
+    from medseg.viewer.navigation import LesionTarget
 
 logger = logging.getLogger(__name__)
 
@@ -134,19 +137,33 @@ def compare_with_truth(
     return out
 
 
-def lesion_rows(readouts: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flat lesion table rows (volume, longest axial diameter, slice range) for display/CSV."""
+def lesion_rows(
+    readouts: dict[str, Any], targets: Sequence[LesionTarget] | None = None
+) -> list[dict[str, Any]]:
+    """Flat lesion table rows (volume, longest axial diameter, slice range) for display/CSV.
+
+    With ``targets`` (the layer's :class:`~medseg.viewer.navigation.LesionTarget` list) the
+    ``slice_range`` is the inclusive range of axial *display* slices, i.e. the slider
+    positions the lesion picker jumps to, and ``number`` is the picker's ``#N``. Without
+    them it is the range along the source file's third voxel axis, which differs from the
+    slider whenever the scan is not stored inferior-to-superior.
+    """
+    by_key = {(t.label, t.index): t for t in targets or ()}
     rows = []
     for les in sorted(readouts.get("lesions", []), key=lambda r: -float(r["volume_ml"])):
-        rows.append(
+        target = by_key.get((int(les["label"]), int(les["index"])))
+        first, last = target.slice_range("axial") if target else les["slice_range"]
+        row = {"number": target.number} if target else {}
+        row.update(
             {
                 "class": les["class_name"],
                 "lesion": les["index"],
                 "volume_ml": round(float(les["volume_ml"]), 3),
                 "longest_axial_diameter_mm": round(float(les["longest_axial_diameter_mm"]), 1),
-                "slice_range": f"{les['slice_range'][0]}-{les['slice_range'][1]}",
+                "slice_range": f"{first}-{last}",
             }
         )
+        rows.append(row)
     return rows
 
 
@@ -177,8 +194,16 @@ def report_json(
     return json.dumps(payload, indent=2, default=float).encode()
 
 
-def report_csv(readouts: dict[str, Any], metrics: list[dict[str, Any]] | None) -> bytes:
-    """A CSV report: one row per class, then one per lesion, with a notice line on top."""
+def report_csv(
+    readouts: dict[str, Any],
+    metrics: list[dict[str, Any]] | None,
+    targets: Sequence[LesionTarget] | None = None,
+) -> bytes:
+    """A CSV report: one row per class, then one per lesion, with a notice line on top.
+
+    ``targets`` makes the lesion ``slice_range`` the viewer's axial slider positions (see
+    :func:`lesion_rows`).
+    """
     out = io.StringIO()
     out.write(f"# {RESEARCH_USE_NOTICE}\n")
     writer = csv.writer(out)
@@ -209,7 +234,7 @@ def report_csv(readouts: dict[str, Any], metrics: list[dict[str, Any]] | None) -
                 metric.get("hd95_mm", ""),
             ]
         )
-    for row in lesion_rows(readouts):
+    for row in lesion_rows(readouts, targets):
         writer.writerow(
             [
                 "lesion",
@@ -241,6 +266,12 @@ def png_bytes(rgb: np.ndarray, caption: str = "") -> bytes:
     draw = ImageDraw.Draw(image)
     draw.text((4, rgb.shape[0] + 2), caption, fill=(220, 220, 220))
     draw.text((4, rgb.shape[0] + footer + 2), RESEARCH_USE_NOTICE, fill=(255, 200, 40))
+    # Also as PNG text chunks: the footer can be cropped off, the metadata travels along.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Disclaimer", RESEARCH_USE_NOTICE)
+    if caption:
+        info.add_text("Description", caption)
+    info.add_text("Software", "medseg viewer")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()

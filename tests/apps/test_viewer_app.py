@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -266,6 +268,22 @@ def test_data_root_cannot_be_left(case_root: Path, tmp_path: Path) -> None:
     at.sidebar.text_input(key="root_path").set_value("imagesTr/brain_001_0000.nii.gz").run()
     assert not at.error
     assert len(at.get("image")) == 1
+
+
+def test_data_root_case_list_hides_symlinks_to_outside(case_root: Path, tmp_path: Path) -> None:
+    """The case picker offers no file that resolve_in_root would refuse to open."""
+    root = tmp_path / "root"
+    shutil.copytree(case_root / "brain_mr", root / "brain_mr")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(case_root / "brain_mr" / "imagesTr" / "brain_001_0000.nii.gz", outside / "s.nii.gz")
+    os.symlink(outside / "s.nii.gz", root / "link.nii.gz")
+    at = _app(_config(case_root, data_root=root))
+    at.sidebar.radio(key="source").set_value("data folder").run()
+    options = list(at.sidebar.selectbox(key="root_case").options)
+    assert "brain_mr/brain_002" in options
+    assert not any("link" in o for o in options), options
+    assert not at.exception
 
 
 def test_identifiers_hidden_by_default(

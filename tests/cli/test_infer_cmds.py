@@ -217,3 +217,60 @@ def test_torchrun_two_processes_shard_and_merge(tiny_checkpoint, tmp_path):
     assert proc.stdout.count("summary:") == 1  # only rank 0 reports
     ranks = {json.loads((out / f"c{i}.json").read_text())["worker"]["rank"] for i in range(4)}
     assert ranks == {0, 1}  # the case list was sharded
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda", "cuda:7"], ids=["unknown", "cuda", "index"])
+def test_predict_unusable_device_is_one_error_line(device, tiny_checkpoint, tmp_path, capsys):
+    import torch
+
+    available = {
+        "gpu": False,
+        "cuda": torch.cuda.is_available(),
+        "cuda:7": torch.cuda.device_count() > 7,
+    }
+    if available[device]:
+        pytest.skip("this machine has the requested GPU")
+    src = tmp_path / "scan.nii.gz"
+    write_volume(blob_volume(shape=(16, 16, 4)), src)
+    args = ["predict", src, "-o", tmp_path / "o", "--model", tiny_checkpoint, "--device", device]
+    assert run_cli(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device")
+    assert len(err.strip().splitlines()) == 1  # no traceback
+    assert "auto|cpu|cuda|cuda:N" in err or "CUDA GPU" in err
+    if device == "cuda" and not torch.cuda.is_available():
+        assert "no CUDA GPU is available" in err
+        assert "auto|cpu|cuda|cuda:N" in err
+
+
+def test_predict_output_that_is_a_file_is_refused(tiny_checkpoint, tmp_path, capsys):
+    src = tmp_path / "scan.nii.gz"
+    write_volume(blob_volume(shape=(16, 16, 4)), src)
+    existing = tmp_path / "existing.txt"
+    existing.write_text("keep me")
+    for output in (existing, existing / "sub"):
+        args = ["predict", src, "-o", output, "--model", tiny_checkpoint, "--device", "cpu"]
+        assert run_cli(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --output")
+        assert "must be a folder" in err
+        assert len(err.strip().splitlines()) == 1
+    assert existing.read_text() == "keep me"
+
+
+def test_evaluate_refuses_soft_reference_masks(tmp_path, capsys):
+    from medseg.io.volume import Volume
+
+    hard = _mask((8, 8, 8), [(1, ((2, 2, 2), (5, 5, 5)))])
+    soft = hard.astype(np.float32) * 0.5  # a probability map: rounding would empty it
+    write_volume(Volume(hard, np.eye(4)), tmp_path / "p.nii.gz")
+    write_volume(Volume(soft, np.eye(4)), tmp_path / "g.nii.gz")
+    assert run_cli(["evaluate", tmp_path / "p.nii.gz", tmp_path / "g.nii.gz"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:")
+    assert "g.nii.gz" in err
+    assert "threshold soft masks first" in err
+    # integer labels stored as floats (within 1e-3) are still accepted
+    write_volume(Volume(hard.astype(np.float32) + 1e-4, np.eye(4)), tmp_path / "g2.nii.gz")
+    assert run_cli(["evaluate", tmp_path / "p.nii.gz", tmp_path / "g2.nii.gz"]) == 0
+    assert "1.0000" in capsys.readouterr().out  # dice of identical masks

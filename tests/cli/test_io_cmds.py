@@ -149,3 +149,28 @@ def test_convert_nifti_to_mha_and_canonical(shared_data, tmp_path, capsys):
     canon = read_volume(tmp_path / "ras.nii.gz")
     assert "".join(canon.orientation) == "RAS"
     np.testing.assert_array_equal(canon.array, read_volume(src).to_canonical().array)
+
+
+def test_convert_and_series_listing_print_the_notice(tmp_path, capsys):
+    """Synthetic data (no shared_data): every user-facing output carries the notice."""
+    from medseg.io.dicom_write import write_dicom_series
+    from medseg.io.volume import Volume
+
+    arr = np.arange(6 * 5 * 3, dtype=np.float32).reshape(6, 5, 3)
+    volume = Volume(arr, np.diag([1.0, 1.0, 2.0, 1.0]))
+    mixed = tmp_path / "mixed"
+    write_dicom_series(volume, mixed / "a", series_description="first")
+    write_dicom_series(volume, mixed / "b", series_description="second")
+    main(["info", str(mixed)])
+    out = capsys.readouterr().out
+    assert "holds 2 DICOM series" in out
+    assert out.rstrip().endswith(RESEARCH_USE_NOTICE)
+    main(["info", str(mixed), "--json"])
+    data = json.loads(capsys.readouterr().out)  # still valid JSON
+    assert len(data["series"]) == 2
+    assert data["notice"] == RESEARCH_USE_NOTICE
+    main(["convert", str(mixed / "a"), str(tmp_path / "a.nii.gz")])
+    out = capsys.readouterr().out
+    assert out.startswith("wrote ")
+    assert out.rstrip().endswith(RESEARCH_USE_NOTICE)
+    assert read_volume(tmp_path / "a.nii.gz").shape == (6, 5, 3)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pydicom
-
 from infer_factory import blob_volume, run_cli
+
 from medseg.inference.dicom_seg import REQUIRED_EMPTY_OK, SEG_NOTICE
 from medseg.io import read_volume
 from medseg.io.dicom_write import write_dicom_series
@@ -27,7 +27,7 @@ def test_predict_anonymised_dicom_writes_a_readable_seg(tiny_checkpoint, tmp_pat
     assert run_cli(args) == 0, capsys.readouterr().err
     seg_path = out / "anon_seg.dcm"
     seg = hd.seg.segread(str(seg_path))
-    assert seg.ContentDescription == SEG_NOTICE
+    assert seg.ContentDescription == SEG_NOTICE == "For research use only. Not for diagnostic use."
     assert len(SEG_NOTICE) <= 64
     for keyword in REQUIRED_EMPTY_OK:
         assert getattr(seg, keyword) == ""

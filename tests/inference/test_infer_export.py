@@ -7,6 +7,7 @@ import pytest
 import torch
 from infer_factory import blob_volume, run_cli
 
+from medseg import RESEARCH_USE_NOTICE
 from medseg.engine.checkpoint import load_checkpoint
 from medseg.errors import CheckpointError, OverwriteError
 from medseg.inference import Predictor
@@ -40,7 +41,9 @@ def test_export_parity_metadata_and_masks(fmt, suffix, tiny_checkpoint, tmp_path
 def test_export_cli_and_errors(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "m.onnx"
     assert run_cli(["export", "--model", tiny_checkpoint, "--format", "onnx", "-o", out]) == 0
-    assert "max |logit difference|" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "max |logit difference|" in printed
+    assert printed.rstrip().endswith(RESEARCH_USE_NOTICE)
     assert run_cli(["export", "--model", tiny_checkpoint, "--format", "onnx", "-o", out]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert run_cli(["export", "--model", tiny_checkpoint, "--format", "tflite", "-o", out]) == 2

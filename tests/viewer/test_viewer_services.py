@@ -61,13 +61,65 @@ def test_reports_and_mask_roundtrip(tmp_path: Path) -> None:
     np.testing.assert_allclose(img.affine, AFFINE)
 
 
+NOTICE_RGB = (255, 200, 40)
+CAPTION_RGB = (220, 220, 220)
+
+
+def _band_has(band: np.ndarray, colour: tuple[int, int, int]) -> bool:
+    """Some pixel of ``band`` is (nearly: the font is anti-aliased) ``colour``."""
+    distance = np.abs(band.astype(int) - np.array(colour)).max(axis=-1)
+    return bool((distance <= 12).any())
+
+
 def test_png_download_carries_notice_footer() -> None:
-    rgb = np.full((50, 80, 3), 30, np.uint8)
-    image = Image.open(io.BytesIO(services.png_bytes(rgb, "case")))
+    rgb = np.full((50, 400, 3), 30, np.uint8)
+    image = Image.open(io.BytesIO(services.png_bytes(rgb, "case 7 axial")))
     assert image.format == "PNG"
-    assert image.size[0] == 80
-    assert image.size[1] > 50
-    np.testing.assert_array_equal(np.asarray(image)[:50], rgb)
+    assert image.size[0] == 400
+    pixels = np.asarray(image.convert("RGB"))
+    np.testing.assert_array_equal(pixels[:50], rgb)
+    footer = pixels[50:]
+    half = footer.shape[0] // 2
+    assert footer.shape[0] > 0
+    assert _band_has(footer[half:], NOTICE_RGB)  # the notice is really drawn, below the caption
+    assert not _band_has(footer[:half], NOTICE_RGB)
+    assert _band_has(footer[:half], CAPTION_RGB)
+    assert image.text["Disclaimer"] == RESEARCH_USE_NOTICE
+    assert image.text["Description"] == "case 7 axial"
+
+
+def test_png_without_caption_still_carries_notice() -> None:
+    image = Image.open(io.BytesIO(services.png_bytes(np.zeros((20, 300, 3), np.uint8))))
+    footer = np.asarray(image.convert("RGB"))[20:]
+    half = footer.shape[0] // 2
+    assert not _band_has(footer[:half], CAPTION_RGB)  # no caption text drawn
+    assert _band_has(footer[half:], NOTICE_RGB)
+    assert image.text["Disclaimer"] == RESEARCH_USE_NOTICE
+    assert "Description" not in image.text
+
+
+def test_lesion_table_uses_display_slices_like_the_slider() -> None:
+    """A scan stored with k pointing inferior: table, picker and slider show the same slices."""
+    from medseg.viewer import navigation, render
+
+    affine = np.diag([1.0, 1.0, -2.0, 1.0])  # k runs superior -> inferior
+    label = np.zeros((12, 12, 10), np.uint8)
+    label[3:7, 3:7, 2:4] = 1  # source k 2-3 = display (inferior-first) slices 6-7
+    vol = Volume(label, affine)
+    readouts = services.compute_readouts(vol, NAMES[:2])
+    shown = render.to_display(vol)
+    targets = navigation.lesion_targets(readouts["lesions"], vol.affine, shown.affine, shown.shape)
+    assert targets[0].slice_range("axial") == (6, 7)
+    assert shown.array[:, :, 6:8].any()
+    assert not shown.array[:, :, 2:4].any()
+
+    (row,) = services.lesion_rows(readouts, targets)
+    assert row["slice_range"] == "6-7"
+    assert row["number"] == targets[0].number == 1
+    assert services.lesion_rows(readouts)[0]["slice_range"] == "2-3"  # source-grid fallback
+    text = services.report_csv(readouts, None, targets).decode()
+    rows = list(csv.DictReader(io.StringIO(text.split("\n", 1)[1])))
+    assert [r["slice_range"] for r in rows if r["kind"] == "lesion"] == ["6-7"]
 
 
 def test_checkpoint_listing_and_missing_model(tmp_path: Path) -> None:
