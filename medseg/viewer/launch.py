@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -134,14 +135,29 @@ def streamlit_command(
 
 
 def launch(config: ViewerConfig, port: int | None = None, open_browser: bool = True) -> int:
-    """Run the viewer server in a subprocess until it exits (Ctrl-C stops it); exit code."""
+    """Run the viewer server in a subprocess until it exits; its exit code.
+
+    Ctrl-C and SIGTERM (a job scheduler, a test's teardown) stop the server too: without
+    forwarding SIGTERM the Streamlit child would outlive ``medseg view`` and keep its port.
+    """
     check_config(config)
     command = streamlit_command(config, port, open_browser)
     logger.info("starting the viewer: %s", " ".join(command))
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     process = subprocess.Popen(command, env=env)
+
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         return process.wait()
     except KeyboardInterrupt:
         process.terminate()
-        return process.wait()
+        try:
+            return process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from medseg.cli.main import main
@@ -71,3 +77,36 @@ def test_cli_errors_exit_2(argv, message, capsys, monkeypatch, tmp_path: Path) -
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_to_medseg_view_stops_the_streamlit_server(tmp_path: Path) -> None:
+    """A scheduler or test teardown terminates ``medseg view``: its server must go too."""
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    image = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), image)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medseg", "view", str(image), "--port", str(port), "--no-browser"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/_stcore/health"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the viewer did not start")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) is not None
+        time.sleep(1)
+        with pytest.raises(OSError):  # nothing listens on the port any more
+            urllib.request.urlopen(url, timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
