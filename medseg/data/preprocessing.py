@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medseg.errors import DatasetError, GeometryMismatchError
-from medseg.io.volume import Volume, check_same_grid
+from medseg.io.volume import Volume, check_same_grid, integer_labels
 
 logger = logging.getLogger(__name__)
 
@@ -309,15 +309,7 @@ def preprocess_image(
 def map_labels(array: np.ndarray, params: PreprocessingParams, source: str = "label") -> np.ndarray:
     """Round a label array to integers and apply ``params.label_map``; returns int16."""
     array = np.nan_to_num(np.asarray(array), nan=0.0)
-    if np.issubdtype(array.dtype, np.floating):
-        rounded = np.rint(array)
-        if np.abs(rounded - array).max(initial=0.0) > 1e-3:
-            raise DatasetError(
-                f"{source}: label has non-integer values (e.g. {float(array[np.abs(rounded - array) > 1e-3][0]):.3f}); "
-                "expected class indices 0, 1, 2, ...; threshold soft masks before training"
-            )
-        array = rounded
-    labels = array.astype(np.int16)
+    labels = integer_labels(array, source, "label", np.int16)
     if params.label_map:
         lut_values = np.unique(labels)
         mapped = labels.copy()

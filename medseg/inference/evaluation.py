@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import ConfigError, DatasetError, InputNotFoundError
+from medseg.errors import ConfigError, InputNotFoundError
 from medseg.inference.batch import write_csv_with_notice
 
 logger = logging.getLogger(__name__)
@@ -98,34 +98,17 @@ def parse_labels(specs: Sequence[str] | None) -> dict[str, list[int]] | None:
     return classes
 
 
-def _integer_labels(array: np.ndarray, path: Path, what: str) -> np.ndarray:
-    """``array`` as int32 labels; refuses soft/probability masks instead of rounding them
-    silently (0.5 would become 0 and shrink every lesion)."""
-    array = np.asarray(array)
-    labels = np.rint(array)
-    if np.issubdtype(array.dtype, np.floating):
-        off = np.abs(labels - array) > 1e-3
-        if off.any():
-            example = float(array[off].flat[0])
-            raise DatasetError(
-                f"{path}: the {what} mask holds non-integer values (e.g. {example:g} in "
-                f"{int(off.sum())} voxel(s)); expected integer labels. It looks like a soft or "
-                "probability mask: threshold soft masks first (e.g. >= 0.5 -> 1)"
-            )
-    return labels.astype(np.int32)
-
-
 def evaluate_pair(
     pred_path: Path, ref_path: Path, classes: dict[str, list[int]] | None
 ) -> list[dict[str, Any]]:
     """Metric rows (one per class) for one prediction/reference pair of files."""
-    from medseg.io import check_same_grid, read_volume
+    from medseg.io import check_same_grid, integer_labels, read_volume
     from medseg.metrics import evaluate_masks
 
     pred, ref = read_volume(pred_path), read_volume(ref_path)
     check_same_grid(ref, pred, what="prediction")
-    pred_arr = _integer_labels(pred.array, pred_path, "prediction")
-    ref_arr = _integer_labels(ref.array, ref_path, "reference")
+    pred_arr = integer_labels(pred.array, str(pred_path), "prediction mask", np.int32)
+    ref_arr = integer_labels(ref.array, str(ref_path), "reference mask", np.int32)
     if classes is None:
         values = sorted((set(np.unique(pred_arr)) | set(np.unique(ref_arr))) - {0})
         classes = {str(int(v)): [int(v)] for v in values}

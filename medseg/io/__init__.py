@@ -17,13 +17,14 @@ from medseg.io.dicom_series import is_dicom_file, list_dicom_series
 from medseg.io.itk import ITK_SUFFIXES, is_itk_file, read_itk, write_itk
 from medseg.io.nifti import is_nifti, read_nifti, write_nifti
 from medseg.io.resample import align_to_grid
-from medseg.io.volume import Volume, check_same_grid
+from medseg.io.volume import Volume, check_same_grid, integer_labels
 
 __all__ = [
     "Volume",
     "align_to_grid",
     "check_output_path",
     "check_same_grid",
+    "integer_labels",
     "list_dicom_series",
     "read_dicom_seg",
     "read_volume",

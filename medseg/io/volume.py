@@ -20,7 +20,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from medseg.errors import DimensionError, GeometryMismatchError
+from medseg.errors import DatasetError, DimensionError, GeometryMismatchError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -150,3 +150,27 @@ def check_same_grid(reference: Volume, other: Volume, what: str = "mask") -> Non
             f"spacing {np.round(other.spacing, 4).tolist()} vs "
             f"{np.round(reference.spacing, 4).tolist()}); they must share one voxel grid"
         )
+
+
+def integer_labels(
+    array: np.ndarray, source: str = "mask", what: str = "label", dtype: type = np.int16
+) -> np.ndarray:
+    """``array`` as integer class labels of ``dtype``; refuses soft/probability masks.
+
+    Labels stored as floats (BraTS ``seg.nii.gz``) are accepted when every value lies within
+    1e-3 of an integer. Anything else (0.5 in a soft mask) raises :class:`DatasetError`
+    instead of being rounded silently, which would shrink every lesion.
+    """
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        return array.astype(dtype, copy=False)
+    rounded = np.rint(array)
+    off = ~(np.abs(rounded - array) <= 1e-3)  # NaN counts as off
+    if off.any():
+        example = float(array[off].flat[0])
+        raise DatasetError(
+            f"{source}: the {what} has non-integer values (e.g. {example:g} in "
+            f"{int(off.sum())} voxel(s)); expected integer class labels 0, 1, 2, ... It looks "
+            "like a soft or probability mask: threshold soft masks first (e.g. >= 0.5 -> 1)"
+        )
+    return rounded.astype(dtype)

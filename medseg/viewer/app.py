@@ -54,9 +54,7 @@ def _load_upload(key: str, name: str, _data: bytes, gt_name: str, _gt: bytes | N
     image = loading.read_upload(name, _data)
     truth = None
     if _gt is not None:
-        truth = loading.read_upload(gt_name, _gt)
-        loading.check_same_grid(image, truth, what="ground-truth mask")
-        truth = truth.with_array(np.rint(truth.array).astype(np.int16))
+        truth = loading.attach_truth(image, loading.read_upload(gt_name, _gt))
     case = loading.Case(name, [image], [Path(name).name], truth)
     return prepare_case(case)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.errors import InputNotFoundError, MedsegError
-from medseg.io import Volume, check_same_grid, read_volume
+from medseg.io import Volume, check_same_grid, integer_labels, read_volume
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +237,13 @@ def default_case(cases: list[CaseRef]) -> CaseRef | None:
     return None
 
 
+def attach_truth(image: Volume, truth: Volume) -> Volume:
+    """``truth`` as an int16 label map checked to lie on ``image``'s grid (soft masks refused)."""
+    check_same_grid(image, truth, what="ground-truth mask")
+    source = str(truth.metadata.get("source", "ground truth"))
+    return truth.with_array(integer_labels(truth.array, source, "ground-truth mask"))
+
+
 def load_case(ref: CaseRef) -> Case:
     """Read every channel (and the label) of ``ref``; channels must share one grid."""
     channels = [read_volume(path) for path in ref.images]
@@ -244,9 +251,7 @@ def load_case(ref: CaseRef) -> Case:
         check_same_grid(channels[0], vol, what=f"channel {path.name}")
     truth = None
     if ref.label is not None:
-        truth = read_volume(ref.label)
-        check_same_grid(channels[0], truth, what="ground-truth mask")
-        truth = truth.with_array(np.rint(truth.array).astype(np.int16))
+        truth = attach_truth(channels[0], read_volume(ref.label))
     names = list(ref.channel_names) or [f"channel {i}" for i in range(len(channels))]
     if len(names) != len(channels):
         names = [f"channel {i}" for i in range(len(channels))]

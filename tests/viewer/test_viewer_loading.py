@@ -164,3 +164,23 @@ def test_real_dicom_series_zip_upload(shared_data: Path, tmp_path: Path) -> None
     assert loading._is_dicom_dir(series)
     refs = loading.discover_cases(series.parent)
     assert "example_ct_dicom" in [r.name for r in refs]
+
+
+def test_soft_ground_truth_is_refused_not_rounded():
+    """A probability map given as ground truth would be rounded to an empty mask and show a
+    wrong Dice; the viewer refuses it with a readable message instead."""
+    import numpy as np
+    import pytest
+
+    from medseg.errors import DatasetError
+    from medseg.io import Volume
+    from medseg.viewer.loading import attach_truth
+
+    image = Volume(np.zeros((4, 4, 3), np.float32), np.eye(4), {"source": "scan.nii.gz"})
+    soft = image.with_array(np.full((4, 4, 3), 0.4, np.float32), source="prob.nii.gz")
+    with pytest.raises(DatasetError, match=r"prob\.nii\.gz.*threshold soft masks"):
+        attach_truth(image, soft)
+    stored = image.with_array(np.ones((4, 4, 3), np.float32), source="seg.nii.gz")
+    truth = attach_truth(image, stored)
+    assert truth.array.dtype == np.int16
+    assert int(truth.array.sum()) == 4 * 4 * 3
