@@ -79,34 +79,6 @@ def eval_network(
         model.train(was_training)
 
 
-def predict_volume_probabilities(
-    model: nn.Module,
-    image: np.ndarray,
-    axis: int = 2,
-    context: int = 0,
-    batch_size: int = 16,
-    device: torch.device | str = "cpu",
-    amp: bool | str | torch.dtype | None = False,
-    channels_last: bool = False,
-    num_classes: int | None = None,
-) -> np.ndarray:
-    """Class probabilities ``float32 (K, X, Y, Z)`` for ``image`` ``(C, X, Y, Z)``.
-
-    ``model`` maps ``[B, C*(2k+1), H, W]`` to logits ``[B, K, H, W]`` (a single-logit model
-    gives ``K = 2``). ``num_classes`` defaults to the model's output channel count.
-    """
-    from medseg.inference.slices import infer_slices, probabilities, stack_slices
-
-    _check_image(image, axis)
-    with eval_network(model, device, amp, channels_last) as network:
-        if num_classes is None:  # one slice tells the class count
-            num_classes = probabilities(network, stack_slices(image, axis, 0, 1, context)).shape[1]
-        return infer_slices(
-            network, image, num_classes, axes=(axis,), context=context,
-            batch_size=batch_size, need_probabilities=True, accumulator_limit_bytes=1 << 62,
-        )  # fmt: skip
-
-
 def predict_volume_labels(
     model: nn.Module,
     image: np.ndarray,

@@ -7,11 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from medseg.engine.volume_inference import (
-    predict_volume_labels,
-    predict_volume_probabilities,
-    resolve_amp_dtype,
-)
+from medseg.engine.volume_inference import eval_network, predict_volume_labels, resolve_amp_dtype
+from medseg.inference.slices import infer_slices
+
+
+def predict_volume_probabilities(model, image, axis=2, context=0, batch_size=16, num_classes=2):
+    """Mean softmax ``(K, X, Y, Z)`` of a training model through the shared slice loop."""
+    with eval_network(model) as network:
+        return infer_slices(
+            network, image, num_classes, axes=(axis,), context=context,
+            batch_size=batch_size, need_probabilities=True,
+        )  # fmt: skip
 
 
 class CentrePlane(nn.Module):
@@ -74,8 +80,6 @@ def test_model_mode_restored() -> None:
 
 def test_validation_and_predictor_share_one_slice_loop() -> None:
     """Training validation and ``medseg predict`` run the same loop: same labels."""
-    from medseg.inference.slices import infer_slices
-
     image = np.random.default_rng(3).standard_normal((1, 6, 5, 7)).astype(np.float32)
     model = CentrePlane(1)
     ours = predict_volume_labels(model, image, axis=1, context=1, batch_size=2, num_classes=2)
@@ -87,7 +91,7 @@ def test_validation_and_predictor_share_one_slice_loop() -> None:
 
 def test_bad_image_shape_rejected() -> None:
     with pytest.raises(ValueError, match=r"\(C, X, Y, Z\)"):
-        predict_volume_probabilities(CentrePlane(0), np.zeros((3, 3, 3)))
+        predict_volume_labels(CentrePlane(0), np.zeros((3, 3, 3)))
 
 
 def test_amp_only_on_cuda() -> None:
