@@ -44,7 +44,8 @@ def predict(
         None,
         "--model",
         "-m",
-        help="Checkpoint (.pt) or export (.onnx / TorchScript .pt); default: bundled demo model.",
+        help="Checkpoint (.pt), export (.onnx / TorchScript .pt) or model folder (model.json: "
+        "the cross-validation ensemble); default: bundled demo model.",
     ),
     tta: bool = typer.Option(False, "--tta", help="Average over in-plane flips (4x slower)."),
     axes: str | None = typer.Option(
@@ -65,6 +66,11 @@ def predict(
     largest_component: bool = typer.Option(
         False, "--largest-component", help="Keep only the largest component per class."
     ),
+    no_postprocessing: bool = typer.Option(
+        False,
+        "--no-postprocessing",
+        help="Skip the model's own postprocessing (chosen by cross-validation, in model.json).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> int:
     """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
@@ -77,9 +83,11 @@ def predict(
         import torch
 
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    postprocess = PostprocessConfig(
-        largest_component=largest_component, min_component_ml=min_lesion_ml
-    )
+    postprocess = None  # the model's own rules (a model folder's, chosen on out-of-fold data)
+    if no_postprocessing or largest_component or min_lesion_ml:
+        postprocess = PostprocessConfig(
+            largest_component=largest_component, min_component_ml=min_lesion_ml
+        )
     predictor = Predictor.load(
         model or default_model_path(), device=device, tta=tta, axes=_parse_axes(axes),
         batch_size=batch_size, postprocess=postprocess,
@@ -150,7 +158,11 @@ def export(
     ),
     fmt: str = typer.Option(..., "--format", "-f", help="torchscript or onnx."),
     model: Path | None = typer.Option(
-        None, "--model", "-m", help="Checkpoint (.pt); default: bundled demo model."
+        None,
+        "--model",
+        "-m",
+        help="Checkpoint (.pt) or model folder (its folds become one averaged network); "
+        "default: bundled demo model.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:

@@ -49,7 +49,13 @@ class PreprocessingParams(BaseModel):
         label_map: source label value -> class index; values not listed keep their value
             (map them to 0 explicitly to drop them).
         ignore_label: class index excluded from loss and metrics.
-        class_names: name of each class index (0 = background).
+        class_names: name of each class index (0 = background); for region models, the name
+            of each label value of the (mapped) label maps, e.g. BraTS's five.
+        regions: region-based training (overlapping classes, as nnU-Net does for BraTS):
+            region name -> label values it contains, in order from outermost to innermost,
+            e.g. ``{whole_tumour: [1, 2, 3, 4], tumour_core: [1, 3, 4], enhancing: [4]}``.
+            The network then has one sigmoid output per region; predictions are written back
+            as one label map in the same label values (see :attr:`region_labels`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -64,6 +70,7 @@ class PreprocessingParams(BaseModel):
     label_map: dict[int, int] | None = None
     ignore_label: int | None = None
     class_names: list[str] = Field(default_factory=lambda: ["background", "foreground"])
+    regions: dict[str, list[int]] | None = None
 
     @field_validator("target_spacing")
     @classmethod
@@ -90,9 +97,44 @@ class PreprocessingParams(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _regions_in_classes(self) -> PreprocessingParams:
+        if self.regions is None:
+            return self
+        if not self.regions:
+            raise ValueError("regions is empty; give at least one region or leave it unset")
+        for name, values in self.regions.items():
+            bad = [v for v in values if not 0 < v < len(self.class_names)]
+            if not values or bad:
+                raise ValueError(
+                    f"region {name!r} {values}: values must be label values 1.."
+                    f"{len(self.class_names) - 1} (one class_names entry per label value)"
+                )
+        if self.ignore_label is not None:
+            raise ValueError("regions and ignore_label cannot be combined")
+        return self
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def num_outputs(self) -> int:
+        """Network output channels: one per region (sigmoid) or per class (softmax)."""
+        return len(self.regions) if self.regions else len(self.class_names)
+
+    @property
+    def region_labels(self) -> list[int]:
+        """Label value written for each region when decoding (nnU-Net's region class order):
+        the smallest value of the region that no later (inner) region contains."""
+        assert self.regions is not None
+        groups = list(self.regions.values())
+        out = []
+        for i, values in enumerate(groups):
+            inner = set().union(*groups[i + 1 :]) if i + 1 < len(groups) else set()
+            own = sorted(set(values) - inner) or sorted(values)
+            out.append(own[0])
+        return out
 
     @property
     def inplane_axes(self) -> tuple[int, int]:
