@@ -35,7 +35,7 @@ class PreprocessingParams(BaseModel):
 
     Attributes:
         modality: ``"ct"`` (clip to an HU window, then z-score with dataset statistics or
-            scale to [-1, 1]), ``"mr"`` (per-case z-score over non-zero voxels), ``"other"``
+            scale to [-1, 1]), ``"mr"`` (per-case z-score over the foreground, :func:`mr_foreground`), ``"other"``
             (per-case percentile clip, then z-score over all voxels).
         channel_names: one name per input channel (e.g. ``["flair", "t1c"]``).
         slice_axis: canonical RAS axis the model slices along (0 sagittal, 1 coronal, 2 axial).
@@ -297,9 +297,9 @@ def _normalise_channel(
             out -= 1.0
         return out
     if params.modality == "mr":
-        # nnU-Net's MR scheme: z-score over the non-zero (skull-stripped / foreground) voxels,
-        # background stays 0, so padding and background agree.
-        mask = out != 0
+        # nnU-Net's MR scheme: z-score over the foreground (skull-stripped) voxels, background
+        # set to 0, so padding and background agree.
+        mask = mr_foreground(out)
         if np.count_nonzero(mask) < 2:
             out[...] = 0.0
             return out
@@ -315,6 +315,23 @@ def _normalise_channel(
     out -= mean
     out /= max(std, 1e-8)
     return out
+
+
+def mr_foreground(data: np.ndarray, fill_fraction: float = 0.05) -> np.ndarray:
+    """Voxels of an MR volume that are not background: non-zero, and not a constant fill at
+    the volume's minimum when that value covers more than ``fill_fraction`` of it.
+
+    Skull-stripped scans come with background 0 (TCGA, raw BraTS) or, once z-scored by
+    another tool, with a constant at their minimum (the BraTS copies in shared/ use -3.6):
+    both must give the brain alone, or the same patient normalises two different ways.
+    """
+    mask = data != 0
+    low = float(data.min())
+    if low != 0.0:
+        fill = data == low
+        if np.count_nonzero(fill) > fill_fraction * data.size:
+            mask &= ~fill
+    return mask
 
 
 # --------------------------------------------------------------------------- public API
@@ -435,7 +452,7 @@ def fit_preprocessing(
     rng = np.random.default_rng(seed)
     samples: list[list[np.ndarray]] = [[] for _ in params.channel_names]
     for case in cases:
-        channels, label = _load_case(case)
+        channels, label = load_case(case)
         mask = None
         if label is not None:
             mask = map_labels(label.array, params, str(label.metadata.get("source"))) > 0
@@ -470,7 +487,9 @@ def fit_preprocessing(
     return params.model_copy(update={"intensity_stats": stats})
 
 
-def _load_case(case: Any) -> tuple[list[Volume], Volume | None]:
+def load_case(case: Any) -> tuple[list[Volume], Volume | None]:
+    """(channel Volumes, label Volume or None) of a :class:`~medseg.data.datasets.CaseSpec`
+    (or of an already loaded ``(channels, label)`` pair), on their source grid."""
     from medseg.io import read_volume
 
     if hasattr(case, "images"):

@@ -117,7 +117,10 @@ class Trainer:
         info: DistInfo | None = None,
         resume_from: Path | None = None,
         progress: bool = True,
+        fitted: PreprocessingParams | None = None,
     ) -> None:
+        """``fitted``: preprocessing already fitted elsewhere (cross-validation fits once on
+        every case so all folds share it); a resumed or initialised run keeps its own."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = device
@@ -132,7 +135,8 @@ class Trainer:
         resume = load_checkpoint(resume_from) if resume_from else None
         init = _init_checkpoint(cfg.train.init_from) if resume is None else None
         source = resume or (init[1] if init else None)
-        fitted = PreprocessingParams.model_validate(source["preprocessing"]) if source else None
+        if source is not None:
+            fitted = PreprocessingParams.model_validate(source["preprocessing"])
         self.data: PreparedData = prepare_data(cfg.data, self.info, fitted, self.progress)
         self._build(cfg)
         if resume is not None:
@@ -586,11 +590,12 @@ def train(
     device: str | None = None,
     info: DistInfo | None = None,
     progress: bool = True,
+    fitted: PreprocessingParams | None = None,
 ) -> FitResult:
     """Run a whole training job (what ``medseg train`` calls); DDP when ``info`` says so.
 
     ``resume``: a checkpoint file or a run folder (its ``checkpoints/last.pt``); the run
-    continues in that checkpoint's run folder.
+    continues in that checkpoint's run folder. ``fitted``: see :class:`Trainer`.
     """
     info = info or DistInfo()
     torch_device = resolve_device(device or cfg.device, info)
@@ -607,7 +612,7 @@ def train(
                 f"run folder {run_dir} already holds a run (checkpoints/last.pt); pass --resume "
                 "to continue it or choose another --output"
             )
-        trainer = Trainer(cfg, run_dir, torch_device, info, resume_path, progress)
+        trainer = Trainer(cfg, run_dir, torch_device, info, resume_path, progress, fitted)
         return trainer.fit()
     finally:
         destroy_process_group()

@@ -22,7 +22,8 @@ Memory (``N = X*Y*Z`` preprocessed voxels, ``C`` channels, ``K`` classes, ``B`` 
   (float32) while that is under ``accumulator_limit_bytes`` (default 2 GiB), else float16
   (``2*K*N`` bytes; near-ties within ~5e-4 may then break differently);
 * per batch ``~4*B*(P + 2K)*H*W`` bytes plus the network's activations;
-* probabilities restored to the source grid add ``4*K*I*J*K`` bytes (only when requested).
+* probabilities restored to the source grid add ``4*K*I*J*K`` bytes (when requested, and for
+  models that resample, whose probabilities are interpolated back before decoding).
 
 Peak RSS ~ source volume + ``4*C*N`` + labels/accumulator + batch + model (measured in
 ``benchmarks/bench_infer.py``, figures in ``docs/inference.md``).
@@ -300,14 +301,21 @@ class Predictor:
         image, grid = preprocess_image(channels, self.params)
         timing["preprocess"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        canonical = self.infer_canonical(image, progress, need_probabilities=return_probabilities)
+        # A model that resamples: interpolate probabilities back to the source grid and decode
+        # there (smooth boundaries); nearest-neighbour labels would come back blocky.
+        smooth = grid.resampled
+        canonical = self.infer_canonical(
+            image, progress, need_probabilities=return_probabilities or smooth
+        )
         del image
         timing["inference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         probabilities = None
-        if return_probabilities:
-            probabilities = restore_probabilities(canonical, grid)
-            labels = self.decoder.decode_volume(probabilities)
+        if return_probabilities or smooth:
+            restored = restore_probabilities(canonical, grid)
+            labels = self.decoder.decode_volume(restored)
+            probabilities = restored if return_probabilities else None
+            del restored
         else:
             if canonical.ndim == 4:  # averaged probabilities -> labels before restoring
                 canonical = self.decoder.decode_volume(canonical)
