@@ -214,7 +214,11 @@ def markdown(rows: dict[str, dict]) -> str:
                 f"| {_fmt(s['whole_tumour_hd95'], 1)} | {s['whole_tumour_fp']} | {s['tumour_core_fp']} |"
             )
         oof = list(row["oof"].values())
-        mean = lambda k: float(np.nanmean([s[k] for s in oof])) if oof else float("nan")  # noqa: E731
+
+        def mean(key: str, oof: list = oof) -> float:
+            values = [s[key] for s in oof if s[key] is not None and np.isfinite(s[key])]
+            return float(np.mean(values)) if values else float("nan")
+
         t = row["tcga"]
         summary.append(
             f"| {name} | {_fmt(mean('whole_tumour_dice'))} | {_fmt(mean('tumour_core_dice'))} "

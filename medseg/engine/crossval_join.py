@@ -242,6 +242,12 @@ def _summary(rows: list[dict[str, Any]], structures: list[Any]) -> dict[str, Any
     return out
 
 
+def _mean(values: list[float]) -> float:
+    """Mean of the defined values (HD95 is undefined when a mask is empty); NaN if none."""
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     import csv
 

@@ -193,10 +193,11 @@ class Trainer:
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
         logger.info(
-            "model %s: %d inputs -> %d classes, %.2fM parameters, device %s, amp %s",
+            "model %s: %d inputs -> %d %s, %.2fM parameters, device %s, amp %s",
             cfg.model.name,
             self.in_channels,
-            self.num_classes,
+            self.num_outputs,
+            "regions (sigmoid)" if self.data.params.regions else "classes",
             sum(p.numel() for p in self.model.parameters()) / 1e6,
             self.device,
             self.amp_dtype,
@@ -527,7 +528,14 @@ class Trainer:
         ours = self.model_record()
         differ = [
             k
-            for k in ("name", "in_channels", "num_outputs", "class_names", "channel_names")
+            for k in (
+                "name",
+                "options",
+                "in_channels",
+                "num_outputs",
+                "class_names",
+                "channel_names",
+            )
             if getattr(theirs, k) != getattr(ours, k)
         ]
         if differ:
@@ -537,7 +545,13 @@ class Trainer:
                 "fine-tune with the config the model was trained with (same model, channels "
                 "and classes)"
             )
-        self.model.load_state_dict(payload["state_dict"])
+        try:
+            self.model.load_state_dict(payload["state_dict"])
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"train.init_from {path}: its weights do not fit this model "
+                f"({str(err).splitlines()[0][:200]})"
+            ) from err
         logger.info("initialised the weights from %s", path)
 
     def _save(self, name: str, epoch: int, metrics: dict[str, Any], complete: bool = True) -> None:

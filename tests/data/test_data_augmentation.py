@@ -204,3 +204,31 @@ def test_reseeding_one_pipeline_replays_every_draw():
     assert torch.equal(first["label"], again["label"])
     other = aug.set_random_state(12)({"image": image, "label": mask})
     assert not torch.equal(first["image"], other["image"])
+
+
+@pytest.mark.parametrize("backend", ["cpu", "batched"])
+def test_inverted_gamma_keeps_mean_and_std_and_lowres_blurs_detail(backend):
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.normal(0, 1, (1, 64, 64)).astype(np.float32))
+    label = torch.zeros(64, 64, dtype=torch.long)
+    inverted = only(gamma={"prob": 0.0, "invert_prob": 1.0, "range": [1.5, 1.5]})
+    lowres = only(lowres={"prob": 1.0, "range": [0.5, 0.5]})
+    outs = []
+    for cfg in (inverted, lowres):
+        if backend == "cpu":
+            outs.append(build_augmentation(cfg, seed=0)({"image": image, "label": label})["image"])
+        else:
+            outs.append(BatchAugmenter(cfg, seed=0)(image[None], label[None])[0][0])
+    inv, low = (torch.as_tensor(o).float() for o in outs)
+    assert not torch.allclose(inv, image)
+    assert float(inv.mean()) == pytest.approx(float(image.mean()), abs=1e-3)
+    assert float(inv.std()) == pytest.approx(float(image.std()), rel=1e-2)
+    # gamma > 1 on the negated image stretches the dark end: a tail to low values (skew < 0),
+    # the mirror of plain gamma; both backends must agree on the direction
+    skew = lambda x: float(((x - x.mean()) ** 3).mean())  # noqa: E731
+    assert skew(inv) < skew(image) - 0.1
+    # nearest down by 2 then bilinear up: neighbouring pixels become correlated
+    corr = lambda x: float(
+        torch.corrcoef(torch.stack([x[0, :, :-1].flatten(), x[0, :, 1:].flatten()]))[0, 1]
+    )  # noqa: E731
+    assert corr(low.reshape(1, 64, 64)) > corr(image) + 0.3

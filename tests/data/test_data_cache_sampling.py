@@ -143,6 +143,20 @@ def test_training_samples_shapes_context_and_crop(cached):
     assert sagittal[0]["image"].shape == (2, 36, 30)
 
 
+def test_all_axis_training_draws_every_axis_with_its_own_context(cached):
+    ds = SliceDataset(cached, axis=(2, 0, 1), context=1, crop_size=(32, 32), samples_per_epoch=300)
+    items = [ds[i] for i in range(300)]
+    counts = {a: sum(it["axis"] == a for it in items) for a in (0, 1, 2)}
+    assert all(70 < n < 130 for n in counts.values()), counts  # uniform over the three axes
+    for it in items[:30]:
+        assert it["image"].shape == (6, 32, 32)
+        case = next(c for c in cached if c.case_id == it["case_id"])
+        assert it["index"] < case.label.shape[it["axis"]]
+    # whole slices of every axis pad to one size so batches of mixed axes stack
+    whole = SliceDataset(cached, axis=(2, 0), context=0, crop_size=None, samples_per_epoch=20)
+    assert len({tuple(whole[i]["image"].shape) for i in range(20)}) == 1
+
+
 def test_foreground_oversampling_share(cached):
     fg_slices = sum(len(c.foreground[2]) for c in cached)
     natural = fg_slices / sum(c.label.shape[2] for c in cached)

@@ -10,6 +10,7 @@ from data_factory import LPS_LIKE, RAS, blob_case
 from medseg.data.preprocessing import (
     PreprocessingParams,
     fit_preprocessing,
+    mr_foreground,
     preprocess_image,
     preprocess_label,
     restore_labels,
@@ -139,3 +140,23 @@ def test_params_are_strict_and_json_round_trip():
         PreprocessingParams(modalty="ct")
     with pytest.raises(pydantic.ValidationError):
         PreprocessingParams(target_spacing=(0, 1))
+
+
+def test_mr_background_fill_at_the_minimum_is_background_like_zero():
+    """A skull-stripped scan normalises the same whether its background is 0 (TCGA) or a
+    constant at its minimum (another tool's z-scoring, the BraTS copies in shared/)."""
+    rng = np.random.default_rng(0)
+    brain = np.zeros((30, 30, 10), bool)
+    brain[8:22, 6:24, 2:8] = True
+    zero_bg = np.where(brain, rng.normal(300, 40, brain.shape), 0).astype(np.float32)
+    scored = (zero_bg - zero_bg[brain].mean()) / zero_bg[brain].std()
+    fill_bg = np.where(brain, scored, scored[brain].min() - 0.5).astype(np.float32)
+    assert np.array_equal(mr_foreground(fill_bg), brain)
+    assert np.array_equal(mr_foreground(zero_bg), brain)
+    params = PreprocessingParams(channel_names=["flair"], class_names=["bg", "t"])
+    a, _ = preprocess_image([Volume(zero_bg, RAS)], params)
+    b, _ = preprocess_image([Volume(fill_bg, RAS)], params)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    # a scan that is not skull-stripped (noisy background, no constant fill) keeps every voxel
+    noisy = rng.normal(10, 3, (20, 20, 5)).astype(np.float32)
+    assert mr_foreground(noisy).all()

@@ -260,3 +260,26 @@ def test_non_finite_loss_is_voted_across_ranks(monkeypatch: pytest.MonkeyPatch) 
 def test_non_finite_loss_raises_single_process() -> None:
     with pytest.raises(FloatingPointError, match="became nan at step 7"):
         Trainer.train_step(_fake_trainer(float("nan")), _batch())
+
+
+def test_init_from_starts_from_the_checkpoint_weights(one_epoch_run, tmp_path: Path) -> None:
+    cfg, result = one_epoch_run
+    best = result.run_dir / "checkpoints" / "best.pt"
+    weights = load_checkpoint(best)["state_dict"]
+    tuned = cfg.model_copy(update={"train": cfg.train.model_copy(update={"init_from": str(best)})})
+    trainer = Trainer(tuned, tmp_path / "tune", CPU, progress=False)
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    # the run folder alone works too (its checkpoints/best.pt)
+    tuned = tuned.model_copy(
+        update={"train": tuned.train.model_copy(update={"init_from": str(result.run_dir)})}
+    )
+    assert Trainer(tuned, tmp_path / "tune2", CPU, progress=False).model is not None
+    # a network of another shape cannot be a starting point
+    other = tuned.model_copy(
+        update={
+            "model": tuned.model.model_copy(update={"options": {"depth": 1, "base_channels": 4}})
+        }
+    )
+    with pytest.raises(CheckpointError, match="init_from"):
+        Trainer(other, tmp_path / "tune3", CPU, progress=False)
