@@ -26,7 +26,7 @@ def test_region_labels_are_the_outermost_value_each_region_adds():
     params = PreprocessingParams(class_names=BRATS_NAMES, regions=BRATS_REGIONS)
     assert params.region_labels == [2, 1, 4]
     assert params.num_outputs == 3
-    with pytest.raises(ValueError, match="label values 1..4"):
+    with pytest.raises(ValueError, match=r"label values 1\.\.4"):
         PreprocessingParams(class_names=BRATS_NAMES, regions={"bad": [5]})
 
 
@@ -67,7 +67,8 @@ def test_region_model_predicts_in_the_source_label_values(region_checkpoint):
     vol = blob_volume(shape=(40, 36, 12))
     pred = Predictor.load(region_checkpoint, device="cpu").predict(vol, return_probabilities=True)
     values = set(np.unique(pred.label.array).tolist())
-    assert values <= {0, 1, 2, 4} and len(values) > 1
+    assert values <= {0, 1, 2, 4}
+    assert len(values) > 1
     assert pred.probabilities.shape == (3, 40, 36, 12)  # one probability per region
     # nested: every enhancing voxel has core and whole-tumour probability decided too
     wt = pred.probabilities[0] > 0.5
@@ -100,7 +101,8 @@ def test_model_folder_exports_as_one_averaging_network(region_checkpoint, tmp_pa
     assert not np.array_equal(ref.label.array, single.label.array)  # two folds are averaged
     onnx_path = tmp_path / "ensemble.onnx"
     meta = export_model(folder, onnx_path, "onnx")
-    assert meta["ensemble_folds"] == 2 and meta["max_abs_diff"] < 1e-3
+    assert meta["ensemble_folds"] == 2
+    assert meta["max_abs_diff"] < 1e-3
     exported = Predictor.load(onnx_path, device="cpu").predict(vol)
     agree = np.mean(exported.label.array == ref.label.array)
     assert agree > 0.999, agree

@@ -227,8 +227,11 @@ def test_inverted_gamma_keeps_mean_and_std_and_lowres_blurs_detail(backend):
     # the mirror of plain gamma; both backends must agree on the direction
     skew = lambda x: float(((x - x.mean()) ** 3).mean())  # noqa: E731
     assert skew(inv) < skew(image) - 0.1
+
     # nearest down by 2 then bilinear up: neighbouring pixels become correlated
-    corr = lambda x: float(
-        torch.corrcoef(torch.stack([x[0, :, :-1].flatten(), x[0, :, 1:].flatten()]))[0, 1]
-    )  # noqa: E731
+    def corr(x):
+        return float(
+            torch.corrcoef(torch.stack([x[0, :, :-1].flatten(), x[0, :, 1:].flatten()]))[0, 1]
+        )
+
     assert corr(low.reshape(1, 64, 64)) > corr(image) + 0.3

@@ -52,7 +52,8 @@ def test_folds_are_disjoint_complete_and_never_validate_on_training_cases(finish
     _, out = finished_cv
     plan = json.loads((out / "splits.json").read_text())
     vals = [set(f["val"]) for f in plan["folds"]]
-    assert len(vals) == 2 and not (vals[0] & vals[1])
+    assert len(vals) == 2
+    assert not (vals[0] & vals[1])
     assert vals[0] | vals[1] == {f"case_{i:03d}" for i in range(4)}
     model = json.loads((out / "model.json").read_text())
     for fold in model["folds"]:
@@ -69,7 +70,8 @@ def test_folds_are_disjoint_complete_and_never_validate_on_training_cases(finish
         row = dict(zip(header, line.split(","), strict=True))
         by_case.setdefault(row["case"], set()).add(int(row["fold"]))
         assert row["case"] in plan["folds"][int(row["fold"])]["val"]
-    assert len(by_case) == 4 and all(len(f) == 1 for f in by_case.values())
+    assert len(by_case) == 4
+    assert all(len(f) == 1 for f in by_case.values())
     assert (out / "cv_summary.png").read_bytes()[:4] == b"\x89PNG"
     for k in (0, 1):
         assert (out / f"fold_{k}" / "checkpoints" / "best.pt").is_file()
@@ -163,4 +165,5 @@ def test_postprocessing_kept_only_when_it_raises_the_out_of_fold_dice():
     # a second real lesion: removing small components would now lose it -> nothing chosen
     multifocal = speck.copy()
     rules, decision = choose_postprocessing([_case(multifocal, speck)] * 2, [structure])
-    assert decision["tumour"]["chosen"] == "none" and rules == []
+    assert decision["tumour"]["chosen"] == "none"
+    assert rules == []
