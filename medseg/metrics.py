@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medseg.inference.readouts import CONNECTIVITY_26
-
 logger = logging.getLogger(__name__)
+
+#: 3x3x3 structuring element: voxels touching by a face, edge or corner are one lesion (the
+#: rule of the readouts, post-processing and lesion-wise detection alike)
+CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:

@@ -1,7 +1,7 @@
 """Validation with per-volume 3D Dice (slices put back into volumes, not a per-slice average).
 
 Each validation case is predicted slice by slice with
-:func:`medseg.engine.volume_inference.predict_volume_labels` (the Predictor's own slice loop,
+:func:`medseg.inference.networks.predict_volume_labels` (the Predictor's own slice loop,
 :func:`medseg.inference.slices.infer_slices`), then Dice is computed per class on
 the whole 3D volume, and averaged over cases. Under DDP the cases are sharded across ranks and
 the per-class sums are all-reduced, so every rank ends with the same numbers.
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medseg.engine.distributed import all_reduce_sum
-from medseg.engine.volume_inference import predict_volume_labels
+from medseg.device import all_reduce_sum
+from medseg.inference.networks import predict_volume_labels
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ presence means the case is complete). A failed case gets ``<case>.failed.json`` 
 never stops the others. ``summary.csv`` (one row per case) and ``lesions.csv`` (one row per
 lesion) merge the per-case JSONs.
 
-Scale-out: with ``world_size > 1`` each rank takes cases ``rank::world_size`` (no
-communication needed); the caller synchronises and lets rank 0 call :func:`merge_summary`.
+Entry point: :func:`predict_folder`. Scale-out under ``torchrun``: each rank takes cases
+``rank::world_size`` (no communication needed), then the ranks meet at a barrier
+(:mod:`medseg.device`'s process group) and rank 0 merges the summary.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from medseg import RESEARCH_USE_NOTICE
+from medseg.device import DistInfo, barrier, process_group, resolve_device
 from medseg.errors import DatasetError, InputNotFoundError, OverwriteError
+from medseg.inference.postprocess import PostprocessConfig
 from medseg.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -200,9 +203,10 @@ def check_output_dir(output_dir: str | Path) -> Path:
     existing = next((p for p in (output_dir, *output_dir.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise OverwriteError(
-            f"--output {output_dir}: {existing} is an existing file, but --output must be a "
+            f"output {output_dir}: {existing} is an existing file, but the output must be a "
             "folder (one mask, JSON report and CSV per case go there); pass a new or existing "
-            "folder path instead"
+            "folder path instead",
+            param="output",
         )
     return output_dir
 
@@ -322,36 +326,73 @@ def write_csv_with_notice(frame, path: Path) -> None:
         frame.to_csv(handle, index=False)
 
 
-def run_sharded(
-    predictor,
-    cases: Sequence[Case],
-    output_dir: str | Path,
-    *,
-    rank: int = 0,
-    world_size: int = 1,
-    **options: Any,
-) -> tuple[BatchResult, list[tuple[str, str]], Path | None]:
-    """:func:`predict_cases` for this rank, then (gloo barrier when ``world_size > 1``) rank 0
-    merges the run's summary. Returns this rank's result, the whole run's failures and the
-    summary path (``None`` on other ranks). Started by ``torchrun``, each rank calls this."""
-    import torch.distributed as dist
+@dataclasses.dataclass
+class FolderResult:
+    """What :func:`predict_folder` did: every case found, this rank's share of the work, the
+    whole run's failures and the summary CSV (written by rank 0; ``None`` on other ranks)."""
 
-    distributed = world_size > 1
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    summary = None
-    try:
+    cases: list[Case]
+    done: list[str]
+    skipped: list[str]
+    failures: list[tuple[str, str]]
+    summary: Path | None
+    rank: int = 0
+    world_size: int = 1
+
+
+def predict_folder(
+    inputs: str | Path | Sequence[str | Path],
+    output: str | Path,
+    *,
+    model: str | Path | None = None,
+    device: str = "auto",
+    tta: bool = False,
+    axes: Sequence[int] | None = None,
+    batch_size: int = 16,
+    postprocess: PostprocessConfig | None = None,
+    save_probabilities: bool = False,
+    overwrite: bool = False,
+    series: str | None = None,
+    info: DistInfo | None = None,
+    progress: bool = True,
+) -> FolderResult:
+    """Segment every case in ``inputs`` into the folder ``output`` (what ``medseg predict`` runs).
+
+    Args:
+        inputs: NIfTI/NRRD/MHA files, DICOM series folders, or folders of such cases
+            (nnU-Net channel files ``CASE_0000.nii.gz`` ... form one multi-channel case).
+        output: folder for the masks, reports and ``summary.csv`` (created if missing).
+        model: checkpoint or export; ``None``: the bundled demo model.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (:mod:`medseg.device`).
+        tta, axes, batch_size, postprocess: passed to :class:`~medseg.inference.Predictor`.
+        save_probabilities: also write ``<case>_probabilities.nii.gz``.
+        overwrite: redo cases that already have results.
+        series: the SeriesInstanceUID to read when a DICOM folder holds several.
+        info: this process's place in a torchrun job (``DistInfo.from_env()`` at the entry
+            point); ranks share the cases and rank 0 writes the summary.
+
+    Errors name the parameter at fault (``output ...``, ``device ...``); nothing is loaded
+    before the output folder and the device are checked.
+    """
+    from medseg.inference.predictor import Predictor, default_model_path
+
+    info = info or DistInfo()
+    output = check_output_dir(output)
+    torch_device = resolve_device(device, info)
+    cases = discover_cases([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    predictor = Predictor.load(
+        model or default_model_path(), device=torch_device, tta=tta, axes=axes,
+        batch_size=batch_size, postprocess=postprocess,
+    )  # fmt: skip
+    with process_group(info, torch_device):
         result = predict_cases(
-            predictor, cases, output_dir, rank=rank, world_size=world_size, **options
-        )
-        if distributed:
-            dist.barrier()
-        if rank == 0:
-            summary = merge_summary(cases, output_dir)
-        if distributed:
-            dist.barrier()  # rank 0's summary is complete before anyone reads failures
-        failures = collect_failures(cases, output_dir)
-    finally:
-        if distributed and dist.is_initialized():
-            dist.destroy_process_group()
-    return result, failures, summary
+            predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
+            series=series, rank=info.rank, world_size=info.world_size, progress=progress,
+        )  # fmt: skip
+        barrier()
+        summary = merge_summary(cases, output) if info.is_main else None
+        barrier()  # rank 0's summary is complete before anyone reads failures
+        failures = collect_failures(cases, output)
+    return FolderResult(
+        cases, result.done, result.skipped, failures, summary, info.rank, info.world_size
+    )

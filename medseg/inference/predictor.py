@@ -42,8 +42,9 @@ import numpy as np
 import torch
 
 from medseg import RESEARCH_USE_NOTICE
+from medseg.device import resolve_device
 from medseg.errors import CheckpointError, DatasetError
-from medseg.inference.networks import OnnxNetwork, TorchNetwork, resolve_device
+from medseg.inference.networks import OnnxNetwork, TorchNetwork
 from medseg.inference.postprocess import PostprocessConfig, postprocess_labels
 from medseg.inference.readouts import compute_readouts
 from medseg.inference.slices import ProgressFn, infer_slices

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from medseg.engine.volume_inference import eval_network, predict_volume_labels, resolve_amp_dtype
+from medseg.device import resolve_amp_dtype
+from medseg.inference.networks import eval_network, predict_volume_labels
 from medseg.inference.slices import infer_slices
 
 
