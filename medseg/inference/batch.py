@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,12 +29,9 @@ from medseg.device import DistInfo, barrier, process_group, resolve_device
 from medseg.errors import DatasetError, InputNotFoundError, OverwriteError
 from medseg.inference.postprocess import PostprocessConfig
 from medseg.io.atomic import atomic_path
+from medseg.io.cases import image_stem, is_dicom_folder, is_image_file, split_channel
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-
 
 @dataclasses.dataclass
 class Case:
@@ -52,20 +48,6 @@ class BatchResult:
     failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
-def _image_stem(path: Path) -> str | None:
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
-def _is_dicom_folder(folder: Path) -> bool:
-    from medseg.io.dicom_series import is_dicom_file
-
-    return any(p.is_file() and is_dicom_file(p) for p in folder.iterdir())
-
-
 def discover_cases(inputs: Sequence[str | Path]) -> list[Case]:
     """Cases from files, DICOM series folders and folders of cases (nnU-Net channel naming
     ``CASE_0000.nii.gz``, ``CASE_0001.nii.gz`` ... grouped into one multi-channel case)."""
@@ -77,19 +59,18 @@ def discover_cases(inputs: Sequence[str | Path]) -> list[Case]:
             raise InputNotFoundError(f"input {path} does not exist; check the path")
         if path.is_file():
             files.append(path)
-        elif _is_dicom_folder(path):
+        elif is_dicom_folder(path):
             cases.append(Case(path.name, [path]))
         else:
             for entry in sorted(path.iterdir()):
-                if entry.is_file() and _image_stem(entry) is not None:
+                if is_image_file(entry):
                     files.append(entry)
-                elif entry.is_dir() and _is_dicom_folder(entry):
+                elif is_dicom_folder(entry):
                     cases.append(Case(entry.name, [entry]))
     groups: dict[str, dict[int, Path]] = {}
     for file in files:
-        stem = _image_stem(file) or file.stem
-        match = CHANNEL_RE.match(stem)
-        case_id, channel = (match["case"], int(match["channel"])) if match else (stem, 0)
+        case_id, channel = split_channel(image_stem(file.name) or file.stem)
+        channel = channel or 0
         if channel in groups.setdefault(case_id, {}):
             raise DatasetError(
                 f"case {case_id!r}: two files for channel {channel} ({groups[case_id][channel]} "
