@@ -32,8 +32,8 @@ BRATS = REPO / ".." / "shared" / "data" / "brats2015"
 
 
 def make_checkpoint(path: Path, args, modality: str) -> Path:
+    from medseg.checkpoint import save_checkpoint
     from medseg.data.preprocessing import PreprocessingParams
-    from medseg.engine.checkpoint import save_checkpoint
     from medseg.models import build_model
 
     torch.manual_seed(0)

@@ -14,6 +14,8 @@ indices ``[B, H, W]``.
 * ``include_background``: whether class 0 takes part in the Dice term (it always takes part in
   the CE). Default False, as nnU-Net: the background Dice is near 1 and dilutes the signal of
   small lesions. Ignored for binary models, whose single channel is the foreground.
+* **Regions** (:class:`RegionDiceBCELoss`): one sigmoid output per (possibly overlapping)
+  region of label values, Dice + BCE per region (BraTS whole tumour / core / enhancing).
 
 The loss is computed in float32 whatever the autocast dtype of the logits.
 """
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss
+from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 from medseg.errors import ConfigError, DimensionError
@@ -207,3 +209,53 @@ def _class_weights(
             "with a positive sum"
         )
     return weights
+
+
+class RegionDiceBCELoss(nn.Module):
+    """Region-based loss (nnU-Net's BraTS regions): one sigmoid output per region, each
+    trained with soft Dice + binary cross-entropy against "label value in the region".
+
+    ``forward(logits [B, R, H, W], target int [B, H, W])``; ``regions`` lists the label
+    values of each of the ``R`` regions (they may overlap, e.g. whole tumour contains core).
+    """
+
+    def __init__(
+        self,
+        regions: Sequence[Sequence[int]],
+        *,
+        dice_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        smooth: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if not regions or any(not r for r in regions):
+            raise ConfigError(f"loss: regions {list(regions)} must each list label values")
+        top = max(max(r) for r in regions)
+        table = torch.zeros(len(regions), top + 1)
+        for i, values in enumerate(regions):
+            table[i, list(values)] = 1.0
+        self.register_buffer("table", table, persistent=False)  # region x label value -> 0/1
+        self.dice = DiceLoss(
+            sigmoid=True, include_background=True, smooth_nr=smooth, smooth_dr=smooth
+        )
+        self.dice_weight, self.ce_weight = float(dice_weight), float(ce_weight)
+
+    def region_targets(self, target: torch.Tensor) -> torch.Tensor:
+        """``[B, H, W]`` label values -> ``[B, R, H, W]`` float 0/1 region masks."""
+        table = self.table.to(target.device)
+        clipped = target.long().clamp(0, table.shape[1] - 1)
+        return table[:, clipped].permute(1, 0, 2, 3).contiguous()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.ndim != 4 or logits.shape[1] != self.table.shape[0]:
+            raise DimensionError(
+                f"loss: logits have shape {tuple(logits.shape)}; expected [B, "
+                f"{self.table.shape[0]}, H, W] (one output per region)"
+            )
+        regions = self.region_targets(target)
+        logits = logits.float()
+        loss = self.dice_weight * self.dice(logits, regions)
+        if self.ce_weight:
+            bce = F.binary_cross_entropy_with_logits(logits, regions)
+            loss = loss + self.ce_weight * bce
+        return loss

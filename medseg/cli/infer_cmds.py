@@ -34,7 +34,8 @@ def predict(
         None,
         "--model",
         "-m",
-        help="Checkpoint (.pt) or export (.onnx / TorchScript .pt); default: bundled demo model.",
+        help="Checkpoint (.pt), export (.onnx / TorchScript .pt) or model folder (model.json: "
+        "the cross-validation ensemble); default: bundled demo model.",
     ),
     tta: bool = typer.Option(False, "--tta", help="Average over in-plane flips (4x slower)."),
     axes: str | None = typer.Option(
@@ -44,7 +45,7 @@ def predict(
         False, "--save-probabilities", help="Also write <case>_probabilities.nii.gz."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo cases that are already done."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Slices per forward pass."),
     series: str | None = typer.Option(
         None, "--series", help="SeriesInstanceUID when DICOM folders hold several series."
@@ -55,6 +56,11 @@ def predict(
     largest_component: bool = typer.Option(
         False, "--largest-component", help="Keep only the largest component per class."
     ),
+    no_postprocessing: bool = typer.Option(
+        False,
+        "--no-postprocessing",
+        help="Skip the model's own postprocessing (chosen by cross-validation, in model.json).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> int:
     """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
@@ -63,15 +69,18 @@ def predict(
     from medseg.inference.batch import predict_folder
 
     info = DistInfo.from_env()
+    postprocess = None  # the model's own rules (a model folder's, chosen on out-of-fold data)
+    if no_postprocessing or largest_component or min_lesion_ml:
+        postprocess = PostprocessConfig(
+            largest_component=largest_component, min_component_ml=min_lesion_ml
+        )
     options = {
         "model": model,
         "device": device,
         "tta": tta,
         "axes": _parse_axes(axes),
         "batch_size": batch_size,
-        "postprocess": PostprocessConfig(
-            largest_component=largest_component, min_component_ml=min_lesion_ml
-        ),
+        "postprocess": postprocess,
         "save_probabilities": save_probabilities,
         "overwrite": overwrite,
         "series": series,
@@ -139,7 +148,11 @@ def export(
     ),
     fmt: str = typer.Option(..., "--format", "-f", help="torchscript or onnx."),
     model: Path | None = typer.Option(
-        None, "--model", "-m", help="Checkpoint (.pt); default: bundled demo model."
+        None,
+        "--model",
+        "-m",
+        help="Checkpoint (.pt) or model folder (its folds become one averaged network); "
+        "default: bundled demo model.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:

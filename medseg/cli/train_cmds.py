@@ -29,6 +29,19 @@ def train_command(
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu, cuda, cuda:N or mps (default: the config's device)."
     ),
+    folds: str | None = typer.Option(
+        None,
+        "--folds",
+        help="Cross-validation: 'all' or fold numbers (0,2) of data.num_folds into "
+        "OUTPUT/fold_<k>; when every fold is finished, out-of-fold evaluation, postprocessing "
+        "choice and OUTPUT/model.json (the ensemble).",
+    ),
+    init_from: Path | None = typer.Option(
+        None,
+        "--init-from",
+        help="Start from this checkpoint's (or model folder's) weights, e.g. to fine-tune on "
+        "corrected cases (same channels and classes).",
+    ),
 ) -> int:
     """Train a segmentation model; writes config, metrics, curves, overlays and checkpoints.
 
@@ -51,7 +64,11 @@ def train_command(
     info = DistInfo.from_env()
     if not info.is_main:  # only rank 0 talks to the user
         logging.getLogger().setLevel(logging.WARNING)
+    if init_from is not None:
+        overrides = [*overrides, f"train.init_from={init_from}"]
     cfg = load_config(config, overrides)
+    if folds is not None:
+        return _cross_validate(cfg, config, output, folds, device, info, resume)
     result = train(cfg, output=output, resume=resume, device=device, info=info)
     if not info.is_main:
         return 0
@@ -73,6 +90,48 @@ def train_command(
         f"{' (early stopping)' if result.stopped_early else ''}\n"
         f"best validation mean Dice (per volume, 3D): {best}\n{RESEARCH_USE_NOTICE}"
     )
+    return 0
+
+
+def _cross_validate(cfg, config, output, folds, device, info, resume) -> int:
+    from medseg import RESEARCH_USE_NOTICE
+    from medseg.engine.crossval import cross_validate
+    from medseg.engine.trainer import default_run_dir
+
+    if resume is not None:
+        raise ConfigError(
+            "--folds resumes by itself: re-run the same command and unfinished folds continue "
+            "from their last.pt (drop --resume)"
+        )
+    output = default_run_dir(cfg, output)
+    result = cross_validate(cfg, output, folds, device=device, info=info)
+    if not info.is_main:
+        return 0
+    if result.interrupted:
+        typer.echo(
+            f"interrupted; finished folds are kept. Continue with the same command "
+            f"(`medseg train {config} --folds {folds} --output {output}`)",
+            err=True,
+        )
+        return 130
+    if not result.joined:
+        typer.echo(
+            f"{output}: trained fold(s) {result.trained or 'none'}; waiting for fold(s) "
+            f"{result.missing} (train them, then any `--folds` run joins)"
+        )
+        return 0
+    lines = [
+        f"cross-validation folder (a model folder): {output}",
+        f"wall time: {result.wall_seconds / 60:.1f} min",
+    ]
+    for name, fig in result.summary.items():
+        lines.append(
+            f"{name}: out-of-fold Dice {fig['dice']:.4f} (raw {fig['dice_raw']:.4f}), HD95 "
+            f"{fig['hd95_mm']:.1f} mm, false-positive lesions per case {fig['fp_lesions']:.2f} "
+            f"(raw {fig['fp_lesions_raw']:.2f})"
+        )
+    lines.append(f"predict with: medseg predict --model {output} SCANS -o OUT")
+    typer.echo("\n".join([*lines, RESEARCH_USE_NOTICE]))
     return 0
 
 

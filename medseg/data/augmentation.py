@@ -6,7 +6,8 @@ sampling grid (image bilinear, label nearest), so they stay aligned. Both paths 
 parameters from the same distributions (:class:`~medseg.data.config.AugmentationConfig`):
 rotation, zoom, elastic (a coarse grid of ``N(0, 1) * magnitude`` pixel offsets every
 ``spacing`` pixels, bicubic-upsampled as in MONAI ``Rand2DElasticd``), flips, then Gaussian
-noise, blur, brightness, contrast and gamma on the image only.
+noise, blur, brightness, contrast, low-resolution simulation, gamma and inverted gamma on the
+image only (nnU-Net's set of augmentations).
 
 Use the CPU path in DataLoader workers; on a GPU the per-sample CPU elastic deformation is
 the bottleneck (~8 ms per 256x256 slice per core), so select ``backend: batched`` and apply
@@ -144,7 +145,21 @@ def _monai_transforms(cfg: AugmentationConfig) -> list[Any]:
         mt.RandScaleIntensityFixedMeand(
             "image", factors=(c[0] - 1, c[1] - 1), prob=cfg.contrast.prob
         ),
+        mt.RandSimulateLowResolutiond(
+            "image",
+            prob=cfg.lowres.prob,
+            zoom_range=cfg.lowres.range,
+            downsample_mode="nearest",
+            upsample_mode="bilinear",
+        ),
         mt.RandAdjustContrastd("image", gamma=cfg.gamma.range, prob=cfg.gamma.prob),
+        mt.RandAdjustContrastd(
+            "image",
+            gamma=cfg.gamma.range,
+            prob=cfg.gamma.invert_prob,
+            invert_image=True,
+            retain_stats=True,
+        ),
     ]
     return spatial + intensity
 
@@ -274,7 +289,8 @@ class BatchAugmenter:
         return torch.stack([(2 * src_x + 1) / width - 1, (2 * src_y + 1) / height - 1], dim=-1)
 
     def intensity(self, image: torch.Tensor) -> torch.Tensor:
-        """Noise, blur, brightness, contrast, gamma per sample (same order as the CPU path)."""
+        """Noise, blur, brightness, contrast, low resolution, gamma, inverted gamma per sample
+        (same order as the CPU path)."""
         c, b = self.cfg, image.shape[0]
         dev = image.device
         view = (b, 1, 1, 1)
@@ -295,16 +311,50 @@ class BatchAugmenter:
         )
         mean = image.mean(dim=(1, 2, 3), keepdim=True)
         image = (image - mean) * contrast.to(dev).view(view) + mean
-        gamma_on = self._coin(b, c.gamma.prob)
-        gamma = self._uniform(b, *c.gamma.range)
-        if bool(gamma_on.any()):
-            idx = gamma_on.nonzero()[:, 0].to(dev)
-            sub = image[idx]
-            lo = sub.amin(dim=(1, 2, 3), keepdim=True)
-            span = (sub.amax(dim=(1, 2, 3), keepdim=True) - lo).clamp_min(1e-7)
-            g = gamma[gamma_on].to(dev).view(-1, 1, 1, 1)
-            image = image.clone()
-            image[idx] = ((sub - lo) / span).clamp(0, 1).pow(g) * span + lo
+        image = self._lowres(image)
+        image = self._gamma(image, c.gamma.prob, invert=False)
+        return self._gamma(image, c.gamma.invert_prob, invert=True)
+
+    def _gamma(self, image: torch.Tensor, prob: float, invert: bool) -> torch.Tensor:
+        """Gamma on each drawn sample rescaled to [0, 1]; ``invert``: on the negated image,
+        then negated back with its mean and std restored (MONAI ``invert_image`` +
+        ``retain_stats``)."""
+        b, dev = image.shape[0], image.device
+        on = self._coin(b, prob)
+        gamma = self._uniform(b, *self.cfg.gamma.range)
+        if not bool(on.any()):
+            return image
+        idx = on.nonzero()[:, 0].to(dev)
+        sub = -image[idx] if invert else image[idx]
+        dims = (1, 2, 3)
+        mean, std = sub.mean(dim=dims, keepdim=True), sub.std(dim=dims, keepdim=True)
+        lo = sub.amin(dim=dims, keepdim=True)
+        span = (sub.amax(dim=dims, keepdim=True) - lo).clamp_min(1e-7)
+        g = gamma[on].to(dev).view(-1, 1, 1, 1)
+        out = ((sub - lo) / span).clamp(0, 1).pow(g) * span + lo
+        if invert:
+            new_std = out.std(dim=dims, keepdim=True).clamp_min(1e-8)
+            out = -((out - out.mean(dim=dims, keepdim=True)) / new_std * std + mean)
+        image = image.clone()
+        image[idx] = out
+        return image
+
+    def _lowres(self, image: torch.Tensor) -> torch.Tensor:
+        """Nearest down-sampling by a drawn zoom, bilinear back up, per drawn sample."""
+        c, b = self.cfg.lowres, image.shape[0]
+        on = self._coin(b, c.prob)
+        zoom = self._uniform(b, *c.range)
+        if not bool(on.any()):
+            return image
+        image = image.clone()
+        h, w = image.shape[2:]
+        # a loop over the drawn samples (a quarter of the batch): each has its own size
+        for i in on.nonzero()[:, 0].tolist():
+            small = (max(1, round(h * float(zoom[i]))), max(1, round(w * float(zoom[i]))))
+            down = F.interpolate(image[i : i + 1], size=small, mode="nearest")
+            image[i : i + 1] = F.interpolate(
+                down, size=(h, w), mode="bilinear", align_corners=False
+            )
         return image
 
     def _blur(self, image: torch.Tensor) -> torch.Tensor:

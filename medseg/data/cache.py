@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the on-disk format or preprocessing code changes meaning
+CACHE_VERSION = 2  # bump when the on-disk format or preprocessing code changes meaning
 
 
 @dataclasses.dataclass

@@ -67,10 +67,15 @@ class FlipConfig(_Strict):
 
 
 class GammaConfig(_Strict):
-    """Gamma on intensities rescaled to [0, 1] (then rescaled back), gamma from ``range``."""
+    """Gamma on intensities rescaled to [0, 1] (then rescaled back), gamma from ``range``.
+
+    ``invert_prob``: probability of a second, *inverted* gamma (on the negated image, mean and
+    standard deviation kept), which brightens dark structures (nnU-Net: 0.1).
+    """
 
     prob: float = Field(0.3, ge=0, le=1)
     range: Range = (0.7, 1.5)
+    invert_prob: float = Field(0.1, ge=0, le=1)
 
     _ordered = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
 
@@ -89,6 +94,16 @@ class BlurConfig(_Strict):
     sigma: Range = (0.5, 1.0)
 
     _ordered = field_validator("sigma")(classmethod(lambda cls, v: _check_range(v)))
+
+
+class LowResConfig(_Strict):
+    """Low-resolution simulation: down-sample (nearest) by a zoom from ``range``, then back up
+    (bilinear), as from a thicker-slice or lower-field acquisition (nnU-Net: p 0.25, 0.5-1)."""
+
+    prob: float = Field(0.25, ge=0, le=1)
+    range: Range = (0.5, 1.0)
+
+    _ordered = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
 
 
 class BrightnessConfig(_Strict):
@@ -125,6 +140,7 @@ class AugmentationConfig(_Strict):
     blur: BlurConfig = BlurConfig()
     brightness: BrightnessConfig = BrightnessConfig()
     contrast: ContrastConfig = ContrastConfig()
+    lowres: LowResConfig = LowResConfig()
 
 
 class DataConfig(_Strict):
@@ -136,13 +152,17 @@ class DataConfig(_Strict):
             ``~/.cache/medseg/<dataset name>-<hash of its path>`` (never inside the dataset).
         preprocessing: see :class:`PreprocessingParams`.
         context: 2.5D half-context ``k`` (the network sees ``C * (2k + 1)`` planes).
+        slice_axes: canonical axes to train on; ``None`` = ``preprocessing.slice_axis`` only.
+            ``[0, 1, 2]`` trains one network on sagittal, coronal and axial slices (axis drawn
+            per sample), so ``medseg predict --axes 0,1,2`` is a real multi-view ensemble.
         crop_size: training crop ``(H, W)`` in pixels; ``None`` = whole slices (padded to the
             largest slice in the batch by the collate function).
         foreground_ratio: share of training samples drawn from slices containing foreground.
         samples_per_epoch: training samples per epoch; ``None`` = one per slice.
         val_fraction: share of patients held out when ``fold`` is ``None``.
         fold: k-fold cross-validation fold (0-based) or ``None``.
-        num_folds: number of folds when ``fold`` is set.
+        num_folds: number of folds of ``fold`` and of ``medseg train --folds all`` (capped at
+            the number of labelled cases).
         split_seed: seed of the patient-level split.
         num_workers: DataLoader workers.
         augmentation: see :class:`AugmentationConfig`.
@@ -152,6 +172,7 @@ class DataConfig(_Strict):
     cache_dir: str | None = None
     preprocessing: PreprocessingParams = PreprocessingParams()
     context: int = Field(0, ge=0)
+    slice_axes: list[int] | None = None
     crop_size: tuple[int, int] | None = (256, 256)
     foreground_ratio: float = Field(0.33, ge=0, le=1)
     samples_per_epoch: int | None = Field(None, gt=0)
@@ -162,6 +183,26 @@ class DataConfig(_Strict):
     val_cases: list[str] | None = None
     num_workers: int = Field(2, ge=0)
     augmentation: AugmentationConfig = AugmentationConfig()
+
+    @field_validator("slice_axes")
+    @classmethod
+    def _axes(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (
+            not value or any(a not in (0, 1, 2) for a in value) or len(set(value)) != len(value)
+        ):
+            raise ValueError(f"slice_axes must be distinct axes among 0, 1, 2, got {value}")
+        return value
+
+    def train_axes(self) -> tuple[int, ...]:
+        """The axes training slices along, the primary (``preprocessing.slice_axis``) first."""
+        primary = self.preprocessing.slice_axis
+        if not self.slice_axes:
+            return (primary,)
+        return (
+            (primary, *[a for a in self.slice_axes if a != primary])
+            if primary in self.slice_axes
+            else tuple(self.slice_axes)
+        )
 
     @field_validator("crop_size")
     @classmethod

@@ -202,7 +202,7 @@ def build_train_loader(
     info = info or DistInfo()
     dataset = SliceDataset(
         data.train_cases,
-        axis=data.params.slice_axis,
+        axis=cfg.train_axes(),
         context=cfg.context,
         crop_size=cfg.crop_size,
         foreground_ratio=cfg.foreground_ratio,

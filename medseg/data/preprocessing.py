@@ -35,7 +35,7 @@ class PreprocessingParams(BaseModel):
 
     Attributes:
         modality: ``"ct"`` (clip to an HU window, then z-score with dataset statistics or
-            scale to [-1, 1]), ``"mr"`` (per-case z-score over non-zero voxels), ``"other"``
+            scale to [-1, 1]), ``"mr"`` (per-case z-score over the foreground, :func:`mr_foreground`), ``"other"``
             (per-case percentile clip, then z-score over all voxels).
         channel_names: one name per input channel (e.g. ``["flair", "t1c"]``).
         slice_axis: canonical RAS axis the model slices along (0 sagittal, 1 coronal, 2 axial).
@@ -49,7 +49,13 @@ class PreprocessingParams(BaseModel):
         label_map: source label value -> class index; values not listed keep their value
             (map them to 0 explicitly to drop them).
         ignore_label: class index excluded from loss and metrics.
-        class_names: name of each class index (0 = background).
+        class_names: name of each class index (0 = background); for region models, the name
+            of each label value of the (mapped) label maps, e.g. BraTS's five.
+        regions: region-based training (overlapping classes, as nnU-Net does for BraTS):
+            region name -> label values it contains, in order from outermost to innermost,
+            e.g. ``{whole_tumour: [1, 2, 3, 4], tumour_core: [1, 3, 4], enhancing: [4]}``.
+            The network then has one sigmoid output per region; predictions are written back
+            as one label map in the same label values (see :attr:`region_labels`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -64,6 +70,7 @@ class PreprocessingParams(BaseModel):
     label_map: dict[int, int] | None = None
     ignore_label: int | None = None
     class_names: list[str] = Field(default_factory=lambda: ["background", "foreground"])
+    regions: dict[str, list[int]] | None = None
 
     @field_validator("target_spacing")
     @classmethod
@@ -90,9 +97,44 @@ class PreprocessingParams(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _regions_in_classes(self) -> PreprocessingParams:
+        if self.regions is None:
+            return self
+        if not self.regions:
+            raise ValueError("regions is empty; give at least one region or leave it unset")
+        for name, values in self.regions.items():
+            bad = [v for v in values if not 0 < v < len(self.class_names)]
+            if not values or bad:
+                raise ValueError(
+                    f"region {name!r} {values}: values must be label values 1.."
+                    f"{len(self.class_names) - 1} (one class_names entry per label value)"
+                )
+        if self.ignore_label is not None:
+            raise ValueError("regions and ignore_label cannot be combined")
+        return self
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def num_outputs(self) -> int:
+        """Network output channels: one per region (sigmoid) or per class (softmax)."""
+        return len(self.regions) if self.regions else len(self.class_names)
+
+    @property
+    def region_labels(self) -> list[int]:
+        """Label value written for each region when decoding (nnU-Net's region class order):
+        the smallest value of the region that no later (inner) region contains."""
+        assert self.regions is not None
+        groups = list(self.regions.values())
+        out = []
+        for i, values in enumerate(groups):
+            inner = set().union(*groups[i + 1 :]) if i + 1 < len(groups) else set()
+            own = sorted(set(values) - inner) or sorted(values)
+            out.append(own[0])
+        return out
 
     @property
     def inplane_axes(self) -> tuple[int, int]:
@@ -255,9 +297,9 @@ def _normalise_channel(
             out -= 1.0
         return out
     if params.modality == "mr":
-        # nnU-Net's MR scheme: z-score over the non-zero (skull-stripped / foreground) voxels,
-        # background stays 0, so padding and background agree.
-        mask = out != 0
+        # nnU-Net's MR scheme: z-score over the foreground (skull-stripped) voxels, background
+        # set to 0, so padding and background agree.
+        mask = mr_foreground(out)
         if np.count_nonzero(mask) < 2:
             out[...] = 0.0
             return out
@@ -273,6 +315,23 @@ def _normalise_channel(
     out -= mean
     out /= max(std, 1e-8)
     return out
+
+
+def mr_foreground(data: np.ndarray, fill_fraction: float = 0.05) -> np.ndarray:
+    """Voxels of an MR volume that are not background: non-zero, and not a constant fill at
+    the volume's minimum when that value covers more than ``fill_fraction`` of it.
+
+    Skull-stripped scans come with background 0 (TCGA, raw BraTS) or, once z-scored by
+    another tool, with a constant at their minimum (the BraTS copies in shared/ use -3.6):
+    both must give the brain alone, or the same patient normalises two different ways.
+    """
+    mask = data != 0
+    low = float(data.min())
+    if low != 0.0:
+        fill = data == low
+        if np.count_nonzero(fill) > fill_fraction * data.size:
+            mask &= ~fill
+    return mask
 
 
 # --------------------------------------------------------------------------- public API
@@ -393,7 +452,7 @@ def fit_preprocessing(
     rng = np.random.default_rng(seed)
     samples: list[list[np.ndarray]] = [[] for _ in params.channel_names]
     for case in cases:
-        channels, label = _load_case(case)
+        channels, label = load_case(case)
         mask = None
         if label is not None:
             mask = map_labels(label.array, params, str(label.metadata.get("source"))) > 0
@@ -428,7 +487,9 @@ def fit_preprocessing(
     return params.model_copy(update={"intensity_stats": stats})
 
 
-def _load_case(case: Any) -> tuple[list[Volume], Volume | None]:
+def load_case(case: Any) -> tuple[list[Volume], Volume | None]:
+    """(channel Volumes, label Volume or None) of a :class:`~medseg.data.datasets.CaseSpec`
+    (or of an already loaded ``(channels, label)`` pair), on their source grid."""
     from medseg.io import read_volume
 
     if hasattr(case, "images"):

@@ -70,7 +70,9 @@ class SliceDataset(Dataset):
 
     Args:
         cases: cached cases (:func:`medseg.data.cache.prepare_cases`).
-        axis: canonical axis to slice along (0 sagittal, 1 coronal, 2 axial).
+        axis: canonical axis to slice along (0 sagittal, 1 coronal, 2 axial), or several
+            (training draws the axis of each sample uniformly, each with its own 2.5D
+            context: one network for a multi-view ensemble; validation uses the first).
         context: 2.5D half-context ``k``.
         crop_size: training crop ``(H, W)`` pixels; ``None`` = whole slices padded to the
             largest slice (as in validation).
@@ -82,13 +84,14 @@ class SliceDataset(Dataset):
         pad_multiple: validation padding rounds ``(H, W)`` up to a multiple of this.
 
     Items: ``{"image": float32 (C*(2k+1), H, W), "label": int64 (H, W), "case_id": str,
-    "index": int (slice index along axis), "foreground": bool, "valid_shape": (h, w)}``.
+    "index": int (slice index along axis), "axis": int, "foreground": bool,
+    "valid_shape": (h, w)}``.
     """
 
     def __init__(
         self,
         cases: Sequence[CachedCase],
-        axis: int = 2,
+        axis: int | Sequence[int] = 2,
         context: int = 0,
         crop_size: tuple[int, int] | None = None,
         foreground_ratio: float = 0.33,
@@ -100,20 +103,28 @@ class SliceDataset(Dataset):
     ) -> None:
         if not cases:
             raise ConfigError("SliceDataset needs at least one case; the split left none")
-        if axis not in (0, 1, 2):
+        axes = (axis,) if isinstance(axis, int) else tuple(int(a) for a in axis)
+        if not axes or any(a not in (0, 1, 2) for a in axes):
             raise ConfigError(
                 f"slice axis {axis} invalid; expected 0 (sagittal), 1 (coronal) or 2 (axial)"
             )
         self.cases = list(cases)
-        self.axis, self.context, self.crop_size = axis, context, crop_size
+        self.axes, self.axis = axes, axes[0]
+        self.context, self.crop_size = context, crop_size
         self.foreground_ratio, self.transform = foreground_ratio, transform
         self.seed, self.train, self.epoch = seed, train, 0
-        lengths = [c.label.shape[axis] for c in self.cases]
-        self._starts = np.concatenate([[0], np.cumsum(lengths)])
-        self.num_slices = int(self._starts[-1])
+        self._starts = {
+            a: np.concatenate([[0], np.cumsum([c.label.shape[a] for c in self.cases])])
+            for a in axes
+        }
+        self.num_slices = int(self._starts[self.axis][-1])
         self.samples_per_epoch = samples_per_epoch or self.num_slices
-        self._fg_cases = [i for i, c in enumerate(self.cases) if len(c.foreground[axis])]
-        planes = [_plane_shape(c.label.shape, axis) for c in self.cases]
+        self._fg_cases = {
+            a: [i for i, c in enumerate(self.cases) if len(c.foreground[a])] for a in axes
+        }
+        # whole training slices of every axis must pad to one size so batches stack
+        pad_axes = axes if train else (self.axis,)
+        planes = [_plane_shape(c.label.shape, a) for c in self.cases for a in pad_axes]
         ceil = lambda n: -(-n // pad_multiple) * pad_multiple  # noqa: E731
         self.pad_size = (ceil(max(p[0] for p in planes)), ceil(max(p[1] for p in planes)))
 
@@ -124,15 +135,17 @@ class SliceDataset(Dataset):
         """Change the random stream of training items (call once per epoch)."""
         self.epoch = int(epoch)
 
-    def _locate(self, flat: int) -> tuple[int, int]:
-        case = int(np.searchsorted(self._starts, flat, side="right") - 1)
-        return case, int(flat - self._starts[case])
+    def _locate(self, flat: int, axis: int) -> tuple[int, int]:
+        starts = self._starts[axis]
+        case = int(np.searchsorted(starts, flat, side="right") - 1)
+        return case, int(flat - starts[case])
 
-    def _draw(self, rng: np.random.Generator) -> tuple[int, int, bool]:
-        if self._fg_cases and rng.random() < self.foreground_ratio:
-            case = int(rng.choice(self._fg_cases))
-            return case, int(rng.choice(self.cases[case].foreground[self.axis])), True
-        return (*self._locate(int(rng.integers(self.num_slices))), False)
+    def _draw(self, rng: np.random.Generator, axis: int) -> tuple[int, int, bool]:
+        fg_cases = self._fg_cases[axis]
+        if fg_cases and rng.random() < self.foreground_ratio:
+            case = int(rng.choice(fg_cases))
+            return case, int(rng.choice(self.cases[case].foreground[axis])), True
+        return (*self._locate(int(rng.integers(self._starts[axis][-1])), axis), False)
 
     def _crop(
         self,
@@ -180,16 +193,19 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        axis = self.axis
         if self.train:
-            case_idx, slice_idx, foreground = self._draw(rng)
+            if len(self.axes) > 1:
+                axis = self.axes[int(rng.integers(len(self.axes)))]
+            case_idx, slice_idx, foreground = self._draw(rng, axis)
         else:
-            case_idx, slice_idx = self._locate(int(index))
+            case_idx, slice_idx = self._locate(int(index), axis)
         case = self.cases[case_idx]
-        image = slice_stack(case.image, self.axis, slice_idx, self.context)
-        label = label_slice(case.label, self.axis, slice_idx).astype(np.int64)
+        image = slice_stack(case.image, axis, slice_idx, self.context)
+        label = label_slice(case.label, axis, slice_idx).astype(np.int64)
         valid_shape = label.shape
         if not self.train:
-            foreground = bool(slice_idx in set(case.foreground[self.axis].tolist()))
+            foreground = bool(slice_idx in set(case.foreground[axis].tolist()))
         if self.train and self.crop_size is not None:
             foreground = foreground and bool((label > 0).any())
             image, label = self._crop(image, label, self.crop_size, rng, foreground)
@@ -208,6 +224,7 @@ class SliceDataset(Dataset):
         sample.update(
             case_id=case.case_id,
             index=slice_idx,
+            axis=axis,
             foreground=foreground,
             valid_shape=tuple(int(s) for s in valid_shape),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -84,12 +85,41 @@ class TrainLoopConfig(_Strict):
     grad_clip: float | None = Field(12.0, gt=0)
     val_every: int = Field(1, ge=1)
     val_batch_size: int = Field(32, ge=1)
-    early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_patience: int | Literal["auto"] | None = Field(
+        "auto",
+        description="validations without a better (smoothed) Dice before stopping; 'auto' = "
+        "half the schedule's validations (a 30-epoch run cannot stop before epoch 15); None = off",
+    )
+    selection_ema: float = Field(
+        0.8,
+        ge=0,
+        lt=1,
+        description="best checkpoint and early stopping follow an exponential moving average "
+        "of the validation Dice, ema = a * ema + (1 - a) * dice (0 = the raw Dice)",
+    )
+    init_from: str | None = Field(
+        None,
+        description="start from this checkpoint's (or model folder's first fold's) weights; "
+        "channels and classes must match, its preprocessing is kept",
+    )
     num_workers: int | None = Field(
         None, ge=0, description="DataLoader workers; None uses data.num_workers"
     )
     log_every: int = Field(10, ge=1)
     overlays: int = Field(4, ge=0, description="validation cases drawn per overlay PNG")
+
+    @field_validator("early_stopping_patience")
+    @classmethod
+    def _positive_patience(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"early_stopping_patience must be >= 1, 'auto' or null, got {value}")
+        return value
+
+    def patience(self) -> int | None:
+        """Validations without improvement before stopping (``auto`` resolved)."""
+        if self.early_stopping_patience == "auto":
+            return max(3, math.ceil(self.epochs / self.val_every / 2))
+        return self.early_stopping_patience  # type: ignore[return-value]
 
     @field_validator("amp", mode="before")
     @classmethod

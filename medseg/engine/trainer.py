@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medseg.checkpoint import ModelRecord, load_checkpoint, save_checkpoint
 from medseg.data.pipeline import (
     PreparedData,
     build_batch_augmenter,
@@ -52,7 +53,6 @@ from medseg.device import (
     use_channels_last,
 )
 from medseg.engine import artifacts
-from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from medseg.engine.config import TrainConfig, config_to_yaml
 from medseg.engine.optim import build_optimizer, build_scheduler
 from medseg.engine.state import capture_rng_state, restore_rng_state, seed_everything
@@ -105,8 +105,16 @@ def default_run_dir(cfg: TrainConfig, output: str | Path | None) -> Path:
 class Trainer:
     """Owns the model, optimiser and data of one run; :meth:`fit` runs the epochs.
 
-    ``epoch_end_hooks`` are called as ``hook(trainer, metrics_row)`` after every epoch on
-    every rank (e.g. for extra logging).
+    Public hooks, called on every rank, to override in a subclass (nnU-Net style):
+    :meth:`on_train_start`, :meth:`train_step` (one optimiser step on one batch),
+    :meth:`validate`, :meth:`on_epoch_end` (after validation and checkpoints) and
+    :meth:`on_train_end`. ``epoch_end_hooks`` are also called as ``hook(trainer, row)``
+    after every epoch (e.g. for extra logging) without subclassing.
+
+    Model selection: ``best.pt`` is the epoch with the best *smoothed* validation Dice (an
+    exponential moving average, ``train.selection_ema``), and early stopping counts
+    validations without a better smoothed Dice: with few, noisy validation cases the raw
+    Dice of one epoch is mostly luck.
     """
 
     def __init__(
@@ -117,7 +125,10 @@ class Trainer:
         info: DistInfo | None = None,
         resume_from: Path | None = None,
         progress: bool = True,
+        fitted: PreprocessingParams | None = None,
     ) -> None:
+        """``fitted``: preprocessing already fitted elsewhere (cross-validation fits once on
+        every case so all folds share it); a resumed or initialised run keeps its own."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = device
@@ -126,14 +137,20 @@ class Trainer:
         self.epoch_end_hooks: list[Callable[[Trainer, dict[str, Any]], None]] = []
         self.history: list[dict[str, Any]] = []
         self.best_metric, self.best_epoch, self.bad_validations = -1.0, 0, 0
+        self.dice_ema: float | None = None
         self.start_epoch, self.global_step = 0, 0
         self._stop_signal: int | None = None
         resume = load_checkpoint(resume_from) if resume_from else None
-        fitted = PreprocessingParams.model_validate(resume["preprocessing"]) if resume else None
+        init = _init_checkpoint(cfg.train.init_from) if resume is None else None
+        source = resume or (init[1] if init else None)
+        if source is not None:
+            fitted = PreprocessingParams.model_validate(source["preprocessing"])
         self.data: PreparedData = prepare_data(cfg.data, self.info, fitted, self.progress)
         self._build(cfg)
         if resume is not None:
             self._restore(resume, resume_from)
+        elif init is not None:
+            self._init_weights(*init)
         self.tb = (
             artifacts.TensorBoardLogger(self.run_dir / "tensorboard") if self.info.is_main else None
         )
@@ -141,13 +158,13 @@ class Trainer:
     # ----------------------------------------------------------------- setup
     def _build(self, cfg: TrainConfig) -> None:
         from medseg.data.slicing import num_input_planes
-        from medseg.losses import build_loss
         from medseg.models import build_model
 
         seed_everything(cfg.seed)
         self.in_channels = num_input_planes(len(self.data.channel_names), cfg.data.context)
         self.num_classes = len(self.data.class_names)
-        model = build_model(cfg.model.name, self.in_channels, self.num_classes, **cfg.model.options)
+        self.num_outputs = self.data.params.num_outputs  # regions (sigmoid) or classes
+        model = build_model(cfg.model.name, self.in_channels, self.num_outputs, **cfg.model.options)
         model = model.to(self.device)
         # channels_last speeds up cuDNN convolutions; on CPU it slows BatchNorm down
         self.channels_last = use_channels_last(cfg.train.channels_last, self.device)
@@ -161,14 +178,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.train_model = torch.compile(model) if cfg.train.compile else model
-        self.loss_fn = build_loss(
-            self.num_classes,
-            dice_weight=cfg.loss.dice_weight,
-            ce_weight=cfg.loss.ce_weight,
-            class_weights=cfg.loss.class_weights,
-            include_background=cfg.loss.include_background,
-            ignore_index=self.data.params.ignore_label,
-        )
+        self.loss_fn = self._build_loss(cfg)
         workers = cfg.train.num_workers
         workers = cfg.data.num_workers if workers is None else workers
         self.dataset, self.loader, self.sampler = build_train_loader(
@@ -200,6 +210,25 @@ class Trainer:
             self.amp_dtype,
         )
 
+    def _build_loss(self, cfg: TrainConfig) -> nn.Module:
+        from medseg.losses import RegionDiceBCELoss, build_loss
+
+        regions = self.data.params.regions
+        if regions:
+            return RegionDiceBCELoss(
+                list(regions.values()),
+                dice_weight=cfg.loss.dice_weight,
+                ce_weight=cfg.loss.ce_weight,
+            )
+        return build_loss(
+            self.num_classes,
+            dice_weight=cfg.loss.dice_weight,
+            ce_weight=cfg.loss.ce_weight,
+            class_weights=cfg.loss.class_weights,
+            include_background=cfg.loss.include_background,
+            ignore_index=self.data.params.ignore_label,
+        )
+
     def _batch_augmenter(self, cfg: TrainConfig) -> Any:
         return build_batch_augmenter(cfg.data.augmentation, cfg.seed)
 
@@ -219,6 +248,7 @@ class Trainer:
         self.best_metric = float(state.get("best_metric", -1.0))
         self.best_epoch = int(state.get("best_epoch", 0))
         self.bad_validations = int(state.get("bad_validations", 0))
+        self.dice_ema = state.get("dice_ema")
         self.global_step = int(state.get("global_step", 0))
         self.start_epoch = int(ckpt["epoch"])
         changed = _changed_keys(ckpt.get("config", {}), self.cfg.model_dump(mode="json"))
@@ -239,6 +269,7 @@ class Trainer:
             artifacts.write_text(self.run_dir / "config.yaml", config_to_yaml(self.cfg))
         end = cfg.epochs if max_epochs is None else min(cfg.epochs, self.start_epoch + max_epochs)
         result = FitResult(self.run_dir, self.start_epoch, self.best_metric, self.best_epoch)
+        self.on_train_start()
         with _StopSignals(self):
             for epoch in range(self.start_epoch, end):
                 row = self._train_epoch(epoch)
@@ -265,7 +296,19 @@ class Trainer:
             self.tb.close()
         result.best_metric, result.best_epoch = self.best_metric, self.best_epoch
         result.history = list(self.history)
+        self.on_train_end(result)
         return result
+
+    # ----------------------------------------------------------------- hooks
+    def on_train_start(self) -> None:
+        """Called once before the first epoch of :meth:`fit` (after a resume, too)."""
+
+    def on_epoch_end(self, epoch: int, row: dict[str, Any]) -> None:
+        """Called after each epoch's validation, artefacts and checkpoints; ``epoch`` is
+        0-based, ``row`` the epoch's metrics (what ``metrics.csv`` gets)."""
+
+    def on_train_end(self, result: FitResult) -> None:
+        """Called once when :meth:`fit` ends (finished, stopped early or interrupted)."""
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         # order, crops, worker seeds and augmentation depend on (seed, epoch, rank) only
@@ -283,7 +326,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         for batch in self._batches():
-            loss = self._step(batch)
+            loss = self.train_step(batch)
             total += loss
             seen += 1
             bar.update(batch["image"].shape[0] * self.info.world_size)
@@ -320,7 +363,10 @@ class Trainer:
                     raise
                 return
 
-    def _step(self, batch: dict[str, Any]) -> float:
+    def train_step(self, batch: dict[str, Any]) -> float:
+        """One optimiser step on ``batch`` (``image`` ``[B, P, H, W]``, ``label`` ``[B, H, W]``);
+        returns the loss. Override to change the step (keep the scheduler step and
+        ``global_step`` increment, which resume relies on)."""
         x = batch["image"].to(self.device, non_blocking=True)
         y = batch["label"].to(self.device, non_blocking=True)
         if self.augmenter is not None:
@@ -355,32 +401,49 @@ class Trainer:
         cfg = self.cfg.train
         val: ValidationResult | None = None
         if self.data.val_cases and ((epoch + 1) % cfg.val_every == 0 or last):
-            val = self._validate()
+            val = self.validate()
             row.update(val.as_metrics())
-        improved = val is not None and val.mean_dice > self.best_metric
-        if improved:
-            self.best_metric, self.best_epoch, self.bad_validations = val.mean_dice, epoch + 1, 0
-        elif val is not None:
-            self.bad_validations += 1
+        improved = False
+        if val is not None:
+            a = cfg.selection_ema
+            raw = val.mean_dice
+            self.dice_ema = raw if self.dice_ema is None else a * self.dice_ema + (1 - a) * raw
+            row["val_mean_dice_ema"] = self.dice_ema
+            row["selected_on"] = "val_mean_dice_ema" if a > 0 else "val_mean_dice"
+            improved = self.dice_ema > self.best_metric
+            if improved:
+                self.best_metric, self.best_epoch, self.bad_validations = (
+                    self.dice_ema,
+                    epoch + 1,
+                    0,
+                )
+            else:
+                self.bad_validations += 1
         self.history.append(row)
         self._write_artifacts(epoch, row, val)
         self._save("last.pt", epoch + 1, row)
         if improved or (not self.data.val_cases and last):
             self._save("best.pt", epoch + 1, row)
+        self.on_epoch_end(epoch, row)
         for hook in self.epoch_end_hooks:
             hook(self, row)
-        patience = cfg.early_stopping_patience
+        patience = cfg.patience()
         return patience is not None and self.bad_validations >= patience
 
-    def _validate(self) -> ValidationResult:
+    def validate(self) -> ValidationResult:
+        """Per-volume Dice on this fold's validation cases along every trained axis (the
+        Predictor's slice loop), all-reduced over DDP ranks."""
         from medseg.device import broadcast_buffers, shard
 
         broadcast_buffers(self.model)  # BatchNorm statistics are rank-local in DDP
+        params = self.data.params
         return validate(
             self.model,
             shard(self.data.val_cases, self.info),
             self.data.class_names,
-            axis=self.data.params.slice_axis,
+            axis=self.cfg.data.train_axes(),
+            regions=params.regions,
+            region_labels=params.region_labels if params.regions else None,
             context=self.cfg.data.context,
             device=self.device,
             batch_size=self.cfg.train.val_batch_size,
@@ -419,21 +482,10 @@ class Trainer:
     def checkpoint_payload(
         self, epoch: int, metrics: dict[str, Any], complete: bool = True
     ) -> dict[str, Any]:
-        """The checkpoint dict (format in :mod:`medseg.engine.checkpoint`)."""
-        params = self.data.params
+        """The checkpoint dict (format in :mod:`medseg.checkpoint`)."""
         return {
-            "model": {
-                "name": self.cfg.model.name,
-                "in_channels": self.in_channels,
-                "num_classes": self.num_classes,
-                # without `pretrained`: rebuilding must not need the ImageNet file
-                "options": architecture_options(dict(self.cfg.model.options)),
-            },
+            **self.model_record().payload_fields(),
             "state_dict": unwrap_model(self.model).state_dict(),
-            "preprocessing": params.model_dump(mode="json"),
-            "sampling": {"axis": params.slice_axis, "context": self.cfg.data.context},
-            "class_names": list(self.data.class_names),
-            "channel_names": list(self.data.channel_names),
             "config": self.cfg.model_dump(mode="json"),
             "epoch": epoch,
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float | str)},
@@ -446,11 +498,46 @@ class Trainer:
                 "best_metric": self.best_metric,
                 "best_epoch": self.best_epoch,
                 "bad_validations": self.bad_validations,
+                "dice_ema": self.dice_ema,
                 "global_step": self.global_step,
                 "epoch_complete": complete,
                 "world_size": self.info.world_size,
             },
         }
+
+    def model_record(self) -> ModelRecord:
+        """What this run's model is (written into every checkpoint)."""
+        return ModelRecord(
+            name=self.cfg.model.name,
+            in_channels=self.in_channels,
+            num_outputs=self.num_outputs,
+            # without `pretrained`: rebuilding must not need the ImageNet file
+            options=architecture_options(dict(self.cfg.model.options)),
+            preprocessing=self.data.params,
+            class_names=list(self.data.class_names),
+            channel_names=list(self.data.channel_names),
+            axes=self.cfg.data.train_axes(),
+            context=self.cfg.data.context,
+        )
+
+    def _init_weights(self, path: Path, payload: dict[str, Any]) -> None:
+        """Load another model's weights as the starting point (``train.init_from``)."""
+        theirs = ModelRecord.from_payload(payload, path)
+        ours = self.model_record()
+        differ = [
+            k
+            for k in ("name", "in_channels", "num_outputs", "class_names", "channel_names")
+            if getattr(theirs, k) != getattr(ours, k)
+        ]
+        if differ:
+            detail = "; ".join(f"{k}: {getattr(theirs, k)} vs {getattr(ours, k)}" for k in differ)
+            raise CheckpointError(
+                f"train.init_from {path}: the model differs from this config's in {detail}; "
+                "fine-tune with the config the model was trained with (same model, channels "
+                "and classes)"
+            )
+        self.model.load_state_dict(payload["state_dict"])
+        logger.info("initialised the weights from %s", path)
 
     def _save(self, name: str, epoch: int, metrics: dict[str, Any], complete: bool = True) -> None:
         if self.info.is_main:
@@ -502,11 +589,12 @@ def train(
     device: str | None = None,
     info: DistInfo | None = None,
     progress: bool = True,
+    fitted: PreprocessingParams | None = None,
 ) -> FitResult:
     """Run a whole training job (what ``medseg train`` calls); DDP when ``info`` says so.
 
     ``resume``: a checkpoint file or a run folder (its ``checkpoints/last.pt``); the run
-    continues in that checkpoint's run folder.
+    continues in that checkpoint's run folder. ``fitted``: see :class:`Trainer`.
     """
     info = info or DistInfo()
     where = "device" if device else "config key device"
@@ -524,7 +612,7 @@ def train(
                 f"run folder {run_dir} already holds a run (checkpoints/last.pt); pass --resume "
                 "to continue it or choose another --output"
             )
-        trainer = Trainer(cfg, run_dir, torch_device, info, resume_path, progress)
+        trainer = Trainer(cfg, run_dir, torch_device, info, resume_path, progress, fitted)
         return trainer.fit()
     finally:
         destroy_process_group()
@@ -536,6 +624,21 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
         keys = sorted(set(old) | set(new))
         return [c for k in keys for c in _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
     return [] if old == new else [prefix.rstrip(".")]
+
+
+def _init_checkpoint(init_from: str | None) -> tuple[Path, dict[str, Any]] | None:
+    """(path, payload) of ``train.init_from``: a checkpoint, or a model folder's first fold."""
+    if not init_from:
+        return None
+    path = Path(init_from)
+    if path.is_dir():
+        from medseg.inference.model_folder import is_model_folder, read_model_folder
+
+        if is_model_folder(path):
+            path = read_model_folder(path)[1][0]
+        elif (path / "checkpoints" / "best.pt").is_file():
+            path = path / "checkpoints" / "best.pt"
+    return path, load_checkpoint(path)
 
 
 def _resume_path(resume: str | Path) -> Path:

@@ -1,8 +1,8 @@
 """Validation with per-volume 3D Dice (slices put back into volumes, not a per-slice average).
 
 Each validation case is predicted slice by slice with
-:func:`medseg.inference.networks.predict_volume_labels` (the Predictor's own slice loop,
-:func:`medseg.inference.slices.infer_slices`), then Dice is computed per class on
+:func:`medseg.inference.networks.eval_network` (the Predictor's network wrapper) and
+:func:`medseg.inference.slices.infer_slices` (the Predictor's own slice loop), then Dice is computed per class on
 the whole 3D volume, and averaged over cases. Under DDP the cases are sharded across ranks and
 the per-class sums are all-reduced, so every rank ends with the same numbers.
 """
@@ -20,7 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medseg.device import all_reduce_sum
-from medseg.inference.networks import predict_volume_labels
+from medseg.inference.networks import eval_network
+from medseg.inference.slices import LabelDecoder, infer_slices
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,21 @@ def dice_per_class(
     with np.errstate(invalid="ignore", divide="ignore"):
         dice = np.where(denom > 0, 2 * tp / denom, np.nan)
     return dice[1:]
+
+
+def dice_per_region(
+    pred: np.ndarray, target: np.ndarray, regions: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """3D Dice of each region (a set of label values, regions may overlap): ``(R,)``, with
+    the same empty rules as :func:`dice_per_class` (NaN when absent from both)."""
+    pred, target = np.asarray(pred), np.asarray(target)
+    out = np.full(len(regions), np.nan)
+    for i, values in enumerate(regions):
+        p, t = np.isin(pred, values), np.isin(target, values)
+        denom = int(p.sum()) + int(t.sum())
+        if denom:
+            out[i] = 2 * int((p & t).sum()) / denom
+    return out
 
 
 @dataclass
@@ -94,7 +110,7 @@ def validate(
     model: nn.Module,
     cases: Sequence[Any],
     class_names: list[str],
-    axis: int,
+    axis: int | Sequence[int],
     context: int,
     device: torch.device,
     batch_size: int = 32,
@@ -103,27 +119,40 @@ def validate(
     ignore_label: int | None = None,
     num_samples: int = 0,
     progress: bool = True,
+    regions: dict[str, list[int]] | None = None,
+    region_labels: Sequence[int] | None = None,
 ) -> ValidationResult:
     """Per-volume Dice of ``model`` on ``cases`` (this rank's shard), all-reduced over ranks.
 
     ``cases`` are cached cases with ``case_id``, ``image`` ``(C, X, Y, Z)`` and ``label``
-    ``(X, Y, Z)``. ``num_samples`` keeps that many overlay slices (image, truth, prediction).
+    ``(X, Y, Z)``. ``axis``: one axis or several (probabilities averaged, as the Predictor
+    does). ``regions`` (with the ``region_labels`` they decode to) scores a region model per
+    region instead of per class. ``num_samples`` keeps that many overlay slices.
     """
-    num_fg = len(class_names) - 1
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    names = [class_names[0], *regions] if regions else list(class_names)
+    num_fg = len(names) - 1
+    decoder = LabelDecoder(len(regions) if regions else len(class_names), region_labels)
     sums = torch.zeros(2, num_fg, dtype=torch.float64)  # row 0: sum of Dice, row 1: count
-    result = ValidationResult(class_names=list(class_names), dice=np.zeros(num_fg), num_cases=0)
+    result = ValidationResult(class_names=names, dice=np.zeros(num_fg), num_cases=0)
     for case in tqdm(cases, desc="validation", unit="case", disable=not progress, leave=False):
-        pred = predict_volume_labels(
-            model, case.image, axis, context, batch_size, device, amp, channels_last,
-            num_classes=len(class_names),
-        )  # fmt: skip
-        dice = dice_per_class(pred, case.label, len(class_names), ignore_label)
+        with eval_network(model, device, amp, channels_last) as network:
+            pred = infer_slices(
+                network, case.image, decoder.num_outputs, axes=axes, context=context,
+                batch_size=batch_size, decoder=decoder,
+            )  # fmt: skip
+        if pred.ndim == 4:
+            pred = decoder.decode_volume(pred)
+        if regions:
+            dice = dice_per_region(pred, case.label, list(regions.values()))
+        else:
+            dice = dice_per_class(pred, case.label, len(class_names), ignore_label)
         result.per_case[case.case_id] = [float(d) for d in dice]
         valid = ~np.isnan(dice)
         sums[0, torch.from_numpy(valid)] += torch.from_numpy(dice[valid])
         sums[1] += torch.from_numpy(valid.astype(np.float64))
         if len(result.samples) < num_samples:
-            sample = _overlay_sample(case.image, case.label, pred, axis)
+            sample = _overlay_sample(case.image, case.label, pred, axes[0])
             result.samples.append({"case_id": case.case_id, **sample})
     sums = sums.to(device) if device.type == "cuda" else sums  # NCCL needs device tensors
     sums = all_reduce_sum(sums).cpu()

@@ -345,7 +345,8 @@ def predict_folder(
         output: folder for the masks, reports and ``summary.csv`` (created if missing).
         model: checkpoint or export; ``None``: the bundled demo model.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (:mod:`medseg.device`).
-        tta, axes, batch_size, postprocess: passed to :class:`~medseg.inference.Predictor`.
+        tta, axes, batch_size, postprocess: passed to :class:`~medseg.inference.Predictor`
+            (``postprocess=None``: the model's own rules).
         save_probabilities: also write ``<case>_probabilities.nii.gz``.
         overwrite: redo cases that already have results.
         series: the SeriesInstanceUID to read when a DICOM folder holds several.

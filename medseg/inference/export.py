@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from medseg import RESEARCH_USE_NOTICE, __version__
+from medseg.checkpoint import ModelRecord
 from medseg.errors import CheckpointError, OverwriteError
 from medseg.io.atomic import atomic_path
 
@@ -29,19 +30,49 @@ EXPORT_FORMAT_VERSION = 1
 ExportFormat = Literal["torchscript", "onnx"]
 
 
-def _metadata(payload: dict[str, Any], sha256: str, fmt: str) -> dict[str, Any]:
+def _metadata(record: ModelRecord, sha256: str, fmt: str, folds: int = 1) -> dict[str, Any]:
     return {
         "export_format_version": EXPORT_FORMAT_VERSION,
         "medseg_version": __version__,
         "format": fmt,
-        "model": payload["model"],
-        "preprocessing": payload["preprocessing"],
-        "sampling": payload["sampling"],
-        "class_names": payload["class_names"],
-        "channel_names": payload.get("channel_names"),
+        **record.payload_fields(),
+        "ensemble_folds": folds,
         "checkpoint_sha256": sha256,
         "notice": RESEARCH_USE_NOTICE,
     }
+
+
+class EnsembleModule(torch.nn.Module):
+    """Several fold networks as one: outputs the log of the averaged probabilities, which
+    softmax (or, for region models, sigmoid) turns back into exactly that average, so an
+    exported ensemble runs through the same Predictor path as a single network."""
+
+    def __init__(self, models: list[torch.nn.Module], sigmoid: bool) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(models)
+        self.sigmoid = sigmoid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(1, device=x.device)
+        for member in self.members:
+            logits = member(x)
+            total = total + (torch.sigmoid(logits) if self.sigmoid else torch.softmax(logits, 1))
+        p = (total / len(self.members)).clamp(1e-7, 1 - 1e-7)
+        return torch.log(p) - torch.log1p(-p) if self.sigmoid else torch.log(p)
+
+
+def _load_for_export(path: Path) -> tuple[torch.nn.Module, ModelRecord, str, int]:
+    """(network, record, sha256, number of folds) of a checkpoint or a model folder."""
+    from medseg.checkpoint import file_sha256, load_record, model_from_checkpoint
+    from medseg.inference.model_folder import MODEL_FILE, is_model_folder, read_model_folder
+
+    if path.is_dir() and is_model_folder(path):
+        record, checkpoints, _ = read_model_folder(path)
+        models = [model_from_checkpoint(load_record(c)[1], c) for c in checkpoints]
+        model = EnsembleModule(models, sigmoid=bool(record.regions)).eval()
+        return model, record, file_sha256(path / MODEL_FILE), len(models)
+    record, payload = load_record(path)
+    return model_from_checkpoint(payload, path), record, file_sha256(path), 1
 
 
 def export_model(
@@ -52,9 +83,9 @@ def export_model(
     overwrite: bool = False,
     opset: int = 17,
 ) -> dict[str, Any]:
-    """Export ``checkpoint`` to ``output``; returns the embedded metadata plus the parity
-    check (``max_abs_diff`` of logits between PyTorch and the export on CPU)."""
-    from medseg.engine.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
+    """Export ``checkpoint`` (a ``.pt`` file or a model folder, whose folds become one
+    averaged network) to ``output``; returns the embedded metadata plus the parity check
+    (``max_abs_diff`` of logits between PyTorch and the export on CPU)."""
     from medseg.models import model_info
 
     checkpoint, output = Path(checkpoint), Path(output)
@@ -64,23 +95,22 @@ def export_model(
         raise OverwriteError(f"{output}: refusing to overwrite the checkpoint; choose another path")
     if output.exists() and not overwrite:
         raise OverwriteError(f"{output} already exists; pass --overwrite to replace it")
-    payload = load_checkpoint(checkpoint)
-    spec = payload["model"]
-    model = model_from_checkpoint(payload, checkpoint)
-    meta = _metadata(payload, file_sha256(checkpoint), fmt)
+    model, record, sha256, folds = _load_for_export(checkpoint)
+    meta = _metadata(record, sha256, fmt, folds)
     # Odd H, W: networks that pad to a divisor must take their padding branch while traced,
     # otherwise the trace (ONNX) bakes in "no padding" and fails on other sizes.
-    example = torch.randn(2, spec["in_channels"], 67, 93)
+    example = torch.randn(2, record.in_channels, 67, 93)
     with atomic_path(output, suffix=".tmp") as tmp:
         if fmt == "torchscript":
-            method = model_info(spec["name"]).get("torchscript_method") or "trace"
+            method = model_info(record.name).get("torchscript_method") or "trace"
+            method = "trace" if folds > 1 else method
             _export_torchscript(model, example, tmp, meta, method)
         else:
             _export_onnx(model, example, tmp, meta, opset)
     # Check at a size and batch other than the traced ones: proves the dynamic axes work.
     meta["max_abs_diff"] = max(
-        check_parity(model, output, torch.randn(3, spec["in_channels"], 48, 72)),
-        check_parity(model, output, torch.randn(1, spec["in_channels"], 61, 77)),
+        check_parity(model, output, torch.randn(3, record.in_channels, 48, 72)),
+        check_parity(model, output, torch.randn(1, record.in_channels, 61, 77)),
     )
     logger.info(
         "exported %s -> %s (max |logit diff| %.2e)", checkpoint, output, meta["max_abs_diff"]

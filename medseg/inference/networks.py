@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from medseg.device import autocast, resolve_amp_dtype, use_channels_last
-from medseg.inference.slices import infer_slices
 
 logger = logging.getLogger(__name__)
 
@@ -63,30 +62,6 @@ def eval_network(
         yield TorchNetwork(model, device, amp, channels_last)
     finally:
         model.train(was_training)
-
-
-def predict_volume_labels(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    axis: int = 2,
-    context: int = 0,
-    batch_size: int = 16,
-    device: torch.device | str = "cpu",
-    amp: bool | str | torch.dtype | None = False,
-    channels_last: bool = False,
-    num_classes: int = 256,
-) -> np.ndarray:
-    """Argmax labels ``(X, Y, Z)`` (uint8 up to 256 classes, else int16) of a training model
-    over a preprocessed image ``(C, X, Y, Z)``, streaming (no full-volume probability map):
-    validation's call into the Predictor's own slice loop."""
-    if image.ndim != 4:
-        raise ValueError(f"expected a preprocessed image (C, X, Y, Z), got shape {image.shape}")
-    if axis not in (0, 1, 2):
-        raise ValueError(f"slice axis must be 0, 1 or 2, got {axis}")
-    with eval_network(model, device, amp, channels_last) as network:
-        return infer_slices(
-            network, image, num_classes, axes=(axis,), context=context, batch_size=batch_size
-        )
 
 
 class OnnxNetwork:

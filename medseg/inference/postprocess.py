@@ -1,13 +1,21 @@
 """Mask clean-up after inference: keep the largest component or drop small components.
 
 Works on the label volume on the **source grid**, so the "N mL" thresholds are physical
-volumes. Removed voxels become background (0). Components use 26-connectivity (see
-:mod:`medseg.inference.readouts`).
+volumes. Components use 26-connectivity (see :mod:`medseg.inference.readouts`).
+
+A *structure* is a set of label values scored together: one class of a softmax model, or
+one region of a region model (e.g. whole tumour = labels 1-4). Removing a component of a
+structure gives its voxels the structure's ``fill`` value: background for a class or the
+outermost region, the enclosing region's label for an inner region (a dropped tumour-core
+speck stays whole tumour). Rules are chosen per structure on out-of-fold predictions by
+:mod:`medseg.engine.crossval` and stored in the model record.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pydantic
@@ -18,14 +26,45 @@ from medseg.metrics import CONNECTIVITY_26
 logger = logging.getLogger(__name__)
 
 
+class Structure(pydantic.BaseModel):
+    """Label values scored and cleaned up together, and the value removed voxels get."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    values: tuple[int, ...]
+    fill: int = 0
+
+
+class ComponentRule(pydantic.BaseModel):
+    """One structure's clean-up: ``largest`` component only, or drop components < ``min_ml``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    structure: Structure
+    rule: Literal["largest", "min_ml"]
+    min_ml: float | None = pydantic.Field(default=None, gt=0)
+
+    @pydantic.model_validator(mode="after")
+    def _threshold_given(self) -> ComponentRule:
+        if self.rule == "min_ml" and self.min_ml is None:
+            raise ValueError("rule 'min_ml' needs min_ml (mL)")
+        return self
+
+    def describe(self) -> str:
+        what = "largest component" if self.rule == "largest" else f"drop < {self.min_ml:g} mL"
+        return f"{self.structure.name}: {what}"
+
+
 class PostprocessConfig(pydantic.BaseModel):
-    """What to clean up. Default: nothing (the raw argmax is returned).
+    """What to clean up. Default: nothing (the raw decoded labels are returned).
 
     Attributes:
-        largest_component: keep only the largest 3D connected component of each class
+        largest_component: keep only the largest 3D connected component of each structure
             (for single-organ structures; wrong for multifocal tumours).
         min_component_ml: remove components smaller than this volume in mL.
-        classes: class indices to apply to (``None`` = every foreground class).
+        classes: label values the two options above apply to (``None`` = every structure).
+        rules: per-structure rules (what cross-validation chose), applied after the above.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
@@ -33,43 +72,94 @@ class PostprocessConfig(pydantic.BaseModel):
     largest_component: bool = False
     min_component_ml: float | None = pydantic.Field(default=None, ge=0)
     classes: list[int] | None = None
+    rules: tuple[ComponentRule, ...] = ()
 
     @property
     def active(self) -> bool:
-        return self.largest_component or bool(self.min_component_ml)
+        return self.largest_component or bool(self.min_component_ml) or bool(self.rules)
+
+
+def class_structures(class_names: Sequence[str]) -> list[Structure]:
+    """One structure per foreground class of a softmax model."""
+    return [Structure(name=n, values=(i,)) for i, n in enumerate(class_names) if i > 0]
+
+
+def region_structures(
+    regions: dict[str, list[int]], region_labels: Sequence[int]
+) -> list[Structure]:
+    """One structure per region; an inner region's removed voxels keep the enclosing region."""
+    fills = [0, *region_labels[:-1]]
+    return [
+        Structure(name=name, values=tuple(values), fill=fill)
+        for (name, values), fill in zip(regions.items(), fills, strict=True)
+    ]
+
+
+def remove_components(
+    label: np.ndarray,
+    structure: Structure,
+    voxel_ml: float,
+    largest: bool = False,
+    min_ml: float | None = None,
+) -> tuple[np.ndarray, int, int]:
+    """``label`` with ``structure``'s components removed (in place on a copy the caller
+    owns); returns (labels, removed components, removed voxels)."""
+    components, n = ndimage.label(np.isin(label, structure.values), structure=CONNECTIVITY_26)
+    if n == 0:
+        return label, 0, 0
+    sizes = np.bincount(components.ravel())[1:]
+    drop = np.zeros(n + 1, dtype=bool)
+    if largest and n > 1:
+        drop[1:] = True
+        drop[int(np.argmax(sizes)) + 1] = False
+    min_voxels = (min_ml or 0.0) / voxel_ml if voxel_ml > 0 else 0.0
+    if min_voxels > 0:
+        drop[1:] |= sizes < min_voxels
+    if not drop.any():
+        return label, 0, 0
+    removed = drop[components]
+    label[removed] = structure.fill
+    return label, int(drop.sum()), int(removed.sum())
 
 
 def postprocess_labels(
-    label: np.ndarray, voxel_ml: float, config: PostprocessConfig
+    label: np.ndarray,
+    voxel_ml: float,
+    config: PostprocessConfig,
+    structures: Sequence[Structure] | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Apply ``config`` to an integer ``label`` array (I, J, K); returns (new labels, stats).
 
-    ``voxel_ml`` is the volume of one voxel in mL. ``stats`` counts removed components and
+    ``voxel_ml`` is the volume of one voxel in mL; ``structures`` are what the uniform options
+    apply to (default: each label value present). ``stats`` counts removed components and
     voxels so reports can say what was changed.
     """
     stats = {"removed_components": 0, "removed_voxels": 0}
     if not config.active:
         return label, stats
     out = label.copy()
-    classes = config.classes
-    if classes is None:
-        classes = [int(c) for c in np.unique(label) if c > 0]
-    min_voxels = (config.min_component_ml or 0.0) / voxel_ml if voxel_ml > 0 else 0.0
-    for cls in classes:
-        components, n = ndimage.label(label == cls, structure=CONNECTIVITY_26)
-        if n == 0:
-            continue
-        sizes = np.bincount(components.ravel())[1:]
-        drop = np.zeros(n + 1, dtype=bool)
-        if config.largest_component and n > 1:
-            drop[1:] = True
-            drop[int(np.argmax(sizes)) + 1] = False
-        if min_voxels > 0:
-            drop[1:] |= sizes < min_voxels
-        if drop.any():
-            removed = drop[components]
-            out[removed] = 0
-            stats["removed_components"] += int(drop.sum())
-            stats["removed_voxels"] += int(removed.sum())
+    if config.largest_component or config.min_component_ml:
+        if structures is None:
+            structures = [
+                Structure(name=str(v), values=(int(v),)) for v in np.unique(label) if v > 0
+            ]
+        if config.classes is not None:
+            structures = [s for s in structures if set(s.values) & set(config.classes)]
+        for structure in structures:
+            out, comps, voxels = remove_components(
+                out, structure, voxel_ml, config.largest_component, config.min_component_ml
+            )
+            stats["removed_components"] += comps
+            stats["removed_voxels"] += voxels
+    for rule in config.rules:
+        out, comps, voxels = remove_components(
+            out,
+            rule.structure,
+            voxel_ml,
+            largest=rule.rule == "largest",
+            min_ml=rule.min_ml if rule.rule == "min_ml" else None,
+        )
+        stats["removed_components"] += comps
+        stats["removed_voxels"] += voxels
     logger.debug("postprocess removed %s", stats)
     return out, stats

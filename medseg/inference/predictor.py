@@ -22,7 +22,8 @@ Memory (``N = X*Y*Z`` preprocessed voxels, ``C`` channels, ``K`` classes, ``B`` 
   (float32) while that is under ``accumulator_limit_bytes`` (default 2 GiB), else float16
   (``2*K*N`` bytes; near-ties within ~5e-4 may then break differently);
 * per batch ``~4*B*(P + 2K)*H*W`` bytes plus the network's activations;
-* probabilities restored to the source grid add ``4*K*I*J*K`` bytes (only when requested).
+* probabilities restored to the source grid add ``4*K*I*J*K`` bytes (when requested, and for
+  models that resample, whose probabilities are interpolated back before decoding).
 
 Peak RSS ~ source volume + ``4*C*N`` + labels/accumulator + batch + model (measured in
 ``benchmarks/bench_infer.py``, figures in ``docs/inference.md``).
@@ -42,12 +43,20 @@ import numpy as np
 import torch
 
 from medseg import RESEARCH_USE_NOTICE
+from medseg.checkpoint import ModelRecord
 from medseg.device import resolve_device
-from medseg.errors import CheckpointError, DatasetError
+from medseg.errors import CheckpointError, ConfigError, DatasetError
+from medseg.inference.model_folder import is_model_folder, read_model_folder
 from medseg.inference.networks import OnnxNetwork, TorchNetwork
-from medseg.inference.postprocess import PostprocessConfig, postprocess_labels
+from medseg.inference.postprocess import (
+    ComponentRule,
+    PostprocessConfig,
+    class_structures,
+    postprocess_labels,
+    region_structures,
+)
 from medseg.inference.readouts import compute_readouts
-from medseg.inference.slices import ProgressFn, infer_slices
+from medseg.inference.slices import LabelDecoder, ProgressFn, infer_slices
 from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -113,24 +122,30 @@ def _is_torchscript(path: Path) -> bool:
 
 
 class Predictor:
-    """Runs a trained network over whole volumes. Build with :meth:`load`,
-    :meth:`from_checkpoint` or :meth:`from_export`; call :meth:`predict`.
+    """Runs a trained network (or an ensemble of folds) over whole volumes. Build with
+    :meth:`load` (checkpoint, export or model folder); call :meth:`predict`.
 
     Args:
-        network: callable ``[B, P, H, W]`` float32 tensor -> logits ``[B, K, H, W]``.
-        metadata: the checkpoint's ``model``, ``preprocessing``, ``sampling``,
-            ``class_names``, ``channel_names`` (and ``checkpoint_sha256``, ``source``).
+        networks: one callable or a list (an ensemble, probabilities averaged), each
+            ``[B, P, H, W]`` float32 tensor -> logits ``[B, K, H, W]``.
+        record: what the model is (:class:`~medseg.checkpoint.ModelRecord`).
+        provenance: where it came from (``source``, ``format``, ``checkpoint_sha256``...),
+            copied into every prediction's settings.
         tta: average over the four in-plane flips.
-        axes: canonical axes to slice along and ensemble (``None`` = the trained axis).
+        axes: canonical axes to slice along and ensemble (``None`` = every trained axis);
+            each must be one the model was trained on.
         batch_size: slices per forward pass.
-        postprocess: clean-up applied on the source grid.
-        accumulator_limit_bytes: largest float32 softmax accumulator; above it float16 is used.
+        postprocess: clean-up applied on the source grid; ``None`` = the model's own rules
+            (chosen by cross-validation; none for a single checkpoint), ``PostprocessConfig()``
+            = none.
+        accumulator_limit_bytes: largest float32 probability accumulator; above it float16.
     """
 
     def __init__(
         self,
-        network: Callable[[torch.Tensor], torch.Tensor],
-        metadata: dict[str, Any],
+        networks: Callable[[torch.Tensor], torch.Tensor] | Sequence[Callable[..., Any]],
+        record: ModelRecord,
+        provenance: dict[str, Any] | None = None,
         *,
         tta: bool = False,
         axes: Sequence[int] | None = None,
@@ -138,34 +153,44 @@ class Predictor:
         postprocess: PostprocessConfig | None = None,
         accumulator_limit_bytes: int = 2 << 30,
     ) -> None:
-        from medseg.data.preprocessing import PreprocessingParams
-
-        self.network = network
-        self.metadata = metadata
-        try:
-            self.params = PreprocessingParams.model_validate(metadata["preprocessing"])
-        except ValueError as err:  # pydantic.ValidationError is a ValueError
-            raise CheckpointError(
-                f"{metadata.get('source', 'model')}: its recorded preprocessing is invalid for "
-                f"this medseg version ({str(err).splitlines()[0]}); re-export or retrain it"
-            ) from err
-        self.axis = int(metadata["sampling"].get("axis", self.params.slice_axis))
-        self.context = int(metadata["sampling"].get("context", 0))
-        self.class_names = list(metadata["class_names"])
-        self.channel_names = list(metadata.get("channel_names") or self.params.channel_names)
+        self.networks = list(networks) if isinstance(networks, list | tuple) else [networks]
+        self.record = record
+        self.provenance = dict(provenance or {})
+        self.params = record.preprocessing
+        self.axis, self.context = record.axis, record.context
+        self.class_names = list(record.class_names)
+        self.channel_names = list(record.channel_names)
         self.tta = bool(tta)
-        self.axes = tuple(int(a) for a in (axes if axes else (self.axis,)))
-        if any(a not in (0, 1, 2) for a in self.axes):
-            raise DatasetError(f"axes {self.axes}: expected canonical axes among 0, 1, 2")
+        self.axes = check_axes(axes, record, self.provenance.get("source", "model"))
         self.batch_size = max(1, int(batch_size))
-        self.postprocess = postprocess or PostprocessConfig()
+        regions = record.regions
+        self.decoder = LabelDecoder(
+            record.num_outputs, self.params.region_labels if regions else None
+        )
+        self.structures = (
+            region_structures(regions, self.params.region_labels)
+            if regions
+            else class_structures(self.class_names)
+        )
+        if postprocess is None:
+            rules = tuple(ComponentRule.model_validate(r) for r in record.postprocessing)
+            postprocess = PostprocessConfig(rules=rules)
+        self.postprocess = postprocess
         self.accumulator_limit_bytes = int(accumulator_limit_bytes)
+
+    @property
+    def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The first network (the only one unless this is an ensemble)."""
+        return self.networks[0]
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> Predictor:
-        """A checkpoint (``.pt`` from ``medseg train``), TorchScript or ONNX export, by content."""
+        """A checkpoint (``.pt`` from ``medseg train``), a TorchScript or ONNX export, or a
+        model folder (``model.json``: the ensemble of its folds), by content."""
         path = Path(path)
+        if path.is_dir() and is_model_folder(path):
+            return cls.from_model_folder(path, **kwargs)
         if path.suffix.lower() == ".onnx" or (path.is_file() and _is_torchscript(path)):
             return cls.from_export(path, **kwargs)
         return cls.from_checkpoint(path, **kwargs)
@@ -175,50 +200,85 @@ class Predictor:
         cls, path: str | Path, device: str = "auto", amp: bool | str = "auto", **kwargs: Any
     ) -> Predictor:
         """Build the network recorded in a checkpoint and load its weights."""
-        from medseg.engine.checkpoint import file_sha256, load_checkpoint, model_from_checkpoint
+        from medseg.checkpoint import file_sha256, load_record, model_from_checkpoint
 
         path = Path(path)
-        payload = load_checkpoint(path)
+        record, payload = load_record(path)
         model = model_from_checkpoint(payload, path)
-        meta = {k: payload.get(k) for k in ("model", "preprocessing", "sampling", "class_names")}
-        meta["channel_names"] = payload.get("channel_names")
-        meta["checkpoint_sha256"] = file_sha256(path)
-        meta["source"] = str(path)
-        meta["format"] = "checkpoint"
-        network = TorchNetwork(model, resolve_device(device), amp)
-        return cls(network, meta, **kwargs)
+        provenance = {
+            "source": str(path),
+            "format": "checkpoint",
+            "checkpoint_sha256": file_sha256(path),
+        }
+        return cls(TorchNetwork(model, resolve_device(device), amp), record, provenance, **kwargs)
+
+    @classmethod
+    def from_model_folder(
+        cls, path: str | Path, device: str = "auto", amp: bool | str = "auto", **kwargs: Any
+    ) -> Predictor:
+        """The ensemble of a cross-validation's folds (probabilities averaged over folds)."""
+        from medseg.checkpoint import file_sha256, load_record, model_from_checkpoint
+
+        record, checkpoints, _ = read_model_folder(path)
+        dev = resolve_device(device)
+        networks, hashes = [], []
+        for ckpt in checkpoints:
+            fold_record, payload = load_record(ckpt)
+            differ = fold_record.same_model_family(record)
+            if differ:
+                raise CheckpointError(
+                    f"{ckpt}: differs from {path}/model.json in {', '.join(differ)}; every "
+                    "fold of a model folder must share them (re-run the cross-validation)"
+                )
+            networks.append(TorchNetwork(model_from_checkpoint(payload, ckpt), dev, amp))
+            hashes.append(file_sha256(ckpt))
+        provenance = {
+            "source": str(path),
+            "format": "model_folder",
+            "checkpoint_sha256": file_sha256(Path(path) / "model.json"),
+            "fold_checkpoint_sha256": hashes,
+        }
+        return cls(networks, record, provenance, **kwargs)
 
     @classmethod
     def from_export(
         cls, path: str | Path, device: str = "auto", amp: bool | str = "auto", **kwargs: Any
     ) -> Predictor:
         """Load a TorchScript (``.pt``/``.ts``) or ONNX (``.onnx``) file from ``medseg export``."""
+        from medseg.checkpoint import ModelRecord
         from medseg.inference.export import read_export_metadata
 
         path = Path(path)
         meta = read_export_metadata(path)
+        record = ModelRecord.from_payload(meta, path)
         dev = resolve_device(device)
         if path.suffix.lower() == ".onnx":
             network: Any = OnnxNetwork(str(path), dev)
         else:
             network = TorchNetwork(torch.jit.load(str(path), map_location=dev), dev, amp)
-        meta["source"] = str(path)
-        return cls(network, meta, **kwargs)
+        provenance = {
+            "source": str(path),
+            "format": meta.get("format"),
+            "checkpoint_sha256": meta.get("checkpoint_sha256"),
+        }
+        return cls(network, record, provenance, **kwargs)
 
     # ------------------------------------------------------------------ inference
     def settings(self) -> dict[str, Any]:
         describe = getattr(self.network, "describe", dict)
+        fields = self.record.payload_fields()
         return {
-            "model": self.metadata.get("model"),
-            "model_file": self.metadata.get("source"),
-            "model_format": self.metadata.get("format"),
-            "checkpoint_sha256": self.metadata.get("checkpoint_sha256"),
-            "preprocessing": self.params.model_dump(mode="json"),
-            "sampling": {"axis": self.axis, "context": self.context},
+            "model": fields["model"],
+            "model_file": self.provenance.get("source"),
+            "model_format": self.provenance.get("format"),
+            "checkpoint_sha256": self.provenance.get("checkpoint_sha256"),
+            "ensemble_size": len(self.networks),
+            "preprocessing": fields["preprocessing"],
+            "sampling": fields["sampling"],
             "axes": list(self.axes),
             "tta": self.tta,
             "batch_size": self.batch_size,
-            "postprocess": self.postprocess.model_dump(),
+            "postprocess": self.postprocess.model_dump(mode="json"),
             **describe(),
         }
 
@@ -242,24 +302,32 @@ class Predictor:
         image, grid = preprocess_image(channels, self.params)
         timing["preprocess"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        canonical = self.infer_canonical(image, progress, need_probabilities=return_probabilities)
+        # A model that resamples: interpolate probabilities back to the source grid and decode
+        # there (smooth boundaries); nearest-neighbour labels would come back blocky.
+        smooth = grid.resampled
+        canonical = self.infer_canonical(
+            image, progress, need_probabilities=return_probabilities or smooth
+        )
         del image
         timing["inference"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         probabilities = None
-        if return_probabilities:
-            probabilities = restore_probabilities(canonical, grid)
-            labels = probabilities.argmax(axis=0)
+        if return_probabilities or smooth:
+            restored = restore_probabilities(canonical, grid)
+            labels = self.decoder.decode_volume(restored)
+            probabilities = restored if return_probabilities else None
+            del restored
         else:
-            if canonical.ndim == 4:  # averaged softmax -> labels before restoring (less memory)
-                canonical = canonical.argmax(axis=0)
+            if canonical.ndim == 4:  # averaged probabilities -> labels before restoring
+                canonical = self.decoder.decode_volume(canonical)
             labels = restore_labels(canonical, grid)
         del canonical
-        dtype = np.uint8 if len(self.class_names) <= 256 else np.int16
-        labels = labels.astype(dtype, copy=False)
+        labels = labels.astype(self.decoder.dtype, copy=False)
         timing["restore"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        labels, removed = postprocess_labels(labels, channels[0].voxel_volume_ml, self.postprocess)
+        labels, removed = postprocess_labels(
+            labels, channels[0].voxel_volume_ml, self.postprocess, self.structures
+        )
         timing["postprocess"] = time.perf_counter() - t0
         label_volume = channels[0].with_array(labels)
         t0 = time.perf_counter()
@@ -281,9 +349,9 @@ class Predictor:
         :func:`medseg.inference.slices.infer_slices`): labels ``(X, Y, Z)`` for a single pass
         without probabilities, else the mean softmax ``(K, X, Y, Z)``."""
         return infer_slices(
-            self.network,
+            self.networks,
             image,
-            len(self.class_names),
+            self.record.num_outputs,
             axes=self.axes,
             context=self.context,
             tta=self.tta,
@@ -291,4 +359,31 @@ class Predictor:
             need_probabilities=need_probabilities,
             accumulator_limit_bytes=self.accumulator_limit_bytes,
             progress=progress,
+            decoder=self.decoder,
         )
+
+
+AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
+
+
+def check_axes(
+    axes: Sequence[int] | None, record: ModelRecord, source: str | Path = "model"
+) -> tuple[int, ...]:
+    """The axes to predict along: ``axes`` when each was trained on, else an error naming
+    the trained axes (slices along an unseen axis look nothing like the training data)."""
+    trained = tuple(record.axes)
+    if not axes:
+        return trained
+    axes = tuple(int(a) for a in axes)
+    bad = [a for a in axes if a not in (0, 1, 2)]
+    if bad:
+        raise DatasetError(f"axes {axes}: expected canonical axes among 0, 1, 2")
+    unseen = [a for a in axes if a not in trained]
+    if unseen:
+        names = ", ".join(f"{a} ({AXIS_NAMES[a]})" for a in trained)
+        raise ConfigError(
+            f"axes {list(axes)}: {source} was trained on axis {names} only, not on "
+            f"{', '.join(f'{a} ({AXIS_NAMES[a]})' for a in unseen)}; predict along the trained "
+            "axes, or train with data.slice_axes: [0, 1, 2] for a multi-view ensemble"
+        )
+    return axes

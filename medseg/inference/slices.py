@@ -4,6 +4,10 @@ The one loop behind :class:`medseg.inference.Predictor` and the trainer's valida
 (:func:`medseg.engine.validation.validate`), so a model is scored during training exactly as
 it later predicts. Input is a preprocessed case ``(C, X, Y, Z)`` in canonical RAS; slices are
 built with :func:`medseg.data.slicing.slice_stack` (the function training samples use).
+
+Ensembles: every network (e.g. the folds of a cross-validation) and every TTA flip is run on
+the same batch and their probabilities averaged there, so a one-axis ensemble still needs no
+full-volume accumulator; only several slice axes (or a request for probabilities) do.
 """
 
 from __future__ import annotations
@@ -22,8 +26,44 @@ Network = Callable[[torch.Tensor], torch.Tensor]
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (2, 3))
 
 
+class LabelDecoder:
+    """Probabilities -> label map: argmax over softmax classes, or, for region models, the
+    regions thresholded at 0.5 and written in order (outermost first, inner ones on top)
+    with ``region_labels`` as their label values (nnU-Net's region class order).
+
+    Args:
+        num_outputs: network output channels (classes, or regions).
+        region_labels: label value per region; ``None`` for a softmax model.
+    """
+
+    def __init__(self, num_outputs: int, region_labels: Sequence[int] | None = None) -> None:
+        self.num_outputs = int(num_outputs)
+        self.region_labels = list(region_labels) if region_labels else None
+        top = max(self.region_labels) if self.region_labels else self.num_outputs - 1
+        self.torch_dtype = torch.uint8 if top < 256 else torch.int16
+        self.dtype = np.uint8 if top < 256 else np.int16
+
+    @property
+    def sigmoid(self) -> bool:
+        return self.region_labels is not None
+
+    def __call__(self, probs: torch.Tensor) -> torch.Tensor:
+        """``[B, K, ...]`` probabilities -> ``[B, ...]`` labels."""
+        if self.region_labels is None:
+            return probs.argmax(1).to(self.torch_dtype)
+        labels = torch.zeros(probs.shape[:1] + probs.shape[2:], dtype=self.torch_dtype)
+        labels = labels.to(probs.device)
+        for channel, value in enumerate(self.region_labels):
+            labels[probs[:, channel] > 0.5] = value
+        return labels
+
+    def decode_volume(self, probs: np.ndarray) -> np.ndarray:
+        """``(K, X, Y, Z)`` probabilities -> ``(X, Y, Z)`` labels."""
+        return self(torch.from_numpy(np.asarray(probs))[None])[0].numpy()
+
+
 def infer_slices(
-    network: Network,
+    network: Network | Sequence[Network],
     image: np.ndarray,
     num_classes: int,
     *,
@@ -34,31 +74,46 @@ def infer_slices(
     need_probabilities: bool = False,
     accumulator_limit_bytes: int = 2 << 30,
     progress: ProgressFn | None = None,
+    decoder: LabelDecoder | None = None,
 ) -> np.ndarray:
-    """Run ``network`` (``[B, C*(2k+1), H, W]`` -> logits ``[B, K, H, W]``) over ``image``.
+    """Run ``network`` (or several, averaged) over ``image`` ``(C, X, Y, Z)``.
 
-    Returns labels ``(X, Y, Z)`` uint8/int16 for a single pass (one axis, no TTA) without
-    probabilities: each batch's softmax becomes labels at once, so no full-volume class array
-    exists. Otherwise the mean softmax over all passes, ``(K, X, Y, Z)`` float32 (float16 when
+    Each network maps ``[B, C*(2k+1), H, W]`` to logits ``[B, K, H, W]``; ``num_classes`` is
+    ``K`` (regions for a region model, whose ``decoder`` says so).
+
+    Returns labels ``(X, Y, Z)`` uint8/int16 for one axis without probabilities: each batch's
+    averaged probabilities become labels at once, so no full-volume class array exists.
+    Otherwise the mean probabilities over every pass, ``(K, X, Y, Z)`` float32 (float16 when
     float32 would exceed ``accumulator_limit_bytes``).
     """
-    passes = [(axis, flip) for axis in axes for flip in (TTA_FLIPS if tta else ((),))]
-    single = len(passes) == 1 and not need_probabilities
-    if single:
-        out = np.zeros(image.shape[1:], dtype=np.uint8 if num_classes <= 256 else np.int16)
+    networks = list(network) if isinstance(network, list | tuple) else [network]
+    decoder = decoder or LabelDecoder(num_classes)
+    flips = TTA_FLIPS if tta else ((),)
+    direct = len(axes) == 1 and not need_probabilities
+    if direct:
+        out = np.zeros(image.shape[1:], dtype=decoder.dtype)
     else:
         shape = (num_classes, *image.shape[1:])
         big = 4 * int(np.prod(shape)) > accumulator_limit_bytes
         out = np.zeros(shape, dtype=np.float16 if big else np.float32)
     batch_size = max(1, int(batch_size))
     batches = [
-        (axis, flip, start, min(start + batch_size, image.shape[axis + 1]))
-        for axis, flip in passes
+        (axis, start, min(start + batch_size, image.shape[axis + 1]))
+        for axis in axes
         for start in range(0, image.shape[axis + 1], batch_size)
     ]
-    _run_batches(network, image, context, batches, out, single, progress)
-    if not single and len(passes) > 1:
-        out /= out.dtype.type(len(passes))
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        total = None
+        for net in networks:
+            for flip in flips:
+                probs = probabilities(net, batch, flip, sigmoid=decoder.sigmoid)
+                total = probs if total is None else total + probs
+        return total / (len(networks) * len(flips))
+
+    _run_batches(predict, image, context, batches, out, decoder if direct else None, progress)
+    if not direct and len(axes) > 1:
+        out /= out.dtype.type(len(axes))
     return out
 
 
@@ -69,16 +124,19 @@ def stack_slices(image: np.ndarray, axis: int, start: int, stop: int, context: i
 
 
 def probabilities(
-    network: Network, batch: torch.Tensor, flip: tuple[int, ...] = ()
+    network: Network, batch: torch.Tensor, flip: tuple[int, ...] = (), sigmoid: bool = False
 ) -> torch.Tensor:
-    """Class probabilities ``[B, K, H, W]`` float32 for one (possibly flipped) batch.
+    """Probabilities ``[B, K, H, W]`` float32 for one (possibly flipped) batch.
 
-    A single-logit (sigmoid) model gives ``K = 2`` with P(background) = 1 - p.
+    Softmax over classes; ``sigmoid=True`` (region models) gives one independent probability
+    per output. A single-logit softmax-less model gives ``K = 2`` with P(background) = 1 - p.
     """
     if flip:
         batch = torch.flip(batch, flip)
     logits = network(batch).float()
-    if logits.shape[1] == 1:
+    if sigmoid:
+        probs = torch.sigmoid(logits)
+    elif logits.shape[1] == 1:
         fg = torch.sigmoid(logits)
         probs = torch.cat([1 - fg, fg], dim=1)
     else:
@@ -87,32 +145,32 @@ def probabilities(
 
 
 def _run_batches(
-    network: Network,
+    predict: Callable[[torch.Tensor], torch.Tensor],
     image: np.ndarray,
     context: int,
-    batches: list[tuple[int, tuple[int, ...], int, int]],
+    batches: list[tuple[int, int, int]],
     out: np.ndarray,
-    single: bool,
+    decoder: LabelDecoder | None,
     progress: ProgressFn | None,
 ) -> None:
     # One worker thread builds the next batch while the network runs on this one (torch
     # releases the GIL), so slicing costs almost no wall time.
     def build(n: int):
-        axis, _flip, start, stop = batches[n]
+        axis, start, stop = batches[n]
         return stack_slices(image, axis, start, stop, context)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(build, 0)
-        for n, (axis, flip, start, stop) in enumerate(batches):
+        for n, (axis, start, stop) in enumerate(batches):
             batch = future.result()
             if n + 1 < len(batches):
                 future = pool.submit(build, n + 1)
-            probs = probabilities(network, batch, flip)
-            view = np.moveaxis(out, axis if single else axis + 1, 0 if single else 1)
-            if single:
-                labels = probs.argmax(1).to(torch.uint8 if out.dtype == np.uint8 else torch.int16)
-                view[start:stop] = labels.cpu().numpy()
+            probs = predict(batch)
+            if decoder is not None:
+                view = np.moveaxis(out, axis, 0)
+                view[start:stop] = decoder(probs).cpu().numpy()
             else:
+                view = np.moveaxis(out, axis + 1, 1)
                 view[:, start:stop] += probs.transpose(0, 1).cpu().numpy().astype(out.dtype)
             if progress is not None:
                 progress(n + 1, len(batches))

@@ -56,8 +56,8 @@ def write_constant_checkpoint(
     everywhere: deterministic output that exercises the real Predictor end to end."""
     import torch
 
+    from medseg.checkpoint import save_checkpoint
     from medseg.data.preprocessing import PreprocessingParams
-    from medseg.engine.checkpoint import save_checkpoint
     from medseg.models import build_model
 
     options = {"depth": 2, "base_channels": 4}

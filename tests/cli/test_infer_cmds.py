@@ -84,11 +84,12 @@ def test_predict_folder_of_cases_with_a_bad_case(two_channel_ckpt, tmp_path, cap
     assert list(pd.read_csv(out / "summary.csv", comment="#")["status"]) == ["ok"] * 3
 
 
-def test_predict_options_tta_axes_probabilities_postprocess(tiny_checkpoint, tmp_path):
+def test_predict_options_tta_axes_probabilities_postprocess(tmp_path):
+    all_axes = write_tiny_checkpoint(tmp_path / "all_axes.pt", axes=(2, 0, 1))
     src = tmp_path / "scan.nii.gz"
     write_volume(blob_volume(shape=(30, 26, 10)), src)
     out = tmp_path / "out"
-    args = ["predict", src, "-o", out, "--model", tiny_checkpoint, "--device", "cpu", "-q",
+    args = ["predict", src, "-o", out, "--model", all_axes, "--device", "cpu", "-q",
             "--tta", "--axes", "0,2", "--save-probabilities", "--largest-component"]  # fmt: skip
     assert run_cli(args) == 0
     probs = nib.load(str(out / "scan_probabilities.nii.gz"))
@@ -108,6 +109,11 @@ def test_predict_argument_errors(tiny_checkpoint, tmp_path, capsys):
     base = ["predict", src, "-o", tmp_path / "o", "--device", "cpu"]
     assert run_cli([*base, "--model", tiny_checkpoint, "--axes", "0,5"]) == 2
     assert "error: --axes" in capsys.readouterr().err
+    # an axial-only model asked for a multi-view ensemble: refused, trained axes named
+    assert run_cli([*base, "--model", tiny_checkpoint, "--axes", "0,1,2"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on axis 2 (axial) only" in err
+    assert not (tmp_path / "o" / "scan.nii.gz").exists()
     assert run_cli([*base, "--model", tmp_path / "nope.pt"]) == 2
     assert "nope.pt does not exist" in capsys.readouterr().err
     assert (

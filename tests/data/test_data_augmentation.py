@@ -20,9 +20,11 @@ OFF = {
         "blur",
         "brightness",
         "contrast",
+        "lowres",
     )
 }
 OFF["flips"] = {"prob": [0.0, 0.0]}
+OFF["gamma"] = {"prob": 0.0, "invert_prob": 0.0}
 
 
 def only(**changes) -> AugmentationConfig:

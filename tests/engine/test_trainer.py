@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from medseg import RESEARCH_USE_NOTICE
-from medseg.engine.checkpoint import load_checkpoint
+from medseg.checkpoint import load_checkpoint
 from medseg.engine.config import TrainConfig, build_config
 from medseg.engine.trainer import Trainer, train
 from medseg.engine.validation import ValidationResult
@@ -91,7 +91,7 @@ def test_checkpoint_is_complete_and_loads_safely(one_epoch_run) -> None:
     }
     assert ckpt["class_names"] == ["background", "lesion", "rim"]
     assert ckpt["channel_names"] == ["MRI"]
-    assert ckpt["sampling"] == {"axis": 2, "context": 0}
+    assert ckpt["sampling"] == {"axis": 2, "axes": [2], "context": 0}
     assert ckpt["epoch"] == 1
     # MR is z-scored per case, so no dataset statistics are fitted (CT fits and records them)
     assert ckpt["preprocessing"]["modality"] == "mr"
@@ -134,17 +134,11 @@ def test_resume_continues_exactly(tiny_raw: dict[str, Any], tmp_path: Path) -> N
 def test_best_checkpoint_follows_validation_dice(
     tiny_raw: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    raw = {**tiny_raw, "train": {**tiny_raw["train"], "epochs": 3}}
+    raw = {**tiny_raw, "train": {**tiny_raw["train"], "epochs": 3, "selection_ema": 0.0}}
     raw["data"] = {**raw["data"], "samples_per_epoch": 8}
     cfg = build_config(raw)
     trainer = Trainer(cfg, tmp_path / "run", CPU, progress=False)
-    scripted = iter([0.2, 0.5, 0.4])
-
-    def fake_validate() -> ValidationResult:
-        d = next(scripted)
-        return ValidationResult(["background", "lesion", "rim"], np.array([d, d]), num_cases=1)
-
-    monkeypatch.setattr(trainer, "_validate", fake_validate)
+    _script_validation(monkeypatch, trainer, [0.2, 0.5, 0.4])
     result = trainer.fit()
     assert (result.best_epoch, result.best_metric) == (2, 0.5)
     best = load_checkpoint(tmp_path / "run/checkpoints/best.pt")
@@ -155,10 +149,46 @@ def test_best_checkpoint_follows_validation_dice(
     assert last["metrics"]["val_mean_dice"] == 0.4
 
 
+def _script_validation(monkeypatch: pytest.MonkeyPatch, trainer: Trainer, dice: list[float]):
+    scripted = iter(dice)
+
+    def fake_validate() -> ValidationResult:
+        d = next(scripted)
+        return ValidationResult(["background", "lesion", "rim"], np.array([d, d]), num_cases=1)
+
+    monkeypatch.setattr(trainer, "validate", fake_validate)
+
+
+def test_selection_follows_the_smoothed_dice(
+    tiny_raw: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one lucky epoch (0.9) must not win over a consistently good end of the run
+    raw = {**tiny_raw, "train": {**tiny_raw["train"], "epochs": 4, "selection_ema": 0.5}}
+    raw["data"] = {**raw["data"], "samples_per_epoch": 8}
+    trainer = Trainer(build_config(raw), tmp_path / "run", CPU, progress=False)
+    _script_validation(monkeypatch, trainer, [0.2, 0.9, 0.3, 0.8])
+    result = trainer.fit()
+    # ema: 0.2, 0.55, 0.425, 0.6125 -> epoch 4, although the raw Dice peaked at epoch 2
+    assert result.best_epoch == 4
+    assert result.best_metric == pytest.approx(0.6125)
+    rows = _read_csv(tmp_path / "run/metrics.csv")
+    assert [round(float(r["val_mean_dice_ema"]), 4) for r in rows] == [0.2, 0.55, 0.425, 0.6125]
+    assert {r["selected_on"] for r in rows} == {"val_mean_dice_ema"}
+
+
+def test_auto_patience_is_proportionate_to_the_schedule(tiny_raw: dict[str, Any]) -> None:
+    raw = {**tiny_raw, "train": {**tiny_raw["train"], "epochs": 30}}
+    assert build_config(raw).train.patience() == 15
+    raw["train"]["val_every"] = 5
+    assert build_config(raw).train.patience() == 3
+    raw["train"] = {"epochs": 30, "early_stopping_patience": None}
+    assert build_config({**tiny_raw, **raw}).train.patience() is None
+
+
 @pytest.mark.slow
 def test_early_stopping_after_patience(tiny_raw: dict[str, Any], tmp_path: Path) -> None:
     raw = {**tiny_raw, "optim": {"lr": 1e-12}, "schedule": {"name": "constant"}}
-    raw["train"] = {**raw["train"], "epochs": 5, "early_stopping_patience": 1}
+    raw["train"] = {**raw["train"], "epochs": 5, "early_stopping_patience": 1, "selection_ema": 0}
     result = train(build_config(raw), output=tmp_path / "run", progress=False)
     assert result.stopped_early
     assert result.epochs_completed == 2  # epoch 2 did not beat epoch 1 (weights barely move)
@@ -193,7 +223,7 @@ def test_cuda_amp_channels_last_run(tiny_raw: dict[str, Any], tmp_path: Path) ->
 
 
 def _fake_trainer(loss_value: float) -> Any:
-    """The attributes ``Trainer._step`` reads before its non-finite check."""
+    """The attributes ``Trainer.train_step`` reads before its non-finite check."""
     from types import SimpleNamespace
 
     return SimpleNamespace(
@@ -223,10 +253,10 @@ def test_non_finite_loss_is_voted_across_ranks(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(trainer_mod, "any_rank", other_rank_has_nan)
     with pytest.raises(FloatingPointError, match="another rank"):
-        Trainer._step(_fake_trainer(0.5), _batch())
+        Trainer.train_step(_fake_trainer(0.5), _batch())
     assert votes == [False]
 
 
 def test_non_finite_loss_raises_single_process() -> None:
     with pytest.raises(FloatingPointError, match="became nan at step 7"):
-        Trainer._step(_fake_trainer(float("nan")), _batch())
+        Trainer.train_step(_fake_trainer(float("nan")), _batch())

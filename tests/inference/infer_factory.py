@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medseg.checkpoint import save_checkpoint
 from medseg.data.preprocessing import PreprocessingParams
-from medseg.engine.checkpoint import save_checkpoint
 from medseg.io.volume import Volume
 from medseg.models import build_model
 
@@ -43,28 +43,39 @@ def write_tiny_checkpoint(
     modality: str = "mr",
     target_spacing: tuple[float, float] | None = None,
     seed: int = 0,
+    axes: tuple[int, ...] | None = None,
+    regions: dict[str, list[int]] | None = None,
 ) -> Path:
-    """A checkpoint in the trainer's format holding a random tiny ``unet``."""
+    """A checkpoint in the trainer's format holding a random tiny ``unet``.
+
+    ``axes`` records the trained slice axes (``None``: a medseg 0.1 file without them, i.e.
+    axial only); ``regions`` makes it a region model (one sigmoid output per region).
+    """
     torch.manual_seed(seed)
     in_planes = len(channel_names) * (2 * context + 1)
-    model = build_model("unet", in_planes, len(class_names), **MODEL_OPTIONS)
-    _balance_last_layer(model, in_planes, len(class_names))
+    outputs = len(regions) if regions else len(class_names)
+    model = build_model("unet", in_planes, outputs, **MODEL_OPTIONS)
+    _balance_last_layer(model, in_planes, outputs)
     params = PreprocessingParams(
         modality=modality,
         channel_names=list(channel_names),
         class_names=list(class_names),
         target_spacing=target_spacing,
+        regions=regions,
     )
+    sampling = {"axis": 2, "context": context}
+    if axes is not None:
+        sampling.update(axis=axes[0], axes=list(axes))
     payload = {
         "model": {
             "name": "unet",
             "in_channels": in_planes,
-            "num_classes": len(class_names),
+            "num_classes": outputs,
             "options": MODEL_OPTIONS,
         },
         "state_dict": model.state_dict(),
         "preprocessing": params.model_dump(mode="json"),
-        "sampling": {"axis": 2, "context": context},
+        "sampling": sampling,
         "class_names": list(class_names),
         "channel_names": list(channel_names),
     }

@@ -8,7 +8,7 @@ import torch
 from infer_factory import blob_volume, run_cli
 
 from medseg import RESEARCH_USE_NOTICE
-from medseg.engine.checkpoint import load_checkpoint
+from medseg.checkpoint import ModelRecord, load_checkpoint
 from medseg.errors import CheckpointError, OverwriteError
 from medseg.inference import Predictor
 from medseg.inference.export import check_parity, export_model, read_export_metadata
@@ -24,7 +24,9 @@ def test_export_parity_metadata_and_masks(fmt, suffix, tiny_checkpoint, tmp_path
     payload = load_checkpoint(tiny_checkpoint)
     assert embedded["preprocessing"] == payload["preprocessing"]
     assert embedded["class_names"] == payload["class_names"]
-    assert embedded["sampling"] == payload["sampling"]
+    # a checkpoint from medseg 0.1 has no "axes": the export records them explicitly
+    assert embedded["sampling"] == {**payload["sampling"], "axes": [payload["sampling"]["axis"]]}
+    assert ModelRecord.from_payload(embedded) == ModelRecord.from_payload(payload)
     assert len(embedded["checkpoint_sha256"]) == 64
     # dynamic batch and H/W: a batch size and odd size never seen at export time
     spec = payload["model"]

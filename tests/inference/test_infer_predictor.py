@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from infer_factory import blob_volume
 
-from medseg.errors import CheckpointError, DatasetError, InputNotFoundError
+from medseg.checkpoint import ModelRecord
+from medseg.data.preprocessing import PreprocessingParams
+from medseg.errors import CheckpointError, ConfigError, DatasetError, InputNotFoundError
 from medseg.inference import PostprocessConfig, Predictor, default_model_path
 from medseg.io.volume import Volume
 
@@ -55,17 +57,28 @@ def test_streaming_labels_equal_probability_argmax(tiny_checkpoint):
     np.testing.assert_array_equal(streamed.label.array, with_probs.label.array)
 
 
-def test_tta_and_multi_axis_ensemble(tiny_checkpoint):
+def test_tta_and_multi_axis_ensemble(checkpoint_factory):
+    all_axes = checkpoint_factory(axes=(2, 0, 1))
     vol = blob_volume(shape=(24, 20, 16))
-    plain = Predictor.load(tiny_checkpoint, device="cpu").predict(vol, return_probabilities=True)
+    plain = Predictor.load(all_axes, device="cpu", axes=(2,)).predict(
+        vol, return_probabilities=True
+    )
     calls = []
-    ens = Predictor.load(tiny_checkpoint, device="cpu", tta=True, axes=(0, 1, 2), batch_size=8)
+    ens = Predictor.load(all_axes, device="cpu", tta=True, axes=(0, 1, 2), batch_size=8)
     out = ens.predict(vol, progress=lambda d, t: calls.append(t), return_probabilities=True)
     assert out.label.same_grid(vol)
-    assert calls[-1] == 4 * (3 + 3 + 2)  # 4 flips x batches along each axis
+    assert calls[-1] == 3 + 3 + 2  # batches along each axis (the 4 flips run in each batch)
     assert out.settings["axes"] == [0, 1, 2]
+    # without --axes a model trained on every axis predicts along all of them
+    assert Predictor.load(all_axes, device="cpu").axes == (2, 0, 1)
     assert not np.allclose(out.probabilities, plain.probabilities, atol=1e-3)
     np.testing.assert_allclose(out.probabilities.sum(0), 1.0, atol=3e-3)
+
+
+def test_axes_the_model_never_saw_are_refused(tiny_checkpoint):
+    with pytest.raises(ConfigError, match=r"trained on axis 2 \(axial\) only.*0 \(sagittal\)"):
+        Predictor.load(tiny_checkpoint, device="cpu", axes=(0, 1, 2))
+    assert Predictor.load(tiny_checkpoint, device="cpu", axes=(2,)).axes == (2,)
 
 
 def test_resampled_model_returns_source_grid(checkpoint_factory):
@@ -105,15 +118,18 @@ def test_bad_model_files(tmp_path):
     with pytest.raises(CheckpointError, match=r"junk\.pt"):
         Predictor.load(junk)
     with pytest.raises(DatasetError, match="axes"):
-        Predictor(lambda x: x, _meta(), axes=(3,))
+        Predictor(lambda x: x, _record(), axes=(3,))
 
 
-def _meta():
-    return {
-        "preprocessing": {},
-        "sampling": {"axis": 2, "context": 0},
-        "class_names": ["background", "x"],
-    }
+def _record() -> ModelRecord:
+    return ModelRecord(
+        name="unet",
+        in_channels=1,
+        num_outputs=2,
+        preprocessing=PreprocessingParams(),
+        class_names=["background", "x"],
+        channel_names=["image"],
+    )
 
 
 def test_default_model_path():
