@@ -117,16 +117,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _write_probabilities(probs: np.ndarray, like, path: Path) -> None:
-    import nibabel as nib
-
-    img = nib.Nifti1Image(np.moveaxis(probs.astype(np.float32), 0, -1), like.affine)
-    img.set_qform(like.affine, code=1)
-    img.set_sform(like.affine, code=1)
-    with atomic_path(path, suffix=".nii.gz") as tmp:
-        nib.save(img, str(tmp))
-
-
 def predict_case(
     predictor,
     case: Case,
@@ -138,7 +128,7 @@ def predict_case(
 ) -> dict[str, Any]:
     """Predict one case and write its outputs; returns the JSON report written."""
     from medseg.inference.dicom_seg import write_dicom_seg
-    from medseg.io import read_volume, write_mask
+    from medseg.io import read_volume, write_mask, write_probabilities
 
     out = case_outputs(output_dir, case.case_id)
     t0 = time.perf_counter()
@@ -161,7 +151,9 @@ def predict_case(
         )
         written["dicom_seg"] = out["dicom_seg"].name
     if prediction.probabilities is not None:
-        _write_probabilities(prediction.probabilities, channels[0], out["probabilities"])
+        write_probabilities(
+            prediction.probabilities, channels[0], out["probabilities"], overwrite=True
+        )
         written["probabilities"] = out["probabilities"].name
     report = {
         "case": case.case_id,

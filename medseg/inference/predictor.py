@@ -62,15 +62,16 @@ from medseg.io.volume import Volume
 logger = logging.getLogger(__name__)
 
 
-def default_model_path() -> Path:
+def default_model_path(must_exist: bool = True) -> Path:
     """Path of the bundled demo model ``medseg/assets/default_model.pt``.
 
-    Raises :class:`CheckpointError` when the package was installed without it.
+    Raises :class:`CheckpointError` when the package was installed without it, unless
+    ``must_exist`` is false (the viewer lists the path and says when it is missing).
     """
     from importlib import resources
 
     path = Path(str(resources.files("medseg") / "assets" / "default_model.pt"))
-    if not path.is_file():
+    if must_exist and not path.is_file():
         raise CheckpointError(
             f"the bundled default model {path} is missing; pass a checkpoint or export with "
             "--model PATH (train one with `medseg train`), or reinstall medseg"

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 
 from medseg import RESEARCH_USE_NOTICE
-from medseg.errors import CheckpointError, InputNotFoundError
+from medseg.errors import InputNotFoundError
 from medseg.io import Volume, write_mask
 
 if TYPE_CHECKING:
@@ -44,15 +44,9 @@ class ViewerPrediction:
 
 def default_model_path() -> Path:
     """Path of the bundled default model (it may be missing, e.g. in a fresh checkout)."""
-    fallback = Path(__file__).resolve().parents[1] / "assets" / "default_model.pt"
-    try:
-        from medseg.inference.predictor import default_model_path as library_default
-    except ImportError:
-        return fallback
-    try:
-        return Path(library_default())
-    except CheckpointError:
-        return fallback
+    from medseg.inference.predictor import default_model_path as library_default
+
+    return library_default(must_exist=False)
 
 
 def list_checkpoints(runs_dir: Path | None, limit: int = 200) -> list[Path]:
