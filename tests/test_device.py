@@ -42,7 +42,9 @@ def test_auto_is_cpu_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:1"])
 def test_missing_gpu_is_an_error_never_the_cpu(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match="no CUDA GPU is available on this machine; use cpu or auto"):
+    with pytest.raises(
+        ConfigError, match="no CUDA GPU is available on this machine; use cpu or auto"
+    ):
         resolve_device(name)
 
 

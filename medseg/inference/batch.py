@@ -30,6 +30,7 @@ from medseg.errors import DatasetError, InputNotFoundError, OverwriteError
 from medseg.inference.postprocess import PostprocessConfig
 from medseg.io.atomic import atomic_path
 from medseg.io.cases import image_stem, is_dicom_folder, is_image_file, split_channel
+from medseg.io.tables import write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -283,20 +284,9 @@ def merge_summary(cases: Sequence[Case], output_dir: str | Path) -> Path:
             row["error"] = report.get("error")
         rows.append(row)
     summary = output_dir / "summary.csv"
-    write_csv_with_notice(pd.DataFrame(rows), summary)
-    write_csv_with_notice(pd.DataFrame(lesion_rows), output_dir / "lesions.csv")
+    write_csv(pd.DataFrame(rows), summary)
+    write_csv(pd.DataFrame(lesion_rows), output_dir / "lesions.csv")
     return summary
-
-
-def write_csv_with_notice(frame, path: Path) -> None:
-    """Write ``frame`` (a DataFrame) atomically as CSV whose first line is
-    ``# <RESEARCH_USE_NOTICE>``; read it back with ``pandas.read_csv(path, comment="#")``."""
-    with (
-        atomic_path(path, suffix=".csv") as tmp,
-        open(tmp, "w", newline="", encoding="utf-8") as handle,
-    ):
-        handle.write(f"# {RESEARCH_USE_NOTICE}\n")
-        frame.to_csv(handle, index=False)
 
 
 @dataclasses.dataclass

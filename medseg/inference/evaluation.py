@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputNotFoundError
-from medseg.inference.batch import write_csv_with_notice
 from medseg.io.cases import IMAGE_SUFFIXES, image_stem, split_channel
+from medseg.io.tables import write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -162,5 +162,5 @@ def evaluate_paths(
         output = Path(output)
         summary_path = output.with_name(output.name.removesuffix(".csv") + "_summary.csv")
         for frame, path in ((per_case, output), (summary, summary_path)):
-            write_csv_with_notice(frame, path)
+            write_csv(frame, path)
     return per_case, summary
