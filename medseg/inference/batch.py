@@ -342,6 +342,12 @@ def predict_folder(
 
     info = info or DistInfo()
     output = check_output_dir(output)
+    if model is not None and not Path(model).exists():
+        raise InputNotFoundError(
+            f"model {model} does not exist; pass a checkpoint (.pt), an export (.onnx, "
+            "TorchScript .pt) or a model folder, or leave it out for the bundled demo model",
+            param="model",
+        )
     torch_device = resolve_device(device, info)
     cases = discover_cases([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
     predictor = Predictor.load(

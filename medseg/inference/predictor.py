@@ -378,13 +378,14 @@ def check_axes(
     axes = tuple(int(a) for a in axes)
     bad = [a for a in axes if a not in (0, 1, 2)]
     if bad:
-        raise DatasetError(f"axes {axes}: expected canonical axes among 0, 1, 2")
+        raise DatasetError(f"axes {axes}: expected canonical axes among 0, 1, 2", param="axes")
     unseen = [a for a in axes if a not in trained]
     if unseen:
         names = ", ".join(f"{a} ({AXIS_NAMES[a]})" for a in trained)
         raise ConfigError(
             f"axes {list(axes)}: {source} was trained on axis {names} only, not on "
             f"{', '.join(f'{a} ({AXIS_NAMES[a]})' for a in unseen)}; predict along the trained "
-            "axes, or train with data.slice_axes: [0, 1, 2] for a multi-view ensemble"
+            "axes, or train with data.slice_axes: [0, 1, 2] for a multi-view ensemble",
+            param="axes",
         )
     return axes
