@@ -49,18 +49,24 @@ def default_model_path() -> Path:
 
 
 def list_checkpoints(runs_dir: Path | None, limit: int = 200) -> list[Path]:
-    """Checkpoints/exports (``.pt``, ``.onnx``) under ``runs_dir``, newest first."""
+    """Model folders (cross-validation ensembles, ``model.json``) first, then checkpoints and
+    exports (``.pt``, ``.onnx``) under ``runs_dir``, newest first."""
     if runs_dir is None or not Path(runs_dir).is_dir():
         return []
+    folders = [p.parent for p in Path(runs_dir).rglob("model.json") if p.is_file()]
     found = [p for ext in ("*.pt", "*.onnx") for p in Path(runs_dir).rglob(ext) if p.is_file()]
+    folders.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    return found[:limit]
+    return [*folders, *found][:limit]
 
 
 def load_predictor(path: Path, device: str = "auto", tta: bool = False) -> Any:
-    """A :class:`medseg.inference.Predictor` for a checkpoint or export at ``path``."""
+    """A :class:`medseg.inference.Predictor` for a checkpoint, an export or a model folder
+    (the ensemble of a cross-validation's folds) at ``path``."""
+    from medseg.inference.model_folder import is_model_folder
+
     path = Path(path)
-    if not path.is_file():
+    if not (path.is_file() or is_model_folder(path)):
         raise InputNotFoundError(
             f"model {path} does not exist; train one with `medseg train`, or pick another "
             "checkpoint"
