@@ -124,3 +124,18 @@ def test_unknown_config_device_is_a_config_error(tiny_dataset_for_cli: dict[str,
 def tiny_dataset_for_cli(tmp_path: Path) -> dict[str, Any]:
     """A minimal training config whose dataset is never read (the device fails first)."""
     return {"name": "x", "data": {"dataset": str(tmp_path / "no-dataset-needed")}}
+
+
+def test_torchrun_variables_are_read_by_the_cli_only() -> None:
+    """``DistInfo.from_env()`` is called in ``medseg/cli`` only; the library takes ``info``."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "medseg"
+    callers = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr == "from_env"
+    )
+    assert callers
+    assert all(c.startswith("cli/") for c in callers), callers
