@@ -23,7 +23,7 @@ import streamlit as st
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import MedsegError
-from medseg.viewer import loading, render, services
+from medseg.viewer import cases, loading, render, services
 from medseg.viewer.launch import ViewerConfig, parse_app_args
 from medseg.viewer.panels import (
     downloads_panel,
@@ -154,7 +154,9 @@ def sidebar_case(config: ViewerConfig) -> DisplayCase | None:
     source = st.sidebar.radio("Source", sources, key="source", horizontal=True)
     try:
         if source == "command line":
-            ref = loading.CaseRef(config.path.name, (config.path,), config.gt)
+            ref = cases.command_line_case(
+                [config.path, *config.more_paths], config.case_id, config.gt
+            )
             return _load_case(_ref_key(ref), ref)
         if source == "sample data":
             return _case_from_refs(samples, "Sample case", "sample_case")
@@ -197,7 +199,7 @@ def sidebar_prediction(config: ViewerConfig, shown: DisplayCase) -> MaskLayer | 
     )
     tta = st.sidebar.checkbox("Test-time augmentation (flips, 4x slower)", key="tta")
     auto = st.sidebar.checkbox("Predict automatically", value=True, key="auto_predict")
-    if not path.is_file():
+    if not path.exists():
         st.sidebar.info(
             f"No model at {path}. The viewer shows the scan and any ground truth; train a model "
             "with `medseg train` or start with `medseg view --model CKPT`."
@@ -227,7 +229,12 @@ def _run_inference(
 
     try:
         predictor = _predictor(str(path), path.stat().st_mtime, device, tta)
-        result = services.run_inference(predictor, shown.case.channels, name, progress)
+        case = shown.case
+        picks = cases.match_channels(
+            case.channel_names, case.named_channels, predictor.channel_names
+        )
+        channels = [case.channels[i] for i in picks]
+        result = services.run_inference(predictor, channels, name, progress)
         layer = make_layer(result.label, shown, result.class_names, result.readouts, name)
     except MedsegError as err:
         return f"Inference failed: {err}"

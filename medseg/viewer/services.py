@@ -60,14 +60,15 @@ def list_checkpoints(runs_dir: Path | None, limit: int = 200) -> list[Path]:
     if runs_dir is None or not Path(runs_dir).is_dir():
         return []
     found = [p for ext in ("*.pt", "*.onnx") for p in Path(runs_dir).rglob(ext) if p.is_file()]
+    found += [p.parent for p in Path(runs_dir).rglob("model.json")]  # model folders
     found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     return found[:limit]
 
 
 def load_predictor(path: Path, device: str = "auto", tta: bool = False) -> Any:
-    """A :class:`medseg.inference.Predictor` for a checkpoint or export at ``path``."""
+    """A :class:`medseg.inference.Predictor` for a checkpoint, export or model folder."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputNotFoundError(
             f"model {path} does not exist; train one with `medseg train`, or pick another "
             "checkpoint"
