@@ -102,6 +102,40 @@ def extract_slice(array: np.ndarray, view: str, index: int) -> np.ndarray:
     raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
 
 
+def plane_to_volume(
+    view: str, index: int, pixels: np.ndarray, display_shape: tuple[int, int, int]
+) -> np.ndarray:
+    """Plane ``(row, col)`` pixels ``(N, 2)`` of ``view`` slice ``index`` -> display voxels ``(N, 3)``.
+
+    The inverse of :func:`extract_slice`: axial ``plane[r, c] = vol[c, r, k]``, coronal
+    ``plane[r, c] = vol[c, j, Z-1-r]``, sagittal ``plane[r, c] = vol[i, c, Z-1-r]``.
+    """
+    px = np.asarray(pixels, dtype=np.int64).reshape(-1, 2)
+    rows, cols = px[:, 0], px[:, 1]
+    fixed = np.full(len(px), int(index), np.int64)
+    top = display_shape[2] - 1
+    if view == "axial":
+        return np.stack([cols, rows, fixed], axis=1)
+    if view == "coronal":
+        return np.stack([cols, fixed, top - rows], axis=1)
+    if view == "sagittal":
+        return np.stack([fixed, cols, top - rows], axis=1)
+    raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
+
+
+def screen_to_plane(
+    x: float, y: float, shown_size: tuple[float, float], plane_shape: tuple[int, int]
+) -> tuple[float, float]:
+    """A click at ``(x, y)`` on an image shown ``(height, width)`` big -> plane ``(row, col)``.
+
+    Fractional plane coordinates (pixel ``r`` spans ``[r, r+1)``); works for any on-screen
+    scaling because the rendered image keeps the plane's physical aspect ratio.
+    """
+    height, width = shown_size
+    rows, cols = plane_shape
+    return float(y) * rows / max(float(height), 1.0), float(x) * cols / max(float(width), 1.0)
+
+
 def pixel_spacing(spacing: tuple[float, float, float], view: str) -> tuple[float, float]:
     """Physical size (row height, column width) in mm of one screen pixel of ``view``.
 

@@ -1,0 +1,137 @@
+"""Lesion review, editing and uncertainty maps (medseg.viewer.review, pure numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medseg.io import Volume
+from medseg.viewer import render
+from medseg.viewer.review import (
+    ReviewError,
+    ReviewSession,
+    brush_plane_pixels,
+    display_to_source,
+    foreground_probability,
+    normalised_entropy,
+)
+
+
+def _mask() -> tuple[np.ndarray, np.ndarray]:
+    """Three lesions: big confident (label 1), small unsure (1), medium unsure (2)."""
+    mask = np.zeros((20, 20, 10), np.uint8)
+    fg = np.full(mask.shape, 0.05, np.float32)
+    mask[2:8, 2:8, 2:6] = 1
+    fg[2:8, 2:8, 2:6] = 0.95
+    mask[12:14, 12:14, 2:4] = 1
+    fg[12:14, 12:14, 2:4] = 0.55
+    mask[12:16, 2:6, 5:8] = 2
+    fg[12:16, 2:6, 5:8] = 0.552
+    return mask, fg
+
+
+def test_lesions_listed_least_confident_then_largest() -> None:
+    mask, fg = _mask()
+    session = ReviewSession(mask, 0.001, fg, num_classes=3)
+    order = session.review_order()
+    assert [les.voxels for les in order] == [48, 8, 144]  # 0.55 ties: larger first
+    assert order[0].label == 2
+    assert order[2].confidence == pytest.approx(0.95)
+    assert order[2].volume_ml == pytest.approx(0.144)
+
+
+def test_reject_and_relabel_change_only_that_lesion() -> None:
+    mask, fg = _mask()
+    session = ReviewSession(mask, 0.001, fg, num_classes=3)
+    small = next(les for les in session.lesions.values() if les.voxels == 8)
+    big = next(les for les in session.lesions.values() if les.voxels == 144)
+    session.decide(small.id, "reject", note="speck")
+    session.decide(big.id, "relabel", new_label=2)
+    work = session.working()
+    assert work[12:14, 12:14, 2:4].max() == 0
+    assert (work[2:8, 2:8, 2:6] == 2).all()
+    assert (work != mask).sum() == 8 + 144
+    assert session.edited_voxels(["bg", "core", "oedema"]) == {
+        "core": {"added": 0, "removed": 152},
+        "oedema": {"added": 144, "removed": 0},
+    }
+    session.decide(small.id, "accept")
+    assert session.working()[12:14, 12:14, 2:4].min() == 1
+    rows = {r["lesion"]: r for r in session.decisions(["bg", "core", "oedema"])}
+    assert rows[big.id]["decision"] == "relabel"
+    assert rows[big.id]["new_class"] == "oedema"
+    with pytest.raises(ReviewError, match="not a foreground class"):
+        session.decide(big.id, "relabel", new_label=7)
+    with pytest.raises(ReviewError, match="no lesion"):
+        session.decide(99, "reject")
+
+
+def test_brush_eraser_undo_redo() -> None:
+    mask, _ = _mask()
+    session = ReviewSession(mask, 0.001, num_classes=3)
+    assert session.review_order()[0].confidence is None
+    changed = session.paint(np.array([[0, 0, 0], [0, 1, 0], [2, 2, 2], [50, 0, 0]]), 2)
+    assert changed == 3  # (2,2,2) was label 1 -> 2; out-of-volume voxel dropped
+    assert session.working()[0, 0, 0] == 2
+    assert session.working()[2, 2, 2] == 2
+    # eraser clears only the chosen label
+    assert session.paint(np.array([[3, 3, 3], [0, 0, 0]]), 1, erase=True) == 1
+    assert session.working()[3, 3, 3] == 0
+    assert session.working()[0, 0, 0] == 2
+    assert session.brushed_voxels() == 4
+    assert session.undo()
+    assert session.working()[3, 3, 3] == 1
+    assert session.redo()
+    assert session.working()[3, 3, 3] == 0
+    while session.undo():
+        pass
+    np.testing.assert_array_equal(session.working(), mask)
+    assert session.redo()  # the first stroke comes back
+    assert session.working()[0, 0, 0] == 2
+    assert session.working()[3, 3, 3] == 1
+
+
+def test_uncertainty_maps() -> None:
+    probs = np.stack([np.full((2, 2, 2), p) for p in (0.5, 0.25, 0.25)]).astype(np.float32)
+    probs[:, 0, 0, 0] = (1.0, 0.0, 0.0)
+    probs[:, 1, 1, 1] = (1 / 3, 1 / 3, 1 / 3)
+    fg = foreground_probability(probs)
+    assert fg[0, 0, 0] == pytest.approx(0.0)
+    assert fg[0, 1, 0] == pytest.approx(0.5)
+    entropy = normalised_entropy(probs)
+    assert entropy[0, 0, 0] == pytest.approx(0.0, abs=1e-4)
+    assert entropy[1, 1, 1] == pytest.approx(1.0, abs=1e-4)
+    assert 0.9 < entropy[0, 1, 0] < 1.0
+    regions = np.stack([np.full((1, 1, 2), 0.5), np.full((1, 1, 2), 0.9)]).astype(np.float32)
+    assert foreground_probability(regions, regions=True)[0, 0, 0] == pytest.approx(0.9)
+    assert normalised_entropy(regions, regions=True)[0, 0, 0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_brush_is_round_in_millimetres() -> None:
+    # rows 2 mm, columns 1 mm: a 4 mm brush spans +-2 rows and +-4 columns
+    pixels = brush_plane_pixels((40, 40), (2.0, 1.0), (20.5, 20.5), 4.0)
+    rows, cols = pixels[:, 0], pixels[:, 1]
+    assert rows.max() - rows.min() == 4
+    assert cols.max() - cols.min() == 8
+    tiny = brush_plane_pixels((40, 40), (2.0, 1.0), (0.2, 39.9), 0.1)
+    assert tiny.tolist() == [[0, 39]]
+
+
+@pytest.mark.parametrize("view", render.VIEWS)
+def test_plane_pixels_map_back_to_the_source_voxels(view: str) -> None:
+    rng = np.random.default_rng(0)
+    # stored LPS-like with a permutation, so display differs from source
+    affine = np.array([[0, 0, -2.0, 5], [-1.0, 0, 0, 3], [0, 3.0, 0, -7], [0, 0, 0, 1]])
+    source = Volume(rng.integers(0, 1000, (7, 5, 6)).astype(np.int32), affine)
+    shown = render.to_display(source)
+    index = 2
+    plane = render.extract_slice(shown.array, view, index)
+    pixels = np.argwhere(np.ones(plane.shape, bool))
+    display_idx = render.plane_to_volume(view, index, pixels, shown.shape)
+    src_idx = display_to_source(display_idx, shown.affine, source.affine)
+    values = source.array[tuple(src_idx.T)]
+    np.testing.assert_array_equal(values, plane[pixels[:, 0], pixels[:, 1]])
+
+
+def test_screen_to_plane_scales_with_displayed_size() -> None:
+    assert render.screen_to_plane(100, 50, (200, 400), (20, 40)) == (5.0, 10.0)
