@@ -13,15 +13,22 @@ region), averaged over TTA flips / ensemble folds by the predictor before they a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+import datetime
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from medseg.errors import MedsegError
+from medseg.errors import DatasetError, InputNotFoundError, MedsegError, OverwriteError
 from medseg.inference.readouts import CONNECTIVITY_26
+from medseg.io import Volume, check_same_grid, write_mask, write_volume
+from medseg.io.atomic import atomic_path
 
 DECISIONS = ("pending", "accept", "reject", "relabel")
 #: The review order, as stated on the page.
@@ -320,3 +327,167 @@ def display_to_source(
     to_source = np.linalg.inv(np.asarray(source_affine, float)) @ np.asarray(display_affine, float)
     mapped = idx @ to_source[:3, :3].T + to_source[:3, 3]
     return np.rint(mapped).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- saving
+CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedReview:
+    """Files written by :func:`save_reviewed_case` (``images`` empty for a plain folder)."""
+
+    mask: Path
+    record: Path
+    images: tuple[Path, ...] = ()
+    dataset_json: Path | None = None
+
+
+def review_record(
+    session: ReviewSession,
+    *,
+    case_name: str,
+    class_names: Sequence[str],
+    model: str,
+    model_sha256: str | None,
+    reviewer: str = "",
+    sources: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The review record saved beside the mask (JSON-ready dict)."""
+    import medseg
+
+    return {
+        "notice": medseg.RESEARCH_USE_NOTICE,
+        "medseg_version": medseg.__version__,
+        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "reviewer": reviewer,
+        "case": case_name,
+        "sources": list(sources),
+        "model": model,
+        "model_sha256": model_sha256,
+        "review_order_rule": REVIEW_ORDER_RULE,
+        "lesions": session.decisions(class_names),
+        "edited_voxels": session.edited_voxels(class_names),
+        "brushed_voxels": session.brushed_voxels(),
+        "changed_voxels": int(np.count_nonzero(session.working() != session.original)),
+    }
+
+
+def _check_case_id(case_id: str) -> None:
+    if not CASE_ID.fullmatch(case_id or ""):
+        raise ReviewError(
+            f"case id {case_id!r}: use letters, digits, '.', '_' or '-' (e.g. patient_017), "
+            "no path separators or spaces"
+        )
+
+
+def _write_json(payload: dict[str, Any], path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    return path
+
+
+def _refuse_existing(paths: Sequence[Path], what: str) -> None:
+    taken = [str(p) for p in paths if p.exists()]
+    if taken:
+        raise OverwriteError(
+            f"{what}: {', '.join(taken)} already exists; saving never overwrites. Choose "
+            "another case id or output folder"
+        )
+
+
+def save_reviewed_case(
+    mask: Volume,
+    record: dict[str, Any],
+    destination: Path,
+    case_id: str,
+    *,
+    channels: Sequence[Volume] = (),
+    as_training_case: bool = False,
+) -> SavedReview:
+    """Save a reviewed mask (on ``mask``'s source grid) and its review record; never overwrite.
+
+    * Folder (default): ``destination/<case_id>_reviewed.nii.gz`` and
+      ``destination/<case_id>_review.json``.
+    * ``as_training_case``: ``destination`` is an nnU-Net dataset folder (``dataset.json``);
+      ``channels`` go to ``imagesTr/<case_id>_000N<ending>``, the mask to
+      ``labelsTr/<case_id><ending>``, the record to ``reviews/<case_id>.json``, and
+      ``dataset.json``'s ``numTraining`` is recounted and rewritten atomically. An existing
+      case id is refused (:class:`~medseg.errors.OverwriteError`).
+
+    Every file goes through a temporary file renamed into place; when a later file fails,
+    the ones already written for this case are removed again.
+    """
+    _check_case_id(case_id)
+    destination = Path(destination)
+    if not as_training_case:
+        targets = [
+            destination / f"{case_id}_reviewed.nii.gz",
+            destination / f"{case_id}_review.json",
+        ]
+        _refuse_existing(targets, f"saving case {case_id}")
+        with _undo_on_error(targets):
+            write_mask(mask.array, mask, targets[0])
+            _write_json({**record, "mask": targets[0].name}, targets[1])
+        return SavedReview(targets[0], targets[1])
+    meta_path = destination / "dataset.json"
+    meta = _dataset_meta(meta_path, len(channels), mask)
+    ending = str(meta.get("file_ending", ".nii.gz"))
+    images = [destination / "imagesTr" / f"{case_id}_{i:04d}{ending}" for i in range(len(channels))]
+    label = destination / "labelsTr" / f"{case_id}{ending}"
+    review = destination / "reviews" / f"{case_id}.json"
+    existing = sorted((destination / "imagesTr").glob(f"{case_id}_[0-9][0-9][0-9][0-9].*"))
+    _refuse_existing([*existing, *images, label, review], f"dataset {destination}: case {case_id}")
+    with _undo_on_error([*images, label, review]):
+        for volume, path in zip(channels, images, strict=True):
+            check_same_grid(mask, volume, what=f"channel {path.name}")
+            write_volume(volume, path)
+        write_mask(mask.array, mask, label)
+        _write_json({**record, "mask": str(label.relative_to(destination))}, review)
+        meta["numTraining"] = sum(
+            1 for p in (destination / "labelsTr").iterdir() if p.name.endswith(ending)
+        )
+        _write_json(meta, meta_path)
+    return SavedReview(label, review, tuple(images), meta_path)
+
+
+def _dataset_meta(meta_path: Path, n_channels: int, mask: Volume) -> dict[str, Any]:
+    if not meta_path.is_file():
+        raise InputNotFoundError(
+            f"{meta_path.parent} has no dataset.json; pick an nnU-Net dataset folder (with "
+            "imagesTr/, labelsTr/, dataset.json) or save into a plain output folder"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as err:
+        raise DatasetError(
+            f"{meta_path}: not valid JSON ({err}); fix it before adding cases"
+        ) from err
+    ending = str(meta.get("file_ending", ".nii.gz"))
+    if ending not in (".nii.gz", ".nii"):
+        raise DatasetError(f"{meta_path}: file_ending {ending!r}; the viewer writes .nii.gz/.nii")
+    expected = len(meta.get("channel_names") or meta.get("modality") or {})
+    if n_channels == 0 or (expected and n_channels != expected):
+        raise DatasetError(
+            f"{meta_path}: the dataset has {expected} channel(s), the reviewed case {n_channels}; "
+            "add the case to a dataset made for the same model inputs"
+        )
+    labels = [v for v in (meta.get("labels") or {}).values() if isinstance(v, int)]
+    top = int(mask.array.max(initial=0))
+    if labels and top > max(labels):
+        raise DatasetError(
+            f"{meta_path}: the mask holds label {top}, the dataset defines labels up to "
+            f"{max(labels)}; add the class to dataset.json first"
+        )
+    return meta
+
+
+@contextlib.contextmanager
+def _undo_on_error(paths: Sequence[Path]) -> Iterator[None]:
+    """Remove ``paths`` written so far when the block fails (they did not exist before)."""
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        raise

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+import nibabel as nib
 import numpy as np
 import pytest
 
-from medseg.io import Volume
+from medseg import RESEARCH_USE_NOTICE
+from medseg.errors import DatasetError, OverwriteError
+from medseg.io import Volume, write_mask, write_volume
 from medseg.viewer import render
 from medseg.viewer.review import (
     ReviewError,
@@ -14,6 +19,8 @@ from medseg.viewer.review import (
     display_to_source,
     foreground_probability,
     normalised_entropy,
+    review_record,
+    save_reviewed_case,
 )
 
 
@@ -135,3 +142,104 @@ def test_plane_pixels_map_back_to_the_source_voxels(view: str) -> None:
 
 def test_screen_to_plane_scales_with_displayed_size() -> None:
     assert render.screen_to_plane(100, 50, (200, 400), (20, 40)) == (5.0, 10.0)
+
+
+# ----------------------------------------------------------------------------- saving
+AFFINE = np.array([[-1.0, 0, 0, 30.0], [0, -1.5, 0, 25.0], [0, 0, 3.0, -30.0], [0, 0, 0, 1]])
+
+
+def _reviewed() -> tuple[ReviewSession, Volume, list[Volume]]:
+    mask, fg = _mask()
+    session = ReviewSession(mask, 0.0045, fg, num_classes=3)
+    first = session.review_order()[0]
+    session.decide(first.id, "reject", note="artefact")
+    session.paint(np.array([[0, 0, 0], [0, 0, 1]]), 1)
+    image = Volume(np.random.default_rng(0).normal(size=mask.shape).astype(np.float32), AFFINE)
+    reviewed = image.with_array(np.array(session.working()))
+    return session, reviewed, [image, image.with_array(image.array * 2)]
+
+
+def _record(session: ReviewSession) -> dict:
+    return review_record(
+        session,
+        case_name="pat",
+        class_names=["background", "core", "oedema"],
+        model="tiny.pt",
+        model_sha256="ab" * 32,
+        reviewer="Dr Test",
+    )
+
+
+def test_save_into_folder_rereads_on_source_grid_and_never_overwrites(tmp_path) -> None:
+    session, reviewed, _ = _reviewed()
+    record = _record(session)
+    saved = save_reviewed_case(reviewed, record, tmp_path / "out", "pat")
+    img = nib.load(saved.mask)
+    np.testing.assert_allclose(img.affine, AFFINE)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), session.working())
+    data = json.loads(saved.record.read_text())
+    assert data["reviewer"] == "Dr Test"
+    assert data["model_sha256"] == "ab" * 32
+    assert data["notice"] == RESEARCH_USE_NOTICE
+    assert data["medseg_version"]
+    assert [r["decision"] for r in data["lesions"]].count("reject") == 1
+    assert data["lesions"][0]["note"] == "artefact"
+    assert data["edited_voxels"]["oedema"] == {"added": 0, "removed": 48}
+    assert data["edited_voxels"]["core"] == {"added": 2, "removed": 0}
+    with pytest.raises(OverwriteError, match="never overwrites"):
+        save_reviewed_case(reviewed, record, tmp_path / "out", "pat")
+    with pytest.raises(ReviewError, match="case id"):
+        save_reviewed_case(reviewed, record, tmp_path / "out", "../x")
+
+
+def _dataset(root) -> None:
+    write_volume(
+        Volume(np.zeros((20, 20, 10), np.float32), AFFINE), root / "imagesTr" / "old_0000.nii.gz"
+    )
+    write_volume(
+        Volume(np.zeros((20, 20, 10), np.float32), AFFINE), root / "imagesTr" / "old_0001.nii.gz"
+    )
+    write_mask(
+        np.zeros((20, 20, 10), np.uint8),
+        Volume(np.zeros((20, 20, 10)), AFFINE),
+        root / "labelsTr" / "old.nii.gz",
+    )
+    meta = {
+        "channel_names": {"0": "flair", "1": "t1c"},
+        "labels": {"background": 0, "core": 1, "oedema": 2},
+        "numTraining": 1,
+        "file_ending": ".nii.gz",
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))  # fmt: skip
+
+
+def test_save_as_training_case(tmp_path) -> None:
+    session, reviewed, channels = _reviewed()
+    root = tmp_path / "ds"
+    _dataset(root)
+    saved = save_reviewed_case(
+        reviewed, _record(session), root, "pat", channels=channels, as_training_case=True
+    )
+    assert saved.mask == root / "labelsTr" / "pat.nii.gz"
+    assert [p.name for p in saved.images] == ["pat_0000.nii.gz", "pat_0001.nii.gz"]
+    np.testing.assert_array_equal(np.asarray(nib.load(saved.mask).dataobj), session.working())
+    np.testing.assert_allclose(nib.load(saved.images[1]).get_fdata(), channels[1].array, rtol=1e-6)
+    meta = json.loads((root / "dataset.json").read_text())
+    assert meta["numTraining"] == 2
+    assert meta["channel_names"] == {"0": "flair", "1": "t1c"}
+    from medseg.data.datasets import load_dataset
+
+    assert load_dataset(root).case("pat").label == saved.mask
+    # an existing case id is refused and nothing changes
+    before = sorted(p.name for p in root.rglob("*"))
+    for case_id in ("pat", "old"):
+        with pytest.raises(OverwriteError, match="already exists"):
+            save_reviewed_case(
+                reviewed, _record(session), root, case_id, channels=channels, as_training_case=True
+            )
+    assert sorted(p.name for p in root.rglob("*")) == before
+    with pytest.raises(DatasetError, match="2 channel"):
+        save_reviewed_case(
+            reviewed, _record(session), root, "new", channels=channels[:1], as_training_case=True
+        )
+    assert not (root / "labelsTr" / "new.nii.gz").exists()
