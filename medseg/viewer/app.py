@@ -23,7 +23,7 @@ import streamlit as st
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import MedsegError
-from medseg.viewer import cases, loading, render, services
+from medseg.viewer import cases, loading, render, review_panel, services
 from medseg.viewer.launch import ViewerConfig, parse_app_args
 from medseg.viewer.panels import (
     downloads_panel,
@@ -235,7 +235,16 @@ def _run_inference(
         )
         channels = [case.channels[i] for i in picks]
         result = services.run_inference(predictor, channels, name, progress)
-        layer = make_layer(result.label, shown, result.class_names, result.readouts, name)
+        layer = make_layer(
+            result.label,
+            shown,
+            result.class_names,
+            result.readouts,
+            name,
+            uncertainty=result.uncertainty,
+            model_sha256=result.model_sha256,
+            channels_used=tuple(picks),
+        )
     except MedsegError as err:
         return f"Inference failed: {err}"
     except (RuntimeError, ValueError) as err:  # e.g. a model trained for other channels
@@ -351,9 +360,14 @@ def main() -> None:
     _reset_on_new_case(shown.digest)
     identifiers_panel(shown)
     pred = sidebar_prediction(config, shown)
+    session, edit_settings = review_panel.sidebar_review(shown, pred)
+    if session is not None:
+        pred = review_panel.reviewed_layer(session, shown, pred)
     truth = shown_truth(shown)
     layers = [layer for layer in (pred, truth) if layer is not None]
     settings = sidebar_display(shown, layers)
+    settings.update(review_panel.uncertainty_settings(pred))
+    settings.update(edit_settings)
     spacing = " × ".join(f"{s:.2f}" for s in shown.case.channels[0].spacing)
     st.caption(
         f"**{shown.case.name}** · {' × '.join(map(str, shown.case.channels[0].shape))} voxels "
@@ -364,6 +378,8 @@ def main() -> None:
         rgb = image_panel(shown, pred, truth, settings)
     with right:
         lesion_panel(shown, navigation_layer(pred, truth), settings)
+    if session is not None:
+        review_panel.review_section(shown, session, pred, config.data_root)
     readouts_tab, downloads_tab = st.tabs(["Readouts", "Downloads"])
     with readouts_tab:
         metrics = readouts_panel(shown, pred, truth)

@@ -113,19 +113,35 @@ def image_panel(
         mode=settings["mode"],
         visible=settings["visible"],
         opacity=settings["opacity"],
-        style=settings["style"],
+        style="contour" if settings.get("heat") is not None else settings["style"],
+        heat=settings.get("heat"),
     )
     rgb = render.render_slice(request)
     count = render.num_slices(shown.shape, view)
     win = settings["window"]
-    st.image(
-        render.encode_for_screen(rgb),
-        caption=(
-            f"{view} {index + 1}/{count} · W {win.width:.4g} / L {win.level:.4g} · "
-            "radiological convention: patient's right on screen left"
-            + (" (axial, coronal)" if view != "sagittal" else "; anterior on screen left")
-        ),
+    caption = (
+        f"{view} {index + 1}/{count} · W {win.width:.4g} / L {win.level:.4g} · "
+        "radiological convention: patient's right on screen left"
+        + (" (axial, coronal)" if view != "sagittal" else "; anterior on screen left")
     )
+    if settings.get("click_key"):
+        # Editing: the same image, clickable (streamlit-image-coordinates); the click is
+        # applied at the start of the next rerun against this view and slice.
+        from streamlit_image_coordinates import streamlit_image_coordinates
+
+        st.session_state["_brush_ctx"] = {"view": view, "index": index}
+        streamlit_image_coordinates(
+            rgb, key=settings["click_key"], image_format="JPEG", jpeg_quality=95,
+            cursor="crosshair",
+        )  # fmt: skip
+        st.caption(caption + " · click to paint")
+    else:
+        st.image(render.encode_for_screen(rgb), caption=caption)
+    if settings.get("heat") is not None:
+        st.image(
+            render.colour_bar(settings["heat_name"]),
+            caption=f"{settings['heat_name']} (0..1); masks drawn as outlines",
+        )
     legend = _legend(settings)
     if legend:
         st.markdown(legend, unsafe_allow_html=True)

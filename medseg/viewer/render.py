@@ -323,6 +323,7 @@ class RenderRequest:
     style: str = "filled"
     labels: bool = True
     min_side: int = 384
+    heat: np.ndarray | None = None  # display-oriented 0..1 map (uncertainty), drawn first
 
 
 def _resize(plane: np.ndarray, size: tuple[int, int], labels: bool) -> np.ndarray:
@@ -357,6 +358,11 @@ def render_slice(req: RenderRequest) -> np.ndarray:
             return None
         return _resize(extract_slice(volume, req.view, req.index), size, labels=True)
 
+    if req.heat is not None:
+        heat = _resize(
+            np.asarray(extract_slice(req.heat, req.view, req.index), np.float32), size, labels=True
+        )
+        overlay_heat(rgb, heat, max(req.opacity, 0.6))
     pred, truth = mask_plane(req.prediction), mask_plane(req.truth)
     mode = req.mode
     if mode == "comparison" and pred is not None and truth is not None:
@@ -371,6 +377,45 @@ def render_slice(req: RenderRequest) -> np.ndarray:
     if req.labels:
         rgb = draw_orientation_labels(rgb, req.view)
     return rgb
+
+
+def _heat_lut() -> np.ndarray:
+    """256 x RGB colours from dark blue (0) through teal and yellow to white-hot (1)."""
+    stops = np.array([0.0, 0.35, 0.7, 1.0])
+    colours = np.array([[30, 20, 120], [0, 150, 160], [250, 210, 40], [255, 255, 230]], float)
+    x = np.linspace(0.0, 1.0, 256)
+    return np.stack([np.interp(x, stops, colours[:, c]) for c in range(3)], 1).astype(np.uint8)
+
+
+HEAT_LUT = _heat_lut()
+
+
+def overlay_heat(rgb: np.ndarray, values: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+    """Blend a 0..1 map onto ``rgb`` in place: colour from :data:`HEAT_LUT`, opacity growing
+    with the value (0 stays fully transparent, so the anatomy shows where the model is sure)."""
+    v = np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0)
+    where = v > 0.02
+    if not where.any():
+        return rgb
+    colour = HEAT_LUT[(v[where] * 255).astype(np.uint8)].astype(np.float32)
+    alpha = (opacity * np.sqrt(v[where]))[:, None]
+    rgb[where] = (rgb[where] * (1.0 - alpha) + colour * alpha).astype(np.uint8)
+    return rgb
+
+
+def colour_bar(title: str, width: int = 320, height: int = 44) -> np.ndarray:
+    """RGB image of the heat colour bar with ticks 0, 0.5, 1 and ``title``."""
+    bar = np.repeat(HEAT_LUT[np.linspace(0, 255, width).astype(int)][None], 16, axis=0)
+    image = Image.new("RGB", (width, height), (14, 17, 23))
+    image.paste(Image.fromarray(bar), (0, 0))
+    draw = ImageDraw.Draw(image)
+    font = _font(12)
+    for value, anchor in ((0.0, "lt"), (0.5, "mt"), (1.0, "rt")):
+        draw.text(
+            ((width - 1) * value, 18), f"{value:g}", fill=(230, 230, 230), font=font, anchor=anchor
+        )
+    draw.text((width / 2, height - 2), title, fill=(230, 230, 230), font=font, anchor="mb")
+    return np.asarray(image)
 
 
 def encode_for_screen(rgb: np.ndarray) -> bytes:

@@ -96,6 +96,11 @@ class MaskLayer:
     readouts: dict[str, Any]
     targets: list[navigation.LesionTarget]
     model: str = ""
+    #: ``name -> float16 (I, J, K)`` uncertainty maps on the source grid (predictions only)
+    uncertainty: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    model_sha256: str | None = None
+    #: indices of the case's channels fed to the model, in the model's order
+    channels_used: tuple[int, ...] = ()
     _areas: dict[tuple[str, tuple[int, ...]], np.ndarray] = dataclasses.field(default_factory=dict)
     _memo: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -120,6 +125,17 @@ class MaskLayer:
             self._memo[name] = compute()
         return self._memo[name]
 
+    def display_uncertainty(self, name: str) -> np.ndarray | None:
+        """Uncertainty map ``name`` reoriented for display (memoised), or None."""
+        if name not in self.uncertainty:
+            return None
+
+        def compute() -> np.ndarray:
+            volume = self.source.with_array(self.uncertainty[name])
+            return axial_friendly(render.to_display(volume).array)
+
+        return self.memo(f"uncertainty_{name}", compute)
+
 
 def make_layer(
     label: Volume,
@@ -127,6 +143,7 @@ def make_layer(
     class_names: list[str],
     readouts: dict[str, Any] | None = None,
     model: str = "",
+    **extras: Any,
 ) -> MaskLayer:
     """Prepare a prediction or ground-truth label volume for display and navigation."""
     names = services.class_names_for(label, class_names)
@@ -136,7 +153,9 @@ def make_layer(
     targets = navigation.lesion_targets(
         readouts.get("lesions", []), label.affine, display.affine, display.shape
     )
-    return MaskLayer(label, axial_friendly(display.array), names, readouts, targets, model)
+    return MaskLayer(
+        label, axial_friendly(display.array), names, readouts, targets, model, **extras
+    )
 
 
 class LRUStore:

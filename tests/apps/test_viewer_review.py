@@ -1,0 +1,147 @@
+"""Review -> correct -> save in the real viewer page (streamlit.testing AppTest).
+
+A two-channel case given as two files, a two-channel random checkpoint, the uncertainty
+overlay, one lesion rejected, one brush stroke (two clicks), saved as a new training case
+into a copy of an nnU-Net dataset; the saved mask differs from the prediction exactly at
+the rejected lesion's voxels and the brushed voxels.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+from viewer_factory import CLASS_NAMES, SHAPE, synthetic_brain
+
+from medseg.io import Volume, write_mask, write_volume
+from medseg.viewer.launch import ViewerConfig
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
+from infer_factory import write_tiny_checkpoint
+
+APP = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
+#: RAS-stored (i -> patient's right): the display flips i and j, so the page must map back.
+RAS_AFFINE = np.array([[1.0, 0, 0, -30.0], [0, 1.0, 0, -25.0], [0, 0, 3.0, -30.0], [0, 0, 0, 1]])
+
+
+@pytest.fixture
+def two_channel_case(tmp_path: Path) -> tuple[Path, Path]:
+    image, _ = synthetic_brain(seed=3)
+    flair = write_volume(
+        Volume(image, RAS_AFFINE, {"modality": "MR"}), tmp_path / "pat_0000.nii.gz"
+    )
+    t1c = write_volume(Volume(image * 0.5 + 20, RAS_AFFINE), tmp_path / "pat_0001.nii.gz")
+    return flair, t1c
+
+
+@pytest.fixture
+def dataset_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "Dataset001_copy"
+    image, label = synthetic_brain(seed=1)
+    vol = Volume(image, RAS_AFFINE)
+    for i in range(2):
+        write_volume(vol, root / "imagesTr" / f"old_{i:04d}.nii.gz")
+    write_mask(label, vol, root / "labelsTr" / "old.nii.gz")
+    meta = {
+        "channel_names": {"0": "flair", "1": "t1c"},
+        "labels": {name: i for i, name in enumerate(CLASS_NAMES)},
+        "numTraining": 1,
+        "file_ending": ".nii.gz",
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def _ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def test_review_reject_brush_save_into_dataset(
+    tmp_path: Path, two_channel_case: tuple[Path, Path], dataset_copy: Path
+) -> None:
+    flair, t1c = two_channel_case
+    ckpt = write_tiny_checkpoint(
+        tmp_path / "two.pt", channel_names=("flair", "t1c"), class_names=tuple(CLASS_NAMES)
+    )
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["medseg_config"] = ViewerConfig(
+        path=flair, more_paths=(t1c,), model=ckpt, device="cpu", runs_dir=tmp_path / "none"
+    )
+    _ok(at.run())
+    assert at.selectbox(key="channel").options == ["pat_0000", "pat_0001"]
+    # uncertainty overlay with its own colour bar
+    _ok(at.radio(key="uncertainty").set_value("entropy").run())
+    assert any("entropy (0..1)" in c for img in at.get("image") for c in img.captions)
+    _ok(at.toggle(key="review_mode").set_value(True).run())
+    assert any("least confident first" in c.value for c in at.caption)
+    session = at.session_state["_review_session"][1]
+    predicted = session.original.copy()
+    assert predicted.shape == SHAPE
+    first = session.review_order()[0]
+    assert first.confidence is not None
+    lesions_before = len(session.lesions)
+    # reject the first lesion in review order
+    _ok(at.radio(key=f"rv_decision_{first.id}").set_value("reject").run())
+    assert session.lesions[first.id].decision == "reject"
+    # the readouts' lesion table updates at once
+    lesion_table = next(df.value for df in at.dataframe if "slice_range" in df.value.columns)
+    assert len(lesion_table) == lesions_before - 1
+    # one brush stroke of two clicks on the current axial slice, radius 0.5 mm = one voxel each
+    _ok(at.radio(key="rv_tool").set_value("brush").run())
+    _ok(at.slider(key="rv_radius").set_value(0.5).run())
+    _ok(at.selectbox(key="rv_label").set_value(2).run())
+    k = int(at.session_state["slice_axial"])
+    rows, cols = SHAPE[1], SHAPE[0]  # axial plane: rows = display j, cols = display i
+    work = session.working()
+    targets = [
+        (r, c) for r in range(rows) for c in range(cols)
+        if work[SHAPE[0] - 1 - c, SHAPE[1] - 1 - r, k] != 2
+    ][:2]  # fmt: skip
+    for stamp, (r, c) in enumerate(targets, start=1):
+        at.session_state["rv_click"] = {
+            "x": c + 0.5, "y": r + 0.5, "width": cols, "height": rows, "unix_time": stamp,
+        }  # fmt: skip
+        _ok(at.run())
+    brushed = {(SHAPE[0] - 1 - c, SHAPE[1] - 1 - r, k) for r, c in targets}
+    assert len(brushed) == 2
+    assert len(session.edits) == 2
+    # save as a new training case into the dataset copy
+    at.text_input(key="rv_reviewer").set_value("Dr Review")
+    at.radio(key="rv_target").set_value("dataset folder (new training case)")
+    at.text_input(key="rv_folder").set_value(str(dataset_copy))
+    _ok(at.run())
+    _ok(at.button(key="rv_save").click().run())
+    assert any("Saved:" in s.value for s in at.success)
+    saved = nib.load(dataset_copy / "labelsTr" / "pat.nii.gz")
+    np.testing.assert_allclose(saved.affine, RAS_AFFINE)
+    mask = np.asarray(saved.dataobj)
+    assert mask.shape == SHAPE
+    differs = {tuple(v) for v in np.argwhere(mask != predicted)}
+    rejected = {tuple(v) for v in np.argwhere(session.components == first.id)}
+    assert rejected
+    assert differs == rejected | brushed
+    assert all(mask[v] == 0 for v in rejected - brushed)
+    assert all(mask[v] == 2 for v in brushed)
+    for i, source in enumerate((flair, t1c)):
+        copied = nib.load(dataset_copy / "imagesTr" / f"pat_{i:04d}.nii.gz")
+        np.testing.assert_allclose(copied.get_fdata(), nib.load(source).get_fdata(), rtol=1e-6)
+    meta = json.loads((dataset_copy / "dataset.json").read_text())
+    assert meta["numTraining"] == 2
+    record = json.loads((dataset_copy / "reviews" / "pat.json").read_text())
+    assert record["reviewer"] == "Dr Review"
+    assert record["model_sha256"]
+    decisions = {r["lesion"]: r["decision"] for r in record["lesions"]}
+    assert decisions[first.id] == "reject"
+    assert list(decisions.values()).count("reject") == 1
+    assert record["brushed_voxels"] == 2
+    # saving again under the same id is refused on the page
+    _ok(at.run())
+    at.button(key="rv_save").click().run()
+    assert any("already exists" in e.value for e in at.error)
