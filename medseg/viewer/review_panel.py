@@ -66,7 +66,8 @@ def _session_for(shown: DisplayCase, pred: MaskLayer) -> ReviewSession:
             num_classes=len(pred.class_names),
         )
         st.session_state[SESSION_KEY] = (key, session)
-        for name in [k for k in st.session_state if str(k).startswith("rv_decision_")]:
+        stale = ("rv_decision_", "rv_label_", "rv_note_", "rv_pick")
+        for name in [k for k in st.session_state if str(k).startswith(stale)]:
             del st.session_state[name]
     return st.session_state[SESSION_KEY][1]
 

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from viewer_factory import CLASS_NAMES, SHAPE, synthetic_brain
 
 from medseg.io import Volume, write_mask, write_volume
+from medseg.viewer import services
 from medseg.viewer.launch import ViewerConfig
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
@@ -145,3 +146,44 @@ def test_review_reject_brush_save_into_dataset(
     _ok(at.run())
     at.button(key="rv_save").click().run()
     assert any("already exists" in e.value for e in at.error)
+
+
+def test_named_sequence_folder_matched_to_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BraTS-style folder: sequences picked by name for the model; a missing one is named."""
+    image, label = synthetic_brain(seed=2)
+    folder = tmp_path / "BraTS-007"
+    for name, scale in (("BraTS-007-t2w", 0.3), ("BraTS-007-t1c", 0.5), ("BraTS-007-flair", 1.0)):
+        write_volume(Volume(image * scale, RAS_AFFINE), folder / f"{name}.nii.gz")
+    write_mask(label, Volume(image, RAS_AFFINE), folder / "BraTS-007-seg.nii.gz")
+    ckpt = write_tiny_checkpoint(
+        tmp_path / "two.pt", channel_names=("flair", "t1c"), class_names=tuple(CLASS_NAMES)
+    )
+    fed: list[list[float]] = []
+    original = services.run_inference
+
+    def spy(predictor, channels, *args, **kwargs):
+        fed.append([float(np.abs(c.array).max()) for c in channels])
+        return original(predictor, channels, *args, **kwargs)
+
+    monkeypatch.setattr(services, "run_inference", spy)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["medseg_config"] = ViewerConfig(
+        path=folder, model=ckpt, device="cpu", runs_dir=tmp_path / "none"
+    )
+    _ok(at.run())
+    assert len(at.selectbox(key="channel").options) == 3
+    assert at.radio(key="overlay_mode").options[0] == "prediction"  # prediction and truth
+    top = float(np.abs(image).max())
+    assert fed == [pytest.approx([top, top * 0.5], rel=1e-4)]  # flair, then t1c
+    missing = ckpt.with_name("other.pt")
+    write_tiny_checkpoint(missing, channel_names=("flair", "t2f"), class_names=tuple(CLASS_NAMES))
+    at.session_state["medseg_config"] = ViewerConfig(
+        path=folder, model=missing, device="cpu", runs_dir=tmp_path / "none"
+    )
+    at.run()
+    message = at.error[0].value
+    assert "(flair, t2f)" in message
+    assert "no file named like t2f" in message
+    assert "BraTS-007-t1c" in message
