@@ -32,6 +32,7 @@ from medseg.viewer.panels import (
     lesion_panel,
     navigation_layer,
     readouts_panel,
+    three_plane_panel,
 )
 from medseg.viewer.state import DisplayCase, LRUStore, MaskLayer, make_layer, prepare_case
 
@@ -41,6 +42,7 @@ CONFIG_KEY = "medseg_config"
 AUTO_WINDOW = "auto (MR percentiles)"
 MANUAL_WINDOW = "manual"
 OVERLAY_MODES = ("prediction", "ground truth", "both", "comparison", "none")
+LAYOUTS = ("single view", "three planes")
 
 
 # ----------------------------------------------------------------------------- caches
@@ -264,6 +266,14 @@ def sidebar_display(shown: DisplayCase, layers: list[MaskLayer]) -> dict[str, An
     """View, channel, window and overlay settings."""
     st.sidebar.header("Display")
     settings: dict[str, Any] = {}
+    settings["layout"] = st.sidebar.radio(
+        "Layout",
+        LAYOUTS,
+        key="layout",
+        horizontal=True,
+        help="Three planes: axial, coronal "
+        "and sagittal side by side; a click in one moves the crosshair and the other two.",
+    )
     settings["view"] = st.sidebar.radio("View", render.VIEWS, key="view", horizontal=True)
     channel = 0
     if len(shown.images) > 1:
@@ -374,6 +384,8 @@ def main() -> None:
         f"· {spacing} mm · stored {shown.stored_orientation}"
     )
     left, right = st.columns([3, 2])
+    if settings["layout"] == "three planes":
+        three_plane_panel(shown, pred, truth, settings)
     with left:
         rgb = image_panel(shown, pred, truth, settings)
     with right:

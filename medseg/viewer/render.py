@@ -123,6 +123,37 @@ def plane_to_volume(
     raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
 
 
+def volume_to_plane(
+    view: str, ijk: tuple[int, int, int], display_shape: tuple[int, int, int]
+) -> tuple[int, int]:
+    """Display voxel ``(i, j, k)`` -> its ``(row, col)`` on a ``view`` plane (inverse of
+    :func:`plane_to_volume`)."""
+    i, j, k = (int(v) for v in ijk)
+    top = display_shape[2] - 1
+    if view == "axial":
+        return j, i
+    if view == "coronal":
+        return top - k, i
+    if view == "sagittal":
+        return top - k, j
+    raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
+
+
+def draw_crosshair(
+    rgb: np.ndarray, point: tuple[int, int], plane_shape: tuple[int, int]
+) -> np.ndarray:
+    """Dashed yellow lines through plane pixel ``point`` (row, col) on the rendered ``rgb``."""
+    height, width = rgb.shape[:2]
+    row = int((point[0] + 0.5) * height / plane_shape[0])
+    col = int((point[1] + 0.5) * width / plane_shape[1])
+    out = rgb.copy()
+    dash = (np.arange(max(height, width)) // 6) % 2 == 0
+    colour = np.array([255, 200, 40], np.uint8)
+    out[min(row, height - 1), dash[:width]] = colour
+    out[dash[:height], min(col, width - 1)] = colour
+    return out
+
+
 def screen_to_plane(
     x: float, y: float, shown_size: tuple[float, float], plane_shape: tuple[int, int]
 ) -> tuple[float, float]:

@@ -187,3 +187,32 @@ def test_named_sequence_folder_matched_to_the_model(
     assert "(flair, t2f)" in message
     assert "no file named like t2f" in message
     assert "BraTS-007-t1c" in message
+
+
+def test_three_planes_linked_crosshair(tmp_path: Path, two_channel_case) -> None:
+    flair, t1c = two_channel_case
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["medseg_config"] = ViewerConfig(
+        path=flair, more_paths=(t1c,), model=tmp_path / "none.pt", device="cpu",
+        runs_dir=tmp_path / "none",
+    )  # fmt: skip
+    _ok(at.run())
+    _ok(at.radio(key="layout").set_value("three planes").run())
+    k = int(at.session_state["slice_axial"])
+    # a click on the axial plane at row 10, col 40 (plane shown at its own pixel size)
+    rows, cols = SHAPE[1], SHAPE[0]
+    at.session_state["xhair_axial"] = {
+        "x": 40.5, "y": 10.5, "width": cols, "height": rows, "unix_time": 7,
+    }  # fmt: skip
+    _ok(at.run())
+    assert int(at.session_state["slice_sagittal"]) == 40  # display i = column
+    assert int(at.session_state["slice_coronal"]) == 10  # display j = row
+    assert int(at.session_state["slice_axial"]) == k  # the clicked plane stays
+    # a click on the coronal plane moves the axial slice: row r -> k = Z - 1 - r
+    at.session_state["xhair_coronal"] = {
+        "x": 5.5, "y": 3.5, "width": SHAPE[0], "height": SHAPE[2], "unix_time": 8,
+    }  # fmt: skip
+    _ok(at.run())
+    assert int(at.session_state["slice_axial"]) == SHAPE[2] - 1 - 3
+    assert int(at.session_state["slice_sagittal"]) == 5
+    assert int(at.session_state["slice_coronal"]) == 10

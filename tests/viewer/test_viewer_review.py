@@ -243,3 +243,18 @@ def test_save_as_training_case(tmp_path) -> None:
             reviewed, _record(session), root, "new", channels=channels[:1], as_training_case=True
         )
     assert not (root / "labelsTr" / "new.nii.gz").exists()
+
+
+@pytest.mark.parametrize("view", render.VIEWS)
+def test_volume_to_plane_inverts_plane_to_volume(view: str) -> None:
+    shape = (7, 5, 6)
+    for ijk in [(0, 0, 0), (6, 4, 5), (3, 1, 2)]:
+        row, col = render.volume_to_plane(view, ijk, shape)
+        index = ijk[render.VIEW_AXIS[view]]
+        back = render.plane_to_volume(view, index, np.array([[row, col]]), shape)[0]
+        assert tuple(back) == ijk
+    rgb = np.zeros((60, 70, 3), np.uint8)
+    out = render.draw_crosshair(rgb, (2, 3), (6, 7))
+    assert out[25, :, 0].max() == 255  # row (2 + 0.5) * 10 = 25
+    assert out[:, 35, 0].max() == 255  # col (3 + 0.5) * 10 = 35
+    assert rgb.max() == 0  # input untouched
