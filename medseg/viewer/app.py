@@ -383,9 +383,9 @@ def main() -> None:
         f"**{shown.case.name}** · {' × '.join(map(str, shown.case.channels[0].shape))} voxels "
         f"· {spacing} mm · stored {shown.stored_orientation}"
     )
-    left, right = st.columns([3, 2])
     if settings["layout"] == "three planes":
         three_plane_panel(shown, pred, truth, settings)
+    left, right = st.columns([3, 2])
     with left:
         rgb = image_panel(shown, pred, truth, settings)
     with right:

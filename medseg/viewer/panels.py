@@ -187,7 +187,8 @@ def three_plane_panel(
             index=index, window=settings["window"],
             prediction=pred.display if pred else None, truth=truth.display if truth else None,
             mode=settings["mode"], visible=settings["visible"], opacity=settings["opacity"],
-            style=settings["style"], heat=settings.get("heat"), min_side=256,
+            style="contour" if settings.get("heat") is not None else settings["style"],
+            heat=settings.get("heat"), min_side=256,
         )  # fmt: skip
         rgb = render.render_slice(request)
         plane_shape = render.extract_slice(shown.images[0], view, index).shape
