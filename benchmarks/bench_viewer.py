@@ -61,17 +61,20 @@ def bench_render(image, label, affine, repeats: int) -> dict[str, list[float]]:
     truth = np.where(pred == 1, 0, pred).astype(np.uint8)
     rng = np.random.default_rng(1)
     results: dict[str, list[float]] = {}
-    for mode, style in (
-        ("prediction", "filled"),
-        ("prediction", "contour"),
-        ("comparison", "filled"),
+    # an uncertainty map as the app keeps it: float16, display-oriented
+    heat_map = axial_friendly(rng.random(pred.shape, dtype=np.float32).astype(np.float16))
+    for mode, style, heat in (
+        ("prediction", "filled", None),
+        ("prediction", "contour", None),
+        ("comparison", "filled", None),
+        ("prediction", "contour", heat_map),
     ):
         times, jpeg, png = [], [], []
         for _ in range(repeats):
             index = int(rng.integers(0, shown.shape[2]))
             request = render.RenderRequest(
                 shown.array, shown.spacing, "axial", index, render.Window(400, 40), prediction=pred,
-                truth=truth, mode=mode, visible=(1, 2), style=style,
+                truth=truth, mode=mode, visible=(1, 2), style=style, heat=heat,
             )  # fmt: skip
             t0 = time.perf_counter()
             rgb = render.render_slice(request)
@@ -82,7 +85,7 @@ def bench_render(image, label, affine, repeats: int) -> dict[str, list[float]]:
             t0 = time.perf_counter()
             Image.fromarray(rgb).save(io.BytesIO(), format="PNG")
             png.append(time.perf_counter() - t0)
-        results[f"render {mode}/{style}"] = times
+        results[f"render {mode}/{style}" + (" + uncertainty" if heat is not None else "")] = times
         results["  + JPEG q95 for the screen"] = jpeg
         results["  (PNG instead, not used)"] = png
     return results

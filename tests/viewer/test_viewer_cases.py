@@ -106,3 +106,53 @@ def test_app_arguments_round_trip(tmp_path: Path) -> None:
     assert back.more_paths == (b.resolve(),)
     dataset = ViewerConfig(path=tmp_path, case_id="c1", runs_dir=tmp_path)
     assert parse_app_args(app_arguments(dataset)).case_id == "c1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["view", "a.nii.gz", "missing_0001.nii.gz"], "missing_0001.nii.gz do not exist"),
+        (["view", "--case", "c1"], "given without a dataset"),
+        (["view", "ds"], "is a dataset; choose a case with --case"),
+        (["view", "ds", "--case", "nope"], "no case 'nope'"),
+        (["view", "pat"], "pat does not exist"),
+    ],
+)
+def test_cli_case_errors_exit_2(argv, message, capsys, monkeypatch, tmp_path: Path) -> None:
+    from medseg.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "a.nii.gz")
+    _write(tmp_path / "ds" / "imagesTr" / "c1_0000.nii.gz")
+    (tmp_path / "ds" / "dataset.json").write_text(
+        json.dumps(
+            {"channel_names": {"0": "t1"}, "labels": {"background": 0}, "file_ending": ".nii.gz"}
+        )
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_passes_channels_and_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from medseg.cli.main import main
+
+    a, b = _write(tmp_path / "p_0000.nii.gz"), _write(tmp_path / "p_0001.nii.gz")
+    seen = {}
+
+    class FakePopen:
+        def __init__(self, command, env):
+            seen["command"] = command
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    main(["view", str(a), str(b), "--no-browser"])
+    app_args = seen["command"][seen["command"].index("--") + 1 :]
+    config = parse_app_args(app_args)
+    assert config.path == a.resolve()
+    assert config.more_paths == (b.resolve(),)
