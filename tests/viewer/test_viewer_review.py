@@ -258,3 +258,16 @@ def test_volume_to_plane_inverts_plane_to_volume(view: str) -> None:
     assert out[25, :, 0].max() == 255  # row (2 + 0.5) * 10 = 25
     assert out[:, 35, 0].max() == 255  # col (3 + 0.5) * 10 = 35
     assert rgb.max() == 0  # input untouched
+
+
+def test_heat_overlay_transparent_at_zero_and_full_colour_at_one() -> None:
+    rgb = np.full((4, 4, 3), 100, np.uint8)
+    values = np.zeros((4, 4), np.float32)
+    values[0, 0] = 1.0
+    values[1, 1] = np.nan
+    out = render.overlay_heat(rgb.copy(), values, opacity=1.0)
+    assert out[0, 0].tolist() == render.HEAT_LUT[255].tolist()
+    assert (out[1:, :] == 100).all()  # zero and NaN leave the image as it is
+    bar = render.colour_bar("entropy")
+    assert bar.shape == (44, 320, 3)
+    assert bar[5, 0].tolist() == render.HEAT_LUT[0].tolist()
