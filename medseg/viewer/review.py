@@ -171,6 +171,7 @@ class ReviewSession:
         self.redo_stack: list[Edit] = []
         self.version = 0
         self._cache: tuple[int, np.ndarray] | None = None
+        self._changed: tuple[int | None, int] = (None, 0)
 
     # -------------------------------------------------------------- order and decisions
     def review_order(self) -> list[ReviewLesion]:
@@ -262,6 +263,15 @@ class ReviewSession:
         mask.flags.writeable = False
         self._cache = (self.version, mask)
         return mask
+
+    def changed_voxels(self) -> int:
+        """Voxels whose label differs from the prediction (memoised per review state)."""
+        if self._changed[0] != self.version:
+            count = (
+                0 if self.version == 0 else int(np.count_nonzero(self.working() != self.original))
+            )
+            self._changed = (self.version, count)
+        return self._changed[1]
 
     def edited_voxels(self, class_names: Sequence[str]) -> dict[str, dict[str, int]]:
         """Per class: voxels ``added`` to and ``removed`` from it, reviewed vs predicted."""
@@ -369,7 +379,7 @@ def review_record(
         "lesions": session.decisions(class_names),
         "edited_voxels": session.edited_voxels(class_names),
         "brushed_voxels": session.brushed_voxels(),
-        "changed_voxels": int(np.count_nonzero(session.working() != session.original)),
+        "changed_voxels": session.changed_voxels(),
     }
 
 

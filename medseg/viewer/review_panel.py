@@ -185,7 +185,7 @@ def review_section(
     if rows:
         _decision_controls(shown, session, rows, names)
     st.caption(
-        f"Changed voxels vs prediction: {int(np.count_nonzero(session.working() != session.original))}"
+        f"Changed voxels vs prediction: {session.changed_voxels()}"
         f" · brush/eraser strokes: {len(session.edits)}"
     )
     _save_controls(shown, session, layer, data_root)
@@ -269,14 +269,21 @@ def _save_controls(
         help="A dataset folder needs dataset.json, imagesTr/ and labelsTr/; the case's "
         "channels are copied to imagesTr in the model's channel order.",
     )
-    mask = layer.source.with_array(np.array(session.working()))
-    record = _record(shown, session, layer)
+
+    # Built only when saving or downloading: on a large CT a full-volume copy and diff on
+    # every slider move would eat the slice-change budget.
+    def mask() -> Any:
+        return layer.source.with_array(np.array(session.working()))
+
+    def record_bytes() -> bytes:
+        return json.dumps(_record(shown, session, layer), indent=2, default=float).encode()
+
     if st.button("Save reviewed case", key="rv_save", type="primary", disabled=not folder):
         try:
             picks = layer.channels_used or tuple(range(len(shown.case.channels)))
             saved = save_reviewed_case(
-                mask,
-                record,
+                mask(),
+                _record(shown, session, layer),
                 _check_inside(Path(folder), data_root),
                 case_id,
                 channels=[shown.case.channels[i] for i in picks],
@@ -289,14 +296,14 @@ def _save_controls(
             st.success("Saved: " + ", ".join(str(p) for p in files))
     st.download_button(
         "Reviewed mask (NIfTI)",
-        data=lambda: services.mask_nifti_bytes(mask),
+        data=lambda: services.mask_nifti_bytes(mask()),
         file_name=f"{case_id}_reviewed.nii.gz",
         mime="application/gzip",
         key="rv_dl_mask",
     )
     st.download_button(
         "Review record (JSON)",
-        data=json.dumps(record, indent=2, default=float).encode(),
+        data=record_bytes,
         file_name=f"{case_id}_review.json",
         mime="application/json",
         key="rv_dl_record",

@@ -65,8 +65,21 @@ def _ok(at: AppTest) -> AppTest:
 
 
 def test_review_reject_brush_save_into_dataset(
-    tmp_path: Path, two_channel_case: tuple[Path, Path], dataset_copy: Path
+    tmp_path: Path,
+    two_channel_case: tuple[Path, Path],
+    dataset_copy: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import streamlit as st
+
+    downloads: dict[str, object] = {}
+    original_button = st.download_button
+
+    def capture(label, data, *args, **kwargs):
+        downloads[kwargs.get("key", label)] = data
+        return original_button(label, data, *args, **kwargs)
+
+    monkeypatch.setattr(st, "download_button", capture)
     flair, t1c = two_channel_case
     ckpt = write_tiny_checkpoint(
         tmp_path / "two.pt", channel_names=("flair", "t1c"), class_names=tuple(CLASS_NAMES)
@@ -142,6 +155,14 @@ def test_review_reject_brush_save_into_dataset(
     assert decisions[first.id] == "reject"
     assert list(decisions.values()).count("reject") == 1
     assert record["brushed_voxels"] == 2
+    # the download buttons give the same mask and decisions
+    blob = downloads["rv_dl_mask"]
+    blob = blob() if callable(blob) else blob
+    (tmp_path / "dl.nii.gz").write_bytes(blob)
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "dl.nii.gz").dataobj), mask)
+    data = downloads["rv_dl_record"]
+    listed = json.loads(data() if callable(data) else data)
+    assert {r["lesion"]: r["decision"] for r in listed["lesions"]} == decisions
     # saving again under the same id is refused on the page
     _ok(at.run())
     at.button(key="rv_save").click().run()
