@@ -198,6 +198,20 @@ def test_named_sequence_folder_matched_to_the_model(
     assert at.radio(key="overlay_mode").options[0] == "prediction"  # prediction and truth
     top = float(np.abs(image).max())
     assert fed == [pytest.approx([top, top * 0.5], rel=1e-4)]  # flair, then t1c
+
+    def metrics() -> dict[str, float]:
+        table = next(df.value for df in at.dataframe if "dice" in df.value.columns)
+        return dict(zip(table["class"], table["pred_ml"], strict=True))
+
+    before = metrics()
+    _ok(at.toggle(key="review_mode").set_value(True).run())
+    session = at.session_state["_review_session"][1]
+    largest = max(session.lesions.values(), key=lambda les: les.voxels)
+    _ok(at.selectbox(key="rv_pick").set_value(largest.id).run())
+    _ok(at.radio(key=f"rv_decision_{largest.id}").set_value("reject").run())
+    after = metrics()  # Dice/volumes vs ground truth follow the review at once
+    name = CLASS_NAMES[largest.label]
+    assert after[name] == pytest.approx(before[name] - largest.volume_ml, abs=0.01)
     missing = ckpt.with_name("other.pt")
     write_tiny_checkpoint(missing, channel_names=("flair", "t2f"), class_names=tuple(CLASS_NAMES))
     at.session_state["medseg_config"] = ViewerConfig(
