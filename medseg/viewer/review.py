@@ -324,6 +324,26 @@ def brush_plane_pixels(
     return np.unique(np.vstack([pixels, np.array([hit])]), axis=0)
 
 
+def fill_holes_on_slice(
+    session: ReviewSession, label: int, view: str, index: int, source_affine: np.ndarray
+) -> int:
+    """Fill the areas enclosed by ``label`` on one display slice (a contour drawn with the
+    brush becomes a filled region); recorded as an undoable edit. Returns voxels changed.
+
+    ``view``/``index`` name the slice as the viewer shows it (display orientation, see
+    :mod:`medseg.viewer.render`); ``source_affine`` is the mask's own grid.
+    """
+    from medseg.viewer import render
+
+    shown = render.to_display(Volume(np.asarray(session.working()), source_affine))
+    plane = np.asarray(render.extract_slice(shown.array, view, index)) == label
+    inside = ndimage.binary_fill_holes(plane) & ~plane
+    if not inside.any():
+        return 0
+    voxels = render.plane_to_volume(view, index, np.argwhere(inside), shown.shape)
+    return session.paint(display_to_source(voxels, shown.affine, source_affine), label)
+
+
 def display_to_source(
     indices: np.ndarray, display_affine: np.ndarray, source_affine: np.ndarray
 ) -> np.ndarray:

@@ -25,6 +25,7 @@ from medseg.viewer.review import (
     ReviewSession,
     brush_plane_pixels,
     display_to_source,
+    fill_holes_on_slice,
     review_record,
     save_reviewed_case,
 )
@@ -110,6 +111,13 @@ def _apply_click(session: ReviewSession, shown: DisplayCase) -> None:
     session.paint(source, label, erase=tool == "eraser")
 
 
+def _fill(session: ReviewSession, shown: DisplayCase) -> None:
+    view = st.session_state.get("view", "axial")
+    index = int(st.session_state.get(f"slice_{view}", 0))
+    label = int(st.session_state.get("rv_label", 1))
+    fill_holes_on_slice(session, label, view, index, shown.case.channels[0].affine)
+
+
 def sidebar_review(
     shown: DisplayCase, pred: MaskLayer | None
 ) -> tuple[ReviewSession | None, dict[str, Any]]:
@@ -131,12 +139,21 @@ def sidebar_review(
         format_func=lambda v: pred.class_names[v] if v < len(pred.class_names) else f"label {v}",
     )
     st.sidebar.slider("Brush radius (mm)", 0.5, 20.0, 2.0, 0.5, key="rv_radius")
+    st.sidebar.button(
+        "Fill enclosed areas (this slice)",
+        key="rv_fill",
+        on_click=_fill,
+        args=(session, shown),
+        help="Fills every area enclosed by the chosen label on the current slice of the "
+        "current view: draw a closed outline with the brush, then fill it.",
+    )
     undo, redo = st.sidebar.columns(2)
     undo.button("Undo", key="rv_undo", on_click=session.undo, disabled=not session.edits)
     redo.button("Redo", key="rv_redo", on_click=session.redo, disabled=not session.redo_stack)
     st.sidebar.caption(
         "Brush/eraser: click the image (a stroke = several clicks) on the current slice of any "
-        "view; the eraser clears only the chosen label. Undo/redo apply to brush strokes."
+        "view; the eraser clears only the chosen label. Undo/redo apply to brush strokes "
+        "and fills."
     )
     return session, ({"click_key": CLICK_KEY} if tool != "navigate" else {})
 

@@ -251,3 +251,44 @@ def test_three_planes_linked_crosshair(tmp_path: Path, two_channel_case) -> None
     assert int(at.session_state["slice_axial"]) == SHAPE[2] - 1 - 3
     assert int(at.session_state["slice_sagittal"]) == 5
     assert int(at.session_state["slice_coronal"]) == 10
+
+
+def test_fill_button_fills_an_outline_on_the_current_slice(
+    tmp_path: Path, two_channel_case: tuple[Path, Path]
+) -> None:
+    from medseg.viewer import render
+    from medseg.viewer.review import display_to_source
+
+    flair, t1c = two_channel_case
+    ckpt = write_tiny_checkpoint(
+        tmp_path / "two.pt", channel_names=("flair", "t1c"), class_names=tuple(CLASS_NAMES)
+    )
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["medseg_config"] = ViewerConfig(
+        path=flair, more_paths=(t1c,), model=ckpt, device="cpu", runs_dir=tmp_path / "none"
+    )
+    _ok(at.run())
+    _ok(at.toggle(key="review_mode").set_value(True).run())
+    _ok(at.radio(key="view").set_value("coronal").run())
+    _ok(at.selectbox(key="rv_label").set_value(2).run())
+    session = at.session_state["_review_session"][1]
+    j = int(at.session_state["slice_coronal"])
+    shape_display = SHAPE  # RAS -> L,P,S keeps the axis order
+    ring = np.zeros((SHAPE[2], SHAPE[0]), bool)  # coronal plane: rows = S->I, cols = R->L
+    ring[5:15, 20:40] = True
+    ring[6:14, 21:39] = False
+    source = display_to_source(
+        render.plane_to_volume("coronal", j, np.argwhere(ring), shape_display),
+        render.to_display(Volume(np.zeros(SHAPE), RAS_AFFINE)).affine,
+        RAS_AFFINE,
+    )
+    session.paint(source, 2)  # the outline, as brush clicks would draw it
+    outlined = np.array(session.working())
+    _ok(at.button(key="rv_fill").click().run())
+    shown = render.to_display(Volume(np.asarray(session.working()), RAS_AFFINE))
+    plane = render.extract_slice(shown.array, "coronal", j)
+    assert (plane[5:15, 20:40] == 2).all()
+    assert len(session.edits) == 2  # outline + fill, both undoable
+    assert (np.asarray(session.working()) != outlined).any()
+    _ok(at.button(key="rv_undo").click().run())
+    np.testing.assert_array_equal(session.working(), outlined)  # the fill is undone

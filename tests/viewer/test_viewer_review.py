@@ -17,6 +17,7 @@ from medseg.viewer.review import (
     ReviewSession,
     brush_plane_pixels,
     display_to_source,
+    fill_holes_on_slice,
     foreground_probability,
     normalised_entropy,
     review_record,
@@ -271,3 +272,31 @@ def test_heat_overlay_transparent_at_zero_and_full_colour_at_one() -> None:
     bar = render.colour_bar("entropy")
     assert bar.shape == (44, 320, 3)
     assert bar[5, 0].tolist() == render.HEAT_LUT[0].tolist()
+
+
+@pytest.mark.parametrize("view", render.VIEWS)
+def test_fill_enclosed_area_on_the_shown_slice(view: str) -> None:
+    # source stored RAS (display flips i and j), a ring of label 2 drawn on one display slice
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    mask = np.zeros((9, 9, 9), np.uint8)
+    session = ReviewSession(mask, 0.002, num_classes=3)
+    shown = render.to_display(Volume(mask, affine))
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[3:6, 3:6] = False
+    pixels = np.argwhere(ring)
+    src = display_to_source(
+        render.plane_to_volume(view, 4, pixels, shown.shape), shown.affine, affine
+    )
+    session.paint(src, 2)
+    assert fill_holes_on_slice(session, 2, view, 4, affine) == 9
+    after = render.extract_slice(
+        render.to_display(Volume(session.working(), affine)).array, view, 4
+    )
+    expected = np.zeros((9, 9), bool)
+    expected[2:7, 2:7] = True
+    np.testing.assert_array_equal(after == 2, expected)
+    assert int((session.working() == 2).sum()) == 25  # only that slice
+    assert session.undo()
+    assert int((session.working() == 2).sum()) == 16
+    assert fill_holes_on_slice(session, 1, view, 4, affine) == 0  # no outline of label 1
