@@ -26,7 +26,6 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.errors import DatasetError, InputNotFoundError, MedsegError, OverwriteError
-from medseg.inference.readouts import CONNECTIVITY_26
 from medseg.io import Volume, check_same_grid, write_mask, write_volume
 from medseg.io.atomic import atomic_path
 
@@ -111,6 +110,10 @@ class ReviewLesion:
 
 def find_components(label: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, tuple]]]:
     """Lesion ids ``(I, J, K)`` int32 (0 = none) and ``(id, label, bbox)`` per lesion."""
+    # Imported here: medseg.inference pulls in torch, which the page must not wait for
+    # before its first image.
+    from medseg.inference.readouts import CONNECTIVITY_26
+
     components = np.zeros(label.shape, np.int32)
     found: list[tuple[int, int, tuple]] = []
     for cls in (int(c) for c in np.unique(label) if c > 0):

@@ -38,7 +38,7 @@ class ViewerPrediction:
 
     label: Volume
     class_names: list[str]
-    readouts: dict[str, Any]
+    readouts: dict[str, Any] | None  # None: computed later (MaskLayer.readouts)
     model: str
     #: ``"foreground probability"`` / ``"entropy"`` -> float16 ``(I, J, K)`` on the source grid
     uncertainty: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
@@ -94,9 +94,8 @@ def run_inference(
 
     prediction = predictor.predict(channels, progress=progress, return_probabilities=True)
     class_names = list(prediction.class_names)
-    readouts = getattr(prediction, "readouts", None) or compute_readouts(
-        prediction.label, class_names
-    )
+    # None: the display layer computes them after the first image is on screen
+    readouts = getattr(prediction, "readouts", None) or None
     uncertainty: dict[str, np.ndarray] = {}
     probs = getattr(prediction, "probabilities", None)
     if probs is not None:

@@ -300,3 +300,16 @@ def test_fill_enclosed_area_on_the_shown_slice(view: str) -> None:
     assert session.undo()
     assert int((session.working() == 2).sum()) == 16
     assert fill_holes_on_slice(session, 1, view, 4, affine) == 0  # no outline of label 1
+
+
+def test_the_page_does_not_wait_for_torch_before_its_first_image() -> None:
+    """Importing the app (and the review modules) must not import torch (seconds)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, medseg.viewer.app, medseg.viewer.review, medseg.viewer.review_panel; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
