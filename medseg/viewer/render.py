@@ -219,7 +219,7 @@ def auto_window(array: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5)
     Background zeros (skull-stripped or z-scored MR) are excluded so they do not drag the low
     percentile; a subsample of at most ~1M voxels keeps this fast on large volumes.
     """
-    flat = np.asarray(array).ravel()
+    flat = np.asarray(array).ravel(order="K")  # no copy for Fortran-order NIfTI arrays
     step = max(1, flat.size // 1_000_000)
     sample = flat[::step]
     nonzero = sample[sample != 0]

@@ -48,6 +48,8 @@ class ViewerPrediction:
 def default_model_path() -> Path:
     """Path of the bundled default model (it may be missing, e.g. in a fresh checkout)."""
     fallback = Path(__file__).resolve().parents[1] / "assets" / "default_model.pt"
+    if fallback.is_file():  # the same file; importing medseg.inference would load torch (s)
+        return fallback
     try:
         from medseg.inference.predictor import default_model_path as library_default
     except ImportError:

@@ -54,7 +54,7 @@ def _looks_like_ct(volume: Volume) -> bool:
     if modality in ("CT", "MR", "MRI"):
         return modality == "CT"
     # No modality tag (plain NIfTI): CT in HU has air near -1000.
-    sample = volume.array.ravel()[:: max(1, volume.array.size // 200_000)]
+    sample = volume.array.ravel(order="K")[:: max(1, volume.array.size // 200_000)]
     return bool(sample.size and np.percentile(sample, 1) < -500)
 
 
@@ -66,7 +66,7 @@ def prepare_case(case: Case) -> DisplayCase:
         ct = _looks_like_ct(vol)
         is_ct.append(ct)
         windows.append(render.CT_PRESETS["soft tissue"] if ct else None)
-        sample = vol.array.ravel()[:: max(1, vol.array.size // 500_000)].astype(np.float64)
+        sample = vol.array.ravel(order="K")[:: max(1, vol.array.size // 500_000)].astype(np.float64)
         lo, hi = np.percentile(sample, [0.1, 99.9]) if sample.size else (0.0, 1.0)
         ranges.append((float(lo), float(max(hi, lo + 1.0))))
     windows = [
