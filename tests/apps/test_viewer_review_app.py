@@ -64,6 +64,7 @@ def _ok(at: AppTest) -> AppTest:
     return at
 
 
+@pytest.mark.slow  # ~8 s: real inference, eight page runs
 def test_review_reject_brush_save_into_dataset(
     tmp_path: Path,
     two_channel_case: tuple[Path, Path],
@@ -169,6 +170,7 @@ def test_review_reject_brush_save_into_dataset(
     assert any("already exists" in e.value for e in at.error)
 
 
+@pytest.mark.slow  # ~10 s: two models, inference twice
 def test_named_sequence_folder_matched_to_the_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
