@@ -9,10 +9,15 @@ import typer
 
 
 def view(
-    path: Path | None = typer.Argument(
+    paths: list[Path] | None = typer.Argument(
         None,
-        help="Scan to open (NIfTI file, DICOM series folder, NRRD/MHA). "
+        help="Case to open: one scan (NIfTI, DICOM series folder, NRRD/MHA); several files "
+        "= the channels in order; a case folder (nnU-Net _000N files or named sequences such "
+        "as flair.nii.gz, t1c.nii.gz); or a dataset with --case. "
         "Default: the last sample brain case with its ground truth.",
+    ),
+    case: str | None = typer.Option(
+        None, "--case", help="Case id to open from the dataset folder/manifest given as PATH."
     ),
     port: int | None = typer.Option(None, "--port", help="Local port (default: Streamlit's 8501)."),
     data_root: Path | None = typer.Option(
@@ -20,7 +25,10 @@ def view(
     ),
     gt: Path | None = typer.Option(None, "--gt", help="Ground-truth mask for PATH (same grid)."),
     model: Path | None = typer.Option(
-        None, "--model", help="Checkpoint/export to predict with (default: the bundled model)."
+        None,
+        "--model",
+        help="Checkpoint, export or model folder (cross-validation ensemble) to predict with "
+        "(default: the bundled model).",
     ),
     runs_dir: Path | None = typer.Option(
         None,
@@ -41,8 +49,15 @@ def view(
     from medseg.errors import MedsegError
     from medseg.viewer.launch import ViewerConfig, default_sample_root, launch
 
+    path = paths[0] if paths else None
+    if case is not None and path is None:
+        raise MedsegError(
+            f"--case {case} given without a dataset; medseg view DATASET --case {case}"
+        )
     config = ViewerConfig(
         path=path,
+        more_paths=tuple(paths[1:]) if paths else (),
+        case_id=case,
         gt=gt,
         data_root=data_root,
         model=model,

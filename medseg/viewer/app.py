@@ -23,7 +23,7 @@ import streamlit as st
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import MedsegError
-from medseg.viewer import loading, render, services
+from medseg.viewer import cases, loading, render, review_panel, services
 from medseg.viewer.launch import ViewerConfig, parse_app_args
 from medseg.viewer.panels import (
     downloads_panel,
@@ -32,6 +32,7 @@ from medseg.viewer.panels import (
     lesion_panel,
     navigation_layer,
     readouts_panel,
+    three_plane_panel,
 )
 from medseg.viewer.state import DisplayCase, LRUStore, MaskLayer, make_layer, prepare_case
 
@@ -41,6 +42,7 @@ CONFIG_KEY = "medseg_config"
 AUTO_WINDOW = "auto (MR percentiles)"
 MANUAL_WINDOW = "manual"
 OVERLAY_MODES = ("prediction", "ground truth", "both", "comparison", "none")
+LAYOUTS = ("single view", "three planes")
 
 
 # ----------------------------------------------------------------------------- caches
@@ -154,7 +156,9 @@ def sidebar_case(config: ViewerConfig) -> DisplayCase | None:
     source = st.sidebar.radio("Source", sources, key="source", horizontal=True)
     try:
         if source == "command line":
-            ref = loading.CaseRef(config.path.name, (config.path,), config.gt)
+            ref = cases.command_line_case(
+                [config.path, *config.more_paths], config.case_id, config.gt
+            )
             return _load_case(_ref_key(ref), ref)
         if source == "sample data":
             return _case_from_refs(samples, "Sample case", "sample_case")
@@ -197,7 +201,7 @@ def sidebar_prediction(config: ViewerConfig, shown: DisplayCase) -> MaskLayer | 
     )
     tta = st.sidebar.checkbox("Test-time augmentation (flips, 4x slower)", key="tta")
     auto = st.sidebar.checkbox("Predict automatically", value=True, key="auto_predict")
-    if not path.is_file():
+    if not path.exists():
         st.sidebar.info(
             f"No model at {path}. The viewer shows the scan and any ground truth; train a model "
             "with `medseg train` or start with `medseg view --model CKPT`."
@@ -227,8 +231,22 @@ def _run_inference(
 
     try:
         predictor = _predictor(str(path), path.stat().st_mtime, device, tta)
-        result = services.run_inference(predictor, shown.case.channels, name, progress)
-        layer = make_layer(result.label, shown, result.class_names, result.readouts, name)
+        case = shown.case
+        picks = cases.match_channels(
+            case.channel_names, case.named_channels, predictor.channel_names
+        )
+        channels = [case.channels[i] for i in picks]
+        result = services.run_inference(predictor, channels, name, progress)
+        layer = make_layer(
+            result.label,
+            shown,
+            result.class_names,
+            result.readouts,
+            name,
+            uncertainty=result.uncertainty,
+            model_sha256=result.model_sha256,
+            channels_used=tuple(picks),
+        )
     except MedsegError as err:
         return f"Inference failed: {err}"
     except (RuntimeError, ValueError) as err:  # e.g. a model trained for other channels
@@ -248,6 +266,14 @@ def sidebar_display(shown: DisplayCase, layers: list[MaskLayer]) -> dict[str, An
     """View, channel, window and overlay settings."""
     st.sidebar.header("Display")
     settings: dict[str, Any] = {}
+    settings["layout"] = st.sidebar.radio(
+        "Layout",
+        LAYOUTS,
+        key="layout",
+        horizontal=True,
+        help="Three planes: axial, coronal "
+        "and sagittal side by side; a click in one moves the crosshair and the other two.",
+    )
     settings["view"] = st.sidebar.radio("View", render.VIEWS, key="view", horizontal=True)
     channel = 0
     if len(shown.images) > 1:
@@ -344,19 +370,28 @@ def main() -> None:
     _reset_on_new_case(shown.digest)
     identifiers_panel(shown)
     pred = sidebar_prediction(config, shown)
+    session, edit_settings = review_panel.sidebar_review(shown, pred)
+    if session is not None:
+        pred = review_panel.reviewed_layer(session, shown, pred)
     truth = shown_truth(shown)
     layers = [layer for layer in (pred, truth) if layer is not None]
     settings = sidebar_display(shown, layers)
+    settings.update(review_panel.uncertainty_settings(pred))
+    settings.update(edit_settings)
     spacing = " × ".join(f"{s:.2f}" for s in shown.case.channels[0].spacing)
     st.caption(
         f"**{shown.case.name}** · {' × '.join(map(str, shown.case.channels[0].shape))} voxels "
         f"· {spacing} mm · stored {shown.stored_orientation}"
     )
+    if settings["layout"] == "three planes":
+        three_plane_panel(shown, pred, truth, settings)
     left, right = st.columns([3, 2])
     with left:
         rgb = image_panel(shown, pred, truth, settings)
     with right:
         lesion_panel(shown, navigation_layer(pred, truth), settings)
+    if session is not None:
+        review_panel.review_section(shown, session, pred, config.data_root)
     readouts_tab, downloads_tab = st.tabs(["Readouts", "Downloads"])
     with readouts_tab:
         metrics = readouts_panel(shown, pred, truth)

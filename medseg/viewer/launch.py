@@ -31,7 +31,9 @@ class ViewerConfig:
     ``path``: an image file / DICOM folder to open; ``gt``: its ground-truth mask;
     ``data_root``: server-side folder the user may browse (never outside it); ``model``: a
     checkpoint used instead of the bundled default; ``runs_dir``: where to list training
-    checkpoints; ``sample_root``: the sample cases folder; ``device``: torch device string.
+    checkpoints; ``sample_root``: the sample cases folder; ``device``: torch device string;
+    ``more_paths``: further channel files after ``path``; ``case_id``: a case of the dataset
+    at ``path`` (see :func:`medseg.viewer.cases.command_line_case`).
     """
 
     path: Path | None = None
@@ -41,6 +43,8 @@ class ViewerConfig:
     runs_dir: Path | None = None
     sample_root: Path | None = None
     device: str = "auto"
+    more_paths: tuple[Path, ...] = ()
+    case_id: str | None = None
 
 
 def default_sample_root() -> Path | None:
@@ -63,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs-dir", type=Path)
     parser.add_argument("--sample-root", type=Path)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--channel", type=Path, action="append", default=[])
+    parser.add_argument("--case")
     return parser
 
 
@@ -80,6 +86,8 @@ def parse_app_args(argv: list[str]) -> ViewerConfig:
         runs_dir=runs_dir,
         sample_root=args.sample_root or default_sample_root(),
         device=args.device,
+        more_paths=tuple(args.channel),
+        case_id=args.case,
     )
 
 
@@ -99,13 +107,20 @@ def app_arguments(config: ViewerConfig) -> list[str]:
             args += [flag, str(Path(value).resolve())]
     if config.device != "auto":
         args += ["--device", config.device]
+    for extra in config.more_paths:
+        args += ["--channel", str(Path(extra).resolve())]
+    if config.case_id is not None:
+        args += ["--case", config.case_id]
     return args
 
 
 def check_config(config: ViewerConfig) -> None:
     """Fail early (before a server starts) on paths that do not exist."""
+    if config.path is not None:
+        from medseg.viewer.cases import command_line_case
+
+        command_line_case([config.path, *config.more_paths], config.case_id, config.gt)
     for what, value in (
-        ("image", config.path),
         ("ground-truth mask (--gt)", config.gt),
         ("checkpoint (--model)", config.model),
     ):

@@ -65,6 +65,8 @@ class CaseRef:
     label: Path | None = None
     channel_names: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
+    #: True for a folder of named sequences: channels are matched to a model by name.
+    named_channels: bool = False
 
 
 @dataclasses.dataclass(eq=False)
@@ -76,6 +78,7 @@ class Case:
     channel_names: list[str]
     truth: Volume | None = None
     class_names: list[str] = dataclasses.field(default_factory=list)
+    named_channels: bool = False
 
     @property
     def digest(self) -> str:
@@ -228,7 +231,7 @@ def load_case(ref: CaseRef) -> Case:
     names = list(ref.channel_names) or [f"channel {i}" for i in range(len(channels))]
     if len(names) != len(channels):
         names = [f"channel {i}" for i in range(len(channels))]
-    return Case(ref.name, channels, names, truth, list(ref.class_names))
+    return Case(ref.name, channels, names, truth, list(ref.class_names), ref.named_channels)
 
 
 def resolve_in_root(root: Path, relative: str | Path) -> Path:

@@ -113,23 +113,94 @@ def image_panel(
         mode=settings["mode"],
         visible=settings["visible"],
         opacity=settings["opacity"],
-        style=settings["style"],
+        style="contour" if settings.get("heat") is not None else settings["style"],
+        heat=settings.get("heat"),
     )
     rgb = render.render_slice(request)
     count = render.num_slices(shown.shape, view)
     win = settings["window"]
-    st.image(
-        render.encode_for_screen(rgb),
-        caption=(
-            f"{view} {index + 1}/{count} · W {win.width:.4g} / L {win.level:.4g} · "
-            "radiological convention: patient's right on screen left"
-            + (" (axial, coronal)" if view != "sagittal" else "; anterior on screen left")
-        ),
+    caption = (
+        f"{view} {index + 1}/{count} · W {win.width:.4g} / L {win.level:.4g} · "
+        "radiological convention: patient's right on screen left"
+        + (" (axial, coronal)" if view != "sagittal" else "; anterior on screen left")
     )
+    if settings.get("click_key"):
+        # Editing: the same image, clickable (streamlit-image-coordinates); the click is
+        # applied at the start of the next rerun against this view and slice.
+        from streamlit_image_coordinates import streamlit_image_coordinates
+
+        st.session_state["_brush_ctx"] = {"view": view, "index": index}
+        streamlit_image_coordinates(
+            rgb, key=settings["click_key"], image_format="JPEG", jpeg_quality=95,
+            cursor="crosshair",
+        )  # fmt: skip
+        st.caption(caption + " · click to paint")
+    else:
+        st.image(render.encode_for_screen(rgb), caption=caption)
+    if settings.get("heat") is not None:
+        st.image(
+            render.colour_bar(settings["heat_name"]),
+            caption=f"{settings['heat_name']} (0..1); masks drawn as outlines",
+        )
     legend = _legend(settings)
     if legend:
         st.markdown(legend, unsafe_allow_html=True)
     return rgb
+
+
+def _crosshair_clicks(shown: DisplayCase) -> None:
+    """Move the crosshair (the three slice indices) to the last click in any of the planes."""
+    for view in render.VIEWS:
+        click = st.session_state.get(f"xhair_{view}")
+        seen = f"_xhair_seen_{view}"
+        if not click or click.get("unix_time") == st.session_state.get(seen):
+            continue
+        st.session_state[seen] = click.get("unix_time")
+        index = int(st.session_state.get(f"slice_{view}", 0))
+        plane_shape = render.extract_slice(shown.images[0], view, index).shape
+        size = (click.get("height") or plane_shape[0], click.get("width") or plane_shape[1])
+        row, col = render.screen_to_plane(click["x"], click["y"], size, plane_shape)
+        pixel = np.array([[min(int(row), plane_shape[0] - 1), min(int(col), plane_shape[1] - 1)]])
+        ijk = render.plane_to_volume(view, index, pixel, shown.shape)[0]
+        for other in render.VIEWS:
+            st.session_state[f"slice_{other}"] = int(ijk[render.VIEW_AXIS[other]])
+
+
+def three_plane_panel(
+    shown: DisplayCase, pred: MaskLayer | None, truth: MaskLayer | None, settings: dict[str, Any]
+) -> None:
+    """Axial, coronal and sagittal side by side with a linked crosshair (3D context)."""
+    from streamlit_image_coordinates import streamlit_image_coordinates
+
+    nav = pred or truth
+    for view in render.VIEWS:
+        key = f"slice_{view}"
+        if key not in st.session_state:
+            st.session_state[key] = _initial_slice(nav, shown, view)
+    _crosshair_clicks(shown)
+    point = tuple(int(st.session_state[f"slice_{v}"]) for v in ("sagittal", "coronal", "axial"))
+    columns = st.columns(3)
+    for column, view in zip(columns, render.VIEWS, strict=True):
+        index = point[render.VIEW_AXIS[view]]
+        request = render.RenderRequest(
+            image=shown.images[settings["channel"]], spacing=shown.spacing, view=view,
+            index=index, window=settings["window"],
+            prediction=pred.display if pred else None, truth=truth.display if truth else None,
+            mode=settings["mode"], visible=settings["visible"], opacity=settings["opacity"],
+            style="contour" if settings.get("heat") is not None else settings["style"],
+            heat=settings.get("heat"), min_side=256,
+        )  # fmt: skip
+        rgb = render.render_slice(request)
+        plane_shape = render.extract_slice(shown.images[0], view, index).shape
+        rgb = render.draw_crosshair(
+            rgb, render.volume_to_plane(view, point, shown.shape), plane_shape
+        )
+        with column:
+            streamlit_image_coordinates(
+                rgb, key=f"xhair_{view}", image_format="JPEG", jpeg_quality=90, width="stretch"
+            )
+            st.caption(f"{view} {index + 1}/{render.num_slices(shown.shape, view)}")
+    st.caption("Three planes: click any view to move the crosshair; the other two follow.")
 
 
 def navigation_layer(pred: MaskLayer | None, truth: MaskLayer | None) -> MaskLayer | None:

@@ -102,6 +102,71 @@ def extract_slice(array: np.ndarray, view: str, index: int) -> np.ndarray:
     raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
 
 
+def plane_to_volume(
+    view: str, index: int, pixels: np.ndarray, display_shape: tuple[int, int, int]
+) -> np.ndarray:
+    """Plane ``(row, col)`` pixels ``(N, 2)`` of ``view`` slice ``index`` -> display voxels ``(N, 3)``.
+
+    The inverse of :func:`extract_slice`: axial ``plane[r, c] = vol[c, r, k]``, coronal
+    ``plane[r, c] = vol[c, j, Z-1-r]``, sagittal ``plane[r, c] = vol[i, c, Z-1-r]``.
+    """
+    px = np.asarray(pixels, dtype=np.int64).reshape(-1, 2)
+    rows, cols = px[:, 0], px[:, 1]
+    fixed = np.full(len(px), int(index), np.int64)
+    top = display_shape[2] - 1
+    if view == "axial":
+        return np.stack([cols, rows, fixed], axis=1)
+    if view == "coronal":
+        return np.stack([cols, fixed, top - rows], axis=1)
+    if view == "sagittal":
+        return np.stack([fixed, cols, top - rows], axis=1)
+    raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
+
+
+def volume_to_plane(
+    view: str, ijk: tuple[int, int, int], display_shape: tuple[int, int, int]
+) -> tuple[int, int]:
+    """Display voxel ``(i, j, k)`` -> its ``(row, col)`` on a ``view`` plane (inverse of
+    :func:`plane_to_volume`)."""
+    i, j, k = (int(v) for v in ijk)
+    top = display_shape[2] - 1
+    if view == "axial":
+        return j, i
+    if view == "coronal":
+        return top - k, i
+    if view == "sagittal":
+        return top - k, j
+    raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
+
+
+def draw_crosshair(
+    rgb: np.ndarray, point: tuple[int, int], plane_shape: tuple[int, int]
+) -> np.ndarray:
+    """Dashed yellow lines through plane pixel ``point`` (row, col) on the rendered ``rgb``."""
+    height, width = rgb.shape[:2]
+    row = int((point[0] + 0.5) * height / plane_shape[0])
+    col = int((point[1] + 0.5) * width / plane_shape[1])
+    out = rgb.copy()
+    dash = (np.arange(max(height, width)) // 6) % 2 == 0
+    colour = np.array([255, 200, 40], np.uint8)
+    out[min(row, height - 1), dash[:width]] = colour
+    out[dash[:height], min(col, width - 1)] = colour
+    return out
+
+
+def screen_to_plane(
+    x: float, y: float, shown_size: tuple[float, float], plane_shape: tuple[int, int]
+) -> tuple[float, float]:
+    """A click at ``(x, y)`` on an image shown ``(height, width)`` big -> plane ``(row, col)``.
+
+    Fractional plane coordinates (pixel ``r`` spans ``[r, r+1)``); works for any on-screen
+    scaling because the rendered image keeps the plane's physical aspect ratio.
+    """
+    height, width = shown_size
+    rows, cols = plane_shape
+    return float(y) * rows / max(float(height), 1.0), float(x) * cols / max(float(width), 1.0)
+
+
 def pixel_spacing(spacing: tuple[float, float, float], view: str) -> tuple[float, float]:
     """Physical size (row height, column width) in mm of one screen pixel of ``view``.
 
@@ -154,7 +219,7 @@ def auto_window(array: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5)
     Background zeros (skull-stripped or z-scored MR) are excluded so they do not drag the low
     percentile; a subsample of at most ~1M voxels keeps this fast on large volumes.
     """
-    flat = np.asarray(array).ravel()
+    flat = np.asarray(array).ravel(order="K")  # no copy for Fortran-order NIfTI arrays
     step = max(1, flat.size // 1_000_000)
     sample = flat[::step]
     nonzero = sample[sample != 0]
@@ -289,6 +354,7 @@ class RenderRequest:
     style: str = "filled"
     labels: bool = True
     min_side: int = 384
+    heat: np.ndarray | None = None  # display-oriented 0..1 map (uncertainty), drawn first
 
 
 def _resize(plane: np.ndarray, size: tuple[int, int], labels: bool) -> np.ndarray:
@@ -323,6 +389,11 @@ def render_slice(req: RenderRequest) -> np.ndarray:
             return None
         return _resize(extract_slice(volume, req.view, req.index), size, labels=True)
 
+    if req.heat is not None:
+        heat = _resize(
+            np.asarray(extract_slice(req.heat, req.view, req.index), np.float32), size, labels=True
+        )
+        overlay_heat(rgb, heat, max(req.opacity, 0.6))
     pred, truth = mask_plane(req.prediction), mask_plane(req.truth)
     mode = req.mode
     if mode == "comparison" and pred is not None and truth is not None:
@@ -337,6 +408,46 @@ def render_slice(req: RenderRequest) -> np.ndarray:
     if req.labels:
         rgb = draw_orientation_labels(rgb, req.view)
     return rgb
+
+
+def _heat_lut() -> np.ndarray:
+    """256 x RGB colours from dark blue (0) through teal and yellow to white-hot (1)."""
+    stops = np.array([0.0, 0.35, 0.7, 1.0])
+    colours = np.array([[30, 20, 120], [0, 150, 160], [250, 210, 40], [255, 255, 230]], float)
+    x = np.linspace(0.0, 1.0, 256)
+    return np.stack([np.interp(x, stops, colours[:, c]) for c in range(3)], 1).astype(np.uint8)
+
+
+HEAT_LUT = _heat_lut()
+
+
+def overlay_heat(rgb: np.ndarray, values: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+    """Blend a 0..1 map onto ``rgb`` in place: colour from :data:`HEAT_LUT`, opacity growing
+    with the value (0 stays fully transparent, so the anatomy shows where the model is sure)."""
+    v = np.clip(np.nan_to_num(np.asarray(values, np.float32), nan=0.0), 0.0, 1.0)
+    v[v < 0.02] = 0.0
+    # Whole-plane 16-bit integer arithmetic: cheaper than gathering the pixels above the
+    # threshold or blending in float (a slice change must stay well under 100 ms).
+    alpha = (np.float32(256.0 * opacity) * np.sqrt(v)).astype(np.uint16)[:, :, None]
+    colour = HEAT_LUT[(v * 255).astype(np.uint8)].astype(np.uint16)
+    blended = rgb.astype(np.uint16) * (256 - alpha) + colour * alpha
+    rgb[...] = (blended >> 8).astype(np.uint8)
+    return rgb
+
+
+def colour_bar(title: str, width: int = 320, height: int = 44) -> np.ndarray:
+    """RGB image of the heat colour bar with ticks 0, 0.5, 1 and ``title``."""
+    bar = np.repeat(HEAT_LUT[np.linspace(0, 255, width).astype(int)][None], 16, axis=0)
+    image = Image.new("RGB", (width, height), (14, 17, 23))
+    image.paste(Image.fromarray(bar), (0, 0))
+    draw = ImageDraw.Draw(image)
+    font = _font(12)
+    for value, anchor in ((0.0, "lt"), (0.5, "mt"), (1.0, "rt")):
+        draw.text(
+            ((width - 1) * value, 18), f"{value:g}", fill=(230, 230, 230), font=font, anchor=anchor
+        )
+    draw.text((width / 2, height - 2), title, fill=(230, 230, 230), font=font, anchor="mb")
+    return np.asarray(image)
 
 
 def encode_for_screen(rgb: np.ndarray) -> bytes:

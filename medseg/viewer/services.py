@@ -37,15 +37,26 @@ class ViewerPrediction:
 
     label: Volume
     class_names: list[str]
-    readouts: dict[str, Any]
+    readouts: dict[str, Any] | None  # None: computed later (MaskLayer.readouts)
     model: str
+    #: ``"foreground probability"`` / ``"entropy"`` -> float16 ``(I, J, K)`` on the source grid
+    uncertainty: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    model_sha256: str | None = None
 
 
 def default_model_path() -> Path:
     """Path of the bundled default model (it may be missing, e.g. in a fresh checkout)."""
-    from medseg.inference.predictor import default_model_path as library_default
-
-    return library_default(must_exist=False)
+    fallback = Path(__file__).resolve().parents[1] / "assets" / "default_model.pt"
+    if fallback.is_file():  # the file the library names; importing it would load torch
+        return fallback
+    try:
+        from medseg.inference.predictor import default_model_path as library_default
+    except ImportError:
+        return fallback
+    try:
+        return Path(library_default())
+    except CheckpointError:
+        return fallback
 
 
 def list_checkpoints(runs_dir: Path | None, limit: int = 200) -> list[Path]:
@@ -79,13 +90,28 @@ def load_predictor(path: Path, device: str = "auto", tta: bool = False) -> Any:
 def run_inference(
     predictor: Any, channels: list[Volume], model_name: str, progress: Progress | None = None
 ) -> ViewerPrediction:
-    """Predict labels for ``channels`` and compute readouts (library code paths only)."""
-    prediction = predictor.predict(channels, progress=progress)
+    """Predict labels for ``channels``, readouts and uncertainty maps (library code paths).
+
+    The probabilities (softmax or region sigmoids, already averaged over TTA flips and
+    ensemble folds by the predictor) are reduced at once to two float16 maps, foreground
+    probability and normalised entropy (:mod:`medseg.viewer.review`), to keep memory small.
+    """
+    from medseg.viewer.review import foreground_probability, normalised_entropy
+
+    prediction = predictor.predict(channels, progress=progress, return_probabilities=True)
     class_names = list(prediction.class_names)
-    readouts = getattr(prediction, "readouts", None) or compute_readouts(
-        prediction.label, class_names
-    )
-    return ViewerPrediction(prediction.label, class_names, readouts, model_name)
+    # None: the display layer computes them after the first image is on screen
+    readouts = getattr(prediction, "readouts", None) or None
+    uncertainty: dict[str, np.ndarray] = {}
+    probs = getattr(prediction, "probabilities", None)
+    if probs is not None:
+        regions = bool(getattr(getattr(predictor, "record", None), "regions", None))
+        uncertainty = {
+            "foreground probability": foreground_probability(probs, regions).astype(np.float16),
+            "entropy": normalised_entropy(probs, regions).astype(np.float16),
+        }
+    sha = getattr(predictor, "provenance", {}).get("checkpoint_sha256")
+    return ViewerPrediction(prediction.label, class_names, readouts, model_name, uncertainty, sha)
 
 
 def compute_readouts(label: Volume, class_names: list[str]) -> dict[str, Any]:

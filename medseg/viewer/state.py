@@ -54,7 +54,7 @@ def _looks_like_ct(volume: Volume) -> bool:
     if modality in ("CT", "MR", "MRI"):
         return modality == "CT"
     # No modality tag (plain NIfTI): CT in HU has air near -1000.
-    sample = volume.array.ravel()[:: max(1, volume.array.size // 200_000)]
+    sample = volume.array.ravel(order="K")[:: max(1, volume.array.size // 200_000)]
     return bool(sample.size and np.percentile(sample, 1) < -500)
 
 
@@ -66,7 +66,7 @@ def prepare_case(case: Case) -> DisplayCase:
         ct = _looks_like_ct(vol)
         is_ct.append(ct)
         windows.append(render.CT_PRESETS["soft tissue"] if ct else None)
-        sample = vol.array.ravel()[:: max(1, vol.array.size // 500_000)].astype(np.float64)
+        sample = vol.array.ravel(order="K")[:: max(1, vol.array.size // 500_000)].astype(np.float64)
         lo, hi = np.percentile(sample, [0.1, 99.9]) if sample.size else (0.0, 1.0)
         ranges.append((float(lo), float(max(hi, lo + 1.0))))
     windows = [
@@ -88,21 +88,56 @@ def prepare_case(case: Case) -> DisplayCase:
 
 @dataclasses.dataclass(eq=False)
 class MaskLayer:
-    """A label volume shown over the image, with memoised derived data."""
+    """A label volume shown over the image, with memoised derived data.
+
+    ``readouts`` and ``targets`` (lesion table, diameters) are computed on first use, so the
+    page draws the first image before them: Streamlit sends each element as the script
+    reaches it, and the lesion list and readouts come after the image.
+    """
 
     source: Volume  # source grid (for downloads and readouts in true geometry)
     display: np.ndarray  # display-oriented labels (X, Y, Z)
     class_names: list[str]
-    readouts: dict[str, Any]
-    targets: list[navigation.LesionTarget]
     model: str = ""
+    #: ``name -> float16 (I, J, K)`` uncertainty maps on the source grid (predictions only)
+    uncertainty: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    model_sha256: str | None = None
+    #: indices of the case's channels fed to the model, in the model's order
+    channels_used: tuple[int, ...] = ()
+    display_affine: np.ndarray | None = None
+    _readouts: dict[str, Any] | None = None
+    _targets: list[navigation.LesionTarget] | None = None
     _areas: dict[tuple[str, tuple[int, ...]], np.ndarray] = dataclasses.field(default_factory=dict)
     _memo: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
+    def readouts(self) -> dict[str, Any]:
+        """Per-class mL and lesion list on the source grid (computed on first use)."""
+        if self._readouts is None:
+            self._readouts = services.compute_readouts(self.source, self.class_names)
+        return self._readouts
+
+    @property
+    def targets(self) -> list[navigation.LesionTarget]:
+        """Where each lesion lies on screen (computed on first use, after the readouts)."""
+        if self._targets is None:
+            affine = self.display_affine
+            if affine is None:
+                affine = render.to_display(self.source).affine
+            self._targets = navigation.lesion_targets(
+                self.readouts.get("lesions", []), self.source.affine, affine, self.display.shape
+            )
+        return self._targets
+
+    @property
     def present(self) -> list[int]:
         if "present" not in self._memo:
-            self._memo["present"] = [int(v) for v in np.unique(self.display) if v > 0]
+            flat = self.display.ravel(order="K")
+            if flat.size and flat.min() >= 0:  # bincount: ~20x faster than unique on a CT
+                values = np.flatnonzero(np.bincount(flat.astype(np.int64, copy=False)))
+            else:
+                values = np.unique(flat)
+            self._memo["present"] = [int(v) for v in values if v > 0]
         return self._memo["present"]
 
     def areas(
@@ -120,6 +155,17 @@ class MaskLayer:
             self._memo[name] = compute()
         return self._memo[name]
 
+    def display_uncertainty(self, name: str) -> np.ndarray | None:
+        """Uncertainty map ``name`` reoriented for display (memoised), or None."""
+        if name not in self.uncertainty:
+            return None
+
+        def compute() -> np.ndarray:
+            volume = self.source.with_array(self.uncertainty[name])
+            return axial_friendly(render.to_display(volume).array)
+
+        return self.memo(f"uncertainty_{name}", compute)
+
 
 def make_layer(
     label: Volume,
@@ -127,16 +173,21 @@ def make_layer(
     class_names: list[str],
     readouts: dict[str, Any] | None = None,
     model: str = "",
+    **extras: Any,
 ) -> MaskLayer:
-    """Prepare a prediction or ground-truth label volume for display and navigation."""
+    """Prepare a prediction or ground-truth label volume for display and navigation
+    (``readouts`` None: computed when first needed, see :class:`MaskLayer`)."""
     names = services.class_names_for(label, class_names)
-    if readouts is None:
-        readouts = services.compute_readouts(label, names)
     display = render.to_display(label)
-    targets = navigation.lesion_targets(
-        readouts.get("lesions", []), label.affine, display.affine, display.shape
+    return MaskLayer(
+        label,
+        axial_friendly(display.array),
+        names,
+        model,
+        display_affine=display.affine,
+        _readouts=readouts or None,
+        **extras,
     )
-    return MaskLayer(label, axial_friendly(display.array), names, readouts, targets, model)
 
 
 class LRUStore:

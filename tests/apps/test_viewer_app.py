@@ -207,7 +207,9 @@ def test_model_for_other_channels_gives_readable_error(case_root: Path, tmp_path
     model = write_constant_checkpoint(tmp_path / "two.pt", channels=("flair", "t1c"))
     at = _app(_config(case_root, model))
     assert at.error
-    assert "expected 2 (flair, t1c)" in at.error[0].value
+    message = at.error[0].value
+    assert "the model expects 2 channel(s) (flair, t1c)" in message
+    assert "the case has 1 (FLAIR)" in message  # the files found are named
     assert len(at.get("image")) == 1  # the scan and ground truth still show
 
 

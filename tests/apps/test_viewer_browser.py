@@ -119,3 +119,52 @@ def test_viewer_in_headless_chromium(viewer_url: str, tmp_path: Path) -> None:
     # Grey levels have R == G == B; the magenta-red label 1 overlay (238, 51, 119) does not.
     overlay = pixels[..., 0] - pixels[..., 1] > 60
     assert overlay.mean() > 0.05, f"overlay covers only {overlay.mean():.1%} of the image"
+
+
+def test_brush_click_and_save_in_chromium(viewer_url: str, tmp_path: Path) -> None:
+    """Review mode -> eraser -> one click on the image (the component's iframe) -> save."""
+    import json
+
+    import nibabel as nib
+    from playwright.sync_api import sync_playwright
+
+    out = tmp_path / "reviewed"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1500, "height": 1400},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(viewer_url, wait_until="domcontentloaded")
+            page.locator('[data-testid="stImage"] img').first.wait_for(
+                state="visible", timeout=150_000
+            )
+            page.get_by_text("Review and edit the prediction").click()
+            page.get_by_text("Review order: least confident first").wait_for(timeout=60_000)
+            page.get_by_text("eraser", exact=True).click()
+            frame = page.frame_locator('iframe[title*="streamlit_image_coordinates"]')
+            target = frame.locator("#image")
+            target.wait_for(state="visible", timeout=60_000)
+            box = target.bounding_box()
+            assert box is not None
+            target.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
+            page.get_by_text("brush/eraser strokes: 1").wait_for(timeout=60_000)
+            page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
+            folder = page.get_by_role("textbox", name="Folder on the server")
+            folder.fill(str(out))
+            folder.press("Enter")
+            page.wait_for_timeout(1500)
+            page.get_by_role("button", name="Save reviewed case").click()
+            page.get_by_text("Saved:").wait_for(timeout=60_000)
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
+    record = json.loads((out / "brain_002_review.json").read_text())
+    assert record["brushed_voxels"] > 0
+    mask = np.asarray(nib.load(out / "brain_002_reviewed.nii.gz").dataobj)
+    assert int((mask == 0).sum()) >= record["brushed_voxels"]
+    assert record["edited_voxels"]["tumour_core"]["removed"] == record["brushed_voxels"]

@@ -1,0 +1,526 @@
+"""Lesion review and mask editing (pure numpy, no Streamlit): the viewer page only calls this.
+
+A :class:`ReviewSession` starts from a predicted label volume on the **source grid**. Every
+lesion (a 26-connected component of one class, as in :mod:`medseg.inference.readouts`) gets a
+decision: ``pending``, ``accept``, ``reject`` (its voxels become background) or ``relabel``
+(its voxels take another class). Brush / eraser strokes are recorded as edits that can be
+undone and redone. :meth:`ReviewSession.working` replays prediction -> decisions -> edits, so
+the order of actions never leaves a stale mask.
+
+Uncertainty maps come from the model's probabilities (softmax per class, or sigmoid per
+region), averaged over TTA flips / ensemble folds by the predictor before they arrive here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from medseg.errors import DatasetError, InputNotFoundError, MedsegError, OverwriteError
+from medseg.io import Volume, check_same_grid, write_mask, write_volume
+from medseg.io.atomic import atomic_path
+
+DECISIONS = ("pending", "accept", "reject", "relabel")
+#: The review order, as stated on the page.
+REVIEW_ORDER_RULE = (
+    "Review order: least confident first (mean foreground probability inside the lesion, "
+    "rounded to 0.01, ascending), then largest first (volume, descending)."
+)
+
+
+class ReviewError(MedsegError):
+    """A review action refers to a lesion, label or decision that does not exist."""
+
+
+# ----------------------------------------------------------------------------- uncertainty
+def foreground_probability(probabilities: np.ndarray, regions: bool = False) -> np.ndarray:
+    """P(any foreground) per voxel, float32 ``(I, J, K)`` from ``(C, I, J, K)`` probabilities.
+
+    Softmax models: ``1 - p(background)``. Region models (one sigmoid per nested region):
+    the largest region probability (the outermost region contains the others).
+    """
+    probs = np.asarray(probabilities, dtype=np.float32)
+    if regions:
+        return probs.max(axis=0)
+    return np.clip(1.0 - probs[0], 0.0, 1.0)
+
+
+def normalised_entropy(probabilities: np.ndarray, regions: bool = False) -> np.ndarray:
+    """Predictive entropy scaled to 0..1 (1 = maximally unsure), float32 ``(I, J, K)``.
+
+    Softmax: Shannon entropy over the C classes divided by ``log C``. Regions: the binary
+    entropy (bits) of each region's probability, maximum over regions.
+    """
+    probs = np.clip(np.asarray(probabilities, dtype=np.float32), 1e-7, 1.0)
+    if regions:
+        q = 1.0 - probs
+        bits = -(probs * np.log2(probs) + q * np.log2(np.clip(q, 1e-7, 1.0)))
+        return np.clip(bits.max(axis=0), 0.0, 1.0)
+    classes = probs.shape[0]
+    if classes < 2:
+        return np.zeros(probs.shape[1:], np.float32)
+    entropy = -(probs * np.log(probs)).sum(axis=0) / np.log(classes)
+    return np.clip(entropy, 0.0, 1.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- lesions
+@dataclasses.dataclass
+class ReviewLesion:
+    """One lesion of the prediction and the reviewer's decision about it."""
+
+    id: int  # 1-based, stable for the session (order of discovery)
+    label: int
+    voxels: int
+    volume_ml: float
+    confidence: float | None  # mean foreground probability inside; None without probabilities
+    box: tuple[slice, slice, slice]
+    decision: str = "pending"
+    new_label: int | None = None
+    note: str = ""
+
+    def as_dict(self, class_names: Sequence[str]) -> dict[str, Any]:
+        def name(value: int | None) -> str | None:
+            if value is None:
+                return None
+            return class_names[value] if value < len(class_names) else f"label {value}"
+
+        return {
+            "lesion": self.id,
+            "class": name(self.label),
+            "label": self.label,
+            "voxels": self.voxels,
+            "volume_ml": round(self.volume_ml, 4),
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "decision": self.decision,
+            "new_label": self.new_label,
+            "new_class": name(self.new_label),
+            "note": self.note,
+            "bbox_voxel": [[s.start for s in self.box], [s.stop - 1 for s in self.box]],
+        }
+
+
+def find_components(label: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, tuple]]]:
+    """Lesion ids ``(I, J, K)`` int32 (0 = none) and ``(id, label, bbox)`` per lesion."""
+    # Imported here: medseg.inference pulls in torch, which the page must not wait for
+    # before its first image.
+    from medseg.inference.readouts import CONNECTIVITY_26
+
+    components = np.zeros(label.shape, np.int32)
+    found: list[tuple[int, int, tuple]] = []
+    for cls in (int(c) for c in np.unique(label) if c > 0):
+        ids, count = ndimage.label(label == cls, structure=CONNECTIVITY_26)
+        if count == 0:
+            continue
+        offset = len(found)
+        inside = ids > 0
+        components[inside] = ids[inside] + offset
+        for n, box in enumerate(ndimage.find_objects(ids), start=1):
+            found.append((offset + n, cls, box))
+    return components, found
+
+
+@dataclasses.dataclass
+class Edit:
+    """One brush/eraser application: ``indices`` ``(N, 3)`` source voxels set to ``value``."""
+
+    indices: np.ndarray
+    value: int
+    label: int  # the label painted (brush) or erased (eraser)
+    erase: bool
+
+
+class ReviewSession:
+    """Decisions and edits on one prediction; see the module docstring."""
+
+    def __init__(
+        self,
+        prediction: np.ndarray,
+        voxel_ml: float,
+        foreground: np.ndarray | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        self.original = np.asarray(prediction)
+        if foreground is not None and foreground.shape != self.original.shape:
+            raise ReviewError(
+                f"foreground probability shape {foreground.shape} differs from the mask's "
+                f"{self.original.shape}; both must be on the source grid"
+            )
+        self.voxel_ml = float(voxel_ml)
+        self.num_classes = int(num_classes or int(self.original.max(initial=0)) + 1)
+        self.components, found = find_components(self.original)
+        ids = [i for i, _, _ in found]
+        sizes = np.bincount(self.components.ravel(), minlength=len(ids) + 1)[1:]
+        means = (
+            ndimage.mean(foreground, self.components, ids)
+            if foreground is not None and ids
+            else [None] * len(ids)
+        )
+        self.lesions = {
+            i: ReviewLesion(
+                i, cls, int(n), float(n) * self.voxel_ml, None if m is None else float(m), box
+            )
+            for (i, cls, box), n, m in zip(found, sizes, means, strict=True)
+        }
+        self.edits: list[Edit] = []
+        self.redo_stack: list[Edit] = []
+        self.version = 0
+        self._cache: tuple[int, np.ndarray] | None = None
+        self._changed: tuple[int | None, int] = (None, 0)
+
+    # -------------------------------------------------------------- order and decisions
+    def review_order(self) -> list[ReviewLesion]:
+        """Lesions least confident first, then largest first (:data:`REVIEW_ORDER_RULE`)."""
+
+        def key(les: ReviewLesion) -> tuple[float, float, int]:
+            conf = 2.0 if les.confidence is None else round(les.confidence, 2)
+            return (conf, -les.voxels, les.id)
+
+        return sorted(self.lesions.values(), key=key)
+
+    def decide(
+        self, lesion_id: int, decision: str, new_label: int | None = None, note: str = ""
+    ) -> None:
+        """Record ``decision`` for a lesion (``relabel`` needs ``new_label``)."""
+        if lesion_id not in self.lesions:
+            raise ReviewError(f"no lesion {lesion_id}; lesions are 1..{len(self.lesions)}")
+        if decision not in DECISIONS:
+            raise ReviewError(f"unknown decision {decision!r}; expected one of {DECISIONS}")
+        if decision == "relabel":
+            self._check_label(new_label, "relabel")
+        lesion = self.lesions[lesion_id]
+        changed = (lesion.decision, lesion.new_label) != (
+            decision,
+            new_label if decision == "relabel" else None,
+        )
+        lesion.decision = decision
+        lesion.new_label = new_label if decision == "relabel" else None
+        lesion.note = note
+        if changed:
+            self.version += 1
+
+    def _check_label(self, label: int | None, what: str) -> None:
+        if label is None or not 1 <= int(label) < self.num_classes:
+            raise ReviewError(
+                f"{what}: label {label} is not a foreground class; expected 1..{self.num_classes - 1}"
+            )
+
+    # -------------------------------------------------------------- editing
+    def paint(self, indices: np.ndarray, label: int, erase: bool = False) -> int:
+        """Brush ``label`` onto (or, with ``erase``, clear ``label`` from) source voxels.
+
+        ``indices`` is ``(N, 3)`` integer ``(i, j, k)`` on the source grid; indices outside the
+        volume are dropped. The eraser only clears voxels carrying ``label`` (other classes
+        stay). Returns the number of voxels the edit changed (0: nothing recorded).
+        """
+        self._check_label(label, "eraser" if erase else "brush")
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1, 3)
+        inside = np.all((idx >= 0) & (idx < np.array(self.original.shape)), axis=1)
+        idx = np.unique(idx[inside], axis=0)
+        current = self.working()
+        values = current[tuple(idx.T)]
+        keep = values == label if erase else values != label
+        idx = idx[keep]
+        if not len(idx):
+            return 0
+        self.edits.append(Edit(idx, 0 if erase else int(label), int(label), erase))
+        self.redo_stack.clear()
+        self.version += 1
+        return len(idx)
+
+    def undo(self) -> bool:
+        if not self.edits:
+            return False
+        self.redo_stack.append(self.edits.pop())
+        self.version += 1
+        return True
+
+    def redo(self) -> bool:
+        if not self.redo_stack:
+            return False
+        self.edits.append(self.redo_stack.pop())
+        self.version += 1
+        return True
+
+    # -------------------------------------------------------------- results
+    def working(self) -> np.ndarray:
+        """The reviewed mask (source grid): prediction -> decisions -> edits (memoised)."""
+        if self._cache is not None and self._cache[0] == self.version:
+            return self._cache[1]
+        mask = self.original.copy()
+        for les in self.lesions.values():
+            if les.decision not in ("reject", "relabel"):
+                continue
+            inside = self.components[les.box] == les.id
+            mask[les.box][inside] = 0 if les.decision == "reject" else les.new_label
+        for edit in self.edits:
+            mask[tuple(edit.indices.T)] = edit.value
+        mask.flags.writeable = False
+        self._cache = (self.version, mask)
+        return mask
+
+    def changed_voxels(self) -> int:
+        """Voxels whose label differs from the prediction (memoised per review state)."""
+        if self._changed[0] != self.version:
+            count = (
+                0 if self.version == 0 else int(np.count_nonzero(self.working() != self.original))
+            )
+            self._changed = (self.version, count)
+        return self._changed[1]
+
+    def edited_voxels(self, class_names: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per class: voxels ``added`` to and ``removed`` from it, reviewed vs predicted."""
+        work = self.working()
+        changed = work != self.original
+        before, after = self.original[changed], work[changed]
+        out = {}
+        for cls in range(1, max(self.num_classes, int(work.max(initial=0)) + 1)):
+            name = class_names[cls] if cls < len(class_names) else f"label {cls}"
+            added, removed = int(np.sum(after == cls)), int(np.sum(before == cls))
+            if added or removed:
+                out[name] = {"added": added, "removed": removed}
+        return out
+
+    def brushed_voxels(self) -> int:
+        """Voxels touched by the (not undone) brush/eraser edits."""
+        if not self.edits:
+            return 0
+        return len(np.unique(np.concatenate([e.indices for e in self.edits]), axis=0))
+
+    def decisions(self, class_names: Sequence[str]) -> list[dict[str, Any]]:
+        """Per-lesion rows (review order) for the lesion table and the review record."""
+        return [les.as_dict(class_names) for les in self.review_order()]
+
+
+# ----------------------------------------------------------------------------- brush geometry
+def brush_plane_pixels(
+    plane_shape: tuple[int, int],
+    pixel_mm: tuple[float, float],
+    centre: tuple[float, float],
+    radius_mm: float,
+) -> np.ndarray:
+    """``(N, 2)`` plane ``(row, col)`` pixels whose centres lie within ``radius_mm`` of ``centre``.
+
+    ``centre`` is in plane pixel units (row, col, fractional); ``pixel_mm`` the physical
+    (row height, column width), so a round brush stays round on anisotropic voxels. The
+    pixel under the centre is always included.
+    """
+    rows, cols = plane_shape
+    r_mm, c_mm = pixel_mm
+    r0, c0 = centre
+    dr, dc = radius_mm / r_mm, radius_mm / c_mm
+    r_lo, r_hi = max(0, int(np.floor(r0 - dr))), min(rows - 1, int(np.ceil(r0 + dr)))
+    c_lo, c_hi = max(0, int(np.floor(c0 - dc))), min(cols - 1, int(np.ceil(c0 + dc)))
+    rr, cc = np.mgrid[r_lo : r_hi + 1, c_lo : c_hi + 1]
+    dist = np.hypot((rr + 0.5 - r0) * r_mm, (cc + 0.5 - c0) * c_mm)
+    inside = dist <= radius_mm
+    hit = (min(rows - 1, max(0, int(r0))), min(cols - 1, max(0, int(c0))))
+    pixels = np.stack([rr[inside], cc[inside]], axis=1)
+    return np.unique(np.vstack([pixels, np.array([hit])]), axis=0)
+
+
+def fill_holes_on_slice(
+    session: ReviewSession, label: int, view: str, index: int, source_affine: np.ndarray
+) -> int:
+    """Fill the areas enclosed by ``label`` on one display slice (a contour drawn with the
+    brush becomes a filled region); recorded as an undoable edit. Returns voxels changed.
+
+    ``view``/``index`` name the slice as the viewer shows it (display orientation, see
+    :mod:`medseg.viewer.render`); ``source_affine`` is the mask's own grid.
+    """
+    from medseg.viewer import render
+
+    shown = render.to_display(Volume(np.asarray(session.working()), source_affine))
+    plane = np.asarray(render.extract_slice(shown.array, view, index)) == label
+    inside = ndimage.binary_fill_holes(plane) & ~plane
+    if not inside.any():
+        return 0
+    voxels = render.plane_to_volume(view, index, np.argwhere(inside), shown.shape)
+    return session.paint(display_to_source(voxels, shown.affine, source_affine), label)
+
+
+def display_to_source(
+    indices: np.ndarray, display_affine: np.ndarray, source_affine: np.ndarray
+) -> np.ndarray:
+    """Display-oriented voxel indices ``(N, 3)`` -> the same voxels' source-grid indices.
+
+    The display volume is a lossless axis permutation/flip of the source
+    (:func:`medseg.viewer.render.to_display`), so the affines map voxel centres onto voxel
+    centres and rounding only removes float noise.
+    """
+    idx = np.asarray(indices, dtype=np.float64).reshape(-1, 3)
+    to_source = np.linalg.inv(np.asarray(source_affine, float)) @ np.asarray(display_affine, float)
+    mapped = idx @ to_source[:3, :3].T + to_source[:3, 3]
+    return np.rint(mapped).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- saving
+CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedReview:
+    """Files written by :func:`save_reviewed_case` (``images`` empty for a plain folder)."""
+
+    mask: Path
+    record: Path
+    images: tuple[Path, ...] = ()
+    dataset_json: Path | None = None
+
+
+def review_record(
+    session: ReviewSession,
+    *,
+    case_name: str,
+    class_names: Sequence[str],
+    model: str,
+    model_sha256: str | None,
+    reviewer: str = "",
+    sources: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The review record saved beside the mask (JSON-ready dict)."""
+    import medseg
+
+    return {
+        "notice": medseg.RESEARCH_USE_NOTICE,
+        "medseg_version": medseg.__version__,
+        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "reviewer": reviewer,
+        "case": case_name,
+        "sources": list(sources),
+        "model": model,
+        "model_sha256": model_sha256,
+        "review_order_rule": REVIEW_ORDER_RULE,
+        "lesions": session.decisions(class_names),
+        "edited_voxels": session.edited_voxels(class_names),
+        "brushed_voxels": session.brushed_voxels(),
+        "changed_voxels": session.changed_voxels(),
+    }
+
+
+def _check_case_id(case_id: str) -> None:
+    if not CASE_ID.fullmatch(case_id or ""):
+        raise ReviewError(
+            f"case id {case_id!r}: use letters, digits, '.', '_' or '-' (e.g. patient_017), "
+            "no path separators or spaces"
+        )
+
+
+def _write_json(payload: dict[str, Any], path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    return path
+
+
+def _refuse_existing(paths: Sequence[Path], what: str) -> None:
+    taken = [str(p) for p in paths if p.exists()]
+    if taken:
+        raise OverwriteError(
+            f"{what}: {', '.join(taken)} already exists; saving never overwrites. Choose "
+            "another case id or output folder"
+        )
+
+
+def save_reviewed_case(
+    mask: Volume,
+    record: dict[str, Any],
+    destination: Path,
+    case_id: str,
+    *,
+    channels: Sequence[Volume] = (),
+    as_training_case: bool = False,
+) -> SavedReview:
+    """Save a reviewed mask (on ``mask``'s source grid) and its review record; never overwrite.
+
+    * Folder (default): ``destination/<case_id>_reviewed.nii.gz`` and
+      ``destination/<case_id>_review.json``.
+    * ``as_training_case``: ``destination`` is an nnU-Net dataset folder (``dataset.json``);
+      ``channels`` go to ``imagesTr/<case_id>_000N<ending>``, the mask to
+      ``labelsTr/<case_id><ending>``, the record to ``reviews/<case_id>.json``, and
+      ``dataset.json``'s ``numTraining`` is recounted and rewritten atomically. An existing
+      case id is refused (:class:`~medseg.errors.OverwriteError`).
+
+    Every file goes through a temporary file renamed into place; when a later file fails,
+    the ones already written for this case are removed again.
+    """
+    _check_case_id(case_id)
+    destination = Path(destination)
+    if not as_training_case:
+        targets = [
+            destination / f"{case_id}_reviewed.nii.gz",
+            destination / f"{case_id}_review.json",
+        ]
+        _refuse_existing(targets, f"saving case {case_id}")
+        with _undo_on_error(targets):
+            write_mask(mask.array, mask, targets[0])
+            _write_json({**record, "mask": targets[0].name}, targets[1])
+        return SavedReview(targets[0], targets[1])
+    meta_path = destination / "dataset.json"
+    meta = _dataset_meta(meta_path, len(channels), mask)
+    ending = str(meta.get("file_ending", ".nii.gz"))
+    images = [destination / "imagesTr" / f"{case_id}_{i:04d}{ending}" for i in range(len(channels))]
+    label = destination / "labelsTr" / f"{case_id}{ending}"
+    review = destination / "reviews" / f"{case_id}.json"
+    existing = sorted((destination / "imagesTr").glob(f"{case_id}_[0-9][0-9][0-9][0-9].*"))
+    _refuse_existing([*existing, *images, label, review], f"dataset {destination}: case {case_id}")
+    with _undo_on_error([*images, label, review]):
+        for volume, path in zip(channels, images, strict=True):
+            check_same_grid(mask, volume, what=f"channel {path.name}")
+            write_volume(volume, path)
+        write_mask(mask.array, mask, label)
+        _write_json({**record, "mask": str(label.relative_to(destination))}, review)
+        meta["numTraining"] = sum(
+            1 for p in (destination / "labelsTr").iterdir() if p.name.endswith(ending)
+        )
+        _write_json(meta, meta_path)
+    return SavedReview(label, review, tuple(images), meta_path)
+
+
+def _dataset_meta(meta_path: Path, n_channels: int, mask: Volume) -> dict[str, Any]:
+    if not meta_path.is_file():
+        raise InputNotFoundError(
+            f"{meta_path.parent} has no dataset.json; pick an nnU-Net dataset folder (with "
+            "imagesTr/, labelsTr/, dataset.json) or save into a plain output folder"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as err:
+        raise DatasetError(
+            f"{meta_path}: not valid JSON ({err}); fix it before adding cases"
+        ) from err
+    ending = str(meta.get("file_ending", ".nii.gz"))
+    if ending not in (".nii.gz", ".nii"):
+        raise DatasetError(f"{meta_path}: file_ending {ending!r}; the viewer writes .nii.gz/.nii")
+    expected = len(meta.get("channel_names") or meta.get("modality") or {})
+    if n_channels == 0 or (expected and n_channels != expected):
+        raise DatasetError(
+            f"{meta_path}: the dataset has {expected} channel(s), the reviewed case {n_channels}; "
+            "add the case to a dataset made for the same model inputs"
+        )
+    labels = [v for v in (meta.get("labels") or {}).values() if isinstance(v, int)]
+    top = int(mask.array.max(initial=0))
+    if labels and top > max(labels):
+        raise DatasetError(
+            f"{meta_path}: the mask holds label {top}, the dataset defines labels up to "
+            f"{max(labels)}; add the class to dataset.json first"
+        )
+    return meta
+
+
+@contextlib.contextmanager
+def _undo_on_error(paths: Sequence[Path]) -> Iterator[None]:
+    """Remove ``paths`` written so far when the block fails (they did not exist before)."""
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        raise

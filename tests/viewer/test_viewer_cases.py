@@ -1,0 +1,158 @@
+"""Cases from the command line (files, folders, prefixes, dataset + id) and channel matching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.errors import InputNotFoundError, MedsegError
+from medseg.io import Volume, write_mask, write_volume
+from medseg.viewer.cases import ChannelMatchError, command_line_case, match_channels
+from medseg.viewer.launch import ViewerConfig, app_arguments, check_config, parse_app_args
+from medseg.viewer.loading import load_case
+
+
+def _write(path: Path, value: float = 1.0) -> Path:
+    write_volume(Volume(np.full((6, 5, 4), value, np.float32), np.eye(4)), path)
+    return path
+
+
+def test_several_files_are_channels_in_order(tmp_path: Path) -> None:
+    a, b = _write(tmp_path / "pat_0001.nii.gz", 2), _write(tmp_path / "pat_0000.nii.gz", 1)
+    ref = command_line_case([a, b])
+    assert ref.images == (a, b)
+    assert ref.name == "pat"
+    assert not ref.named_channels
+    case = load_case(ref)
+    assert [float(c.array.max()) for c in case.channels] == [2.0, 1.0]
+
+
+def test_one_0000_file_brings_its_siblings(tmp_path: Path) -> None:
+    files = [_write(tmp_path / f"pat_{i:04d}.nii.gz", i) for i in range(3)]
+    _write(tmp_path / "other_0000.nii.gz")
+    ref = command_line_case([files[0]])
+    assert ref.images == tuple(files)
+
+
+def test_prefix_and_nnunet_folder(tmp_path: Path) -> None:
+    files = [_write(tmp_path / "case" / f"pat_{i:04d}.nii.gz", i) for i in range(2)]
+    assert command_line_case([tmp_path / "case" / "pat"]).images == tuple(files)
+    assert command_line_case([tmp_path / "case"]).images == tuple(files)
+
+
+def test_named_folder_matched_to_model_channels_case_insensitively(tmp_path: Path) -> None:
+    folder = tmp_path / "BraTS-001"
+    for name in ("BraTS-001-t1c", "BraTS-001-FLAIR", "BraTS-001-t1", "BraTS-001-t2w"):
+        _write(folder / f"{name}.nii.gz")
+    write_mask(np.zeros((6, 5, 4), np.uint8), Volume(np.zeros((6, 5, 4)), np.eye(4)),
+               folder / "BraTS-001-seg.nii.gz")  # fmt: skip
+    ref = command_line_case([folder])
+    assert ref.named_channels
+    assert ref.label == folder / "BraTS-001-seg.nii.gz"
+    picks = match_channels(ref.channel_names, True, ["flair", "t1c"])
+    assert [ref.channel_names[i] for i in picks] == ["BraTS-001-FLAIR", "BraTS-001-t1c"]
+    # "t1" must not match "t1c" (suffix match, not substring)
+    assert ref.channel_names[match_channels(ref.channel_names, True, ["t1"])[0]] == "BraTS-001-t1"
+
+
+def test_unmatched_channels_name_model_channels_and_files() -> None:
+    with pytest.raises(ChannelMatchError) as err:
+        match_channels(["pat_0000"], False, ["flair", "t1c"])
+    message = str(err.value)
+    assert "flair, t1c" in message
+    assert "pat_0000" in message
+    assert "Fix" in message
+    with pytest.raises(ChannelMatchError, match="no file named like t2f"):
+        match_channels(["flair", "t1c"], True, ["t2f", "t1c"])
+    assert match_channels(["a", "b"], False, ["flair", "t1c"]) == [0, 1]
+
+
+def test_dataset_with_case_id(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    for i in range(2):
+        _write(root / "imagesTr" / f"c1_{i:04d}.nii.gz", i)
+    write_mask(np.zeros((6, 5, 4), np.uint8), Volume(np.zeros((6, 5, 4)), np.eye(4)),
+               root / "labelsTr" / "c1.nii.gz")  # fmt: skip
+    meta = {"channel_names": {"0": "FLAIR", "1": "T1c"}, "labels": {"background": 0, "tumour": 1},
+            "numTraining": 1, "file_ending": ".nii.gz"}  # fmt: skip
+    (root / "dataset.json").write_text(json.dumps(meta))
+    ref = command_line_case([root], "c1")
+    assert ref.channel_names == ("FLAIR", "T1c")
+    assert ref.label == root / "labelsTr" / "c1.nii.gz"
+    assert ref.class_names == ("background", "tumour")
+    with pytest.raises(MedsegError, match="no case 'nope'"):
+        command_line_case([root], "nope")
+    with pytest.raises(MedsegError, match=r"--case"):
+        command_line_case([root])
+
+
+def test_missing_paths_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError, match="does not exist"):
+        command_line_case([tmp_path / "nothing"])
+    with pytest.raises(InputNotFoundError, match=r"b\.nii\.gz"):
+        command_line_case([_write(tmp_path / "a.nii.gz"), tmp_path / "b.nii.gz"])
+    with pytest.raises(InputNotFoundError):
+        check_config(ViewerConfig(path=tmp_path / "a.nii.gz", more_paths=(tmp_path / "x",)))
+
+
+def test_app_arguments_round_trip(tmp_path: Path) -> None:
+    a, b = _write(tmp_path / "a.nii.gz"), _write(tmp_path / "b.nii.gz")
+    config = ViewerConfig(path=a, more_paths=(b,), case_id=None, runs_dir=tmp_path)
+    back = parse_app_args(app_arguments(config))
+    assert back.path == a.resolve()
+    assert back.more_paths == (b.resolve(),)
+    dataset = ViewerConfig(path=tmp_path, case_id="c1", runs_dir=tmp_path)
+    assert parse_app_args(app_arguments(dataset)).case_id == "c1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["view", "a.nii.gz", "missing_0001.nii.gz"], "missing_0001.nii.gz do not exist"),
+        (["view", "--case", "c1"], "given without a dataset"),
+        (["view", "ds"], "is a dataset; choose a case with --case"),
+        (["view", "ds", "--case", "nope"], "no case 'nope'"),
+        (["view", "pat"], "pat does not exist"),
+    ],
+)
+def test_cli_case_errors_exit_2(argv, message, capsys, monkeypatch, tmp_path: Path) -> None:
+    from medseg.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "a.nii.gz")
+    _write(tmp_path / "ds" / "imagesTr" / "c1_0000.nii.gz")
+    (tmp_path / "ds" / "dataset.json").write_text(
+        json.dumps(
+            {"channel_names": {"0": "t1"}, "labels": {"background": 0}, "file_ending": ".nii.gz"}
+        )
+    )
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_passes_channels_and_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from medseg.cli.main import main
+
+    a, b = _write(tmp_path / "p_0000.nii.gz"), _write(tmp_path / "p_0001.nii.gz")
+    seen = {}
+
+    class FakePopen:
+        def __init__(self, command, env):
+            seen["command"] = command
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    main(["view", str(a), str(b), "--no-browser"])
+    app_args = seen["command"][seen["command"].index("--") + 1 :]
+    config = parse_app_args(app_args)
+    assert config.path == a.resolve()
+    assert config.more_paths == (b.resolve(),)
