@@ -57,13 +57,10 @@ def run_medseg(args, cfg, plan_folds: list[int]) -> dict:
     from medseg.engine.crossval import FOLD_DONE, cross_validate
 
     out = Path(args.output) / "medseg"
-    fold_seconds = {}
     for fold in plan_folds:
         cross_validate(cfg, out, folds=[fold], device="cpu", progress=not args.quiet)
         done = json.loads((out / f"fold_{fold}" / FOLD_DONE).read_text())
-        fold_seconds[fold] = done["wall_seconds"]
         yield fold, done["wall_seconds"], out
-    return fold_seconds
 
 
 def medseg_tcga(model_dir: Path) -> tuple[dict, float]:
@@ -153,6 +150,17 @@ def main() -> int:
 
             ref = read_volume(spec.case(cid).label)
             peer_oof[cid] = score(pred, np.rint(ref.array), ref.spacing)
+        # written after every fold: a run stopped early still leaves its figures
+        partial = {
+            "fold": fold,
+            "medseg_fold_seconds": seconds,
+            "peer": stats,
+            "peer_oof": peer_oof,
+        }
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        (Path(args.output) / f"peer_fold_{fold}.json").write_text(
+            json.dumps(partial, indent=2, default=float)
+        )
     oof = medseg_oof(model_dir)
     tcga, tcga_s = medseg_tcga(model_dir)
     rows["medseg"] = {
