@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medseg.errors import InputNotFoundError, MedsegError
-from medseg.viewer.loading import IMAGE_SUFFIXES, LABEL_TAGS, CaseRef, _strip_suffix
+from medseg.io.cases import IMAGE_SUFFIXES, image_stem
+from medseg.viewer.loading import LABEL_TAGS, CaseRef
+
+
+def _strip_suffix(name: str) -> str:
+    """``name`` without its image suffix (``.nii.gz``, ``.nrrd``...)."""
+    return image_stem(name) or name
 
 NNUNET_CHANNEL = re.compile(r"(.+)_(\d{4})")
 LABEL_STEMS = ("seg", "label", "labels", "mask", "gt")
@@ -168,9 +174,9 @@ def command_line_case(
 
 
 def _looks_like_series(folder: Path) -> bool:
-    from medseg.viewer.loading import _is_dicom_dir
+    from medseg.io.cases import is_dicom_folder
 
-    return _is_dicom_dir(folder)
+    return is_dicom_folder(folder)
 
 
 def _normalise(name: str) -> str:

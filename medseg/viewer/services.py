@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 
 from medseg import RESEARCH_USE_NOTICE
-from medseg.errors import InputNotFoundError
+from medseg.errors import CheckpointError, InputNotFoundError
 from medseg.io import Volume, write_mask
 
 if TYPE_CHECKING:
