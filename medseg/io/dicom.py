@@ -24,7 +24,7 @@ from medseg.io.dicom_series import (
     scan_folder,
     select_series,
 )
-from medseg.io.volume import LPS_TO_RAS, Volume
+from medseg.io.volume import LPS_TO_RAS, Volume, check_affine
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +241,7 @@ def _metadata(series: DicomSeries, files: list[Path], rescale: dict) -> dict:
 def read_dicom_series(series: DicomSeries, folder: Path) -> Volume:
     """Read one scanned series (see :func:`scan_folder`) into a Volume."""
     affine, order = series_affine(series, folder)
+    check_affine(affine, str(folder))
     files = [series.files[i] for i in order]
     headers = [series.headers[i] for i in order]
     array, rescale = _stack_pixels(files, headers)

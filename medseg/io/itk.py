@@ -18,7 +18,8 @@ import SimpleITK as sitk
 
 from medseg.errors import CorruptFileError, DimensionError, UnsupportedFormatError
 from medseg.io.atomic import atomic_path
-from medseg.io.volume import LPS_TO_RAS, Volume
+from medseg.io.nifti import GZIP_MAX_RATIO, GZIP_SLACK_BYTES
+from medseg.io.volume import LPS_TO_RAS, Volume, check_affine
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +97,23 @@ def volume_from_sitk(image: sitk.Image, source: str, channel: int | None = None)
         raise DimensionError(
             f"{source}: has {image.GetDimension()} dimensions (size {image.GetSize()}), expected 3"
         )
+    if 0 in image.GetSize():
+        raise CorruptFileError(
+            f"{source}: has a dimension of length 0 (size {image.GetSize()}), so it holds no "
+            "voxels; the header's sizes are wrong or the export failed: export it again"
+        )
+    affine = affine_from_sitk(image)
+    check_affine(affine, source)
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
     meta = {"source": source, "format": "itk", "modality": "unknown"}
-    return Volume(array, affine_from_sitk(image), meta)  # Fortran-ordered view, no copy
+    return Volume(array, affine, meta)  # Fortran-ordered view, no copy
 
 
 def read_itk(path: str | Path, channel: int | None = None) -> Volume:
     """Read an NRRD/MHA/MHD (or any SimpleITK-readable) file as a Volume."""
     path = Path(path)
     try:
+        _check_claimed_size(path)
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
@@ -118,6 +127,28 @@ def read_itk(path: str | Path, channel: int | None = None) -> Volume:
     if suffix in ("nrrd", "nhdr"):
         volume.metadata["description"] = _nrrd_text(image)
     return volume
+
+
+def _check_claimed_size(path: Path) -> None:
+    """Refuse, before allocating, a single-file header claiming more voxels than it can hold.
+
+    At least one byte per voxel; compressed data at most ~1100:1 (deflate's limit) plus slack.
+    Detached headers (.mhd/.nhdr) keep their voxels elsewhere and are left to SimpleITK.
+    """
+    if path.name.lower().endswith((".mhd", ".nhdr")):
+        return
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = tuple(int(s) for s in reader.GetSize())
+    voxels = int(np.prod(size, dtype=object)) * max(1, reader.GetNumberOfComponents())
+    bound = path.stat().st_size * GZIP_MAX_RATIO + GZIP_SLACK_BYTES
+    if voxels > bound:
+        raise CorruptFileError(
+            f"{path}: the header claims size {size} ({voxels:,} voxels), more than a "
+            f"{path.stat().st_size:,}-byte file can hold; its sizes/DimSize field is corrupt or "
+            "the file is truncated: copy or export it again"
+        )
 
 
 def _nrrd_text(image: sitk.Image) -> str:
