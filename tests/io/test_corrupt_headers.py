@@ -102,7 +102,9 @@ def test_truncated_gzip_stream_is_a_corrupt_file(tmp_path):
 def test_zero_length_dimension_is_named(tmp_path, capsys):
     path = tmp_path / "empty.nii"
     path.write_bytes(_with_dims(_header_bytes(tmp_path), (0, 4, 4)))
-    with pytest.raises(CorruptFileError, match=r"has a dimension of length 0 \(shape \(0, 4, 4\)\)"):
+    with pytest.raises(
+        CorruptFileError, match=r"has a dimension of length 0 \(shape \(0, 4, 4\)\)"
+    ):
         read_volume(path)
     assert "dimension of length 0" in _cli_error(["info", path], capsys)
 
