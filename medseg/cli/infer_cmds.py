@@ -60,6 +60,13 @@ def predict(
     series: str | None = typer.Option(
         None, "--series", help="SeriesInstanceUID when DICOM folders hold several series."
     ),
+    channel: int | None = typer.Option(
+        None,
+        "--channel",
+        min=0,
+        help="Index to take from 4D/multi-channel inputs (a 4D file with as many channels "
+        "as the model expects is used whole, in order).",
+    ),
     min_lesion_ml: float | None = typer.Option(
         None, "--min-lesion-ml", min=0, help="Remove components smaller than this (mL)."
     ),
@@ -95,7 +102,7 @@ def predict(
     cases = discover_cases(inputs)
     result, failures, summary = run_sharded(
         predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
-        series=series, rank=rank, world_size=world_size, progress=not quiet,
+        series=series, rank=rank, world_size=world_size, progress=not quiet, channel=channel,
     )  # fmt: skip
     if rank == 0:
         typer.echo(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from medseg import RESEARCH_USE_NOTICE
-from medseg.errors import DatasetError, InputNotFoundError, OverwriteError
+from medseg.errors import DatasetError, DimensionError, InputNotFoundError, OverwriteError
 from medseg.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -143,6 +143,36 @@ def _write_probabilities(probs: np.ndarray, like, path: Path) -> None:
         nib.save(img, str(tmp))
 
 
+def read_case(
+    case: Case,
+    channel_names: Sequence[str] | None,
+    series: str | None = None,
+    channel: int | None = None,
+) -> list:
+    """The channel Volumes of ``case`` for a model with ``channel_names``.
+
+    ``channel`` picks that index of every 4D / multi-component input. Without it, a single
+    4D input with as many channels as the model expects is the channel stack (Medical
+    Segmentation Decathlon layout: ``BRATS_001.nii.gz`` holding FLAIR, T1, T1c, T2 in order).
+    """
+    from medseg.io import channel_count, read_volume
+
+    expected = len(channel_names or ())
+    if channel is None and expected > 1 and len(case.inputs) == 1:
+        path = case.inputs[0]
+        found = channel_count(path)
+        if found == expected:
+            return [read_volume(path, series=series, channel=c) for c in range(found)]
+        if found > 1:
+            raise DimensionError(
+                f"{path}: has {found} channels but the model expects {expected} "
+                f"({', '.join(channel_names or ())}); give a 4D file with {expected} channels "
+                f"in that order, or one file per channel ({case.case_id}_0000 ... "
+                f"{case.case_id}_{expected - 1:04d})"
+            )
+    return [read_volume(p, series=series, channel=channel) for p in case.inputs]
+
+
 def predict_case(
     predictor,
     case: Case,
@@ -151,14 +181,17 @@ def predict_case(
     series: str | None,
     save_probabilities: bool,
     worker: dict[str, int] | None = None,
+    channel: int | None = None,
 ) -> dict[str, Any]:
-    """Predict one case and write its outputs; returns the JSON report written."""
+    """Predict one case and write its outputs; returns the JSON report written.
+
+    ``channel``: index to take from 4D inputs (see :func:`read_case`)."""
     from medseg.inference.dicom_seg import write_dicom_seg
-    from medseg.io import read_volume, write_mask
+    from medseg.io import write_mask
 
     out = case_outputs(output_dir, case.case_id)
     t0 = time.perf_counter()
-    channels = [read_volume(p, series=series) for p in case.inputs]
+    channels = read_case(case, getattr(predictor, "channel_names", None), series, channel)
     read_s = time.perf_counter() - t0
     prediction = predictor.predict(channels, return_probabilities=save_probabilities)
     t0 = time.perf_counter()
@@ -218,8 +251,11 @@ def predict_cases(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    channel: int | None = None,
 ) -> BatchResult:
     """Predict this rank's share of ``cases`` (``cases[rank::world_size]``) into ``output_dir``.
+
+    ``channel`` picks one index of 4D inputs (CLI ``--channel``); see :func:`read_case`.
 
     Done cases (``<case>.json`` and mask present) are skipped unless ``overwrite``. A case
     that fails is logged, recorded in ``<case>.failed.json`` and skipped.
@@ -245,6 +281,7 @@ def predict_cases(
                 series=series,
                 save_probabilities=save_probabilities,
                 worker={"rank": rank, "world_size": world_size},
+                channel=channel,
             )
             result.done.append(case.case_id)
         except Exception as err:  # one bad case must never abort the others
