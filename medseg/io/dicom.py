@@ -169,11 +169,21 @@ def _decode(path: Path) -> np.ndarray:
         ds = pydicom.dcmread(str(path), specific_tags=PIXEL_TAGS)
         return np.asarray(ds.pixel_array)
     except Exception as err:  # decoders raise many types (RuntimeError, NotImplementedError...)
+        syntax = _transfer_syntax(path)
         raise CorruptFileError(
-            f"{path}: cannot decode pixel data ({type(err).__name__}: {err}); if the transfer "
-            "syntax is compressed, install the decoder (pip install pylibjpeg "
-            "pylibjpeg-openjpeg pylibjpeg-libjpeg) or the file is truncated"
+            f"{path}: cannot decode pixel data stored as {syntax} ({type(err).__name__}: "
+            f"{err}); medseg decodes compressed syntaxes with python-gdcm, pylibjpeg and "
+            "pylibjpeg-openjpeg (dependencies; reinstall with `pip install medseg` if one is "
+            "missing), so the file is likely truncated or damaged: copy it again"
         ) from err
+
+
+def _transfer_syntax(path: Path) -> str:
+    try:
+        uid = pydicom.dcmread(str(path), stop_before_pixels=True).file_meta.TransferSyntaxUID
+        return f"{uid.name} ({uid})"
+    except Exception:  # the header itself is unreadable
+        return "an unknown transfer syntax"
 
 
 def _stack_pixels(files: list[Path], headers: list[pydicom.Dataset]) -> tuple[np.ndarray, dict]:
