@@ -10,8 +10,11 @@ scanned first without pixels, see :mod:`medseg.io.dicom_series`).
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pydicom
@@ -19,6 +22,7 @@ import pydicom
 from medseg.errors import CorruptFileError, DicomSeriesError, UnsupportedFormatError
 from medseg.io.dicom_series import (
     DicomSeries,
+    dcmread_bounded,
     identifiers_of,
     read_header,
     scan_folder,
@@ -166,7 +170,7 @@ PIXEL_TAGS = [
 
 def _decode(path: Path) -> np.ndarray:
     try:
-        ds = pydicom.dcmread(str(path), specific_tags=PIXEL_TAGS)
+        ds = dcmread_bounded(path, specific_tags=PIXEL_TAGS)
         return np.asarray(ds.pixel_array)
     except Exception as err:  # decoders raise many types (RuntimeError, NotImplementedError...)
         syntax = _transfer_syntax(path)
@@ -180,7 +184,7 @@ def _decode(path: Path) -> np.ndarray:
 
 def _transfer_syntax(path: Path) -> str:
     try:
-        uid = pydicom.dcmread(str(path), stop_before_pixels=True).file_meta.TransferSyntaxUID
+        uid = dcmread_bounded(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
         return f"{uid.name} ({uid})"
     except Exception:  # the header itself is unreadable
         return "an unknown transfer syntax"
@@ -267,6 +271,33 @@ def read_dicom_series(series: DicomSeries, folder: Path) -> Volume:
     return Volume(array, affine, meta, identifiers_of(headers[0]))
 
 
+_Reader = TypeVar("_Reader", bound=Callable[..., Volume])
+
+# what interpreting a damaged header raises inside pydicom/numpy (a value of the wrong VR or
+# multiplicity, a bad number); any of these means the file, not medseg, is at fault
+_HEADER_VALUE_ERRORS = (TypeError, ValueError, IndexError, KeyError, AttributeError,
+                        OverflowError, ZeroDivisionError)  # fmt: skip
+
+
+def _header_errors_as_corrupt(reader: _Reader) -> _Reader:
+    """Report a header value that cannot be interpreted as a ``CorruptFileError`` naming
+    the file (MedsegErrors raised inside pass through unchanged)."""
+
+    @functools.wraps(reader)
+    def wrapped(path, *args, **kwargs):
+        try:
+            return reader(path, *args, **kwargs)
+        except _HEADER_VALUE_ERRORS as err:
+            raise CorruptFileError(
+                f"{path}: a DICOM header value cannot be interpreted ({type(err).__name__}: "
+                f"{err}); the file is damaged or was written by a non-conforming tool: export "
+                "the series again from the scanner or PACS"
+            ) from err
+
+    return wrapped  # type: ignore[return-value]
+
+
+@_header_errors_as_corrupt
 def read_dicom_folder(folder: str | Path, series: str | None = None) -> Volume:
     """Read the DICOM series in ``folder`` (``series`` picks one when there are several)."""
     folder = Path(folder)
@@ -289,6 +320,7 @@ def _is_seg(ds: pydicom.Dataset) -> bool:
     return sop == SEG_SOP_CLASS
 
 
+@_header_errors_as_corrupt
 def read_dicom_file(path: str | Path) -> Volume:
     """Read a single DICOM file: a DICOM-SEG (label map), a multi-frame image or one slice."""
     path = Path(path)

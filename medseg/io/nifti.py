@@ -34,15 +34,16 @@ def read_nifti(path: Path, channel: int | None = None) -> Volume:
         img = nib.load(str(path))
         _check_header(path, img)
         data = _load_data(img)
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as err:
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError, OverflowError) as err:
         raise CorruptFileError(
             f"{path}: cannot decode NIfTI data ({type(err).__name__}: {err}); the file is "
             "truncated or not a NIfTI file: copy it again from the source"
         ) from err
-    except nib.filebasedimages.ImageFileError as err:
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError) as err:
         raise CorruptFileError(
-            f"{path}: not a valid NIfTI file ({err}); the file is truncated or not NIfTI "
-            "despite its extension: copy it again from the source"
+            f"{path}: not a valid NIfTI file ({type(err).__name__}: {err}); the file is "
+            "truncated or not NIfTI despite its extension, or its header is corrupt: copy it "
+            "again from the source"
         ) from err
     data = _select_channel(path, data, channel)
     header = img.header
