@@ -121,32 +121,23 @@ def synthetic_cases(size: int, count: int = 4, depth: int = 24) -> list[Any]:
 
 
 def loader_batches(args: argparse.Namespace) -> tuple[Iterator[tuple[Any, Any]], str]:
-    """Batches from the real pipeline (or an equivalent synthetic one if it is missing)."""
-    from torch.utils.data import DataLoader, Dataset
+    """Batches from training's own loader (:func:`medseg.data.pipeline.build_train_loader`:
+    the SliceDataset, sampler and DataLoader settings ``medseg train`` uses) over in-memory
+    cases, with the default CPU MONAI augmentation."""
+    from medseg.data.config import DataConfig
+    from medseg.data.pipeline import PreparedData, build_train_loader
+    from medseg.data.preprocessing import PreprocessingParams
 
-    try:
-        from medseg.data.augmentation import Augmentation
-        from medseg.data.config import AugmentationConfig
-        from medseg.data.sampling import SliceDataset
-
-        dataset: Dataset = SliceDataset(
-            synthetic_cases(args.size),
-            crop_size=(args.size, args.size),
-            transform=Augmentation(AugmentationConfig()),
-            samples_per_epoch=10**6,
-        )
-        source = "medseg.data.SliceDataset + CPU MONAI augmentation (default config)"
-    except ImportError:
-        dataset = _FallbackDataset(args.size)
-        source = "synthetic Dataset: crop + MONAI Rand2DElasticd (medseg.data not importable)"
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch,
-        shuffle=True,
-        num_workers=args.workers,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=True,
-        persistent_workers=args.workers > 0,
+    cfg = DataConfig(
+        dataset="synthetic (in memory)",
+        crop_size=(args.size, args.size),
+        samples_per_epoch=10**6,
+        augmentation={"enabled": True, "backend": "cpu"},
+    )
+    names = ["background", "tumour"]
+    data = PreparedData(PreprocessingParams(), synthetic_cases(args.size), [], ["c0", "c1"], names)
+    _, loader, _ = build_train_loader(
+        data, cfg, args.batch, args.workers, seed=0, pin_memory=torch.cuda.is_available()
     )
 
     def batches() -> Iterator[tuple[Any, Any]]:
@@ -154,39 +145,7 @@ def loader_batches(args: argparse.Namespace) -> tuple[Iterator[tuple[Any, Any]],
             for sample in loader:
                 yield sample["image"], sample["label"]
 
-    return batches(), source
-
-
-class _FallbackDataset(torch.utils.data.Dataset):
-    """Same per-sample CPU work as the real pipeline: random crop + elastic deformation."""
-
-    def __init__(self, size: int) -> None:
-        from monai.transforms import Rand2DElasticd
-
-        self.size = size
-        self.volume = np.random.default_rng(0).normal(size=(IN_CHANNELS, size + 32, size + 32, 24))
-        self.elastic = Rand2DElasticd(
-            ["image", "label"],
-            spacing=(32, 32),
-            magnitude_range=(0, 4),
-            prob=1.0,
-            mode=("bilinear", "nearest"),
-        )
-
-    def __len__(self) -> int:
-        return 10**6
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng(index)
-        top, left, z = rng.integers(0, 33), rng.integers(0, 33), rng.integers(0, 24)
-        image = torch.as_tensor(
-            self.volume[:, top : top + self.size, left : left + self.size, z], dtype=torch.float32
-        )
-        out = self.elastic({"image": image, "label": (image[:1] > 1).float()})
-        return {
-            "image": torch.as_tensor(out["image"]),
-            "label": torch.as_tensor(out["label"])[0].long(),
-        }
+    return batches(), "medseg.data.pipeline.build_train_loader + CPU MONAI augmentation"
 
 
 VARIANTS = {

@@ -9,7 +9,25 @@ from __future__ import annotations
 
 
 class MedsegError(Exception):
-    """Base class for every error caused by user input (files, configs, arguments)."""
+    """Base class for every error caused by user input (files, configs, arguments).
+
+    ``param``: the Python parameter the error is about (``"device"``, ``"output"``), when the
+    message starts with it; the CLI then names the matching flag instead (:meth:`for_cli`).
+    """
+
+    def __init__(self, *args: object, param: str | None = None) -> None:
+        super().__init__(*args)
+        self.param = param
+
+    def for_cli(self, flags: dict[str, str] | None = None) -> str:
+        """The message with a leading parameter name replaced by its CLI flag (``device`` ->
+        ``--device``; ``flags`` maps other spellings, e.g. ``{"inputs": "INPUTS"}``)."""
+        text = str(self)
+        if self.param and self.param.isidentifier() and text.startswith(self.param):
+            default = "--" + self.param.replace("_", "-")
+            flag = (flags or {}).get(self.param, default)
+            return flag + text[len(self.param) :]
+        return text
 
 
 class InputNotFoundError(MedsegError):

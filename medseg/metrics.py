@@ -5,9 +5,19 @@ Surface distances use MONAI (``compute_hausdorff_distance(percentile=95)`` and
 ``compute_average_surface_distance(symmetric=True)``) with the voxel ``spacing`` in mm, so
 anisotropic scans are measured correctly.
 
-Empty-mask conventions (documented in ``docs/inference.md``):
+Empty-mask conventions (documented in ``docs/inference.md``). One Dice (:func:`dice`; the
+all-classes :func:`dice_per_class` computes the same numbers in one pass); Dice of two empty
+masks is undefined and the caller says what it stands for:
 
-* both prediction and reference empty: Dice = IoU = 1, HD95 = ASSD = 0 (perfect agreement);
+* per-case evaluation tables (``medseg evaluate``, the viewer): 1, perfect agreement, so a
+  correctly empty case counts as a success;
+* validation during training (``dice_per_class`` / ``dice_per_region``): NaN, so a class absent
+  from both truth and prediction of a case is left out of that class's mean (as in nnU-Net),
+  and the mean is not inflated by cases without the class.
+
+Other metrics:
+
+* both prediction and reference empty: IoU = 1, HD95 = ASSD = 0 (perfect agreement);
 * exactly one empty: Dice = IoU = 0, HD95 = ASSD = ``nan`` (a distance to nothing is
   undefined; MONAI returns inf/nan); ``nan`` values are left out of means/medians and
   counted in the summary's ``n_undefined`` column.
@@ -29,16 +39,57 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medseg.inference.readouts import CONNECTIVITY_26
-
 logger = logging.getLogger(__name__)
 
+#: 3x3x3 structuring element: voxels touching by a face, edge or corner are one lesion (the
+#: rule of the readouts, post-processing and lesion-wise detection alike)
+CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of two boolean arrays; 1.0 when both are empty."""
+
+def dice(pred: np.ndarray, ref: np.ndarray, empty: float = 1.0) -> float:
+    """Dice of two boolean arrays; ``empty`` when both are empty (see the module docstring)."""
     inter = np.count_nonzero(pred & ref)
     total = np.count_nonzero(pred) + np.count_nonzero(ref)
-    return 1.0 if total == 0 else 2.0 * inter / total
+    return empty if total == 0 else 2.0 * inter / total
+
+
+def dice_per_class(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_label: int | None = None
+) -> np.ndarray:
+    """Dice of every foreground class ``1..K-1`` of two label volumes: float64 ``(K-1,)``,
+    NaN for a class absent from both (the validation rule of the module docstring).
+
+    Voxels equal to ``ignore_label`` are excluded. One ``bincount`` confusion matrix scores
+    all classes in a single pass over a (possibly memory-mapped) volume without one-hot
+    copies; per class it equals :func:`dice` with ``empty=nan``.
+    """
+    pred = np.asarray(pred).ravel().astype(np.int64)
+    target = np.asarray(target).ravel().astype(np.int64)
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction has {pred.size} voxels, target {target.size}")
+    keep = (target >= 0) & (target < num_classes)
+    if ignore_label is not None:
+        keep &= target != ignore_label
+    pred, target = pred[keep], target[keep]
+    conf = np.bincount(target * num_classes + pred, minlength=num_classes**2)
+    conf = conf.reshape(num_classes, num_classes)  # rows truth, columns prediction
+    tp = np.diag(conf).astype(np.float64)
+    denom = conf.sum(axis=0) + conf.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.where(denom > 0, 2 * tp / denom, np.nan)
+    return scores[1:]
+
+
+def dice_per_region(
+    pred: np.ndarray, target: np.ndarray, regions: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """Dice of each region (a set of label values; regions may overlap): ``(R,)``, NaN for a
+    region absent from both (the validation rule)."""
+    pred, target = np.asarray(pred), np.asarray(target)
+    return np.array(
+        [dice(np.isin(pred, v), np.isin(target, v), empty=math.nan) for v in regions],
+        dtype=np.float64,
+    )
 
 
 def iou(pred: np.ndarray, ref: np.ndarray) -> float:

@@ -122,3 +122,23 @@ def test_matches_monai_on_brats(shared_data):
     assert row["hd95_mm"] == pytest.approx(float(hd.item()), rel=1e-5)
     assert row["assd_mm"] == pytest.approx(float(asd.item()), rel=1e-5)
     assert 0.3 < row["dice"] < 0.95
+
+
+def test_one_dice_rule_for_evaluation_and_validation() -> None:
+    """Validation's one-pass per-class Dice equals metrics.dice per class, with the one
+    documented empty rule: 1 in evaluation tables, NaN (left out of means) in validation."""
+    from medseg.metrics import dice_per_class, dice_per_region
+
+    rng = np.random.default_rng(0)
+    pred = rng.integers(0, 3, (9, 8, 7))
+    ref = rng.integers(0, 3, (9, 8, 7))
+    ref[ref == 2] = 1  # class 2 only in the prediction; class 3 in neither
+    fast = dice_per_class(pred, ref, num_classes=4)
+    slow = [dice(pred == c, ref == c, empty=np.nan) for c in (1, 2, 3)]
+    np.testing.assert_allclose(fast, slow)
+    assert fast[1] == 0.0
+    assert np.isnan(fast[2])
+    assert dice(pred == 3, ref == 3) == 1.0  # evaluation: a correctly empty class agrees
+    regions = dice_per_region(pred, ref, [[1, 2], [3]])
+    np.testing.assert_allclose(regions[0], dice(pred >= 1, ref >= 1))
+    assert np.isnan(regions[1])

@@ -42,25 +42,46 @@ def preview_data(
     output: Path = typer.Option(..., "--output", "-o", help="PNG file to write."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Training/data config YAML."),
     n: int = typer.Option(16, "--n", min=1, max=64, help="Number of samples."),
-    seed: int = typer.Option(0, "--seed", help="Random seed of sampling and augmentation."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Random seed (default: the training config's seed, else 0)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Default: the training config's train.batch_size."
+    ),
     no_augment: bool = typer.Option(
         False, "--no-augment", help="Show samples without augmentation."
     ),
 ) -> None:
-    """Write a PNG grid of augmented training samples with mask contours."""
-    from medseg.data.config import DataConfig, load_data_config
+    """Write a PNG grid of the first samples training draws (same crops, augmentation, seed)."""
     from medseg.data.preview import preview_dataset
     from medseg.io.atomic import check_not_input
 
     check_not_input(output, [dataset] + ([config] if config else []))
-    overrides: dict[str, object] = {"dataset": str(dataset)}
-    cfg = load_data_config(config, overrides) if config else DataConfig(dataset=str(dataset))
+    cfg, train_seed, train_batch = _preview_config(dataset, config)
     if no_augment:
         cfg = cfg.model_copy(
             update={"augmentation": cfg.augmentation.model_copy(update={"enabled": False})}
         )
-    path = preview_dataset(cfg, output, n=n, seed=seed)
+    seed = train_seed if seed is None else seed
+    batch_size = train_batch if batch_size is None else batch_size
+    path = preview_dataset(cfg, output, n=n, seed=seed, batch_size=batch_size)
     typer.echo(f"wrote {path}")
+
+
+def _preview_config(dataset: Path, config: Path | None) -> tuple[object, int, int]:
+    """``(DataConfig, seed, batch size)``: a training config (with a ``data:`` section) gives
+    its own seed and batch size, so the preview draws what ``medseg train`` will."""
+    from medseg.data.config import DataConfig, load_data_config
+    from medseg.engine.config import TrainConfig, build_config, read_yaml
+
+    defaults = TrainConfig.model_fields
+    default_batch = defaults["train"].default_factory().batch_size
+    if config is None:
+        return DataConfig(dataset=str(dataset)), 0, default_batch
+    if not config.is_file() or not isinstance(read_yaml(config).get("data"), dict):
+        return load_data_config(config, {"dataset": str(dataset)}), 0, default_batch
+    train_cfg = build_config(read_yaml(config), {"data.dataset": str(dataset)}, str(config))
+    return train_cfg.data, train_cfg.seed, train_cfg.train.batch_size
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,6 @@ over :mod:`medseg.inference`. Heavy imports happen inside the commands (fast ``-
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -23,15 +22,6 @@ def _parse_axes(text: str | None) -> tuple[int, ...] | None:
     if not axes or any(a not in (0, 1, 2) for a in axes):
         raise ConfigError(f"--axes {text!r}: expected canonical axes like 2 or 0,1,2")
     return axes
-
-
-def _dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) as set by torchrun; (0, 1, 0) otherwise."""
-    return (
-        int(os.environ.get("RANK", 0)),
-        int(os.environ.get("WORLD_SIZE", 1)),
-        int(os.environ.get("LOCAL_RANK", 0)),
-    )
 
 
 def predict(
@@ -55,7 +45,7 @@ def predict(
         False, "--save-probabilities", help="Also write <case>_probabilities.nii.gz."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo cases that are already done."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Slices per forward pass."),
     series: str | None = typer.Option(
         None, "--series", help="SeriesInstanceUID when DICOM folders hold several series."
@@ -81,39 +71,40 @@ def predict(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> int:
     """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
-    from medseg.inference import PostprocessConfig, Predictor, default_model_path
-    from medseg.inference.batch import check_output_dir, discover_cases, run_sharded
+    from medseg.device import DistInfo
+    from medseg.inference import PostprocessConfig
+    from medseg.inference.batch import predict_folder
 
-    check_output_dir(output)  # before the slow model load
-    rank, world_size, local_rank = _dist_env()
-    if world_size > 1 and device in ("auto", "cuda"):
-        import torch
-
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    info = DistInfo.from_env()
     postprocess = None  # the model's own rules (a model folder's, chosen on out-of-fold data)
     if no_postprocessing or largest_component or min_lesion_ml:
         postprocess = PostprocessConfig(
             largest_component=largest_component, min_component_ml=min_lesion_ml
         )
-    predictor = Predictor.load(
-        model or default_model_path(), device=device, tta=tta, axes=_parse_axes(axes),
-        batch_size=batch_size, postprocess=postprocess,
-    )  # fmt: skip
-    cases = discover_cases(inputs)
-    result, failures, summary = run_sharded(
-        predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
-        series=series, rank=rank, world_size=world_size, progress=not quiet, channel=channel,
-    )  # fmt: skip
-    if rank == 0:
+    options = {
+        "model": model,
+        "device": device,
+        "tta": tta,
+        "axes": _parse_axes(axes),
+        "batch_size": batch_size,
+        "postprocess": postprocess,
+        "save_probabilities": save_probabilities,
+        "overwrite": overwrite,
+        "series": series,
+        "progress": not quiet,
+        "channel": channel,
+    }
+    result = predict_folder(inputs, output, info=info, **options)
+    if info.is_main:
         typer.echo(
-            f"{len(cases)} case(s): {len(result.done)} predicted, {len(result.skipped)} already done "
-            f"(--overwrite to redo){' on rank 0' if world_size > 1 else ''}, {len(failures)} failed; "
-            f"summary: {summary}"
+            f"{len(result.cases)} case(s): {len(result.done)} predicted, {len(result.skipped)} "
+            f"already done (--overwrite to redo){' on rank 0' if info.enabled else ''}, "
+            f"{len(result.failures)} failed; summary: {result.summary}"
         )
-        for case, error in failures:
+        for case, error in result.failures:
             typer.echo(f"failed: {case}: {error}", err=True)
         typer.echo(RESEARCH_USE_NOTICE)
-    return 1 if failures else 0
+    return 1 if result.failures else 0
 
 
 def evaluate(

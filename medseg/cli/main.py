@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     except MedsegError as err:
         if debug:
             raise
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {err.for_cli()}", err=True)
         sys.exit(2)
     except (click.ClickException, _TyperClickException) as err:
         err.show()

@@ -27,7 +27,7 @@ def train_command(
         [], "--set", help="Override a config key, e.g. --set train.epochs=2 (repeatable)."
     ),
     device: str | None = typer.Option(
-        None, "--device", help="cpu, cuda or auto (default: the config's device)."
+        None, "--device", help="auto, cpu, cuda, cuda:N or mps (default: the config's device)."
     ),
     folds: str | None = typer.Option(
         None,
@@ -49,12 +49,10 @@ def train_command(
     the --output folder's checkpoints/last.pt. Ctrl-C / SIGTERM save last.pt (exit code 130).
     """
     from medseg import RESEARCH_USE_NOTICE
+    from medseg.device import DistInfo
     from medseg.engine.config import load_config
-    from medseg.engine.distributed import DistInfo
     from medseg.engine.trainer import train
 
-    if device is not None and device not in ("cpu", "cuda", "auto"):
-        raise ConfigError(f"--device {device!r}: expected cpu, cuda or auto")
     resume = _resume_argument(list(ctx.args))
     if resume == RESUME_LAST:
         if output is None:

@@ -35,8 +35,10 @@ _EXPORTS = {
     "SliceDataset": "sampling",
     "build_augmentation": "augmentation",
     "BatchAugmenter": "augmentation",
-    "build_datasets": "pipeline",
-    "build_loaders": "pipeline",
+    "PreparedData": "pipeline",
+    "prepare_data": "pipeline",
+    "build_train_loader": "pipeline",
+    "training_samples": "pipeline",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -22,19 +22,24 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from medseg.errors import DatasetError, InputNotFoundError
+from medseg.io.cases import (
+    channel_names_of,
+    image_stem,
+    labels_of,
+    read_dataset_json,
+    split_channel,
+)
 
 logger = logging.getLogger(__name__)
 
-NIFTI_RE = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+NIFTI_SUFFIXES = (".nii.gz", ".nii")  # training layouts read NIfTI; see medseg.io.cases
 LABEL_STEMS = ("seg", "label", "labels", "segmentation")
 
 
@@ -109,34 +114,11 @@ def load_dataset(path: str | Path) -> DatasetSpec:
     return spec
 
 
-def _int_labels(raw: dict[Any, Any], source: Path) -> dict[int, str]:
-    """Accept ``{value: name}`` (MSD, manifests) or ``{name: value}`` (nnU-Net v2)."""
-    labels: dict[int, str] = {}
-    for key, value in (raw or {}).items():
-        try:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                labels[int(value)] = str(key)
-            elif isinstance(value, list):  # nnU-Net region labels: name -> [values]
-                for v in value:
-                    labels.setdefault(int(v), str(key))
-            else:
-                labels[int(key)] = str(value)
-        except (TypeError, ValueError) as err:
-            raise DatasetError(
-                f"{source}: label entry {key!r}: {value!r} is not 'value: name' or 'name: value'"
-            ) from err
-    return dict(sorted(labels.items()))
-
-
 def _load_nnunet(root: Path) -> DatasetSpec:
     meta_path = root / "dataset.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{meta_path}: not valid JSON ({err}); fix or regenerate it") from err
-    channels = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
-    channel_names = [str(channels[k]) for k in sorted(channels, key=int)]
-    labels = _int_labels(meta.get("labels", {}), meta_path)
+    meta = read_dataset_json(meta_path)
+    channel_names = channel_names_of(meta)
+    labels = labels_of(meta.get("labels", {}), meta_path)
     modality = "ct" if any(n.lower() == "ct" for n in channel_names) else "mr"
     has_v2_files = (root / "imagesTr").is_dir() and any((root / "imagesTr").glob("*_0000.*"))
     if "training" in meta and not has_v2_files:
@@ -150,12 +132,13 @@ def _nnunet_cases(root: Path, ending: str, n_channels: int) -> list[CaseSpec]:
     images_dir = root / "imagesTr"
     if not images_dir.is_dir():
         raise DatasetError(f"{root}: has dataset.json but no imagesTr/ folder (nnU-Net v2 layout)")
-    pattern = re.compile(rf"^(?P<case>.+)_(?P<ch>\d{{4}}){re.escape(ending)}$")
     by_case: dict[str, dict[int, Path]] = {}
     for file in sorted(images_dir.iterdir()):
-        match = pattern.match(file.name)
-        if match:
-            by_case.setdefault(match["case"], {})[int(match["ch"])] = file
+        if not file.name.endswith(ending):
+            continue
+        case_id, channel = split_channel(file.name[: -len(ending)])
+        if channel is not None:
+            by_case.setdefault(case_id, {})[channel] = file
     cases = []
     for case_id, files in sorted(by_case.items()):
         # missing channel files are kept as non-existent paths so validation reports them
@@ -170,7 +153,7 @@ def _msd_cases(root: Path, meta: dict[str, Any], n_channels: int) -> list[CaseSp
     cases = []
     for entry in meta["training"]:
         image = (root / entry["image"]).resolve()
-        case_id = NIFTI_RE.sub("", image.name)
+        case_id = image_stem(image.name, NIFTI_SUFFIXES) or image.name
         indices: list[int | None] = list(range(n_channels)) if n_channels > 1 else [None]
         label = (root / entry["label"]).resolve() if entry.get("label") else None
         cases.append(CaseSpec(case_id, [image] * len(indices), label, None, indices))
@@ -215,7 +198,7 @@ def _load_yaml_manifest(path: Path) -> DatasetSpec:
     channel_names = [
         str(c) for c in meta.get("channel_names") or [f"image{i}" for i in range(n_channels)]
     ]
-    labels = _int_labels(meta.get("labels") or {}, path)
+    labels = labels_of(meta.get("labels") or {}, path)
     return DatasetSpec(
         str(meta.get("name", path.stem)),
         cases,
@@ -278,19 +261,19 @@ def _load_plain_folder(root: Path) -> DatasetSpec:
     labels_dir = next((root / n for n in ("labels", "masks") if (root / n).is_dir()), None)
     if images_dir.is_dir():
         cases = []
-        for file in sorted(f for f in images_dir.iterdir() if NIFTI_RE.search(f.name)):
+        for file in sorted(f for f in images_dir.iterdir() if image_stem(f.name, NIFTI_SUFFIXES)):
             label = labels_dir / file.name if labels_dir else None
-            cases.append(CaseSpec(NIFTI_RE.sub("", file.name), [file], label))
+            cases.append(CaseSpec(image_stem(file.name, NIFTI_SUFFIXES), [file], label))
         return DatasetSpec(root.name, cases, ["image"], {}, "mr", root)
     cases = []
     channel_names: list[str] | None = None
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(f for f in folder.iterdir() if NIFTI_RE.search(f.name))
-        label = next((f for f in files if NIFTI_RE.sub("", f.name).lower() in LABEL_STEMS), None)
+        files = sorted(f for f in folder.iterdir() if image_stem(f.name, NIFTI_SUFFIXES))
+        label = next((f for f in files if image_stem(f.name, NIFTI_SUFFIXES).lower() in LABEL_STEMS), None)
         channels = [f for f in files if f != label and "mask" not in f.name.lower()]
         if not channels:
             continue
-        names = [NIFTI_RE.sub("", f.name) for f in channels]
+        names = [image_stem(f.name, NIFTI_SUFFIXES) for f in channels]
         if channel_names is None:
             channel_names = names
         elif names != channel_names:

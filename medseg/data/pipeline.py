@@ -1,41 +1,59 @@
-"""From a :class:`DataConfig` to training/validation datasets and DataLoaders (one call for the trainer).
+"""The one data pipeline: from a :class:`DataConfig` to cached cases, the training loader and the
+samples a training step sees. Used by ``medseg train``, ``medseg preview-data`` and the
+benchmarks, so what the preview shows is what training draws.
 
-``build_datasets`` resolves the preprocessing parameters against the dataset (channel and
-class names, CT statistics fitted on the training patients only), splits at patient level,
-caches the cases and returns :class:`SliceDataset` objects plus the final
-:class:`PreprocessingParams` to store in the checkpoint.
+1. :func:`prepare_data`: load the dataset, split at patient level (labelled cases only),
+   resolve the preprocessing parameters against the dataset (channel and class names; CT
+   statistics fitted on the training patients only, unless ``fitted`` parameters are passed,
+   e.g. on resume) and cache every case. Under DDP rank 0 fits and caches first; the others
+   then read its cache. The distributed context is an argument (:class:`medseg.device.DistInfo`).
+2. :func:`build_train_loader`: the training :class:`SliceDataset`, its ``DistributedSampler``
+   (one code path for 1 and N processes) and DataLoader.
+3. :func:`build_batch_augmenter` and :func:`start_epoch`: the on-device augmentation and the
+   per-epoch seeding, so the random stream is a function of ``(seed, epoch, rank)`` only.
+4. :func:`training_samples`: the first ``n`` samples of epoch 0 exactly as the training step
+   receives them (crops, augmentation, seed); ``preview-data`` renders these.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medseg.data.cache import cache_key, prepare_cases
-from medseg.data.config import DataConfig
+from medseg.data.config import AugmentationConfig, DataConfig
 from medseg.data.datasets import DatasetSpec, load_dataset
 from medseg.data.preprocessing import PreprocessingParams, fit_preprocessing
 from medseg.data.sampling import SliceDataset
 from medseg.data.splits import split_from_spec
-from medseg.errors import DatasetError
+from medseg.device import DistInfo, all_gather_objects
+from medseg.errors import DatasetError, MedsegError
 from medseg.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
-class DataBundle:
-    """What the trainer needs: datasets, the resolved parameters and the split."""
+@dataclass
+class PreparedData:
+    """Cached cases (image ``(C, X, Y, Z)``, label ``(X, Y, Z)``) and the fitted parameters."""
 
-    train: SliceDataset
-    val: SliceDataset | None
     params: PreprocessingParams
-    spec: DatasetSpec
-    train_ids: list[str]
-    val_ids: list[str]
+    train_cases: list[Any]
+    val_cases: list[Any]
+    channel_names: list[str]
+    class_names: list[str]
+    spec: DatasetSpec | None = None
+
+    @property
+    def train_ids(self) -> list[str]:
+        return [c.case_id for c in self.train_cases]
+
+    @property
+    def val_ids(self) -> list[str]:
+        return [c.case_id for c in self.val_cases]
 
 
 def default_cache_dir(dataset: str | Path) -> Path:
@@ -90,79 +108,184 @@ def fit_params_cached(
     return fitted
 
 
-def build_datasets(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataBundle:
-    """Load, split (patient level), fit, cache and wrap the dataset described by ``cfg``."""
-    from medseg.data.augmentation import build_augmentation
-
-    spec = load_dataset(cfg.dataset)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg.dataset)
+def split_specs(spec: DatasetSpec, cfg: DataConfig) -> tuple[list[Any], list[Any]]:
+    """Train/val case specs: the manifest's ``split`` column when every case has one, else a
+    seeded patient-level split (``val_fraction`` or k-fold ``fold``); ``test`` cases never
+    train, and unlabelled cases are left out of both."""
     train_ids, val_ids = split_from_spec(
         spec.cases, cfg.val_fraction, cfg.fold, cfg.num_folds, cfg.split_seed, cfg.val_cases
     )
-    if not train_ids:
-        raise DatasetError(f"{cfg.dataset}: the split left no training cases; lower val_fraction")
-    params = fit_params_cached(resolve_params(cfg.preprocessing, spec), spec, train_ids, cache_dir)
-    cached = prepare_cases([spec.case(i) for i in train_ids + val_ids], params, cache_dir, progress)
+    train = [c for c in (spec.case(i) for i in train_ids) if c.label is not None]
+    val = [c for c in (spec.case(i) for i in val_ids) if c.label is not None]
+    if not train:
+        raise DatasetError(
+            f"{cfg.dataset}: no labelled training cases after the split; "
+            "add labelled cases or lower data.val_fraction"
+        )
+    return train, val
+
+
+def prepare_data(
+    cfg: DataConfig,
+    info: DistInfo | None = None,
+    fitted: PreprocessingParams | None = None,
+    progress: bool = True,
+) -> PreparedData:
+    """Load, split, fit preprocessing (unless ``fitted`` is given, e.g. when resuming) and
+    cache every case. Under DDP (``info``) rank 0 fits and builds the cache first; the
+    others then read it, and an error on any rank stops every rank."""
+    info = info or DistInfo()
+    spec = load_dataset(cfg.dataset)
+    train_specs, val_specs = split_specs(spec, cfg)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg.dataset)
+    params = fitted
+    cached: list[Any] = []
+    for turn in (True, False):  # rank 0 first, then the others hit its cache
+        error: MedsegError | None = None
+        if info.is_main == turn:
+            try:
+                if fitted is None:
+                    train_ids = [c.case_id for c in train_specs]
+                    params = fit_params_cached(
+                        resolve_params(cfg.preprocessing, spec), spec, train_ids, cache_dir
+                    )
+                cached = prepare_cases(
+                    train_specs + val_specs, params, cache_dir, progress=progress and info.is_main
+                )
+            except MedsegError as err:
+                error = err
+        # Doubles as the barrier: every rank learns whether one failed, instead of the others
+        # waiting out the process-group timeout for a rank that raised.
+        failures = [f for f in all_gather_objects(str(error) if error else None) if f]
+        if error is not None:
+            raise error
+        if failures:
+            raise DatasetError(f"preparing the data failed on another rank: {failures[0]}")
+    assert params is not None  # set by rank 0's turn or passed in
     by_id = {c.case_id: c for c in cached}
-    axis = params.slice_axis
-    train = SliceDataset(
-        [by_id[i] for i in train_ids],
-        axis,
-        cfg.context,
-        cfg.crop_size,
-        cfg.foreground_ratio,
-        transform=build_augmentation(cfg.augmentation, seed),
+    logger.info(
+        "%d training and %d validation cases; classes %s; channels %s",
+        len(train_specs),
+        len(val_specs),
+        params.class_names,
+        params.channel_names,
+    )
+    return PreparedData(
+        params=params,
+        train_cases=[by_id[c.case_id] for c in train_specs],
+        val_cases=[by_id[c.case_id] for c in val_specs],
+        channel_names=list(params.channel_names),
+        class_names=list(params.class_names),
+        spec=spec,
+    )
+
+
+def build_train_loader(
+    data: PreparedData,
+    cfg: DataConfig,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    info: DistInfo | None = None,
+    pin_memory: bool = False,
+) -> tuple[SliceDataset, Any, Any]:
+    """The training SliceDataset, its DataLoader and the sampler (call :func:`start_epoch`).
+
+    The sampler shards and shuffles with ``(seed, epoch)`` for any world size (one code path
+    for 1 and N processes), so the data order is reproducible after a resume.
+    """
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from medseg.data.augmentation import build_augmentation
+
+    info = info or DistInfo()
+    dataset = SliceDataset(
+        data.train_cases,
+        axis=cfg.train_axes(),
+        context=cfg.context,
+        crop_size=cfg.crop_size,
+        foreground_ratio=cfg.foreground_ratio,
+        transform=build_augmentation(cfg.augmentation, seed),  # None for the batched backend
         samples_per_epoch=cfg.samples_per_epoch,
         seed=seed,
         train=True,
     )
-    val = (
-        SliceDataset([by_id[i] for i in val_ids], axis, cfg.context, train=False, seed=seed)
-        if val_ids
-        else None
+    sampler = DistributedSampler(
+        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed
     )
-    logger.info(
-        "train %d cases (%d items/epoch), val %d cases", len(train_ids), len(train), len(val_ids)
+    per_rank = len(sampler)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        # BatchNorm needs > 1 sample; keep the last partial batch only when it is all we have
+        drop_last=per_rank > batch_size,
+        persistent_workers=False,  # workers re-fork each epoch and see set_epoch()
+        generator=torch.Generator().manual_seed(seed),
     )
-    return DataBundle(train, val, params, spec, train_ids, val_ids)
+    return dataset, loader, sampler
 
 
-def build_loaders(
-    bundle: DataBundle, batch_size: int, num_workers: int = 2, distributed: bool = False
-) -> tuple[object, object | None]:
-    """``(train_loader, val_loader)``; with ``distributed`` each rank gets disjoint indices
-    (``DistributedSampler``; call ``loader.sampler.set_epoch`` and ``dataset.set_epoch``)."""
-    import torch
-    from torch.utils.data import DataLoader, DistributedSampler
+def build_batch_augmenter(cfg: AugmentationConfig, seed: int) -> Any:
+    """The on-device :class:`~medseg.data.augmentation.BatchAugmenter` for the ``batched``
+    backend, else ``None`` (the CPU backend runs inside the dataset)."""
+    if not (cfg.enabled and cfg.backend == "batched"):
+        return None
+    from medseg.data.augmentation import BatchAugmenter
 
-    def loader(ds: SliceDataset | None, train: bool) -> DataLoader | None:
-        if ds is None:
-            return None
-        sampler = DistributedSampler(ds, shuffle=train) if distributed else None
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            num_workers=num_workers,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=train,
-            # not persistent: workers must see set_epoch() on the dataset each epoch
-            persistent_workers=False,
-        )
-
-    return loader(bundle.train, True), loader(bundle.val, False)
+    return BatchAugmenter(cfg, seed=seed)
 
 
-def describe(bundle: DataBundle) -> dict[str, object]:
-    """JSON-able summary (for logs and ``medseg preview-data``)."""
-    return json.loads(
-        json.dumps(
-            {
-                "dataset": bundle.spec.name,
-                "train": bundle.train_ids,
-                "val": bundle.val_ids,
-                "preprocessing": bundle.params.model_dump(mode="json"),
-            }
-        )
-    )
+def start_epoch(
+    epoch: int,
+    seed: int,
+    dataset: Any,
+    loader: Any,
+    sampler: Any,
+    augmenter: Any = None,
+    rank: int = 0,
+) -> None:
+    """Seed everything random in an epoch from ``(seed, epoch, rank)`` only (exact resume):
+    the sampler's order, the dataset's crops/CPU augmentation, worker seeds and the batched
+    augmentation."""
+    sampler.set_epoch(epoch)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    loader.generator.manual_seed(seed * 100_003 + epoch)
+    if augmenter is not None:
+        augmenter.generator.manual_seed((seed * 100_003 + epoch) * 1009 + rank)
+
+
+def training_samples(
+    data: PreparedData, cfg: DataConfig, n: int, seed: int, batch_size: int
+) -> list[dict[str, Any]]:
+    """The first ``n`` samples of epoch 0 on rank 0 as the training step receives them:
+    same order, crops and augmentation (CPU or batched) for the same ``seed`` and
+    ``batch_size``. Each: ``image`` ``[P, H, W]``, ``label`` ``[H, W]`` (CPU tensors) plus
+    ``case_id``, ``index`` and ``foreground``."""
+    dataset, loader, sampler = build_train_loader(data, cfg, batch_size, 0, seed)
+    augmenter = build_batch_augmenter(cfg.augmentation, seed)
+    start_epoch(0, seed, dataset, loader, sampler, augmenter)
+    samples: list[dict[str, Any]] = []
+    while len(samples) < n:  # a short epoch repeats, as --n may exceed samples_per_epoch
+        for batch in loader:
+            image, label = batch["image"], batch["label"]
+            if augmenter is not None:
+                image, label = augmenter(image, label)
+            for i in range(image.shape[0]):
+                extra = {k: _unbatch(v, i) for k, v in batch.items() if k not in ("image", "label")}
+                samples.append({**extra, "image": image[i], "label": label[i]})
+            if len(samples) >= n:
+                break
+    return samples[:n]
+
+
+def _unbatch(value: Any, i: int) -> Any:
+    """Item ``i`` of a collated field: a tensor row, a string, or a collated tuple of ints."""
+    if isinstance(value, (list, tuple)) and value and hasattr(value[0], "ndim"):
+        return tuple(int(v[i]) for v in value)  # e.g. valid_shape
+    item = value[i]
+    return item.item() if getattr(item, "ndim", 1) == 0 else item

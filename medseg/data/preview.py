@@ -78,29 +78,21 @@ def render_preview(
     return output
 
 
-def preview_dataset(cfg: DataConfig, output: str | Path, n: int = 16, seed: int = 0) -> Path:
-    """Cache the dataset if needed, draw ``n`` augmented training samples and render them."""
-    import torch
+def preview_dataset(
+    cfg: DataConfig, output: str | Path, n: int = 16, seed: int = 0, batch_size: int = 16
+) -> Path:
+    """Cache the dataset if needed and render the first ``n`` samples training draws with
+    ``seed`` and ``batch_size`` (:func:`medseg.data.pipeline.training_samples`: same crops,
+    same augmentation)."""
+    from medseg.data.pipeline import prepare_data, training_samples
 
-    from medseg.data.augmentation import BatchAugmenter
-    from medseg.data.pipeline import build_datasets
-
-    bundle = build_datasets(cfg, seed=seed)
-    bundle.train.set_epoch(0)
-    samples = [bundle.train[i % len(bundle.train)] for i in range(n)]
-    if cfg.augmentation.enabled and cfg.augmentation.backend == "batched":
-        shapes = {tuple(s["image"].shape) for s in samples}
-        if len(shapes) == 1:  # batched augmentation needs one size (a crop_size)
-            image, label = BatchAugmenter(cfg.augmentation, seed)(
-                torch.stack([s["image"] for s in samples]),
-                torch.stack([s["label"] for s in samples]),
-            )
-            for s, im, lb in zip(samples, image, label, strict=True):
-                s["image"], s["label"] = im, lb
+    data = prepare_data(cfg)
+    samples = training_samples(data, cfg, n, seed, batch_size)
     aug = cfg.augmentation
     mode = f"augmentation: {aug.backend}" if aug.enabled else "augmentation: off"
+    name = data.spec.name if data.spec is not None else str(cfg.dataset)
     title = (
-        f"{bundle.spec.name}: {n} training samples, axis {bundle.params.slice_axis}, "
-        f"context {cfg.context}, {mode}"
+        f"{name}: {n} training samples (seed {seed}, batch {batch_size}), axis "
+        f"{data.params.slice_axis}, context {cfg.context}, {mode}"
     )
-    return render_preview(samples, output, bundle.params.class_names, cfg.context, title)
+    return render_preview(samples, output, data.params.class_names, cfg.context, title)

@@ -135,7 +135,7 @@ class TrainConfig(_Strict):
 
     name: str = "run"
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps (medseg.device)")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -143,6 +143,16 @@ class TrainConfig(_Strict):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainLoopConfig = Field(default_factory=TrainLoopConfig)
     output: str | None = Field(None, description="run folder; None -> runs/<name>-<timestamp>")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        from medseg.device import check_device_name
+
+        try:
+            return check_device_name(value)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
 
     @model_validator(mode="after")
     def _check_names(self) -> TrainConfig:

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from medseg import RESEARCH_USE_NOTICE
+from medseg.device import DistInfo
 from medseg.engine.config import TrainConfig
-from medseg.engine.distributed import DistInfo
 from medseg.errors import ConfigError, DatasetError
 from medseg.io.atomic import atomic_path
 
@@ -244,7 +244,7 @@ def estimate_seconds(
     import torch
 
     from medseg.data.slicing import num_input_planes
-    from medseg.engine.distributed import resolve_device
+    from medseg.device import resolve_device
     from medseg.models import build_model
 
     dev = resolve_device(device or cfg.device, DistInfo())

@@ -229,7 +229,7 @@ def _summary(rows: list[dict[str, Any]], structures: list[Any]) -> dict[str, Any
     for s in structures:
         sel = [r for r in rows if r["structure"] == s.name]
         out[s.name] = {
-            key: float(np.nanmean([r[key] for r in sel])) if sel else float("nan")
+            key: _mean([r[key] for r in sel])
             for key in (
                 "dice",
                 "hd95_mm",

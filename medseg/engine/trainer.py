@@ -32,23 +32,31 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medseg.checkpoint import ModelRecord, load_checkpoint, save_checkpoint
+from medseg.data.pipeline import (
+    PreparedData,
+    build_batch_augmenter,
+    build_train_loader,
+    prepare_data,
+    start_epoch,
+)
 from medseg.data.preprocessing import PreprocessingParams
-from medseg.engine import artifacts
-from medseg.engine.config import TrainConfig, config_to_yaml
-from medseg.engine.data_setup import PreparedData, build_train_loader, prepare_data
-from medseg.engine.distributed import (
+from medseg.device import (
     DistInfo,
     all_gather_objects,
     any_rank,
+    autocast,
     barrier,
     destroy_process_group,
     init_process_group,
+    resolve_amp_dtype,
     resolve_device,
+    use_channels_last,
 )
+from medseg.engine import artifacts
+from medseg.engine.config import TrainConfig, config_to_yaml
 from medseg.engine.optim import build_optimizer, build_scheduler
 from medseg.engine.state import capture_rng_state, restore_rng_state, seed_everything
 from medseg.engine.validation import ValidationResult, validate
-from medseg.engine.volume_inference import autocast, resolve_amp_dtype
 from medseg.errors import CheckpointError, OverwriteError
 from medseg.models import architecture_options
 
@@ -159,7 +167,7 @@ class Trainer:
         model = build_model(cfg.model.name, self.in_channels, self.num_outputs, **cfg.model.options)
         model = model.to(self.device)
         # channels_last speeds up cuDNN convolutions; on CPU it slows BatchNorm down
-        self.channels_last = cfg.train.channels_last and self.device.type == "cuda"
+        self.channels_last = use_channels_last(cfg.train.channels_last, self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model  # the plain module: state_dict, validation
@@ -223,12 +231,7 @@ class Trainer:
         )
 
     def _batch_augmenter(self, cfg: TrainConfig) -> Any:
-        aug = cfg.data.augmentation
-        if not (aug.enabled and aug.backend == "batched"):
-            return None
-        from medseg.data.augmentation import BatchAugmenter
-
-        return BatchAugmenter(aug, seed=cfg.seed)
+        return build_batch_augmenter(cfg.data.augmentation, cfg.seed)
 
     def _restore(self, ckpt: dict[str, Any], path: Path | None) -> None:
         if ckpt["model"]["name"] != self.cfg.model.name:
@@ -309,15 +312,11 @@ class Trainer:
         """Called once when :meth:`fit` ends (finished, stopped early or interrupted)."""
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        self.sampler.set_epoch(epoch)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-        # worker seeds and batched augmentation depend on (seed, epoch, rank) only: exact resume
-        self.loader.generator.manual_seed(self.cfg.seed * 100_003 + epoch)
-        if self.augmenter is not None:
-            self.augmenter.generator.manual_seed(
-                (self.cfg.seed * 100_003 + epoch) * 1009 + self.info.rank
-            )
+        # order, crops, worker seeds and augmentation depend on (seed, epoch, rank) only
+        start_epoch(
+            epoch, self.cfg.seed, self.dataset, self.loader, self.sampler, self.augmenter,
+            self.info.rank,
+        )  # fmt: skip
         self.train_model.train()
         total, seen, start = 0.0, 0, time.perf_counter()
         bar = tqdm(
@@ -435,7 +434,7 @@ class Trainer:
     def validate(self) -> ValidationResult:
         """Per-volume Dice on this fold's validation cases along every trained axis (the
         Predictor's slice loop), all-reduced over DDP ranks."""
-        from medseg.engine.distributed import broadcast_buffers, shard
+        from medseg.device import broadcast_buffers, shard
 
         broadcast_buffers(self.model)  # BatchNorm statistics are rank-local in DDP
         params = self.data.params
@@ -612,7 +611,8 @@ def train(
     continues in that checkpoint's run folder. ``fitted``: see :class:`Trainer`.
     """
     info = info or DistInfo()
-    torch_device = resolve_device(device or cfg.device, info)
+    where = "device" if device else "config key device"
+    torch_device = resolve_device(device or cfg.device, info, param=where)
     init_process_group(info, torch_device)
     try:
         resume_path = _resume_path(resume) if resume is not None else None

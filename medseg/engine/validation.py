@@ -1,8 +1,8 @@
 """Validation with per-volume 3D Dice (slices put back into volumes, not a per-slice average).
 
 Each validation case is predicted slice by slice with
-:func:`medseg.engine.volume_inference.predict_volume_labels` (the Predictor's own slice loop,
-:func:`medseg.inference.slices.infer_slices`), then Dice is computed per class on
+:func:`medseg.inference.networks.eval_network` (the Predictor's network wrapper) and
+:func:`medseg.inference.slices.infer_slices` (the Predictor's own slice loop), then Dice is computed per class on
 the whole 3D volume, and averaged over cases. Under DDP the cases are sharded across ranks and
 the per-class sums are all-reduced, so every rank ends with the same numbers.
 """
@@ -19,53 +19,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medseg.engine.distributed import all_reduce_sum
-from medseg.engine.volume_inference import eval_network
+from medseg.device import all_reduce_sum
+from medseg.inference.networks import eval_network
 from medseg.inference.slices import LabelDecoder, infer_slices
+from medseg.metrics import dice_per_class, dice_per_region
 
 logger = logging.getLogger(__name__)
-
-
-def dice_per_class(
-    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_label: int | None = None
-) -> np.ndarray:
-    """3D Dice of every foreground class ``1..K-1`` for one volume: float64 ``(K-1,)``.
-
-    A class absent from both prediction and ground truth gets NaN (excluded from means, as in
-    nnU-Net), absent from the truth but predicted gets 0. Voxels equal to ``ignore_label`` are
-    excluded. Hand-written with one ``bincount`` confusion matrix because it handles all
-    classes in a single pass over a (possibly memory-mapped) volume without one-hot copies.
-    """
-    pred = np.asarray(pred).ravel().astype(np.int64)
-    target = np.asarray(target).ravel().astype(np.int64)
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction has {pred.size} voxels, target {target.size}")
-    keep = (target >= 0) & (target < num_classes)
-    if ignore_label is not None:
-        keep &= target != ignore_label
-    pred, target = pred[keep], target[keep]
-    conf = np.bincount(target * num_classes + pred, minlength=num_classes**2)
-    conf = conf.reshape(num_classes, num_classes)  # rows truth, columns prediction
-    tp = np.diag(conf).astype(np.float64)
-    denom = conf.sum(axis=0) + conf.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = np.where(denom > 0, 2 * tp / denom, np.nan)
-    return dice[1:]
-
-
-def dice_per_region(
-    pred: np.ndarray, target: np.ndarray, regions: Sequence[Sequence[int]]
-) -> np.ndarray:
-    """3D Dice of each region (a set of label values, regions may overlap): ``(R,)``, with
-    the same empty rules as :func:`dice_per_class` (NaN when absent from both)."""
-    pred, target = np.asarray(pred), np.asarray(target)
-    out = np.full(len(regions), np.nan)
-    for i, values in enumerate(regions):
-        p, t = np.isin(pred, values), np.isin(target, values)
-        denom = int(p.sum()) + int(t.sum())
-        if denom:
-            out[i] = 2 * int((p & t).sum()) / denom
-    return out
 
 
 @dataclass

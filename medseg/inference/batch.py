@@ -7,8 +7,9 @@ presence means the case is complete). A failed case gets ``<case>.failed.json`` 
 never stops the others. ``summary.csv`` (one row per case) and ``lesions.csv`` (one row per
 lesion) merge the per-case JSONs.
 
-Scale-out: with ``world_size > 1`` each rank takes cases ``rank::world_size`` (no
-communication needed); the caller synchronises and lets rank 0 call :func:`merge_summary`.
+Entry point: :func:`predict_folder`. Scale-out under ``torchrun``: each rank takes cases
+``rank::world_size`` (no communication needed), then the ranks meet at a barrier
+(:mod:`medseg.device`'s process group) and rank 0 merges the summary.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 
 from medseg import RESEARCH_USE_NOTICE
+from medseg.device import DistInfo, barrier, process_group, resolve_device
 from medseg.errors import DatasetError, DimensionError, InputNotFoundError, OverwriteError
+from medseg.inference.postprocess import PostprocessConfig
 from medseg.io.atomic import atomic_path
+from medseg.io.cases import image_stem, is_dicom_folder, is_image_file, split_channel
+from medseg.io.tables import write_csv
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-
 
 @dataclasses.dataclass
 class Case:
@@ -49,20 +49,6 @@ class BatchResult:
     failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
-def _image_stem(path: Path) -> str | None:
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return None
-
-
-def _is_dicom_folder(folder: Path) -> bool:
-    from medseg.io.dicom_series import is_dicom_file
-
-    return any(p.is_file() and is_dicom_file(p) for p in folder.iterdir())
-
-
 def discover_cases(inputs: Sequence[str | Path]) -> list[Case]:
     """Cases from files, DICOM series folders and folders of cases (nnU-Net channel naming
     ``CASE_0000.nii.gz``, ``CASE_0001.nii.gz`` ... grouped into one multi-channel case)."""
@@ -74,19 +60,18 @@ def discover_cases(inputs: Sequence[str | Path]) -> list[Case]:
             raise InputNotFoundError(f"input {path} does not exist; check the path")
         if path.is_file():
             files.append(path)
-        elif _is_dicom_folder(path):
+        elif is_dicom_folder(path):
             cases.append(Case(path.name, [path]))
         else:
             for entry in sorted(path.iterdir()):
-                if entry.is_file() and _image_stem(entry) is not None:
+                if is_image_file(entry):
                     files.append(entry)
-                elif entry.is_dir() and _is_dicom_folder(entry):
+                elif is_dicom_folder(entry):
                     cases.append(Case(entry.name, [entry]))
     groups: dict[str, dict[int, Path]] = {}
     for file in files:
-        stem = _image_stem(file) or file.stem
-        match = CHANNEL_RE.match(stem)
-        case_id, channel = (match["case"], int(match["channel"])) if match else (stem, 0)
+        case_id, channel = split_channel(image_stem(file.name) or file.stem)
+        channel = channel or 0
         if channel in groups.setdefault(case_id, {}):
             raise DatasetError(
                 f"case {case_id!r}: two files for channel {channel} ({groups[case_id][channel]} "
@@ -133,16 +118,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _write_probabilities(probs: np.ndarray, like, path: Path) -> None:
-    import nibabel as nib
-
-    img = nib.Nifti1Image(np.moveaxis(probs.astype(np.float32), 0, -1), like.affine)
-    img.set_qform(like.affine, code=1)
-    img.set_sform(like.affine, code=1)
-    with atomic_path(path, suffix=".nii.gz") as tmp:
-        nib.save(img, str(tmp))
-
-
 def read_case(
     case: Case,
     channel_names: Sequence[str] | None,
@@ -187,7 +162,7 @@ def predict_case(
 
     ``channel``: index to take from 4D inputs (see :func:`read_case`)."""
     from medseg.inference.dicom_seg import write_dicom_seg
-    from medseg.io import write_mask
+    from medseg.io import write_mask, write_probabilities
 
     out = case_outputs(output_dir, case.case_id)
     t0 = time.perf_counter()
@@ -210,7 +185,9 @@ def predict_case(
         )
         written["dicom_seg"] = out["dicom_seg"].name
     if prediction.probabilities is not None:
-        _write_probabilities(prediction.probabilities, channels[0], out["probabilities"])
+        write_probabilities(
+            prediction.probabilities, channels[0], out["probabilities"], overwrite=True
+        )
         written["probabilities"] = out["probabilities"].name
     report = {
         "case": case.case_id,
@@ -233,9 +210,10 @@ def check_output_dir(output_dir: str | Path) -> Path:
     existing = next((p for p in (output_dir, *output_dir.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise OverwriteError(
-            f"--output {output_dir}: {existing} is an existing file, but --output must be a "
+            f"output {output_dir}: {existing} is an existing file, but the output must be a "
             "folder (one mask, JSON report and CSV per case go there); pass a new or existing "
-            "folder path instead"
+            "folder path instead",
+            param="output",
         )
     return output_dir
 
@@ -343,52 +321,89 @@ def merge_summary(cases: Sequence[Case], output_dir: str | Path) -> Path:
             row["error"] = report.get("error")
         rows.append(row)
     summary = output_dir / "summary.csv"
-    write_csv_with_notice(pd.DataFrame(rows), summary)
-    write_csv_with_notice(pd.DataFrame(lesion_rows), output_dir / "lesions.csv")
+    write_csv(pd.DataFrame(rows), summary)
+    write_csv(pd.DataFrame(lesion_rows), output_dir / "lesions.csv")
     return summary
 
 
-def write_csv_with_notice(frame, path: Path) -> None:
-    """Write ``frame`` (a DataFrame) atomically as CSV whose first line is
-    ``# <RESEARCH_USE_NOTICE>``; read it back with ``pandas.read_csv(path, comment="#")``."""
-    with (
-        atomic_path(path, suffix=".csv") as tmp,
-        open(tmp, "w", newline="", encoding="utf-8") as handle,
-    ):
-        handle.write(f"# {RESEARCH_USE_NOTICE}\n")
-        frame.to_csv(handle, index=False)
+@dataclasses.dataclass
+class FolderResult:
+    """What :func:`predict_folder` did: every case found, this rank's share of the work, the
+    whole run's failures and the summary CSV (written by rank 0; ``None`` on other ranks)."""
+
+    cases: list[Case]
+    done: list[str]
+    skipped: list[str]
+    failures: list[tuple[str, str]]
+    summary: Path | None
+    rank: int = 0
+    world_size: int = 1
 
 
-def run_sharded(
-    predictor,
-    cases: Sequence[Case],
-    output_dir: str | Path,
+def predict_folder(
+    inputs: str | Path | Sequence[str | Path],
+    output: str | Path,
     *,
-    rank: int = 0,
-    world_size: int = 1,
-    **options: Any,
-) -> tuple[BatchResult, list[tuple[str, str]], Path | None]:
-    """:func:`predict_cases` for this rank, then (gloo barrier when ``world_size > 1``) rank 0
-    merges the run's summary. Returns this rank's result, the whole run's failures and the
-    summary path (``None`` on other ranks). Started by ``torchrun``, each rank calls this."""
-    import torch.distributed as dist
+    model: str | Path | None = None,
+    device: str = "auto",
+    tta: bool = False,
+    axes: Sequence[int] | None = None,
+    batch_size: int = 16,
+    postprocess: PostprocessConfig | None = None,
+    save_probabilities: bool = False,
+    overwrite: bool = False,
+    series: str | None = None,
+    info: DistInfo | None = None,
+    progress: bool = True,
+    channel: int | None = None,
+) -> FolderResult:
+    """Segment every case in ``inputs`` into the folder ``output`` (what ``medseg predict`` runs).
 
-    distributed = world_size > 1
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    summary = None
-    try:
-        result = predict_cases(
-            predictor, cases, output_dir, rank=rank, world_size=world_size, **options
+    Args:
+        inputs: NIfTI/NRRD/MHA files, DICOM series folders, or folders of such cases
+            (nnU-Net channel files ``CASE_0000.nii.gz`` ... form one multi-channel case).
+        output: folder for the masks, reports and ``summary.csv`` (created if missing).
+        model: checkpoint or export; ``None``: the bundled demo model.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (:mod:`medseg.device`).
+        tta, axes, batch_size, postprocess: passed to :class:`~medseg.inference.Predictor`
+            (``postprocess=None``: the model's own rules).
+        save_probabilities: also write ``<case>_probabilities.nii.gz``.
+        overwrite: redo cases that already have results.
+        series: the SeriesInstanceUID to read when a DICOM folder holds several.
+        channel: index to take from 4D inputs; without it a 4D input with the model's
+            channel count is its channel stack (:func:`read_case`).
+        info: this process's place in a torchrun job (``DistInfo.from_env()`` at the entry
+            point); ranks share the cases and rank 0 writes the summary.
+
+    Errors name the parameter at fault (``output ...``, ``device ...``); nothing is loaded
+    before the output folder and the device are checked.
+    """
+    from medseg.inference.predictor import Predictor, default_model_path
+
+    info = info or DistInfo()
+    output = check_output_dir(output)
+    if model is not None and not Path(model).exists():
+        raise InputNotFoundError(
+            f"model {model} does not exist; pass a checkpoint (.pt), an export (.onnx, "
+            "TorchScript .pt) or a model folder, or leave it out for the bundled demo model",
+            param="model",
         )
-        if distributed:
-            dist.barrier()
-        if rank == 0:
-            summary = merge_summary(cases, output_dir)
-        if distributed:
-            dist.barrier()  # rank 0's summary is complete before anyone reads failures
-        failures = collect_failures(cases, output_dir)
-    finally:
-        if distributed and dist.is_initialized():
-            dist.destroy_process_group()
-    return result, failures, summary
+    torch_device = resolve_device(device, info)
+    cases = discover_cases([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    predictor = Predictor.load(
+        model or default_model_path(), device=torch_device, tta=tta, axes=axes,
+        batch_size=batch_size, postprocess=postprocess,
+    )  # fmt: skip
+    with process_group(info, torch_device):
+        result = predict_cases(
+            predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
+            series=series, rank=info.rank, world_size=info.world_size, progress=progress,
+            channel=channel,
+        )  # fmt: skip
+        barrier()
+        summary = merge_summary(cases, output) if info.is_main else None
+        barrier()  # rank 0's summary is complete before anyone reads failures
+        failures = collect_failures(cases, output)
+    return FolderResult(
+        cases, result.done, result.skipped, failures, summary, info.rank, info.world_size
+    )

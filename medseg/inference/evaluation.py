@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,25 +21,24 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputNotFoundError
-from medseg.inference.batch import write_csv_with_notice
+from medseg.io.cases import IMAGE_SUFFIXES, image_stem, split_channel
+from medseg.io.tables import write_csv
 
 logger = logging.getLogger(__name__)
 
-MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+MASK_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm")  # + DICOM-SEG files
 SUMMARY_METRICS = ("dice", "iou", "hd95_mm", "assd_mm", "volume_diff_ml", "volume_diff_pct")
 
 
 def case_id_of(path: Path) -> str | None:
     """Case id of a mask file, or ``None`` if it is not a mask file we read."""
-    name = path.name
-    for suffix in MASK_SUFFIXES:
-        if name.lower().endswith(suffix):
-            stem = name[: -len(suffix)]
-            if stem.endswith("_probabilities"):
-                return None
-            stem = re.sub(r"_seg$", "", stem) if suffix == ".dcm" else stem
-            return re.sub(r"_0000$", "", stem)
-    return None
+    stem = image_stem(path.name, MASK_SUFFIXES)
+    if stem is None or stem.endswith("_probabilities"):
+        return None
+    if path.name.lower().endswith(".dcm"):
+        stem = stem.removesuffix("_seg")
+    case_id, channel = split_channel(stem)
+    return case_id if channel == 0 else stem
 
 
 def _index(folder: Path) -> dict[str, Path]:
@@ -209,5 +207,5 @@ def evaluate_paths(
         output = Path(output)
         summary_path = output.with_name(output.name.removesuffix(".csv") + "_summary.csv")
         for frame, path in ((per_case, output), (summary, summary_path)):
-            write_csv_with_notice(frame, path)
+            write_csv(frame, path)
     return per_case, summary

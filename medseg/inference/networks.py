@@ -1,81 +1,67 @@
-"""Network back ends behind the Predictor: a PyTorch module (checkpoint or TorchScript) or an
-ONNX Runtime session. Each maps a float32 batch ``[B, P, H, W]`` to logits ``[B, K, H, W]``."""
+"""Network back ends behind the slice loop: a PyTorch module (checkpoint, TorchScript, or a
+model being trained) or an ONNX Runtime session. Each maps a float32 batch ``[B, P, H, W]``
+to logits ``[B, K, H, W]``."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from medseg.errors import ConfigError
+from medseg.device import autocast, resolve_amp_dtype, use_channels_last
 
 logger = logging.getLogger(__name__)
 
 
-DEVICE_CHOICES = "auto|cpu|cuda|cuda:N"
-_DEVICE_RE = re.compile(r"^(cpu|cuda)(:\d+)?$")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> the first CUDA GPU when present, else CPU; ``cpu``, ``cuda``, ``cuda:N``.
-
-    Raises:
-        ConfigError: an unknown device name, or a CUDA device that this machine does not have
-            (instead of torch's RuntimeError deep inside model loading).
-    """
-    text = str(device).strip().lower()
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not _DEVICE_RE.match(text):
-        raise ConfigError(f"--device {device!r}: unknown device; expected {DEVICE_CHOICES}")
-    if text.startswith("cuda"):
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ConfigError(
-                f"--device {device!r}: no CUDA GPU is available on this machine; use "
-                f"--device cpu or auto (valid values: {DEVICE_CHOICES})"
-            )
-        index = int(text.partition(":")[2] or 0)
-        if index >= count:
-            raise ConfigError(
-                f"--device {device!r}: this machine has {count} CUDA GPU(s) (cuda:0.."
-                f"cuda:{count - 1}); pick one of those, or auto|cpu"
-            )
-    return torch.device(text)
-
-
-def resolve_amp(amp: bool | str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype, shared with training validation: bf16 (fp16 where bf16 is
-    unsupported) on CUDA; CPU runs in float32 (CPU autocast is usually slower)."""
-    from medseg.engine.volume_inference import resolve_amp_dtype
-
-    return resolve_amp_dtype(amp, device)
-
-
 class TorchNetwork:
-    """Wraps an ``nn.Module`` or TorchScript module in eval mode on ``device``."""
+    """An ``nn.Module`` or TorchScript module on ``device`` as a batch -> logits callable.
 
-    def __init__(self, module: torch.nn.Module, device: torch.device, amp: bool | str = "auto"):
-        self.device = device
-        self.module = module.to(device).eval()
-        self.amp_dtype = resolve_amp(amp, device)
+    The one wrapper for the Predictor (``module`` is moved to ``device`` and put in eval mode)
+    and for validation during training (:func:`eval_network`, which restores the module's
+    train/eval mode afterwards). Autocast and channels_last follow :mod:`medseg.device`.
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        device: torch.device | str,
+        amp: bool | str | torch.dtype | None = "auto",
+        channels_last: bool = False,
+    ):
+        self.device = torch.device(device)
+        self.module = module.to(self.device).eval()
+        self.amp_dtype = resolve_amp_dtype(amp, self.device)
+        self.channels_last = use_channels_last(channels_last, self.device)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
-        ctx = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), ctx:
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast(self.device, self.amp_dtype):
             return self.module(batch).float()
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "torch", "device": str(self.device), "amp": str(self.amp_dtype)}
+
+
+@contextlib.contextmanager
+def eval_network(
+    model: torch.nn.Module,
+    device: torch.device | str = "cpu",
+    amp: bool | str | torch.dtype | None = False,
+    channels_last: bool = False,
+) -> Iterator[TorchNetwork]:
+    """``model`` (a training module) wrapped as a :class:`TorchNetwork` in eval mode; its
+    previous train/eval mode is restored on exit."""
+    was_training = model.training
+    try:
+        yield TorchNetwork(model, device, amp, channels_last)
+    finally:
+        model.train(was_training)
 
 
 class OnnxNetwork:

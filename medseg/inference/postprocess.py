@@ -21,7 +21,7 @@ import numpy as np
 import pydantic
 from scipy import ndimage
 
-from medseg.inference.readouts import CONNECTIVITY_26
+from medseg.metrics import CONNECTIVITY_26
 
 logger = logging.getLogger(__name__)
 

@@ -44,9 +44,10 @@ import torch
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.checkpoint import ModelRecord
+from medseg.device import resolve_device
 from medseg.errors import CheckpointError, ConfigError, DatasetError
 from medseg.inference.model_folder import is_model_folder, read_model_folder
-from medseg.inference.networks import OnnxNetwork, TorchNetwork, resolve_device
+from medseg.inference.networks import OnnxNetwork, TorchNetwork
 from medseg.inference.postprocess import (
     ComponentRule,
     PostprocessConfig,
@@ -61,15 +62,16 @@ from medseg.io.volume import Volume
 logger = logging.getLogger(__name__)
 
 
-def default_model_path() -> Path:
+def default_model_path(must_exist: bool = True) -> Path:
     """Path of the bundled demo model ``medseg/assets/default_model.pt``.
 
-    Raises :class:`CheckpointError` when the package was installed without it.
+    Raises :class:`CheckpointError` when the package was installed without it, unless
+    ``must_exist`` is false (the viewer lists the path and says when it is missing).
     """
     from importlib import resources
 
     path = Path(str(resources.files("medseg") / "assets" / "default_model.pt"))
-    if not path.is_file():
+    if must_exist and not path.is_file():
         raise CheckpointError(
             f"the bundled default model {path} is missing; pass a checkpoint or export with "
             "--model PATH (train one with `medseg train`), or reinstall medseg"
@@ -378,13 +380,14 @@ def check_axes(
     axes = tuple(int(a) for a in axes)
     bad = [a for a in axes if a not in (0, 1, 2)]
     if bad:
-        raise DatasetError(f"axes {axes}: expected canonical axes among 0, 1, 2")
+        raise DatasetError(f"axes {axes}: expected canonical axes among 0, 1, 2", param="axes")
     unseen = [a for a in axes if a not in trained]
     if unseen:
         names = ", ".join(f"{a} ({AXIS_NAMES[a]})" for a in trained)
         raise ConfigError(
             f"axes {list(axes)}: {source} was trained on axis {names} only, not on "
             f"{', '.join(f'{a} ({AXIS_NAMES[a]})' for a in unseen)}; predict along the trained "
-            "axes, or train with data.slice_axes: [0, 1, 2] for a multi-view ensemble"
+            "axes, or train with data.slice_axes: [0, 1, 2] for a multi-view ensemble",
+            param="axes",
         )
     return axes

@@ -25,11 +25,9 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from medseg.io.volume import Volume
+from medseg.metrics import CONNECTIVITY_26
 
 logger = logging.getLogger(__name__)
-
-#: 26-connectivity structuring element used for every connected-component analysis.
-CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 
 @dataclasses.dataclass

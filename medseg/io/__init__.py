@@ -15,7 +15,7 @@ from medseg.io.dicom import read_dicom_file, read_dicom_folder
 from medseg.io.dicom_seg import read_dicom_seg
 from medseg.io.dicom_series import is_dicom_file, list_dicom_series
 from medseg.io.itk import ITK_SUFFIXES, is_itk_file, read_itk, write_itk
-from medseg.io.nifti import is_nifti, read_nifti, write_nifti
+from medseg.io.nifti import is_nifti, read_nifti, write_nifti, write_nifti_channels
 from medseg.io.resample import align_to_grid
 from medseg.io.volume import Volume, check_same_grid, integer_labels
 
@@ -30,6 +30,7 @@ __all__ = [
     "read_dicom_seg",
     "read_volume",
     "write_mask",
+    "write_probabilities",
     "write_volume",
 ]
 
@@ -143,6 +144,15 @@ def write_volume(volume: Volume, path: str | Path, *, overwrite: bool = False) -
     if is_nifti(path):
         return write_nifti(volume, path, overwrite=overwrite)
     return write_itk(volume, path)
+
+
+def write_probabilities(
+    probabilities: np.ndarray, like: Volume, path: str | Path, *, overwrite: bool = False
+) -> Path:
+    """Write class probabilities ``(K, I, J, K')`` on ``like``'s grid as a 4D float32 NIfTI
+    ``(I, J, K', classes)`` with ``like``'s exact affine (never over an input)."""
+    path = check_output_path(path, overwrite=overwrite, inputs=_inputs_of(like))
+    return write_nifti_channels(probabilities, like, path, overwrite=overwrite)
 
 
 def write_mask(

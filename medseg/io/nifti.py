@@ -200,9 +200,32 @@ def write_nifti(volume: Volume, path: Path, overwrite: bool = False) -> Path:
         raise OverwriteError(f"{path} already exists; pass overwrite=True (CLI: --overwrite)")
     if not is_nifti(path):
         raise OverwriteError(f"{path}: output must end in .nii or .nii.gz")
-    img = nib.Nifti1Image(_storable(np.asarray(volume.array)), volume.affine)
-    img.set_qform(volume.affine, code=1)
-    img.set_sform(volume.affine, code=1)
+    return _save(_storable(np.asarray(volume.array)), volume.affine, path)
+
+
+def write_nifti_channels(
+    channels: np.ndarray, like: Volume, path: Path, overwrite: bool = False
+) -> Path:
+    """Write ``channels`` ``(C, I, J, K)`` on ``like``'s grid as one 4D NIfTI ``(I, J, K, C)``
+    (e.g. class probabilities), float32, exact affine, atomically."""
+    path = Path(path)
+    channels = np.asarray(channels)
+    if channels.ndim != 4 or channels.shape[1:] != like.shape:
+        raise DimensionError(
+            f"{path}: channels of shape {channels.shape} do not lie on the grid {like.shape}; "
+            "expected (channels, *grid)"
+        )
+    if path.exists() and not overwrite:
+        raise OverwriteError(f"{path} already exists; pass overwrite=True (CLI: --overwrite)")
+    if not is_nifti(path):
+        raise OverwriteError(f"{path}: output must end in .nii or .nii.gz")
+    return _save(np.moveaxis(channels.astype(np.float32, copy=False), 0, -1), like.affine, path)
+
+
+def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
     img.header["descrip"] = b"medseg; research use only"
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"

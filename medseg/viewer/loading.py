@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import re
 import stat
@@ -29,12 +28,20 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import InputNotFoundError, MedsegError
+from medseg.errors import DatasetError, InputNotFoundError, MedsegError
 from medseg.io import Volume, check_same_grid, integer_labels, read_volume
+from medseg.io.cases import (
+    channel_names_of,
+    image_stem,
+    is_dicom_folder,
+    is_image_file,
+    labels_of,
+    read_dataset_json,
+    split_channel,
+)
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 LABEL_TAGS = ("_label", "_labels", "_seg", "_mask", "_gt")
 MAX_UPLOAD_MB = 512
 MAX_ZIP_ENTRIES = 5000
@@ -86,55 +93,21 @@ def volume_digest(volumes: list[Volume]) -> str:
     return digest.hexdigest()
 
 
-def _strip_suffix(name: str) -> str:
-    lower = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def _is_dicom_dir(path: Path) -> bool:
-    """A folder holding ``*.dcm`` files, a ``DICOMDIR`` or extension-less DICOM files."""
-    if not path.is_dir():
-        return False
-    if (path / "DICOMDIR").exists():
-        return True
-    files = [p for p in path.iterdir() if p.is_file()]
-    if any(p.suffix.lower() == ".dcm" for p in files):
-        return True
-    return any(_has_dicom_magic(p) for p in files[:3])
-
-
-def _has_dicom_magic(path: Path) -> bool:
-    """DICOM Part 10 files carry ``DICM`` after a 128-byte preamble."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(132)[128:] == b"DICM"
-    except OSError:
-        return False
-
-
 def _dataset_json(folder: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Channel and class names from an nnU-Net ``dataset.json`` (empty when absent)."""
+    """Channel and class names from an nnU-Net ``dataset.json`` (empty when absent or
+    unreadable: the viewer still shows the scans, with default names)."""
     path = folder / "dataset.json"
     if not path.is_file():
         return (), ()
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError):
-        logger.warning("%s: unreadable dataset.json; using default names", path)
+        meta = read_dataset_json(path)
+        labels = labels_of(meta.get("labels"), path)
+    except DatasetError as err:
+        logger.warning("%s; using default names", err)
         return (), ()
-    channels = meta.get("channel_names") or meta.get("modality") or {}
-    labels = meta.get("labels") or {}
-    channel_names = tuple(str(channels[k]) for k in sorted(channels, key=int))
-    by_value = {int(v): str(k) for k, v in labels.items() if str(v).lstrip("-").isdigit()}
-    class_names = tuple(by_value.get(i, f"label {i}") for i in range(max(by_value, default=-1) + 1))
-    return channel_names, class_names
+    channel_names = tuple(channel_names_of(meta, default=()))
+    last = max(labels, default=-1)
+    return channel_names, tuple(labels.get(i, f"label {i}") for i in range(last + 1))
 
 
 def _nnunet_cases(folder: Path) -> list[CaseRef]:
@@ -143,11 +116,11 @@ def _nnunet_cases(folder: Path) -> list[CaseRef]:
     for images_dir, labels_dir in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
         grouped: dict[str, list[Path]] = {}
         for path in sorted((folder / images_dir).glob("*")):
-            match = re.fullmatch(r"(.+)_(\d{4})", _strip_suffix(path.name))
-            if _is_image(path) and match:
-                grouped.setdefault(match.group(1), []).append(path)
+            name, channel = split_channel(image_stem(path.name) or path.name)
+            if is_image_file(path) and channel is not None:
+                grouped.setdefault(name, []).append(path)
         for name, images in grouped.items():
-            labels = [p for p in (folder / labels_dir).glob(f"{name}.*") if _is_image(p)]
+            labels = [p for p in (folder / labels_dir).glob(f"{name}.*") if is_image_file(p)]
             cases.append(
                 CaseRef(
                     name, tuple(images), labels[0] if labels else None, channel_names, class_names
@@ -158,7 +131,7 @@ def _nnunet_cases(folder: Path) -> list[CaseRef]:
 
 def _flat_cases(folder: Path) -> list[CaseRef]:
     entries = sorted(folder.iterdir())
-    files = {_strip_suffix(p.name): p for p in entries if _is_image(p)}
+    files = {image_stem(p.name): p for p in entries if is_image_file(p)}
     labels = {
         stem: path for stem, path in files.items() if any(stem.endswith(t) for t in LABEL_TAGS)
     }
@@ -169,7 +142,7 @@ def _flat_cases(folder: Path) -> list[CaseRef]:
         label = next((labels[stem + t] for t in LABEL_TAGS if stem + t in labels), None)
         cases.append(CaseRef(stem, (path,), label))
     for path in entries:
-        if _is_dicom_dir(path):
+        if is_dicom_folder(path):
             stem = path.name.removesuffix("_dicom")
             label = next((labels[stem + t] for t in LABEL_TAGS if stem + t in labels), None)
             cases.append(CaseRef(path.name, (path,), label))
@@ -217,7 +190,7 @@ def discover_cases(folder: Path, max_depth: int = 2, *, confine: bool = True) ->
                     (sub, depth + 1)
                     for sub in sorted(current.iterdir())
                     if sub.is_dir()
-                    and not _is_dicom_dir(sub)
+                    and not is_dicom_folder(sub)
                     and not sub.name.startswith(".")
                     and (not confine or _inside(folder, sub))
                 )

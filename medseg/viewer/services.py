@@ -7,7 +7,6 @@ unit-testable; the app adds caching on top.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 import json
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 
 from medseg import RESEARCH_USE_NOTICE
-from medseg.errors import CheckpointError, InputNotFoundError
+from medseg.errors import InputNotFoundError
 from medseg.io import Volume, write_mask
 
 if TYPE_CHECKING:
@@ -44,30 +43,30 @@ class ViewerPrediction:
 
 def default_model_path() -> Path:
     """Path of the bundled default model (it may be missing, e.g. in a fresh checkout)."""
-    fallback = Path(__file__).resolve().parents[1] / "assets" / "default_model.pt"
-    try:
-        from medseg.inference.predictor import default_model_path as library_default
-    except ImportError:
-        return fallback
-    try:
-        return Path(library_default())
-    except CheckpointError:
-        return fallback
+    from medseg.inference.predictor import default_model_path as library_default
+
+    return library_default(must_exist=False)
 
 
 def list_checkpoints(runs_dir: Path | None, limit: int = 200) -> list[Path]:
-    """Checkpoints/exports (``.pt``, ``.onnx``) under ``runs_dir``, newest first."""
+    """Model folders (cross-validation ensembles, ``model.json``) first, then checkpoints and
+    exports (``.pt``, ``.onnx``) under ``runs_dir``, newest first."""
     if runs_dir is None or not Path(runs_dir).is_dir():
         return []
+    folders = [p.parent for p in Path(runs_dir).rglob("model.json") if p.is_file()]
     found = [p for ext in ("*.pt", "*.onnx") for p in Path(runs_dir).rglob(ext) if p.is_file()]
+    folders.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    return found[:limit]
+    return [*folders, *found][:limit]
 
 
 def load_predictor(path: Path, device: str = "auto", tta: bool = False) -> Any:
-    """A :class:`medseg.inference.Predictor` for a checkpoint or export at ``path``."""
+    """A :class:`medseg.inference.Predictor` for a checkpoint, an export or a model folder
+    (the ensemble of a cross-validation's folds) at ``path``."""
+    from medseg.inference.model_folder import is_model_folder
+
     path = Path(path)
-    if not path.is_file():
+    if not (path.is_file() or is_model_folder(path)):
         raise InputNotFoundError(
             f"model {path} does not exist; train one with `medseg train`, or pick another "
             "checkpoint"
@@ -204,50 +203,25 @@ def report_csv(
     ``targets`` makes the lesion ``slice_range`` the viewer's axial slider positions (see
     :func:`lesion_rows`).
     """
-    out = io.StringIO()
-    out.write(f"# {RESEARCH_USE_NOTICE}\n")
-    writer = csv.writer(out)
-    writer.writerow(
-        [
-            "kind",
-            "class",
-            "lesion",
-            "volume_ml",
-            "longest_axial_diameter_mm",
-            "slice_range",
-            "dice",
-            "hd95_mm",
-        ]
-    )
+    from medseg.io.tables import csv_text
+
+    columns = ["kind", "class", "lesion", "volume_ml", "longest_axial_diameter_mm",
+               "slice_range", "dice", "hd95_mm"]  # fmt: skip
     by_class = {m["class"]: m for m in metrics or []}
+    rows = []
     for row in class_rows(readouts):
         metric = by_class.get(row["class"], {})
-        writer.writerow(
-            [
-                "class",
-                row["class"],
-                "",
-                row["volume_ml"],
-                "",
-                "",
-                metric.get("dice", ""),
-                metric.get("hd95_mm", ""),
-            ]
+        rows.append(
+            {
+                "kind": "class",
+                "class": row["class"],
+                "volume_ml": row["volume_ml"],
+                "dice": metric.get("dice", ""),
+                "hd95_mm": metric.get("hd95_mm", ""),
+            }
         )
-    for row in lesion_rows(readouts, targets):
-        writer.writerow(
-            [
-                "lesion",
-                row["class"],
-                row["lesion"],
-                row["volume_ml"],
-                row["longest_axial_diameter_mm"],
-                row["slice_range"],
-                "",
-                "",
-            ]
-        )
-    return out.getvalue().encode()
+    rows += [{"kind": "lesion", **row} for row in lesion_rows(readouts, targets)]
+    return csv_text([{k: r.get(k, "") for k in columns} for r in rows], columns).encode()
 
 
 def mask_nifti_bytes(label: Volume) -> bytes:

@@ -4,6 +4,7 @@ whole-tumour label: validated, cached, sampled with foreground oversampling, aug
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import yaml
 from medseg.data.augmentation import BatchAugmenter
 from medseg.data.config import AugmentationConfig, DataConfig
 from medseg.data.datasets import load_dataset
-from medseg.data.pipeline import build_datasets
+from medseg.data.pipeline import build_train_loader, prepare_data
 from medseg.data.preprocessing import restore_labels
 from medseg.data.validation import validate_dataset
 from medseg.io import read_volume
@@ -55,7 +56,11 @@ def bundle(manifest, tmp_path_factory):
             "val_fraction": 0.25,
         }
     )
-    return build_datasets(cfg, seed=0, progress=False)
+    data = prepare_data(cfg, progress=False)
+    train, _, _ = build_train_loader(data, cfg, batch_size=4, num_workers=0, seed=0)
+    return SimpleNamespace(
+        params=data.params, train_ids=data.train_ids, val_ids=data.val_ids, train=train
+    )
 
 
 def test_brats_manifest_validates(manifest, shared_data):

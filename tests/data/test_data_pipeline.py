@@ -1,4 +1,5 @@
-"""From a DataConfig to datasets (build_datasets) and the preview-data command."""
+"""From a DataConfig to cached cases and the training loader (medseg.data.pipeline), and the
+preview-data command."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from data_factory import nnunet_dataset
 
 from medseg.cli.main import main
 from medseg.data.config import DataConfig
-from medseg.data.pipeline import build_datasets, build_loaders
+from medseg.data.pipeline import build_train_loader, prepare_data
 
 
 @pytest.fixture
@@ -34,19 +35,17 @@ def test_build_datasets_resolves_params_and_splits_patients(dataset, tmp_path):
             "augmentation": {"backend": "batched"},
         }
     )
-    bundle = build_datasets(cfg, progress=False)
-    assert bundle.params.channel_names == ["flair", "t1c"]  # from dataset.json
-    assert bundle.params.class_names == ["background", "oedema", "core"]
-    assert len(bundle.val_ids) == 1
-    assert set(bundle.train_ids).isdisjoint(bundle.val_ids)
-    assert bundle.train.transform is None  # batched backend: augmentation runs on the device
-    train_loader, val_loader = build_loaders(bundle, batch_size=4, num_workers=0)
+    data = prepare_data(cfg, progress=False)
+    assert data.params.channel_names == ["flair", "t1c"]  # from dataset.json
+    assert data.params.class_names == ["background", "oedema", "core"]
+    assert len(data.val_ids) == 1
+    assert set(data.train_ids).isdisjoint(data.val_ids)
+    train, train_loader, _ = build_train_loader(data, cfg, batch_size=4, num_workers=0, seed=0)
+    assert train.transform is None  # batched backend: augmentation runs on the device
     batch = next(iter(train_loader))
     assert batch["image"].shape == (4, 6, 32, 32)
     assert batch["label"].dtype == torch.int64
-    val_batch = next(iter(val_loader))
-    assert val_batch["image"].shape == (4, 6, 40, 36)
-    assert set(val_batch["case_id"]) == set(bundle.val_ids)
+    assert data.val_cases[0].image.shape == (2, 40, 36, 12)  # whole cached volumes
 
 
 def test_ct_statistics_fitted_on_training_cases_and_cached(dataset, tmp_path):
@@ -58,7 +57,7 @@ def test_ct_statistics_fitted_on_training_cases_and_cached(dataset, tmp_path):
             "val_fraction": 0.4,
         }
     )
-    bundle = build_datasets(cfg, progress=False)
+    bundle = prepare_data(cfg, progress=False)
     stats = bundle.params.intensity_stats
     assert stats is not None
     assert len(stats) == 2
@@ -66,7 +65,7 @@ def test_ct_statistics_fitted_on_training_cases_and_cached(dataset, tmp_path):
     saved = list((tmp_path / "cache").glob("params-*.json"))
     assert len(saved) == 1
     assert json.loads(saved[0].read_text())["intensity_stats"] == stats
-    again = build_datasets(cfg, progress=False)
+    again = prepare_data(cfg, progress=False)
     assert again.params == bundle.params
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,8 @@ from medseg.errors import ConfigError, DatasetError
 from medseg.inference import Predictor
 from medseg.inference.postprocess import Structure
 
-
-def _run_cli(argv: list[Any]) -> int:
-    from medseg.cli.main import main
-
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
+from infer_factory import run_cli as _run_cli
 
 
 def _tiny_cv_config(tmp: Path, make_tiny_raw, dataset: Path) -> Path:

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from medseg.engine.distributed import DistInfo, shard
+from medseg.device import DistInfo, shard
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from medseg.engine.validation import dice_per_class, validate
+from medseg.engine.validation import validate
+from medseg.metrics import dice_per_class
 
 
 def test_dice_hand_values() -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from medseg.errors import InputNotFoundError
 from medseg.io import Volume, write_mask, write_volume
+from medseg.io.cases import is_dicom_folder
 from medseg.viewer import loading
 
 AFFINE = np.diag([-1.0, -1.0, 2.0, 1.0])
@@ -161,7 +162,7 @@ def test_real_dicom_series_zip_upload(shared_data: Path, tmp_path: Path) -> None
     assert volume.shape == (512, 512, 20)
     assert volume.metadata["source"] == "upload:ct_series.zip"
     assert volume.array.min() < -500  # Hounsfield units: air
-    assert loading._is_dicom_dir(series)
+    assert is_dicom_folder(series)
     refs = loading.discover_cases(series.parent)
     assert "example_ct_dicom" in [r.name for r in refs]
 

@@ -128,6 +128,11 @@ def test_checkpoint_listing_and_missing_model(tmp_path: Path) -> None:
     (tmp_path / "run1" / "model.onnx").write_bytes(b"x")
     (tmp_path / "run1" / "notes.txt").write_bytes(b"x")
     assert {p.name for p in services.list_checkpoints(tmp_path)} == {"best.pt", "model.onnx"}
+    # a cross-validation folder (model.json) is listed first, as one model
+    (tmp_path / "cv" / "fold_0").mkdir(parents=True)
+    (tmp_path / "cv" / "model.json").write_text("{}")
+    (tmp_path / "cv" / "fold_0" / "best.pt").write_bytes(b"x")
+    assert services.list_checkpoints(tmp_path)[0] == tmp_path / "cv"
     assert services.list_checkpoints(tmp_path / "absent") == []
     assert services.default_model_path().name == "default_model.pt"
     import pytest
