@@ -50,6 +50,13 @@ def predict(
     series: str | None = typer.Option(
         None, "--series", help="SeriesInstanceUID when DICOM folders hold several series."
     ),
+    channel: int | None = typer.Option(
+        None,
+        "--channel",
+        min=0,
+        help="Index to take from 4D/multi-channel inputs (a 4D file with as many channels "
+        "as the model expects is used whole, in order).",
+    ),
     min_lesion_ml: float | None = typer.Option(
         None, "--min-lesion-ml", min=0, help="Remove components smaller than this (mL)."
     ),
@@ -85,6 +92,7 @@ def predict(
         "overwrite": overwrite,
         "series": series,
         "progress": not quiet,
+        "channel": channel,
     }
     result = predict_folder(inputs, output, info=info, **options)
     if info.is_main:
@@ -110,8 +118,11 @@ def evaluate(
         "--labels",
         help="Labels to score: 1 / 1,2,4 (separate classes) or region=1,2,3,4; repeatable.",
     ),
-) -> None:
-    """Dice, IoU, HD95 and ASSD (mm), volume difference and lesion detection per class."""
+) -> int:
+    """Dice, IoU, HD95 and ASSD (mm), volume difference and lesion detection per class.
+
+    A reference case with no prediction counts as Dice 0 (flagged ``missing``); exit code 1.
+    """
     import pandas as pd
 
     from medseg.inference.evaluation import evaluate_paths, parse_labels
@@ -128,6 +139,7 @@ def evaluate(
         "tp",
         "fn",
         "fp",
+        "missing",
     ]
     with pd.option_context(
         "display.width", 160, "display.max_columns", 30, "display.float_format", "{:.4f}".format
@@ -139,7 +151,16 @@ def evaluate(
         typer.echo(summary[keep].to_string(index=False))
     if output is not None:
         typer.echo(f"wrote {output} and {output.name.removesuffix('.csv')}_summary.csv")
+    missing = sorted(set(per_case.loc[per_case["missing"], "case"]))
     typer.echo(RESEARCH_USE_NOTICE)
+    if missing:
+        typer.echo(
+            f"missing: {len(missing)} reference case(s) have no prediction and count as Dice 0: "
+            f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}",
+            err=True,
+        )
+        return 1
+    return 0
 
 
 def export(

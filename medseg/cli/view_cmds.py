@@ -19,7 +19,21 @@ def view(
     case: str | None = typer.Option(
         None, "--case", help="Case id to open from the dataset folder/manifest given as PATH."
     ),
-    port: int | None = typer.Option(None, "--port", help="Local port (default: Streamlit's 8501)."),
+    port: int | None = typer.Option(
+        None, "--port", help="Port (default: 8501, or a free one when that is taken)."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Address to listen on (default 127.0.0.1: this machine only). Any other, e.g. "
+        "0.0.0.0, requires an access token; see docs/security.md.",
+    ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        help="Access token for the page (default: $MEDSEG_VIEW_TOKEN; generated and printed "
+        "for a non-local --host).",
+    ),
     data_root: Path | None = typer.Option(
         None, "--data-root", help="Server-side folder users may browse; never left."
     ),
@@ -44,7 +58,8 @@ def view(
 ) -> None:
     """Open the viewer: scans with predicted masks, slice by slice, in your browser.
 
-    Research use only. Stop the server with Ctrl-C.
+    Research use only. Stop the server with Ctrl-C. Serves on 127.0.0.1 unless --host is
+    given; a non-local --host requires the printed access token (docs/security.md).
     """
     from medseg.errors import MedsegError
     from medseg.viewer.launch import ViewerConfig, default_sample_root, launch
@@ -69,7 +84,7 @@ def view(
         raise MedsegError(
             f"--gt {gt} given without a scan; pass the scan too: medseg view SCAN --gt {gt}"
         )
-    code = launch(config, port=port, open_browser=not no_browser)
+    code = launch(config, port=port, open_browser=not no_browser, host=host, token=token)
     if code not in (0, -2, 130):  # Ctrl-C is a normal way to stop the server
         raise typer.Exit(code)
 

@@ -221,10 +221,17 @@ def load_data_config(path: str | Path, overrides: dict[str, Any] | None = None) 
     if not path.is_file():
         raise InputNotFoundError(f"config {path} does not exist; pass a YAML file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err}); save it as UTF-8 YAML") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
-    if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected a YAML mapping of settings (key: value lines), found a "
+            f"{type(raw).__name__}; see configs/sample.yaml for the layout"
+        )
+    if isinstance(raw.get("data"), dict):
         raw = raw["data"]
     raw = {**raw, **(overrides or {})}
     return parse_data_config(raw, source=str(path))

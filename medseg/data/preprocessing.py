@@ -22,12 +22,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medseg.errors import DatasetError, GeometryMismatchError
+from medseg.errors import CorruptFileError, DatasetError, GeometryMismatchError
 from medseg.io.volume import Volume, check_same_grid, integer_labels
 
 logger = logging.getLogger(__name__)
 
 CANONICAL = ("R", "A", "S")
+# more non-finite voxels than this fraction of a channel: the scan is refused, not repaired
+MAX_NONFINITE_FRACTION = 0.01
 
 
 class PreprocessingParams(BaseModel):
@@ -154,6 +156,8 @@ class GridInfo:
         canonical_affine: 4x4 affine of the canonical (not resampled) grid.
         shape: ``(X', Y', Z')`` of the preprocessed arrays (after resampling).
         affine: 4x4 affine of the preprocessed grid (RAS mm).
+        nonfinite_replaced: per channel, how many NaN/Inf voxels :func:`check_finite`
+            replaced (empty when none was).
     """
 
     source_shape: tuple[int, int, int]
@@ -163,6 +167,7 @@ class GridInfo:
     canonical_affine: np.ndarray
     shape: tuple[int, int, int]
     affine: np.ndarray
+    nonfinite_replaced: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -183,6 +188,7 @@ class GridInfo:
             "canonical_affine": self.canonical_affine.tolist(),
             "shape": list(self.shape),
             "affine": self.affine.tolist(),
+            "nonfinite_replaced": list(self.nonfinite_replaced),
         }
 
     @classmethod
@@ -195,6 +201,7 @@ class GridInfo:
             canonical_affine=np.asarray(data["canonical_affine"], dtype=np.float64),
             shape=tuple(data["shape"]),
             affine=np.asarray(data["affine"], dtype=np.float64),
+            nonfinite_replaced=list(data.get("nonfinite_replaced", [])),
         )
 
 
@@ -260,6 +267,50 @@ def _to_source_order(array: np.ndarray, grid: GridInfo) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- intensities
+
+
+def check_finite(array: np.ndarray, source: str) -> tuple[np.ndarray, int]:
+    """The one rule for NaN/Inf voxels, for training and inference alike.
+
+    None: ``array`` is returned unchanged. A few (at most ``MAX_NONFINITE_FRACTION`` = 1 % of
+    the voxels): they are replaced, in a copy, by the smallest finite value of the array
+    (background for CT and MR), with a warning giving the count. More, or all: the scan is
+    refused, since a mask computed from it would look real and mean nothing.
+
+    Returns:
+        ``(array, number of voxels replaced)``.
+
+    Raises:
+        CorruptFileError: more than 1 % (or all) of the voxels are NaN/Inf; the message gives
+            the count and the index of the first one.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind not in "fc" or np.isfinite(np.sum(array, dtype=np.float64)):
+        return array, 0  # integers cannot be non-finite; a finite sum means none is
+    bad = ~np.isfinite(array)
+    count = int(np.count_nonzero(bad))
+    if count == 0:
+        return array, 0  # the sum overflowed, no voxel is non-finite
+    first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))
+    if count == array.size or count > MAX_NONFINITE_FRACTION * array.size:
+        raise CorruptFileError(
+            f"{source}: {count:,} of {array.size:,} voxels ({100 * count / array.size:.1f} %) "
+            f"are NaN or infinite (first at voxel {first}); more than "
+            f"{100 * MAX_NONFINITE_FRACTION:g} % is not a usable scan. Check the conversion that "
+            "produced it (a failed reconstruction or a division by zero), or export it again"
+        )
+    fill = float(np.min(array[~bad]))
+    logger.warning(
+        "%s: %d NaN/infinite voxel(s) (first at voxel %s) replaced by the minimum finite value "
+        "%g before segmenting",
+        source,
+        count,
+        first,
+        fill,
+    )
+    repaired = array.copy()
+    repaired[bad] = fill
+    return repaired, count
 
 
 def _normalise_channel(
@@ -344,7 +395,8 @@ def preprocess_image(
 
     Steps: check every channel shares one grid; reorient to RAS (lossless); resample the two
     in-plane axes to ``params.target_spacing`` (trilinear); normalise intensities per
-    ``params.modality``. NaN/Inf become 0.
+    ``params.modality``. Non-finite voxels follow :func:`check_finite` (a few are replaced
+    and counted in ``GridInfo.nonfinite_replaced``; more are refused).
     """
     if len(channels) != len(params.channel_names):
         raise DatasetError(
@@ -356,7 +408,14 @@ def preprocess_image(
         check_same_grid(channels[0], other, what="channel")
     grid = make_grid(channels[0], params)
     out = np.empty((len(channels), *grid.shape), dtype=np.float32)
-    for c, vol in enumerate(channels):
+    checked, replaced = [], []
+    for vol in channels:
+        array, count = check_finite(vol.array, str(vol.metadata.get("source", "image")))
+        checked.append(Volume(array, vol.affine, vol.metadata) if count else vol)
+        replaced.append(count)
+    if any(replaced):
+        grid.nonfinite_replaced = replaced
+    for c, vol in enumerate(checked):
         canon = vol.to_canonical().array
         if canon.shape != tuple(grid.shape):  # resampling needs floats; otherwise cast on copy
             canon = _interpolate(canon.astype(np.float32)[None], grid.shape, "trilinear")[0]
@@ -459,7 +518,8 @@ def fit_preprocessing(
             if params.ignore_label is not None:
                 mask &= map_labels(label.array, params) != params.ignore_label
         for c, vol in enumerate(channels):
-            data = np.nan_to_num(vol.array.astype(np.float32, copy=False))
+            finite, _ = check_finite(vol.array, str(vol.metadata.get("source", "image")))
+            data = finite.astype(np.float32, copy=False)
             sel = data[mask] if mask is not None and mask.any() else data[data != 0]
             if sel.size > max_voxels_per_case:
                 sel = rng.choice(sel, max_voxels_per_case, replace=False)

@@ -26,7 +26,7 @@ import numpy as np
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.device import DistInfo, barrier, process_group, resolve_device
-from medseg.errors import DatasetError, InputNotFoundError, OverwriteError
+from medseg.errors import DatasetError, DimensionError, InputNotFoundError, OverwriteError
 from medseg.inference.postprocess import PostprocessConfig
 from medseg.io.atomic import atomic_path
 from medseg.io.cases import image_stem, is_dicom_folder, is_image_file, split_channel
@@ -118,6 +118,36 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def read_case(
+    case: Case,
+    channel_names: Sequence[str] | None,
+    series: str | None = None,
+    channel: int | None = None,
+) -> list:
+    """The channel Volumes of ``case`` for a model with ``channel_names``.
+
+    ``channel`` picks that index of every 4D / multi-component input. Without it, a single
+    4D input with as many channels as the model expects is the channel stack (Medical
+    Segmentation Decathlon layout: ``BRATS_001.nii.gz`` holding FLAIR, T1, T1c, T2 in order).
+    """
+    from medseg.io import channel_count, read_volume
+
+    expected = len(channel_names or ())
+    if channel is None and expected > 1 and len(case.inputs) == 1:
+        path = case.inputs[0]
+        found = channel_count(path)
+        if found == expected:
+            return [read_volume(path, series=series, channel=c) for c in range(found)]
+        if found > 1:
+            raise DimensionError(
+                f"{path}: has {found} channels but the model expects {expected} "
+                f"({', '.join(channel_names or ())}); give a 4D file with {expected} channels "
+                f"in that order, or one file per channel ({case.case_id}_0000 ... "
+                f"{case.case_id}_{expected - 1:04d})"
+            )
+    return [read_volume(p, series=series, channel=channel) for p in case.inputs]
+
+
 def predict_case(
     predictor,
     case: Case,
@@ -126,14 +156,17 @@ def predict_case(
     series: str | None,
     save_probabilities: bool,
     worker: dict[str, int] | None = None,
+    channel: int | None = None,
 ) -> dict[str, Any]:
-    """Predict one case and write its outputs; returns the JSON report written."""
+    """Predict one case and write its outputs; returns the JSON report written.
+
+    ``channel``: index to take from 4D inputs (see :func:`read_case`)."""
     from medseg.inference.dicom_seg import write_dicom_seg
-    from medseg.io import read_volume, write_mask, write_probabilities
+    from medseg.io import write_mask, write_probabilities
 
     out = case_outputs(output_dir, case.case_id)
     t0 = time.perf_counter()
-    channels = [read_volume(p, series=series) for p in case.inputs]
+    channels = read_case(case, getattr(predictor, "channel_names", None), series, channel)
     read_s = time.perf_counter() - t0
     prediction = predictor.predict(channels, return_probabilities=save_probabilities)
     t0 = time.perf_counter()
@@ -196,8 +229,11 @@ def predict_cases(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    channel: int | None = None,
 ) -> BatchResult:
     """Predict this rank's share of ``cases`` (``cases[rank::world_size]``) into ``output_dir``.
+
+    ``channel`` picks one index of 4D inputs (CLI ``--channel``); see :func:`read_case`.
 
     Done cases (``<case>.json`` and mask present) are skipped unless ``overwrite``. A case
     that fails is logged, recorded in ``<case>.failed.json`` and skipped.
@@ -223,6 +259,7 @@ def predict_cases(
                 series=series,
                 save_probabilities=save_probabilities,
                 worker={"rank": rank, "world_size": world_size},
+                channel=channel,
             )
             result.done.append(case.case_id)
         except Exception as err:  # one bad case must never abort the others
@@ -318,6 +355,7 @@ def predict_folder(
     series: str | None = None,
     info: DistInfo | None = None,
     progress: bool = True,
+    channel: int | None = None,
 ) -> FolderResult:
     """Segment every case in ``inputs`` into the folder ``output`` (what ``medseg predict`` runs).
 
@@ -332,6 +370,8 @@ def predict_folder(
         save_probabilities: also write ``<case>_probabilities.nii.gz``.
         overwrite: redo cases that already have results.
         series: the SeriesInstanceUID to read when a DICOM folder holds several.
+        channel: index to take from 4D inputs; without it a 4D input with the model's
+            channel count is its channel stack (:func:`read_case`).
         info: this process's place in a torchrun job (``DistInfo.from_env()`` at the entry
             point); ranks share the cases and rank 0 writes the summary.
 
@@ -358,6 +398,7 @@ def predict_folder(
         result = predict_cases(
             predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
             series=series, rank=info.rank, world_size=info.world_size, progress=progress,
+            channel=channel,
         )  # fmt: skip
         barrier()
         summary = merge_summary(cases, output) if info.is_main else None

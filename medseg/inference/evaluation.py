@@ -4,6 +4,10 @@ Files or folders are paired by case id (file name without its extension, e.g.
 ``case_001.nii.gz`` -> ``case_001``; nnU-Net's ``_0000`` channel suffix is ignored). Every
 pair must share one voxel grid (:class:`~medseg.errors.GeometryMismatchError` otherwise).
 Metrics are those of :mod:`medseg.metrics`.
+
+A reference case without a prediction counts, as in challenge evaluations: Dice and IoU 0,
+distances NaN, every reference lesion missed, flagged ``missing`` in the per-case table, so
+a half-finished batch never scores better than it is.
 """
 
 from __future__ import annotations
@@ -47,8 +51,9 @@ def _index(folder: Path) -> dict[str, Path]:
     return found
 
 
-def match_cases(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
-    """``(case_id, prediction, reference)`` pairs from two files or two folders."""
+def match_cases(pred: Path, ref: Path) -> list[tuple[str, Path | None, Path]]:
+    """``(case_id, prediction, reference)`` pairs from two files or two folders; the
+    prediction is ``None`` for a reference case with no prediction (scored as missing)."""
     for p in (pred, ref):
         if not p.exists():
             raise InputNotFoundError(f"{p} does not exist; check the path")
@@ -63,15 +68,21 @@ def match_cases(pred: Path, ref: Path) -> list[tuple[str, Path, Path]]:
                 f"{sorted(preds)[:3]}) and {ref} ({len(refs)} masks, e.g. {sorted(refs)[:3]}); "
                 "masks are paired by file name without extension"
             )
-        for side, missing in (
-            ("reference", set(preds) - set(refs)),
-            ("prediction", set(refs) - set(preds)),
-        ):
-            if missing:
-                logger.warning(
-                    "%d case(s) have no %s: %s", len(missing), side, sorted(missing)[:10]
-                )
-        return [(c, preds[c], refs[c]) for c in common]
+        extra = set(preds) - set(refs)
+        if extra:
+            logger.warning(
+                "%d prediction(s) have no reference and are not scored: %s",
+                len(extra),
+                sorted(extra)[:10],
+            )
+        missing = set(refs) - set(preds)
+        if missing:
+            logger.warning(
+                "%d case(s) have no prediction and count as Dice 0: %s",
+                len(missing),
+                sorted(missing)[:10],
+            )
+        return [(c, preds.get(c), refs[c]) for c in sorted(refs)]
     raise InputNotFoundError(
         f"{pred} and {ref}: give two mask files or two folders of masks, not a mix"
     )
@@ -113,6 +124,20 @@ def evaluate_pair(
     return evaluate_masks(pred_arr, ref_arr, ref.spacing, classes)
 
 
+def evaluate_missing(ref_path: Path, classes: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """Metric rows for a reference with no prediction: Dice/IoU 0, distances NaN, the
+    reference's volume and lesions all missed."""
+    from medseg.io import integer_labels, read_volume
+    from medseg.metrics import evaluate_masks
+
+    ref = read_volume(ref_path)
+    ref_arr = integer_labels(ref.array, str(ref_path), "reference mask", np.int32)
+    rows = evaluate_masks(np.zeros_like(ref_arr), ref_arr, ref.spacing, classes)
+    for row in rows:
+        row.update(dice=0.0, iou=0.0, hd95_mm=math.nan, assd_mm=math.nan)
+    return rows
+
+
 def summarize(per_case):
     """Mean / median / std of each metric per class, and lesion detection totals."""
     import pandas as pd
@@ -120,6 +145,8 @@ def summarize(per_case):
     rows = []
     for name, group in per_case.groupby("class", sort=False):
         row: dict[str, Any] = {"class": name, "cases": len(group)}
+        if "missing" in group:
+            row["missing_cases"] = int(group["missing"].sum())
         for metric in SUMMARY_METRICS:
             values = group[metric].astype(float)
             row[f"{metric}_mean"] = values.mean()
@@ -135,6 +162,13 @@ def summarize(per_case):
     return pd.DataFrame(rows)
 
 
+def _reference_classes(ref_path: Path) -> dict[str, list[int]]:
+    from medseg.io import integer_labels, read_volume
+
+    ref = integer_labels(read_volume(ref_path).array, str(ref_path), "reference mask", np.int32)
+    return {str(int(v)): [int(v)] for v in sorted(set(np.unique(ref)) - {0})}
+
+
 def evaluate_paths(
     pred: str | Path,
     ref: str | Path,
@@ -144,16 +178,27 @@ def evaluate_paths(
     """Evaluate every matched case; returns ``(per_case, summary)`` DataFrames.
 
     With ``output`` (a ``.csv`` path) the per-case table is written there and the summary
-    beside it as ``<name>_summary.csv`` (both atomically).
+    beside it as ``<name>_summary.csv`` (both atomically). Reference cases without a
+    prediction are rows with ``missing`` True and Dice 0 (see the module docstring).
     """
     import pandas as pd
     from tqdm import tqdm
 
     pairs = match_cases(Path(pred), Path(ref))
     rows = []
-    for case, p, r in tqdm(pairs, desc="evaluate", unit="case", disable=len(pairs) < 2):
+    present = [(c, p, r) for c, p, r in pairs if p is not None]
+    for case, p, r in tqdm(present, desc="evaluate", unit="case", disable=len(present) < 2):
         for row in evaluate_pair(p, r, labels):
-            rows.append({"case": case, **row})
+            rows.append({"case": case, "missing": False, **row})
+    seen: dict[str, list[int]] = {}
+    for row in rows:
+        seen.setdefault(str(row["class"]), [int(v) for v in str(row["labels"]).split(",")])
+    for case, p, r in pairs:
+        if p is None:
+            classes = labels or seen or _reference_classes(r)
+            rows.extend(
+                {"case": case, "missing": True, **row} for row in evaluate_missing(r, classes)
+            )
     per_case = pd.DataFrame(rows)
     if per_case.empty:
         raise InputNotFoundError(f"{pred}: no labels to evaluate (both masks empty everywhere?)")

@@ -334,6 +334,8 @@ class Predictor:
         t0 = time.perf_counter()
         readouts = compute_readouts(label_volume, self.class_names)
         readouts["postprocess_removed"] = removed
+        if grid.nonfinite_replaced:  # NaN/Inf voxels replaced by preprocessing (check_finite)
+            readouts["nonfinite_voxels_replaced"] = grid.nonfinite_replaced
         timing["readouts"] = time.perf_counter() - t0
         timing["total"] = time.perf_counter() - start
         return Prediction(

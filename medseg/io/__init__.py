@@ -22,6 +22,7 @@ from medseg.io.volume import Volume, check_same_grid, integer_labels
 __all__ = [
     "Volume",
     "align_to_grid",
+    "channel_count",
     "check_output_path",
     "check_same_grid",
     "integer_labels",
@@ -70,6 +71,35 @@ def read_volume(
         ".nii/.nii.gz file, a DICOM series folder or file, or a "
         f"{'/'.join(ITK_SUFFIXES)} file"
     )
+
+
+def channel_count(path: str | Path) -> int:
+    """Channels (4th-axis entries or vector components) of an image file, from its header
+    only; 1 for 3D files and DICOM. Use with ``read_volume(path, channel=i)``."""
+    path = Path(path)
+    if path.is_dir() or not path.is_file():
+        return 1
+    if is_nifti(path):
+        import nibabel as nib
+
+        try:
+            shape = nib.load(str(path)).shape
+        except Exception:  # unreadable: read_volume will report it properly
+            return 1
+        extra = [int(s) for s in shape[3:]]
+        return int(np.prod(extra)) if extra else 1
+    if is_itk_file(path):
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            return 1
+        size = reader.GetSize()
+        return max(int(reader.GetNumberOfComponents()), int(size[3]) if len(size) > 3 else 1)
+    return 1
 
 
 def _inputs_of(volume: Volume) -> list[Path]:

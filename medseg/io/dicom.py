@@ -10,8 +10,11 @@ scanned first without pixels, see :mod:`medseg.io.dicom_series`).
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pydicom
@@ -19,12 +22,13 @@ import pydicom
 from medseg.errors import CorruptFileError, DicomSeriesError, UnsupportedFormatError
 from medseg.io.dicom_series import (
     DicomSeries,
+    dcmread_bounded,
     identifiers_of,
     read_header,
     scan_folder,
     select_series,
 )
-from medseg.io.volume import LPS_TO_RAS, Volume
+from medseg.io.volume import LPS_TO_RAS, Volume, check_affine
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +170,24 @@ PIXEL_TAGS = [
 
 def _decode(path: Path) -> np.ndarray:
     try:
-        ds = pydicom.dcmread(str(path), specific_tags=PIXEL_TAGS)
+        ds = dcmread_bounded(path, specific_tags=PIXEL_TAGS)
         return np.asarray(ds.pixel_array)
     except Exception as err:  # decoders raise many types (RuntimeError, NotImplementedError...)
+        syntax = _transfer_syntax(path)
         raise CorruptFileError(
-            f"{path}: cannot decode pixel data ({type(err).__name__}: {err}); if the transfer "
-            "syntax is compressed, install the decoder (pip install pylibjpeg "
-            "pylibjpeg-openjpeg pylibjpeg-libjpeg) or the file is truncated"
+            f"{path}: cannot decode pixel data stored as {syntax} ({type(err).__name__}: "
+            f"{err}); medseg decodes compressed syntaxes with python-gdcm, pylibjpeg and "
+            "pylibjpeg-openjpeg (dependencies; reinstall with `pip install medseg` if one is "
+            "missing), so the file is likely truncated or damaged: copy it again"
         ) from err
+
+
+def _transfer_syntax(path: Path) -> str:
+    try:
+        uid = dcmread_bounded(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        return f"{uid.name} ({uid})"
+    except Exception:  # the header itself is unreadable
+        return "an unknown transfer syntax"
 
 
 def _stack_pixels(files: list[Path], headers: list[pydicom.Dataset]) -> tuple[np.ndarray, dict]:
@@ -241,6 +255,7 @@ def _metadata(series: DicomSeries, files: list[Path], rescale: dict) -> dict:
 def read_dicom_series(series: DicomSeries, folder: Path) -> Volume:
     """Read one scanned series (see :func:`scan_folder`) into a Volume."""
     affine, order = series_affine(series, folder)
+    check_affine(affine, str(folder))
     files = [series.files[i] for i in order]
     headers = [series.headers[i] for i in order]
     array, rescale = _stack_pixels(files, headers)
@@ -256,6 +271,33 @@ def read_dicom_series(series: DicomSeries, folder: Path) -> Volume:
     return Volume(array, affine, meta, identifiers_of(headers[0]))
 
 
+_Reader = TypeVar("_Reader", bound=Callable[..., Volume])
+
+# what interpreting a damaged header raises inside pydicom/numpy (a value of the wrong VR or
+# multiplicity, a bad number); any of these means the file, not medseg, is at fault
+_HEADER_VALUE_ERRORS = (TypeError, ValueError, IndexError, KeyError, AttributeError,
+                        OverflowError, ZeroDivisionError)  # fmt: skip
+
+
+def _header_errors_as_corrupt(reader: _Reader) -> _Reader:
+    """Report a header value that cannot be interpreted as a ``CorruptFileError`` naming
+    the file (MedsegErrors raised inside pass through unchanged)."""
+
+    @functools.wraps(reader)
+    def wrapped(path, *args, **kwargs):
+        try:
+            return reader(path, *args, **kwargs)
+        except _HEADER_VALUE_ERRORS as err:
+            raise CorruptFileError(
+                f"{path}: a DICOM header value cannot be interpreted ({type(err).__name__}: "
+                f"{err}); the file is damaged or was written by a non-conforming tool: export "
+                "the series again from the scanner or PACS"
+            ) from err
+
+    return wrapped  # type: ignore[return-value]
+
+
+@_header_errors_as_corrupt
 def read_dicom_folder(folder: str | Path, series: str | None = None) -> Volume:
     """Read the DICOM series in ``folder`` (``series`` picks one when there are several)."""
     folder = Path(folder)
@@ -278,6 +320,7 @@ def _is_seg(ds: pydicom.Dataset) -> bool:
     return sop == SEG_SOP_CLASS
 
 
+@_header_errors_as_corrupt
 def read_dicom_file(path: str | Path) -> Volume:
     """Read a single DICOM file: a DICOM-SEG (label map), a multi-frame image or one slice."""
     path = Path(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import pydicom
@@ -93,12 +94,57 @@ def _text(value: object) -> str:
     return "" if value is None else str(value).strip()
 
 
+class _BoundedFile:
+    """A binary file whose ``read(n)`` never asks for more than what is left in it.
+
+    A damaged length field (a flipped bit) makes pydicom call ``read(800_000_000)`` on a
+    1 KB file; CPython allocates the requested size before reading, so an unbounded read
+    allocates far more than the file holds. This caps each request at the bytes left.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fh = open(path, "rb")  # noqa: SIM115 - closed by dcmread_bounded
+        self._size = os.fstat(self._fh.fileno()).st_size
+        self.name = str(path)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self._fh.read()
+        return self._fh.read(max(0, min(size, self._size - self._fh.tell())))
+
+    def __getattr__(self, name: str):
+        return getattr(self._fh, name)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def dcmread_bounded(path: Path, **kwargs) -> pydicom.Dataset:
+    """``pydicom.dcmread`` that allocates no more than the file's size per read (see
+    :class:`_BoundedFile`); same keyword arguments."""
+    handle = _BoundedFile(Path(path))
+    try:
+        ds = pydicom.dcmread(handle, **kwargs)
+        ds.filename = str(path)
+        return ds
+    finally:
+        handle.close()
+
+
 def read_header(path: Path) -> pydicom.Dataset | None:
     """The DICOM header of ``path`` without pixel data, or None when it is not DICOM."""
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
+        ds = dcmread_bounded(path, stop_before_pixels=True)
+        for _ in ds.iterall():  # pydicom converts values lazily: fail here, not mid-read
+            pass
+        for _ in getattr(ds, "file_meta", ()):
+            pass
+        return ds
+    except InvalidDicomError as err:
         logger.debug("%s: not read as DICOM (%s)", path, type(err).__name__)
+        return None
+    except Exception as err:  # a damaged header raises almost anything inside pydicom
+        logger.debug("%s: DICOM header unreadable (%s: %s)", path, type(err).__name__, err)
         return None
 
 

@@ -18,7 +18,8 @@ import SimpleITK as sitk
 
 from medseg.errors import CorruptFileError, DimensionError, UnsupportedFormatError
 from medseg.io.atomic import atomic_path
-from medseg.io.volume import LPS_TO_RAS, Volume
+from medseg.io.nifti import GZIP_MAX_RATIO, GZIP_SLACK_BYTES
+from medseg.io.volume import LPS_TO_RAS, Volume, check_affine
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +97,23 @@ def volume_from_sitk(image: sitk.Image, source: str, channel: int | None = None)
         raise DimensionError(
             f"{source}: has {image.GetDimension()} dimensions (size {image.GetSize()}), expected 3"
         )
+    if 0 in image.GetSize():
+        raise CorruptFileError(
+            f"{source}: has a dimension of length 0 (size {image.GetSize()}), so it holds no "
+            "voxels; the header's sizes are wrong or the export failed: export it again"
+        )
+    affine = affine_from_sitk(image)
+    check_affine(affine, source)
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
     meta = {"source": source, "format": "itk", "modality": "unknown"}
-    return Volume(array, affine_from_sitk(image), meta)  # Fortran-ordered view, no copy
+    return Volume(array, affine, meta)  # Fortran-ordered view, no copy
 
 
 def read_itk(path: str | Path, channel: int | None = None) -> Volume:
     """Read an NRRD/MHA/MHD (or any SimpleITK-readable) file as a Volume."""
     path = Path(path)
     try:
+        _check_claimed_size(path)
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         first = str(err).strip().splitlines()[-1] if str(err).strip() else ""
@@ -118,6 +127,70 @@ def read_itk(path: str | Path, channel: int | None = None) -> Volume:
     if suffix in ("nrrd", "nhdr"):
         volume.metadata["description"] = _nrrd_text(image)
     return volume
+
+
+# header keys holding the number of dimensions and the size per dimension
+_TEXT_HEADER_KEYS = {"mha": ("NDims", "DimSize", "="), "nrrd": ("dimension", "sizes", ":")}
+MAX_DIMENSIONS = 5
+
+
+def _check_text_header(path: Path) -> None:
+    """Refuse MHA/NRRD headers whose dimension count ITK would trust blindly.
+
+    SimpleITK 2.x crashes the whole process (segmentation fault) on a MetaImage with
+    ``NDims = -1``; a crash cannot be caught, so the count and sizes are checked here first.
+    """
+    kind = "mha" if path.name.lower().endswith((".mha", ".mhd")) else "nrrd"
+    ndims_key, sizes_key, sep = _TEXT_HEADER_KEYS[kind]
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    fields: dict[str, str] = {}
+    for line in head.split(b"\n"):
+        if sep.encode() not in line:
+            if kind == "nrrd" and not line.strip() and fields:
+                break  # blank line: the NRRD data starts
+            continue
+        key, _, value = line.decode("latin-1").partition(sep)
+        fields.setdefault(key.strip(), value.strip())
+        if kind == "mha" and key.strip() == "ElementDataFile":
+            break
+    ndims, sizes = fields.get(ndims_key), fields.get(sizes_key)
+    try:
+        n = int(ndims) if ndims is not None else None
+        dims = [int(v) for v in sizes.split()] if sizes is not None else None
+    except ValueError:
+        n, dims = -1, None
+    if (n is not None and not 1 <= n <= MAX_DIMENSIONS) or (
+        dims is not None and (not dims or min(dims) < 1 or (n is not None and len(dims) != n))
+    ):
+        raise CorruptFileError(
+            f"{path}: corrupt header: {ndims_key} {ndims!r} and {sizes_key} {sizes!r} do not "
+            f"describe an image (expected 1 to {MAX_DIMENSIONS} dimensions, one positive size "
+            "each); the file is damaged: copy or export it again"
+        )
+
+
+def _check_claimed_size(path: Path) -> None:
+    """Refuse, before allocating, a single-file header claiming more voxels than it can hold.
+
+    At least one byte per voxel; compressed data at most ~1100:1 (deflate's limit) plus slack.
+    Detached headers (.mhd/.nhdr) keep their voxels elsewhere and are left to SimpleITK.
+    """
+    _check_text_header(path)
+    if path.name.lower().endswith((".mhd", ".nhdr")):
+        return
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = tuple(int(s) for s in reader.GetSize())
+    voxels = int(np.prod(size, dtype=object)) * max(1, reader.GetNumberOfComponents())
+    bound = path.stat().st_size * GZIP_MAX_RATIO + GZIP_SLACK_BYTES
+    if voxels > bound:
+        raise CorruptFileError(
+            f"{path}: the header claims size {size} ({voxels:,} voxels), more than a "
+            f"{path.stat().st_size:,}-byte file can hold; its sizes/DimSize field is corrupt or "
+            "the file is truncated: copy or export it again"
+        )
 
 
 def _nrrd_text(image: sitk.Image) -> str:

@@ -12,11 +12,15 @@ import numpy as np
 
 from medseg.errors import CorruptFileError, DimensionError, OverwriteError
 from medseg.io.atomic import atomic_path
-from medseg.io.volume import Volume
+from medseg.io.volume import Volume, check_affine
 
 logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+# deflate never compresses better than about 1032:1; anything claiming more is a bad header
+GZIP_MAX_RATIO = 1100
+GZIP_SLACK_BYTES = 64 * 2**20
 
 
 def is_nifti(path: Path) -> bool:
@@ -28,16 +32,18 @@ def read_nifti(path: Path, channel: int | None = None) -> Volume:
     """Read a NIfTI file. A 4D file needs ``channel`` (index along the 4th axis)."""
     try:
         img = nib.load(str(path))
+        _check_header(path, img)
         data = _load_data(img)
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as err:
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError, OverflowError) as err:
         raise CorruptFileError(
             f"{path}: cannot decode NIfTI data ({type(err).__name__}: {err}); the file is "
             "truncated or not a NIfTI file: copy it again from the source"
         ) from err
-    except nib.filebasedimages.ImageFileError as err:
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError) as err:
         raise CorruptFileError(
-            f"{path}: not a valid NIfTI file ({err}); the file is truncated or not NIfTI "
-            "despite its extension: copy it again from the source"
+            f"{path}: not a valid NIfTI file ({type(err).__name__}: {err}); the file is "
+            "truncated or not NIfTI despite its extension, or its header is corrupt: copy it "
+            "again from the source"
         ) from err
     data = _select_channel(path, data, channel)
     header = img.header
@@ -63,6 +69,35 @@ def read_nifti(path: Path, channel: int | None = None) -> Volume:
         meta["labels_stored_as_float"] = True
         data = labels
     return Volume(data, img.affine, meta)
+
+
+def _check_header(path: Path, img: nib.Nifti1Image) -> None:
+    """Refuse, before allocating, a header whose shape, size or geometry cannot be right."""
+    shape = tuple(int(s) for s in img.shape)
+    if any(s == 0 for s in shape):
+        raise CorruptFileError(
+            f"{path}: has a dimension of length 0 (shape {shape}), so it holds no voxels; the "
+            "header's dim field is wrong or the export failed: copy or export it again"
+        )
+    claimed = int(np.prod(shape, dtype=object)) * img.header.get_data_dtype().itemsize
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        bound = size * GZIP_MAX_RATIO + GZIP_SLACK_BYTES
+        if claimed > bound:
+            raise CorruptFileError(
+                f"{path}: the header claims shape {shape} ({claimed:,} bytes of voxels), more "
+                f"than a {size:,}-byte gzip file can hold (at most ~{bound:,} bytes); the header's "
+                "dim/datatype fields are corrupt or the file is truncated: copy it again"
+            )
+    else:
+        available = size - int(getattr(img.dataobj, "offset", 352))
+        if claimed > available:
+            raise CorruptFileError(
+                f"{path}: the header claims shape {shape} ({claimed:,} bytes of voxels) but the "
+                f"file holds only {max(available, 0):,} bytes after the header (vox_offset); it is "
+                "truncated or its dim/datatype/vox_offset fields are corrupt: copy it again"
+            )
+    check_affine(img.affine, str(path))
 
 
 def _itk_would_differ(img: nib.Nifti1Image) -> bool:

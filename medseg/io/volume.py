@@ -20,7 +20,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from medseg.errors import DatasetError, DimensionError, GeometryMismatchError
+from medseg.errors import CorruptFileError, DatasetError, DimensionError, GeometryMismatchError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -130,6 +130,36 @@ class Volume:
         return Volume(
             np.ascontiguousarray(array), affine, dict(self.metadata), dict(self.identifiers)
         )
+
+
+def check_affine(affine: np.ndarray, source: str) -> None:
+    """Refuse a voxel-to-world matrix that places no voxel anywhere: non-finite, zero or singular.
+
+    Readers call this before decoding voxels, so ``medseg info``/``convert``/``predict`` report
+    a corrupt header in one line instead of failing later in orientation or resampling code.
+
+    Raises:
+        CorruptFileError: the 3x3 rotation/zoom part is non-finite, zero or (near) singular.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    matrix = affine[:3, :3]
+    if not np.all(np.isfinite(affine)):
+        why = "it holds NaN or infinite values"
+    else:
+        sv = np.linalg.svd(matrix, compute_uv=False)
+        if sv[0] == 0.0:
+            why = "its rotation/zoom part is all zeros (zero voxel spacing)"
+        elif sv[-1] <= 1e-6 * sv[0]:
+            why = "its rotation/zoom part is singular (two axes coincide or a spacing is 0)"
+        else:
+            return
+    raise CorruptFileError(
+        f"{source}: degenerate voxel-to-world geometry: {why} (3x3 part "
+        f"{np.round(matrix, 4).tolist()}), so where the voxels lie in the patient is unknown. "
+        "The header's spacing/orientation (NIfTI pixdim/qform/sform, NRRD space directions, "
+        "DICOM PixelSpacing/ImageOrientationPatient) is corrupt: export the scan again from "
+        "its source, or repair the header (e.g. nibabel set_sform) if you know the true geometry"
+    )
 
 
 def check_same_grid(reference: Volume, other: Volume, what: str = "mask") -> None:

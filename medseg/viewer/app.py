@@ -24,6 +24,7 @@ import streamlit as st
 from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import MedsegError
 from medseg.viewer import cases, loading, render, review_panel, services
+from medseg.viewer.access import require_access
 from medseg.viewer.launch import ViewerConfig, parse_app_args
 from medseg.viewer.panels import (
     downloads_panel,
@@ -361,6 +362,8 @@ def shown_truth(shown: DisplayCase) -> MaskLayer | None:
 def main() -> None:
     """Page entry point (Streamlit re-runs this on every interaction)."""
     st.set_page_config(page_title="medseg viewer", layout="wide", page_icon="🧠")
+    if not require_access():  # token check (non-local binds): nothing of a case before it
+        return
     config = get_config()
     st.title("medseg viewer")
     st.warning(RESEARCH_USE_NOTICE, icon="⚠️")

@@ -4,20 +4,39 @@
 [app arguments]``; Streamlit hands everything after ``--`` to the script as ``sys.argv[1:]``,
 where :func:`parse_app_args` reads it back. The app file ships inside the package, so this
 works from an editable install and from a wheel alike.
+
+Never interactive: the server always runs headless (no first-run e-mail prompt, which
+would stop a run without a terminal) and the browser tab is opened from here once the
+server answers. It binds 127.0.0.1 unless a host is asked for; a non-loopback bind needs an
+access token (:mod:`medseg.viewer.access`), generated and printed when none is given. The
+server's stderr is passed through and its last lines are reported when it fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
+import ipaddress
 import logging
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
+import webbrowser
 from pathlib import Path
 
-from medseg.errors import InputNotFoundError
+from medseg.errors import InputNotFoundError, MedsegError
+
+TOKEN_ENV = "MEDSEG_VIEW_TOKEN"  # the same name as medseg.viewer.access (no streamlit import here)
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8501
+STDERR_TAIL_LINES = 20
 
 logger = logging.getLogger(__name__)
 
@@ -132,15 +151,55 @@ def check_config(config: ViewerConfig) -> None:
         )
 
 
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.x, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def free_port(host: str, preferred: int = DEFAULT_PORT) -> int:
+    """``preferred`` when nothing listens there on ``host``, else a free port the OS picks."""
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    return preferred
+
+
+def resolve_token(host: str, token: str | None) -> str | None:
+    """The access token to require: ``token``, else ``$MEDSEG_VIEW_TOKEN``, else (non-loopback
+    binds only) a new random one; ``None`` for a loopback bind without either."""
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if token is None and not is_loopback(host):
+        token = secrets.token_urlsafe(24)
+    return token
+
+
 def streamlit_command(
-    config: ViewerConfig, port: int | None = None, open_browser: bool = True
+    config: ViewerConfig,
+    port: int | None = None,
+    open_browser: bool = True,
+    host: str = DEFAULT_HOST,
 ) -> list[str]:
-    """The full ``python -m streamlit run ...`` argument list for ``config``."""
+    """The full ``python -m streamlit run ...`` argument list for ``config``.
+
+    Always headless (``open_browser`` is handled by :func:`launch`, not by Streamlit, whose
+    non-headless mode asks for an e-mail address on first run).
+    """
+    del open_browser  # kept for callers; the launcher opens the tab itself
     command = [sys.executable, "-m", "streamlit", "run", str(APP_PATH)]
     if port is not None:
         command += ["--server.port", str(port)]
     command += [
-        "--server.headless", "false" if open_browser else "true",
+        "--server.address", host,
+        "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
         "--server.maxUploadSize", "512",
         "--theme.base", "dark",
@@ -149,18 +208,103 @@ def streamlit_command(
     return [*command, "--", *app_arguments(config)]
 
 
-def launch(config: ViewerConfig, port: int | None = None, open_browser: bool = True) -> int:
+def _pump(stream, sink, tail: collections.deque) -> None:
+    """Copy the server's stderr to ours line by line, keeping the last lines."""
+    for line in iter(stream.readline, ""):
+        tail.append(line.rstrip("\n"))
+        sink.write(line)
+        sink.flush()
+    stream.close()
+
+
+def _open_when_ready(url: str, health: str, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(health, timeout=2) as response:
+                if response.status == 200:
+                    webbrowser.open(url)
+                    return
+        except OSError:
+            time.sleep(0.5)
+
+
+def _announce(host: str, port: int, token: str | None) -> str:
+    """Log where the viewer is served (with the token, as Jupyter does); the URL to open."""
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{port}/"
+    if token:
+        url += f"?token={token}"
+    if not is_loopback(host):
+        logger.warning(
+            "the viewer listens on %s:%d, reachable from other machines; anyone with the token "
+            "can see the scans it opens. Prefer a loopback bind behind your hospital's reverse "
+            "proxy/SSO (docs/security.md)",
+            host,
+            port,
+        )
+    sys.stderr.write(f"medseg viewer: open {url}\n")
+    sys.stderr.flush()
+    return url
+
+
+def launch(
+    config: ViewerConfig,
+    port: int | None = None,
+    open_browser: bool = True,
+    host: str = DEFAULT_HOST,
+    token: str | None = None,
+) -> int:
     """Run the viewer server in a subprocess until it exits; its exit code.
 
-    Ctrl-C and SIGTERM (a job scheduler, a test's teardown) stop the server too: without
-    forwarding SIGTERM the Streamlit child would outlive ``medseg view`` and keep its port.
+    ``host`` is the bind address (loopback by default); a non-loopback one requires
+    ``token`` (or ``$MEDSEG_VIEW_TOKEN``), generated when neither is given. Ctrl-C and
+    SIGTERM (a job scheduler, a test's teardown) stop the server too: without forwarding
+    SIGTERM the Streamlit child would outlive ``medseg view`` and keep its port.
+
+    Raises:
+        MedsegError: the server exited with an error; the message holds its last stderr lines.
     """
     check_config(config)
-    command = streamlit_command(config, port, open_browser)
+    port = port if port is not None else free_port(host)
+    token = resolve_token(host, token)
+    command = streamlit_command(config, port, open_browser, host=host)
     logger.info("starting the viewer: %s", " ".join(command))
-    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
-    process = subprocess.Popen(command, env=env)
+    env = dict(
+        os.environ,
+        STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+        STREAMLIT_SERVER_HEADLESS="true",
+    )
+    env.pop(TOKEN_ENV, None)
+    if token:
+        env[TOKEN_ENV] = token
+    process = subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    tail: collections.deque = collections.deque(maxlen=STDERR_TAIL_LINES)
+    pump = threading.Thread(target=_pump, args=(process.stderr, sys.stderr, tail), daemon=True)
+    pump.start()
+    url = _announce(host, port, token)
+    if open_browser:
+        health = (
+            f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/_stcore/health"
+        )
+        threading.Thread(
+            target=_open_when_ready, args=(url, health, process, 60.0), daemon=True
+        ).start()
+    code = _wait(process)
+    pump.join(timeout=5)
+    if code not in (0, -2, -15, 130):  # Ctrl-C / SIGTERM are normal ways to stop it
+        last = "\n".join(f"  {line}" for line in tail) or "  (no output on stderr)"
+        raise MedsegError(
+            f"the viewer server (streamlit) exited with code {code}; its last messages:\n{last}\n"
+            f"Fix the cause above (e.g. port {port} in use: pass --port; a missing package: "
+            "pip install medseg again) and run `medseg view` again"
+        )
+    return code
 
+
+def _wait(process: subprocess.Popen) -> int:
     def stop(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 

@@ -253,7 +253,7 @@ def test_pixel_data_decoded_once_per_file(tmp_path, monkeypatch):
 
     def counting(path, *args, **kwargs):
         ds = real(path, *args, **kwargs)
-        calls.append((Path(path).name, "PixelData" in ds))
+        calls.append((Path(getattr(path, "name", path)).name, "PixelData" in ds))
         return ds
 
     monkeypatch.setattr(series_mod.pydicom, "dcmread", counting)

@@ -48,8 +48,10 @@ def test_cli_passes_arguments_to_streamlit(tmp_path: Path, monkeypatch: pytest.M
     seen = {}
 
     class FakePopen:
-        def __init__(self, command, env):
+        def __init__(self, command, env, **kwargs):
             seen["command"] = command
+            seen["env"] = env
+            self.stderr = __import__("io").StringIO("")
 
         def wait(self):
             return 0
@@ -61,6 +63,8 @@ def test_cli_passes_arguments_to_streamlit(tmp_path: Path, monkeypatch: pytest.M
     assert app_args[0] == str(scan.resolve())
     assert app_args[app_args.index("--data-root") + 1] == str(tmp_path.resolve())
     assert command[command.index("--server.port") + 1] == "9999"
+    assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    assert command[command.index("--server.headless") + 1] == "true"
 
 
 @pytest.mark.parametrize(
