@@ -144,8 +144,9 @@ def test_cli_passes_channels_and_case(tmp_path: Path, monkeypatch: pytest.Monkey
     seen = {}
 
     class FakePopen:
-        def __init__(self, command, env):
+        def __init__(self, command, env, **kwargs):
             seen["command"] = command
+            self.stderr = __import__("io").StringIO("")
 
         def wait(self):
             return 0
