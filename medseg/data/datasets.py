@@ -269,7 +269,9 @@ def _load_plain_folder(root: Path) -> DatasetSpec:
     channel_names: list[str] | None = None
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(f for f in folder.iterdir() if image_stem(f.name, NIFTI_SUFFIXES))
-        label = next((f for f in files if image_stem(f.name, NIFTI_SUFFIXES).lower() in LABEL_STEMS), None)
+        label = next(
+            (f for f in files if image_stem(f.name, NIFTI_SUFFIXES).lower() in LABEL_STEMS), None
+        )
         channels = [f for f in files if f != label and "mask" not in f.name.lower()]
         if not channels:
             continue

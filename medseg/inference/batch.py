@@ -34,6 +34,7 @@ from medseg.io.tables import write_csv
 
 logger = logging.getLogger(__name__)
 
+
 @dataclasses.dataclass
 class Case:
     """One case to predict: ``inputs`` are one file/folder per channel, in channel order."""

@@ -28,6 +28,7 @@ def _strip_suffix(name: str) -> str:
     """``name`` without its image suffix (``.nii.gz``, ``.nrrd``...)."""
     return image_stem(name) or name
 
+
 NNUNET_CHANNEL = re.compile(r"(.+)_(\d{4})")
 LABEL_STEMS = ("seg", "label", "labels", "mask", "gt")
 

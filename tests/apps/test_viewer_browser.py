@@ -79,19 +79,23 @@ def viewer_url(case_root: Path, constant_checkpoint: Path, tmp_path: Path):
         log.close()
 
 
+def _launch(pw, tmp_path: Path, height: int):
+    """Debian's Chromium, headless, with a fresh profile folder (Playwright's --user-data-dir)."""
+    return pw.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=str(CHROMIUM),
+        args=CHROMIUM_ARGS,
+        headless=True,
+        viewport={"width": 1500, "height": height},
+    )
+
+
 def test_viewer_in_headless_chromium(viewer_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     shot = tmp_path / "viewer.png"
     with sync_playwright() as pw:
-        # A fresh profile folder per run (Playwright passes it as --user-data-dir).
-        browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=str(CHROMIUM),
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1500, "height": 1100},
-        )
+        browser = _launch(pw, tmp_path, height=1100)
         try:
             page = browser.new_page()
             page.goto(viewer_url, wait_until="domcontentloaded")
@@ -130,13 +134,7 @@ def test_brush_click_and_save_in_chromium(viewer_url: str, tmp_path: Path) -> No
 
     out = tmp_path / "reviewed"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=str(CHROMIUM),
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1500, "height": 1400},
-        )
+        browser = _launch(pw, tmp_path, height=1400)
         try:
             page = browser.new_page()
             page.goto(viewer_url, wait_until="domcontentloaded")
