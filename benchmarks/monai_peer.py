@@ -76,8 +76,10 @@ def train_peer(
     seed: int = 0,
     batch_size: int = 16,
     num_workers: int = 2,
+    max_slices: int | None = None,
 ) -> tuple[torch.nn.Module, dict[str, float]]:
-    """Train on the cases' axial slices until ``budget_s`` seconds of wall time are spent."""
+    """Train on the cases' axial slices until ``budget_s`` seconds of wall time are spent
+    (or ``max_slices`` training slices are seen: a budget that a loaded machine cannot bend)."""
     from monai.data import CacheDataset, DataLoader
     from monai.losses import DiceCELoss
     from monai.transforms import (
@@ -115,7 +117,11 @@ def train_peer(
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     steps = slices = 0
     model.train()
-    while time.perf_counter() - start < budget_s:
+    def spent() -> bool:
+        over_time = time.perf_counter() - start >= budget_s
+        return over_time or (max_slices is not None and slices >= max_slices)
+
+    while not spent():
         for batch in loader:
             optimizer.zero_grad()
             loss = loss_fn(model(batch["image"]), batch["label"])
@@ -123,7 +129,7 @@ def train_peer(
             optimizer.step()
             steps += 1
             slices += batch["image"].shape[0]
-            if time.perf_counter() - start >= budget_s:
+            if spent():
                 break
     elapsed = time.perf_counter() - start
     return model.eval(), {"steps": steps, "slices": slices, "seconds": elapsed}
