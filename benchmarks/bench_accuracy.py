@@ -79,7 +79,6 @@ def medseg_tcga(model_dir: Path) -> tuple[dict, float]:
 
 def medseg_oof(model_dir: Path) -> dict[str, dict]:
     """Per case out-of-fold figures (postprocessed, as predict applies) from the OOF masks."""
-    from medseg.inference import Predictor  # noqa: F401  (same import path as predict)
     from medseg.io import read_volume
 
     plan = json.loads((model_dir / "splits.json").read_text())

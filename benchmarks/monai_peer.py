@@ -117,6 +117,7 @@ def train_peer(
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     steps = slices = 0
     model.train()
+
     def spent() -> bool:
         over_time = time.perf_counter() - start >= budget_s
         return over_time or (max_slices is not None and slices >= max_slices)

@@ -36,10 +36,11 @@ def join_folds(
     output: Path, setup: CrossValSetup, device: str = "auto", progress: bool = True
 ) -> dict[str, Any]:
     """Predict, decide, write; returns the summary written into ``model.json``."""
-    from medseg.checkpoint import load_record
+    from medseg.checkpoint import file_sha256, load_record
     from medseg.data.preprocessing import load_case, map_labels
     from medseg.inference import PostprocessConfig, Predictor
     from medseg.inference.model_folder import write_model_folder
+    from medseg.inference.postprocess import structures_of
     from medseg.io import write_mask
 
     plan = setup.plan
@@ -79,7 +80,7 @@ def join_folds(
             {
                 "fold": k,
                 "checkpoint": f"fold_{k}/checkpoints/best.pt",
-                "sha256": _sha256(ckpt),
+                "sha256": file_sha256(ckpt),
                 "val_cases": list(fold_plan["val"]),
                 "train_cases": sorted(trained_on),
                 "best_epoch": done.get("best_epoch"),
@@ -87,7 +88,7 @@ def join_folds(
             }
         )
     assert record is not None
-    structures = _structures(record)
+    structures = structures_of(record.preprocessing, record.class_names)
     rules, decision = choose_postprocessing(cases, structures)
     rows = score_cases(cases, structures, rules)
     summary = _summary(rows, structures)
@@ -121,15 +122,6 @@ def _training_cases(payload: dict[str, Any], spec: Any) -> set[str]:
         data["val_cases"],
     )
     return set(train_ids)
-
-
-def _structures(record: Any) -> list[Any]:
-    from medseg.inference.postprocess import class_structures, region_structures
-
-    params = record.preprocessing
-    if params.regions:
-        return region_structures(params.regions, params.region_labels)
-    return class_structures(record.class_names)
 
 
 def _candidates(structure: Any) -> list[Any]:
@@ -297,9 +289,3 @@ def plot_summary(path: Path, rows: list[dict[str, Any]], structures: list[Any]) 
     axes[0].set_ylim(0, 1)
     axes[0].legend(fontsize=7)
     _save_figure(fig, path)
-
-
-def _sha256(path: Path) -> str:
-    from medseg.checkpoint import file_sha256
-
-    return file_sha256(path)

@@ -95,6 +95,13 @@ def region_structures(
     ]
 
 
+def structures_of(params, class_names: Sequence[str]) -> list[Structure]:
+    """The structures of a model: its regions (``params.regions``) or its foreground classes."""
+    if params.regions:
+        return region_structures(params.regions, params.region_labels)
+    return class_structures(class_names)
+
+
 def remove_components(
     label: np.ndarray,
     structure: Structure,

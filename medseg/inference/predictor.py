@@ -51,9 +51,8 @@ from medseg.inference.networks import OnnxNetwork, TorchNetwork
 from medseg.inference.postprocess import (
     ComponentRule,
     PostprocessConfig,
-    class_structures,
     postprocess_labels,
-    region_structures,
+    structures_of,
 )
 from medseg.inference.readouts import compute_readouts
 from medseg.inference.slices import LabelDecoder, ProgressFn, infer_slices
@@ -168,11 +167,7 @@ class Predictor:
         self.decoder = LabelDecoder(
             record.num_outputs, self.params.region_labels if regions else None
         )
-        self.structures = (
-            region_structures(regions, self.params.region_labels)
-            if regions
-            else class_structures(self.class_names)
-        )
+        self.structures = structures_of(self.params, self.class_names)
         if postprocess is None:
             rules = tuple(ComponentRule.model_validate(r) for r in record.postprocessing)
             postprocess = PostprocessConfig(rules=rules)

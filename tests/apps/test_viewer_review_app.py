@@ -58,6 +58,18 @@ def dataset_copy(tmp_path: Path) -> Path:
     return root
 
 
+def _two_channel_app(tmp_path: Path, flair: Path, t1c: Path) -> AppTest:
+    """The page opened on a flair + t1c case given as two files, with a tiny 2-channel model."""
+    ckpt = write_tiny_checkpoint(
+        tmp_path / "two.pt", channel_names=("flair", "t1c"), class_names=tuple(CLASS_NAMES)
+    )
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["medseg_config"] = ViewerConfig(
+        path=flair, more_paths=(t1c,), model=ckpt, device="cpu", runs_dir=tmp_path / "none"
+    )
+    return at
+
+
 def _ok(at: AppTest) -> AppTest:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
@@ -82,13 +94,7 @@ def test_review_reject_brush_save_into_dataset(
 
     monkeypatch.setattr(st, "download_button", capture)
     flair, t1c = two_channel_case
-    ckpt = write_tiny_checkpoint(
-        tmp_path / "two.pt", channel_names=("flair", "t1c"), class_names=tuple(CLASS_NAMES)
-    )
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.session_state["medseg_config"] = ViewerConfig(
-        path=flair, more_paths=(t1c,), model=ckpt, device="cpu", runs_dir=tmp_path / "none"
-    )
+    at = _two_channel_app(tmp_path, flair, t1c)
     _ok(at.run())
     assert at.selectbox(key="channel").options == ["pat_0000", "pat_0001"]
     # uncertainty overlay with its own colour bar
@@ -262,13 +268,7 @@ def test_fill_button_fills_an_outline_on_the_current_slice(
     from medseg.viewer.review import display_to_source
 
     flair, t1c = two_channel_case
-    ckpt = write_tiny_checkpoint(
-        tmp_path / "two.pt", channel_names=("flair", "t1c"), class_names=tuple(CLASS_NAMES)
-    )
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.session_state["medseg_config"] = ViewerConfig(
-        path=flair, more_paths=(t1c,), model=ckpt, device="cpu", runs_dir=tmp_path / "none"
-    )
+    at = _two_channel_app(tmp_path, flair, t1c)
     _ok(at.run())
     _ok(at.toggle(key="review_mode").set_value(True).run())
     _ok(at.radio(key="view").set_value("coronal").run())
