@@ -121,6 +121,35 @@ def batched_rate(
     return batch * repeats / (time.perf_counter() - start)
 
 
+def resident_rate(
+    cfg: AugmentationConfig, device: str, size: int, batch: int, channels: int, repeats: int
+) -> float:
+    """Slices/s of whole training batches from the device-resident pipeline: slice draw,
+    foreground-centred crop gather and BatchAugmenter, on ``device`` (synthetic cases)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_train import synthetic_cases
+
+    from medseg.data.resident import ResidentSlices
+
+    cases = synthetic_cases(size, count=4, depth=24)
+    sampler = ResidentSlices(cases, (2,), 0, (size, size), 0.33, 10**6, batch, device=device)
+    sampler.set_epoch(0)
+    aug = BatchAugmenter(cfg, seed=0)
+    warm = sampler.batch()
+    aug(warm["image"], warm["label"])  # warm-up
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        b = sampler.batch()
+        aug(b["image"], b["label"])
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return batch * repeats / (time.perf_counter() - start)
+
+
 def all_on(cfg: AugmentationConfig) -> AugmentationConfig:
     """Every spatial transform on every sample (worst case for the CPU elastic path)."""
     return AugmentationConfig.model_validate(
@@ -147,6 +176,8 @@ def main() -> None:
     parser.add_argument("--cached-batches", type=int, default=40)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only-batched", action="store_true", help="skip the DataLoader runs")
+    parser.add_argument("--repeats", type=int, default=20, help="timed batches on CUDA")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     cfg = AugmentationConfig()
@@ -194,10 +225,15 @@ def main() -> None:
         all_on(cfg), "cpu", args.size, args.batch, channels, 3
     )
     if args.device.startswith("cuda"):
-        results["batched-aug cuda"] = batched_rate(cfg, args.device, args.size, 256, channels, 20)
-        results["batched-aug cuda (all spatial)"] = batched_rate(
-            all_on(cfg), args.device, args.size, 256, channels, 20
+        results["batched-aug cuda"] = batched_rate(
+            cfg, args.device, args.size, 256, channels, args.repeats
         )
+        results["batched-aug cuda (all spatial)"] = batched_rate(
+            all_on(cfg), args.device, args.size, 256, channels, args.repeats
+        )
+    results[f"resident sampling+aug {args.device} (all spatial)"] = resident_rate(
+        all_on(cfg), args.device, args.size, args.batch, channels, max(args.repeats // 4, 2)
+    )
     print(f"\n{'path':34s} {'samples/s':>12s}")
     for name, rate in results.items():
         print(f"{name:34s} {rate:12.1f}")
@@ -208,6 +244,10 @@ def main() -> None:
             f"batched-aug cpu / cpu-aug(all spatial) = "
             f"{results['batched-aug cpu (all spatial)'] / results['cached+cpu-aug(all spatial)']:.1f}x"
         )
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({"samples_per_s": results}, indent=2))
     if "batched-aug cuda" in results:
         print(
             f"batched-aug cuda (all spatial) / 20,000 goal = "

@@ -11,6 +11,12 @@ behind compute.
 
     python benchmarks/bench_train.py            # GPU: 256^2 x 16, 20 steps; CPU: 128^2 x 4, 1 step
     python benchmarks/bench_train.py --size 256 --batch 16 --steps 2   # full size on a CPU
+    python benchmarks/bench_train.py --models unet monai_unet deeplabv3_mobilenet_v3_large \
+        --size 128 --batch 16 --steps 5 --workers 2          # the BraTS recipe's step size
+
+The pipeline ratio is measured for both pipelines: ``workers`` (SliceDataset + CPU MONAI
+augmentation in DataLoader workers) and ``resident`` (volumes on the device, batches cut and
+augmented with tensor ops in the training process, elastic deformation on every sample).
 
 Figures are noisy on a shared CPU; compare ratios measured in the same run.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import time
@@ -50,13 +57,17 @@ def sync(device: torch.device) -> None:
 class Stepper:
     """One model + optimizer + loss in one variant; ``step(image, label)`` trains once."""
 
-    def __init__(self, name: str, device: torch.device, amp: bool, channels_last: bool) -> None:
+    def __init__(
+        self, name: str, device: torch.device, amp: bool, channels_last: bool, compile: bool = False
+    ) -> None:
         torch.manual_seed(0)
         self.device, self.amp, self.channels_last = device, amp, channels_last
-        self.model = build_model(name, IN_CHANNELS, NUM_CLASSES).to(device).train()
+        module = build_model(name, IN_CHANNELS, NUM_CLASSES).to(device).train()
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+            module.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+        # compiled on the first (warm-up) step, so warm up at least once with --variants *+compile
+        self.model = torch.compile(module) if compile else module
         self.loss = build_loss(NUM_CLASSES).to(device)
         self.dtype = amp_dtype(device)
         use_scaler = amp and self.dtype == torch.float16
@@ -148,12 +159,42 @@ def loader_batches(args: argparse.Namespace) -> tuple[Iterator[tuple[Any, Any]],
     return batches(), "medseg.data.pipeline.build_train_loader + CPU MONAI augmentation"
 
 
+def resident_batches(args: argparse.Namespace, device: torch.device) -> tuple[Iterator, str]:
+    """Batches from the device-resident pipeline (:class:`medseg.data.resident.ResidentSlices`
+    on ``device``) + the batched augmentation with elastic deformation on every sample,
+    the same in-memory cases as :func:`loader_batches`; timed inside the step, as in training."""
+    from medseg.data.augmentation import BatchAugmenter
+    from medseg.data.config import AugmentationConfig
+    from medseg.data.resident import ResidentSlices
+
+    sampler = ResidentSlices(
+        synthetic_cases(args.size), (2,), 0, (args.size, args.size), 0.33, 10**6, args.batch,
+        device=device,
+    )  # fmt: skip
+    sampler.set_epoch(0)
+    augment = BatchAugmenter(AugmentationConfig(elastic={"prob": 1.0}), seed=0)
+
+    def batches() -> Iterator[tuple[Any, Any]]:
+        while True:
+            batch = sampler.batch()
+            yield augment(batch["image"], batch["label"])
+
+    return (
+        batches(),
+        "medseg.data.resident.ResidentSlices + BatchAugmenter (elastic on every sample)",
+    )
+
+
 VARIANTS = {
     "fp32": (False, False),
     "fp32+CL": (False, True),
     "AMP": (True, False),
     "AMP+CL": (True, True),
+    # torch.compile (inductor): minutes to compile on a CPU, so not in the default set
+    "fp32+CL+compile": (False, True, True),
+    "AMP+CL+compile": (True, True, True),
 }
+DEFAULT_VARIANTS = ["fp32", "fp32+CL", "AMP", "AMP+CL"]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -173,9 +214,8 @@ def run(args: argparse.Namespace) -> None:
     for model in args.models:
         base = None
         for variant in args.variants:
-            amp, cl = VARIANTS[variant]
             seconds = time_steps(
-                Stepper(model, device, amp, cl),
+                Stepper(model, device, *VARIANTS[variant]),
                 fixed_batches(args.batch, args.size),
                 args.warmup,
                 args.steps,
@@ -193,8 +233,9 @@ def run(args: argparse.Namespace) -> None:
         return
     variant = "AMP+CL" if device.type == "cuda" else "fp32+CL"  # what the trainer uses there
     amp, cl = VARIANTS[variant]
-    print(f"\npipeline ratio ({variant}, {args.workers} DataLoader workers):")
-    print("| model | pure step s | with loader s | ratio |\n|---|---|---|---|")
+    print(f"\npipeline ratio = pure step / step with data ({variant}):")
+    print("| model | pipeline | pure step s | with data s | ratio |\n|---|---|---|---|---|")
+    ratios, sources = [], {}
     for model in args.models:
         pure = time_steps(
             Stepper(model, device, amp, cl),
@@ -202,12 +243,43 @@ def run(args: argparse.Namespace) -> None:
             args.warmup,
             args.steps,
         )
-        batches, source = loader_batches(args)
-        real = time_steps(Stepper(model, device, amp, cl), batches, args.warmup, args.steps)
-        print(f"| {model} | {pure:.3f} | {real:.3f} | {pure / real:.2f} |", flush=True)
-        with contextlib.suppress(Exception):
-            batches.close()  # type: ignore[attr-defined]
-    print(f"data source: {source}")
+        for pipeline in args.pipelines:
+            if pipeline == "workers":
+                batches, source = loader_batches(args)
+                pipeline = f"workers ({args.workers})"
+            else:
+                batches, source = resident_batches(args, device)
+            sources[pipeline] = source
+            real = time_steps(Stepper(model, device, amp, cl), batches, args.warmup, args.steps)
+            print(
+                f"| {model} | {pipeline} | {pure:.3f} | {real:.3f} | {pure / real:.2f} |",
+                flush=True,
+            )
+            ratios.append(
+                {
+                    "model": model,
+                    "pipeline": pipeline,
+                    "pure_s": pure,
+                    "real_s": real,
+                    "ratio": pure / real,
+                }
+            )
+            with contextlib.suppress(Exception):
+                batches.close()  # type: ignore[attr-defined]
+    for pipeline, source in sources.items():
+        print(f"data source {pipeline}: {source}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "device": str(device), "device_name": name, "torch": torch.__version__,
+            "batch": args.batch, "size": args.size, "steps": args.steps,
+            "step_table": [
+                {"model": m, "variant": v, "s_per_step": sec, "slices_per_s": r, "vs_fp32": sp}
+                for m, v, sec, r, sp in rows
+            ],
+            "pipeline_ratio": ratios,
+        }  # fmt: skip
+        Path(args.json).write_text(json.dumps(payload, indent=2))
 
 
 def main() -> None:
@@ -215,7 +287,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", nargs="+", default=["unet", "deeplabv3_resnet50"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     parser.add_argument("--size", type=int, default=None, help="slice side (GPU 256, CPU 128)")
     parser.add_argument("--batch", type=int, default=None, help="slices per step (GPU 16, CPU 4)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (CPU 1, GPU 20)")
@@ -225,7 +297,15 @@ def main() -> None:
         "--device", default=None, help="cpu / cuda / cuda:1 (default: cuda if present)"
     )
     parser.add_argument("--skip-pipeline", action="store_true", help="only the pure step table")
+    parser.add_argument(
+        "--pipelines", nargs="+", default=["workers", "resident"], choices=["workers", "resident"]
+    )
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.batch, args.steps, args.warmup = 32, 2, 1, 0
+        args.models, args.variants, args.workers = ["unet"], ["fp32", "fp32+CL"], 0
     gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     args.steps = args.steps or (20 if gpu else 1)
     args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)

@@ -77,9 +77,14 @@ def train_peer(
     batch_size: int = 16,
     num_workers: int = 2,
     max_slices: int | None = None,
+    evaluate=None,
+    evaluate_every: int = 400,
 ) -> tuple[torch.nn.Module, dict[str, float]]:
     """Train on the cases' axial slices until ``budget_s`` seconds of wall time are spent
-    (or ``max_slices`` training slices are seen: a budget that a loaded machine cannot bend)."""
+    (or ``max_slices`` training slices are seen: a budget that a loaded machine cannot bend).
+
+    ``evaluate(model, training_seconds)`` is called every ``evaluate_every`` slices and at the
+    end, with the clock paused (scoring is not training time)."""
     from monai.data import CacheDataset, DataLoader
     from monai.losses import DiceCELoss
     from monai.transforms import (
@@ -116,12 +121,27 @@ def train_peer(
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     steps = slices = 0
+    paused = 0.0  # seconds spent in evaluate(), not counted as training
     model.train()
 
+    def training_seconds() -> float:
+        return time.perf_counter() - start - paused
+
     def spent() -> bool:
-        over_time = time.perf_counter() - start >= budget_s
+        over_time = training_seconds() >= budget_s
         return over_time or (max_slices is not None and slices >= max_slices)
 
+    scored_at = -1
+
+    def score() -> None:
+        nonlocal paused, scored_at
+        scored_at = slices
+        began = time.perf_counter()
+        evaluate(model.eval(), training_seconds())
+        model.train()
+        paused += time.perf_counter() - began
+
+    next_eval = evaluate_every
     while not spent():
         for batch in loader:
             optimizer.zero_grad()
@@ -130,9 +150,14 @@ def train_peer(
             optimizer.step()
             steps += 1
             slices += batch["image"].shape[0]
+            if evaluate is not None and slices >= next_eval:
+                next_eval += evaluate_every
+                score()
             if spent():
                 break
-    elapsed = time.perf_counter() - start
+    if evaluate is not None and scored_at != slices:
+        score()
+    elapsed = training_seconds()
     return model.eval(), {"steps": steps, "slices": slices, "seconds": elapsed}
 
 

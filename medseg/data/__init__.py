@@ -38,6 +38,7 @@ _EXPORTS = {
     "PreparedData": "pipeline",
     "prepare_data": "pipeline",
     "build_train_loader": "pipeline",
+    "build_train_batches": "pipeline",
     "training_samples": "pipeline",
 }
 

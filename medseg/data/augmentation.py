@@ -166,8 +166,9 @@ def _monai_transforms(cfg: AugmentationConfig) -> list[Any]:
 
 def build_augmentation(cfg: AugmentationConfig, seed: int = 0) -> Augmentation | None:
     """The CPU (DataLoader-side) augmentation for ``cfg``; ``None`` when disabled or when the
-    batched backend does the work on the device."""
-    if not cfg.enabled or cfg.backend != "cpu":
+    batched backend does the work on the device (``auto`` is resolved by the pipeline, see
+    :func:`medseg.data.pipeline.resolved_augmentation`; here it means CPU)."""
+    if not cfg.enabled or cfg.backend == "batched":
         return None
     return Augmentation(cfg, seed)
 

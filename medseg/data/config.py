@@ -125,12 +125,13 @@ class ContrastConfig(_Strict):
 
 
 class AugmentationConfig(_Strict):
-    """Training-time augmentation. ``backend``: ``"cpu"`` (MONAI dictionary transforms in the
-    DataLoader workers) or ``"batched"`` (:class:`~medseg.data.augmentation.BatchAugmenter` on
-    whole batches on the training device; use it on a GPU)."""
+    """Training-time augmentation. ``backend``: ``"cpu"`` (MONAI dictionary transforms per
+    sample in the DataLoader workers), ``"batched"``
+    (:class:`~medseg.data.augmentation.BatchAugmenter` on whole batches on the training
+    device) or ``"auto"`` (batched with the device-resident pipeline, else cpu)."""
 
     enabled: bool = True
-    backend: Literal["cpu", "batched"] = "cpu"
+    backend: Literal["auto", "cpu", "batched"] = "auto"
     elastic: ElasticConfig = ElasticConfig()
     rotation: RotationConfig = RotationConfig()
     scaling: ScalingConfig = ScalingConfig()
@@ -164,7 +165,13 @@ class DataConfig(_Strict):
         num_folds: number of folds of ``fold`` and of ``medseg train --folds all`` (capped at
             the number of labelled cases).
         split_seed: seed of the patient-level split.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers (``pipeline: workers``).
+        pipeline: ``"resident"`` keeps the cached volumes as tensors on the training device
+            and cuts each batch there with tensor ops (no workers,
+            :mod:`medseg.data.resident`); ``"workers"`` is the per-sample DataLoader
+            pipeline; ``"auto"`` (default) is resident when the volumes fit (see
+            :data:`medseg.data.resident.FIT_SHARE`), a crop size is set and the augmentation
+            backend is not ``cpu``.
         augmentation: see :class:`AugmentationConfig`.
     """
 
@@ -182,6 +189,7 @@ class DataConfig(_Strict):
     split_seed: int = 0
     val_cases: list[str] | None = None
     num_workers: int = Field(2, ge=0)
+    pipeline: Literal["auto", "resident", "workers"] = "auto"
     augmentation: AugmentationConfig = AugmentationConfig()
 
     @field_validator("slice_axes")

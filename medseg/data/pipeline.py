@@ -7,8 +7,11 @@ benchmarks, so what the preview shows is what training draws.
    statistics fitted on the training patients only, unless ``fitted`` parameters are passed,
    e.g. on resume) and cache every case. Under DDP rank 0 fits and caches first; the others
    then read its cache. The distributed context is an argument (:class:`medseg.device.DistInfo`).
-2. :func:`build_train_loader`: the training :class:`SliceDataset`, its ``DistributedSampler``
-   (one code path for 1 and N processes) and DataLoader.
+2. :func:`build_train_batches`: where training batches come from, decided once
+   (``data.pipeline``): the device-resident sampler (:mod:`medseg.data.resident`: volumes on
+   the training device, batches cut with tensor ops) or :func:`build_train_loader` (the
+   training :class:`SliceDataset`, its ``DistributedSampler``, one code path for 1 and N
+   processes, and DataLoader workers).
 3. :func:`build_batch_augmenter` and :func:`start_epoch`: the on-device augmentation and the
    per-epoch seeding, so the random stream is a function of ``(seed, epoch, rank)`` only.
 4. :func:`training_samples`: the first ``n`` samples of epoch 0 exactly as the training step
@@ -30,7 +33,7 @@ from medseg.data.preprocessing import PreprocessingParams, fit_preprocessing
 from medseg.data.sampling import SliceDataset
 from medseg.data.splits import split_from_spec
 from medseg.device import DistInfo, all_gather_objects
-from medseg.errors import DatasetError, MedsegError
+from medseg.errors import ConfigError, DatasetError, MedsegError
 from medseg.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -229,6 +232,99 @@ def build_train_loader(
     return dataset, loader, sampler
 
 
+@dataclass
+class TrainBatches:
+    """Where training batches come from: ``loader`` iterates one epoch of batches
+    (``len(loader)`` per rank), ``mode`` is ``"resident"`` or ``"workers"`` (then
+    ``dataset``/``sampler`` are the SliceDataset and its sampler), ``augmentation`` the config
+    with its backend resolved, ``reason`` why this mode was chosen."""
+
+    loader: Any
+    mode: str
+    augmentation: AugmentationConfig
+    reason: str
+    dataset: Any = None
+    sampler: Any = None
+
+
+def choose_pipeline(data: PreparedData, cfg: DataConfig, device: Any) -> tuple[str, str]:
+    """``("resident" | "workers", why)`` for ``cfg.pipeline`` on ``device``."""
+    import torch
+
+    from medseg.data.resident import fits_on_device
+
+    if cfg.pipeline == "workers":
+        return "workers", "data.pipeline: workers"
+    problems = []
+    if cfg.crop_size is None:
+        problems.append("data.crop_size is not set (whole slices of different sizes)")
+    if cfg.augmentation.enabled and cfg.augmentation.backend == "cpu":
+        problems.append("augmentation.backend: cpu runs per sample in DataLoader workers")
+    fits, why = fits_on_device(data.train_cases, torch.device(device))
+    if not fits:
+        problems.append(f"the volumes do not fit: {why}")
+    if cfg.pipeline == "resident" and problems:
+        raise ConfigError(
+            "data.pipeline: resident cannot be used: "
+            + "; ".join(problems)
+            + ". Fix that, or set data.pipeline: workers (or auto)"
+        )
+    if problems:
+        return "workers", "; ".join(problems)
+    return "resident", why
+
+
+def resolved_augmentation(cfg: AugmentationConfig, mode: str) -> AugmentationConfig:
+    """``cfg`` with ``backend: auto`` resolved for the pipeline ``mode``."""
+    if cfg.backend != "auto":
+        return cfg
+    return cfg.model_copy(update={"backend": "batched" if mode == "resident" else "cpu"})
+
+
+def build_train_batches(
+    data: PreparedData,
+    cfg: DataConfig,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    info: DistInfo | None = None,
+    device: Any = "cpu",
+) -> TrainBatches:
+    """The training batches for ``cfg.pipeline`` on ``device`` (call :func:`start_epoch`)."""
+    import torch
+
+    mode, reason = choose_pipeline(data, cfg, device)
+    aug = resolved_augmentation(cfg.augmentation, mode)
+    if mode == "resident":
+        from medseg.data.resident import ResidentSlices
+
+        loader = ResidentSlices(
+            data.train_cases,
+            axes=cfg.train_axes(),
+            context=cfg.context,
+            crop_size=cfg.crop_size,
+            foreground_ratio=cfg.foreground_ratio,
+            samples_per_epoch=cfg.samples_per_epoch,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+            info=info,
+        )
+        logger.info("%s (%s)", loader.describe(), reason)
+        return TrainBatches(loader, mode, aug, reason)
+    logger.info("training data through DataLoader workers (%s)", reason)
+    dataset, loader, sampler = build_train_loader(
+        data,
+        cfg.model_copy(update={"augmentation": aug}),
+        batch_size,
+        num_workers,
+        seed,
+        info,
+        pin_memory=torch.device(device).type == "cuda",
+    )
+    return TrainBatches(loader, mode, aug, reason, dataset, sampler)
+
+
 def build_batch_augmenter(cfg: AugmentationConfig, seed: int) -> Any:
     """The on-device :class:`~medseg.data.augmentation.BatchAugmenter` for the ``batched``
     backend, else ``None`` (the CPU backend runs inside the dataset)."""
@@ -250,11 +346,14 @@ def start_epoch(
 ) -> None:
     """Seed everything random in an epoch from ``(seed, epoch, rank)`` only (exact resume):
     the sampler's order, the dataset's crops/CPU augmentation, worker seeds and the batched
-    augmentation."""
-    sampler.set_epoch(epoch)
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
-    loader.generator.manual_seed(seed * 100_003 + epoch)
+    augmentation. A resident ``loader`` seeds itself (``dataset``/``sampler`` are None)."""
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    else:
+        sampler.set_epoch(epoch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        loader.generator.manual_seed(seed * 100_003 + epoch)
     if augmenter is not None:
         augmenter.generator.manual_seed((seed * 100_003 + epoch) * 1009 + rank)
 
@@ -266,15 +365,17 @@ def training_samples(
     same order, crops and augmentation (CPU or batched) for the same ``seed`` and
     ``batch_size``. Each: ``image`` ``[P, H, W]``, ``label`` ``[H, W]`` (CPU tensors) plus
     ``case_id``, ``index`` and ``foreground``."""
-    dataset, loader, sampler = build_train_loader(data, cfg, batch_size, 0, seed)
-    augmenter = build_batch_augmenter(cfg.augmentation, seed)
-    start_epoch(0, seed, dataset, loader, sampler, augmenter)
+    batches = build_train_batches(data, cfg, batch_size, 0, seed)
+    augmenter = build_batch_augmenter(batches.augmentation, seed)
+    start_epoch(0, seed, batches.dataset, batches.loader, batches.sampler, augmenter)
     samples: list[dict[str, Any]] = []
     while len(samples) < n:  # a short epoch repeats, as --n may exceed samples_per_epoch
-        for batch in loader:
+        for batch in batches.loader:
             image, label = batch["image"], batch["label"]
             if augmenter is not None:
                 image, label = augmenter(image, label)
+            if "case_index" in batch:  # resident batches carry case indices, not ids
+                batch = {**batch, "case_id": [data.train_ids[int(i)] for i in batch["case_index"]]}
             for i in range(image.shape[0]):
                 extra = {k: _unbatch(v, i) for k, v in batch.items() if k not in ("image", "label")}
                 samples.append({**extra, "image": image[i], "label": label[i]})

@@ -84,12 +84,20 @@ def preview_dataset(
     """Cache the dataset if needed and render the first ``n`` samples training draws with
     ``seed`` and ``batch_size`` (:func:`medseg.data.pipeline.training_samples`: same crops,
     same augmentation)."""
-    from medseg.data.pipeline import prepare_data, training_samples
+    from medseg.data.pipeline import (
+        choose_pipeline,
+        prepare_data,
+        resolved_augmentation,
+        training_samples,
+    )
 
     data = prepare_data(cfg)
     samples = training_samples(data, cfg, n, seed, batch_size)
-    aug = cfg.augmentation
-    mode = f"augmentation: {aug.backend}" if aug.enabled else "augmentation: off"
+    pipeline, _ = choose_pipeline(data, cfg, "cpu")
+    aug = resolved_augmentation(cfg.augmentation, pipeline)
+    mode = f"{pipeline} data, " + (
+        f"augmentation: {aug.backend}" if aug.enabled else "augmentation: off"
+    )
     name = data.spec.name if data.spec is not None else str(cfg.dataset)
     title = (
         f"{name}: {n} training samples (seed {seed}, batch {batch_size}), axis "

@@ -35,7 +35,7 @@ from medseg.checkpoint import ModelRecord, load_checkpoint, save_checkpoint
 from medseg.data.pipeline import (
     PreparedData,
     build_batch_augmenter,
-    build_train_loader,
+    build_train_batches,
     prepare_data,
     start_epoch,
 )
@@ -181,14 +181,13 @@ class Trainer:
         self.loss_fn = self._build_loss(cfg)
         workers = cfg.train.num_workers
         workers = cfg.data.num_workers if workers is None else workers
-        self.dataset, self.loader, self.sampler = build_train_loader(
-            self.data,
-            cfg.data,
-            cfg.train.batch_size,
-            workers,
-            cfg.seed,
-            self.info,
-            pin_memory=self.device.type == "cuda",
+        self.batches = build_train_batches(
+            self.data, cfg.data, cfg.train.batch_size, workers, cfg.seed, self.info, self.device
+        )
+        self.dataset, self.loader, self.sampler = (
+            self.batches.dataset,
+            self.batches.loader,
+            self.batches.sampler,
         )
         self.augmenter = self._batch_augmenter(cfg)
         self.steps_per_epoch = max(len(self.loader), 1)
@@ -231,7 +230,7 @@ class Trainer:
         )
 
     def _batch_augmenter(self, cfg: TrainConfig) -> Any:
-        return build_batch_augmenter(cfg.data.augmentation, cfg.seed)
+        return build_batch_augmenter(self.batches.augmentation, cfg.seed)
 
     def _restore(self, ckpt: dict[str, Any], path: Path | None) -> None:
         if ckpt["model"]["name"] != self.cfg.model.name:

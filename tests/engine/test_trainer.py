@@ -109,6 +109,7 @@ def test_resume_continues_exactly(tiny_raw: dict[str, Any], tmp_path: Path) -> N
     raw["data"] = {**raw["data"], "augmentation": {"enabled": True, "backend": "batched"}}
     cfg = build_config(raw)
     straight = Trainer(cfg, tmp_path / "a", CPU, progress=False)
+    assert straight.batches.mode == "resident"  # batched augmentation: device-resident data
     straight.fit()
     first = Trainer(cfg, tmp_path / "b", CPU, progress=False)
     assert first.fit(max_epochs=1).epochs_completed == 1

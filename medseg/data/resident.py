@@ -1,0 +1,353 @@
+"""Device-resident training data: cached volumes as tensors on the training device, and
+training batches cut from them with batched tensor ops in the training process.
+
+The worker pipeline (:class:`~medseg.data.sampling.SliceDataset` in DataLoader workers) spends
+Python per sample and, on a CPU, competes with the model for the same cores. Here every case
+lives once in one flat buffer on the device (GPU memory, or RAM on a CPU) and a batch is a
+handful of tensor ops: draw the slices, pick the crop centres, gather the 2.5D crops by
+index. The draw follows :class:`SliceDataset` exactly in distribution (share
+``foreground_ratio`` from foreground slices, the crop centred near a uniformly chosen
+foreground pixel with the same jitter and clipping, smaller slices placed at a random offset
+and padded with each plane's minimum, edge-replicated 2.5D neighbours), and the random
+stream is a function of ``(seed, epoch, rank)`` only, so a resumed run draws what an
+uninterrupted one would. Augmentation then runs on the whole batch
+(:class:`~medseg.data.augmentation.BatchAugmenter`).
+
+Why not MONAI's ``ThreadDataLoader`` + GPU transforms: those still run per sample in Python;
+on the 2-core CPU this project targets the per-sample cost is what stalls the model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from medseg.data.cache import CachedCase
+from medseg.device import DistInfo
+from medseg.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: share of the free device memory (GPU) or available RAM (CPU) the volumes may take in
+#: ``pipeline: auto``; the rest is for the model, activations and the augmentation buffers
+FIT_SHARE = {"cuda": 0.4, "cpu": 0.25}
+
+
+def resident_bytes(cases: Sequence[CachedCase]) -> int:
+    """Bytes the cases take on the device (float32 images, uint8/int16 labels)."""
+    return sum(c.image.size * 4 + c.label.size * 2 for c in cases)  # labels: int16 at most
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory on ``device`` that the volumes could use."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def fits_on_device(cases: Sequence[CachedCase], device: torch.device) -> tuple[bool, str]:
+    """Whether ``pipeline: auto`` keeps the data resident, and the figures behind it."""
+    need, free = resident_bytes(cases), available_bytes(device)
+    limit = FIT_SHARE.get(device.type, 0.25) * free
+    why = (
+        f"{need / 2**20:.0f} MiB of volumes vs {limit / 2**20:.0f} MiB allowed "
+        f"({FIT_SHARE.get(device.type, 0.25):.0%} of {free / 2**20:.0f} MiB free on {device.type})"
+    )
+    return need <= limit, why
+
+
+class ResidentSlices:
+    """Training batches drawn on ``device`` from cases held there.
+
+    Args:
+        cases: cached cases (``image`` ``(C, X, Y, Z)``, ``label`` ``(X, Y, Z)``).
+        axes: canonical axes to slice along (axis drawn per sample when several).
+        context: 2.5D half-context ``k``.
+        crop_size: crop ``(H, W)`` in pixels (required: batches must stack).
+        foreground_ratio, samples_per_epoch, seed: as for :class:`SliceDataset`.
+        batch_size: samples per batch.
+        device: where the volumes and the batches live.
+        info: the distributed context; each rank draws its own share of the epoch.
+
+    Iterating yields ``{"image": float32 [B, C*(2k+1), H, W], "label": int64 [B, H, W],
+    "case_index": int64 [B], "index": int64 [B], "axis": int64 [B], "foreground": bool [B],
+    "origin": int64 [B, 2]}`` (``origin``: the slice pixel at the crop's top-left corner,
+    negative when the slice is padded), all on ``device``. Call :meth:`set_epoch` before each
+    epoch.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[CachedCase],
+        axes: Sequence[int],
+        context: int,
+        crop_size: tuple[int, int] | None,
+        foreground_ratio: float,
+        samples_per_epoch: int | None,
+        batch_size: int,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        info: DistInfo | None = None,
+    ) -> None:
+        if not cases:
+            raise ConfigError("the device-resident pipeline needs at least one training case")
+        if crop_size is None:
+            raise ConfigError(
+                "data.pipeline: resident needs data.crop_size (batches of whole slices of "
+                "different sizes cannot stack); set a crop size or use data.pipeline: workers"
+            )
+        self.device = torch.device(device)
+        self.info = info or DistInfo()
+        self.case_ids = [c.case_id for c in cases]
+        self.axes = tuple(int(a) for a in axes)
+        self.context, self.crop = int(context), (int(crop_size[0]), int(crop_size[1]))
+        self.foreground_ratio, self.seed, self.batch_size = foreground_ratio, seed, batch_size
+        num_slices = sum(c.label.shape[self.axes[0]] for c in cases)
+        total = samples_per_epoch or num_slices
+        self.per_rank = -(-total // self.info.world_size)  # DistributedSampler pads up
+        # BatchNorm needs > 1 sample: drop the last partial batch unless it is all there is
+        self.num_batches = (
+            self.per_rank // batch_size
+            if self.per_rank > batch_size
+            else -(-self.per_rank // batch_size)
+        )
+        self.generator = torch.Generator()
+        self._load(cases)
+
+    # ------------------------------------------------------------------ layout
+    def _load(self, cases: Sequence[CachedCase]) -> None:
+        """One flat image buffer and one flat label buffer for all cases, plus per-case
+        shapes/offsets and, per axis, the foreground slices and each plane's minimum."""
+        dev = self.device
+        self.num_channels = int(cases[0].image.shape[0])
+        shapes = np.array([c.label.shape for c in cases], dtype=np.int64)  # (N, 3)
+        voxels = shapes.prod(axis=1)
+        small = all(int(np.min(c.label)) >= 0 and int(np.max(c.label)) < 256 for c in cases)
+        label_dtype = torch.uint8 if small else torch.int16
+        self.images = torch.empty(
+            int(voxels.sum()) * self.num_channels, dtype=torch.float32, device=dev
+        )
+        self.labels = torch.empty(int(voxels.sum()), dtype=label_dtype, device=dev)
+        image_off = np.concatenate([[0], np.cumsum(voxels * self.num_channels)[:-1]])
+        label_off = np.concatenate([[0], np.cumsum(voxels)[:-1]])
+        for c, io, lo, n in zip(cases, image_off, label_off, voxels, strict=True):
+            if c.image.shape[0] != self.num_channels:
+                raise ConfigError(
+                    f"case {c.case_id}: {c.image.shape[0]} channels, expected {self.num_channels}"
+                )
+            # np.array copies: the cache is a read-only memmap, which torch cannot wrap
+            self.images[io : io + n * self.num_channels] = torch.from_numpy(
+                np.array(c.image, dtype=np.float32).reshape(-1)
+            ).to(dev)
+            self.labels[lo : lo + n] = torch.from_numpy(
+                np.array(c.label, dtype=np.int64).reshape(-1)
+            ).to(dev, label_dtype)
+        self.shapes = torch.from_numpy(shapes)
+        self.image_off, self.label_off = torch.from_numpy(image_off), torch.from_numpy(label_off)
+        self.voxels = torch.from_numpy(voxels)
+        # per axis: slice starts over the cases, foreground slices, per-plane channel minima
+        self.slice_start, self.fg, self.plane_min = {}, {}, {}
+        for a in self.axes:
+            lengths = shapes[:, a]
+            self.slice_start[a] = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]))
+            per_case = [np.asarray(c.foreground[a], dtype=np.int64) for c in cases]
+            counts = np.array([len(f) for f in per_case], dtype=np.int64)
+            self.fg[a] = (
+                torch.from_numpy(np.flatnonzero(counts)),  # cases with foreground
+                torch.from_numpy(np.concatenate([[0], np.cumsum(counts)[:-1]])),
+                torch.from_numpy(counts),
+                torch.from_numpy(np.concatenate(per_case)),  # their foreground slices
+            )
+            other = tuple(d for d in (1, 2, 3) if d != a + 1)
+            mins = [np.asarray(c.image).min(axis=other) for c in cases]  # (C, L) each
+            self.plane_min[a] = torch.from_numpy(np.concatenate(mins, axis=1)).to(dev)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seed this epoch's draws from ``(seed, epoch, rank)`` only (exact resume)."""
+        self.generator.manual_seed((self.seed * 100_003 + int(epoch)) * 7919 + self.info.rank)
+
+    # ------------------------------------------------------------------ draws
+    def _randint(self, high: torch.Tensor) -> torch.Tensor:
+        """Uniform integers in ``[0, high)`` elementwise (``high`` >= 1)."""
+        u = torch.rand(high.shape, generator=self.generator, dtype=torch.float64)
+        return torch.minimum((u * high).long(), high - 1)
+
+    def _draw_slices(self, axis: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(case, slice, foreground)`` for ``n`` samples along ``axis``, as SliceDataset."""
+        fg_cases, fg_start, fg_count, fg_slices = self.fg[axis]
+        coin = torch.rand(n, generator=self.generator) < self.foreground_ratio
+        fg = coin & bool(len(fg_cases))
+        # background draws: a uniform slice over all cases
+        starts = self.slice_start[axis]
+        flat = self._randint(torch.full((n,), int(starts[-1])))
+        case = torch.searchsorted(starts, flat, right=True) - 1
+        index = flat - starts[case]
+        if bool(fg.any()):
+            k = int(fg.sum())
+            pick = fg_cases[self._randint(torch.full((k,), len(fg_cases)))]
+            case[fg] = pick
+            index[fg] = fg_slices[fg_start[pick] + self._randint(fg_count[pick])]
+        return case, index, fg
+
+    def _strides(self, case: torch.Tensor, axis: int) -> tuple[torch.Tensor, ...]:
+        """Voxel strides (slice axis, plane rows, plane columns) and the plane shape."""
+        x, y, z = self.shapes[case].unbind(1)
+        stride = {0: y * z, 1: z, 2: torch.ones_like(z)}
+        size = {0: x, 1: y, 2: z}
+        rows_ax, cols_ax = [d for d in (0, 1, 2) if d != axis]
+        return (
+            stride[axis],
+            stride[rows_ax],
+            stride[cols_ax],
+            size[axis],
+            size[rows_ax],
+            size[cols_ax],
+        )
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        """One training batch (see the class docstring)."""
+        b, (ch, cw) = self.batch_size, self.crop
+        dev = self.device
+        axis = (
+            torch.tensor(self.axes)[self._randint(torch.full((b,), len(self.axes)))]
+            if len(self.axes) > 1
+            else torch.full((b,), self.axes[0])
+        )
+        case = torch.empty(b, dtype=torch.int64)
+        index = torch.empty(b, dtype=torch.int64)
+        fg = torch.empty(b, dtype=torch.bool)
+        s_st, r_st, c_st, length, height, width = (
+            torch.empty(b, dtype=torch.int64) for _ in range(6)
+        )
+        for a in self.axes:
+            m = axis == a
+            if not bool(m.any()):
+                continue
+            case[m], index[m], fg[m] = self._draw_slices(a, int(m.sum()))
+            for out, value in zip(
+                (s_st, r_st, c_st, length, height, width), self._strides(case[m], a), strict=True
+            ):
+                out[m] = value
+        # a slice smaller than the crop sits at a random offset inside it
+        pad_h, pad_w = (ch - height).clamp(min=0), (cw - width).clamp(min=0)
+        off_h, off_w = self._randint(pad_h + 1), self._randint(pad_w + 1)
+        frame_h, frame_w = height + pad_h, width + pad_w  # the padded slice
+        top = self._randint(frame_h - ch + 1)
+        left = self._randint(frame_w - cw + 1)
+        if bool(fg.any()):
+            # SliceDataset's integers(-size // 4, size // 4 + 1)
+            jitter_h = self._randint(torch.full((b,), ch // 4 - (-ch // 4) + 1)) + (-ch // 4)
+            jitter_w = self._randint(torch.full((b,), cw // 4 - (-cw // 4) + 1)) + (-cw // 4)
+            u = torch.rand(b, generator=self.generator, dtype=torch.float64)
+            py, px = self._foreground_pixel(case, index, s_st, r_st, c_st, height, width, u)
+            fg_top = (py + off_h - ch // 2 + jitter_h).clamp(min=0)
+            fg_left = (px + off_w - cw // 2 + jitter_w).clamp(min=0)
+            top = torch.where(fg, torch.minimum(fg_top, frame_h - ch), top)
+            left = torch.where(fg, torch.minimum(fg_left, frame_w - cw), left)
+        image, label = self._gather(
+            case, index, axis, s_st, r_st, c_st, length, height, width, top - off_h, left - off_w
+        )
+        to = lambda t: t.to(dev, non_blocking=True)  # noqa: E731
+        return {
+            "image": image,
+            "label": label,
+            "case_index": to(case),
+            "index": to(index),
+            "axis": to(axis),
+            "foreground": to(fg),
+            "origin": to(torch.stack([top - off_h, left - off_w], dim=1)),
+        }
+
+    def _foreground_pixel(self, case, index, s_st, r_st, c_st, height, width, u):
+        """A uniformly chosen foreground pixel ``(row, col)`` of each sample's slice (rows of
+        background slices are ignored): the ``ceil(u * n)``-th foreground pixel in raster
+        order, found on the device with a cumulative sum (no per-sample Python)."""
+        dev = self.device
+        hmax, wmax = int(height.max()), int(width.max())
+        rows = torch.arange(hmax, device=dev)
+        cols = torch.arange(wmax, device=dev)
+        base = to_dev(self.label_off[case] + index * s_st, dev)
+        lin = (
+            base[:, None, None]
+            + rows[None, :, None] * to_dev(r_st, dev)[:, None, None]
+            + cols[None, None, :] * to_dev(c_st, dev)[:, None, None]
+        )
+        valid = (rows[None, :, None] < to_dev(height, dev)[:, None, None]) & (
+            cols[None, None, :] < to_dev(width, dev)[:, None, None]
+        )
+        mask = (self.labels[lin.where(valid, 0)] > 0) & valid
+        counts = mask.flatten(1).cumsum(1)
+        total = counts[:, -1].clamp(min=1)
+        kth = torch.minimum((to_dev(u, dev) * total).long(), total - 1) + 1
+        flat = torch.searchsorted(counts, kth[:, None]).squeeze(1)
+        return (flat // wmax).cpu(), (flat % wmax).cpu()
+
+    def _gather(self, case, index, axis, s_st, r_st, c_st, length, height, width, row0, col0):
+        """The ``[B, C*(2k+1), H, W]`` crops and ``[B, H, W]`` labels starting at source pixel
+        ``(row0, col0)`` (negative / past the edge = padding with the plane's minimum)."""
+        dev, (ch, cw), k = self.device, self.crop, self.context
+        b, c = case.shape[0], self.num_channels
+        # the per-sample plane positions are built on the CPU (B numbers each), the per-pixel
+        # index tensors on the device: on a GPU they are the large part
+        offsets = torch.arange(-k, k + 1)
+        neighbours = torch.minimum((index[:, None] + offsets).clamp(min=0), length[:, None] - 1)
+        base = self.image_off[case][:, None] + torch.arange(c)[None] * self.voxels[case][:, None]
+        planes = torch.cat([self.slice_start[a][case][:, None] + neighbours for a in self.axes])
+        mins_at = torch.stack([(axis == a) for a in self.axes])  # which axis table applies
+        (neighbours, base, s_st, r_st, c_st, height, width, row0, col0, lab0) = (
+            to_dev(t, dev)
+            for t in (neighbours, base, s_st, r_st, c_st, height, width, row0, col0,
+                      self.label_off[case])
+        )  # fmt: skip
+        rows = row0[:, None] + torch.arange(ch, device=dev)  # (B, H)
+        cols = col0[:, None] + torch.arange(cw, device=dev)  # (B, W)
+        row_ok = (rows >= 0) & (rows < height[:, None])
+        col_ok = (cols >= 0) & (cols < width[:, None])
+        rows, cols = rows.clamp(min=0) * row_ok, cols.clamp(min=0) * col_ok
+        spatial = (
+            (neighbours * s_st[:, None])[:, :, None, None]
+            + (rows * r_st[:, None])[:, None, :, None]
+            + (cols * c_st[:, None])[:, None, None, :]
+        )  # (B, 2k+1, H, W), voxel offset inside a case's (X, Y, Z)
+        image = self.images[base[:, :, None, None, None] + spatial[:, None]]  # (B,C,2k+1,H,W)
+        ok = row_ok[:, :, None] & col_ok[:, None, :]  # (B, H, W)
+        # padding: each plane's own minimum (what lies outside the body), as SliceDataset pads
+        mins = torch.zeros(b, c, 2 * k + 1, device=dev)
+        for i, a in enumerate(self.axes):
+            plane = to_dev(
+                planes[i * b : (i + 1) * b].clamp(max=self.plane_min[a].shape[1] - 1), dev
+            )
+            here = to_dev(mins_at[i], dev)[:, None, None]
+            mins = torch.where(here, self.plane_min[a][:, plane].permute(1, 0, 2), mins)
+        image = torch.where(ok[:, None, None], image, mins[..., None, None])
+        label = torch.where(ok, self.labels[lab0[:, None, None] + spatial[:, k]].long(), 0)
+        return image.reshape(b, c * (2 * k + 1), ch, cw), label
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for _ in range(self.num_batches):
+            yield self.batch()
+
+    def describe(self) -> str:
+        return (
+            f"device-resident training data on {self.device}: {len(self.case_ids)} case(s), "
+            f"{(self.images.numel() * 4 + self.labels.numel() * self.labels.element_size()) / 2**20:.0f} MiB"
+        )
+
+
+def to_dev(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return t if t.device == device else t.to(device, non_blocking=True)
+
+
+def case_ids_of(batch: dict[str, Any], resident: ResidentSlices) -> list[str]:
+    """Case ids of a resident batch (the batch carries indices, not strings)."""
+    return [resident.case_ids[int(i)] for i in batch["case_index"].cpu()]
