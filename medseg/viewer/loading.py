@@ -25,6 +25,7 @@ import stat
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -300,6 +301,13 @@ def _series_folder(root: Path) -> Path:
     return holders[0]
 
 
+def _dicom_headers(files: list[str]) -> list[Any]:
+    """The header (no pixel data) of each file of a DICOM series, read into memory."""
+    import pydicom
+
+    return [pydicom.dcmread(str(f), stop_before_pixels=True) for f in files]
+
+
 def read_upload(name: str, data: bytes, max_mb: float = MAX_UPLOAD_MB) -> Volume:
     """A Volume from uploaded bytes: a NIfTI file or a zipped DICOM series.
 
@@ -334,5 +342,8 @@ def read_upload(name: str, data: bytes, max_mb: float = MAX_UPLOAD_MB) -> Volume
             raise UploadError(message if name in message else f"{name}: {message}") from err
         # Materialise in memory: the temporary folder disappears on return.
         volume.array = np.array(volume.array)
+        if volume.metadata.get("dicom_files"):
+            # a reviewed mask's DICOM-SEG must reference the series: keep its headers
+            volume.metadata["dicom_headers"] = _dicom_headers(volume.metadata["dicom_files"])
     volume.metadata["source"] = f"upload:{name}"
     return volume
