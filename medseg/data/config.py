@@ -165,6 +165,12 @@ class DataConfig(_Strict):
         num_folds: number of folds of ``fold`` and of ``medseg train --folds all`` (capped at
             the number of labelled cases).
         split_seed: seed of the patient-level split.
+        val_cases: case ids to validate on (everything else trains); overrides the split file.
+        split_file: the JSON file recording the split (see docs/training.md, "Stable
+            splits"); ``None`` = ``<cache_dir>/splits_holdout.json`` (or ``splits_kfold.json``
+            with ``fold``). Created on the first run, then kept: recorded cases never change
+            side, and a different ``val_fraction``/``num_folds``/``split_seed`` is refused.
+        new_cases: where cases missing from the split file go: ``train`` (default) or ``val``.
         num_workers: DataLoader workers (``pipeline: workers``).
         pipeline: ``"resident"`` keeps the cached volumes as tensors on the training device
             and cuts each batch there with tensor ops (no workers,
@@ -188,6 +194,8 @@ class DataConfig(_Strict):
     num_folds: int = Field(5, ge=2)
     split_seed: int = 0
     val_cases: list[str] | None = None
+    split_file: str | None = None
+    new_cases: Literal["train", "val"] = "train"
     num_workers: int = Field(2, ge=0)
     pipeline: Literal["auto", "resident", "workers"] = "auto"
     augmentation: AugmentationConfig = AugmentationConfig()

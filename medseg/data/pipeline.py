@@ -2,11 +2,13 @@
 samples a training step sees. Used by ``medseg train``, ``medseg preview-data`` and the
 benchmarks, so what the preview shows is what training draws.
 
-1. :func:`prepare_data`: load the dataset, split at patient level (labelled cases only),
-   resolve the preprocessing parameters against the dataset (channel and class names; CT
-   statistics fitted on the training patients only, unless ``fitted`` parameters are passed,
-   e.g. on resume) and cache every case. Under DDP rank 0 fits and caches first; the others
-   then read its cache. The distributed context is an argument (:class:`medseg.device.DistInfo`).
+1. :func:`prepare_data`: load the dataset, split at patient level (labelled cases only; the
+   split is recorded in a split file with the preprocessed data and kept stable when cases
+   are added, see :func:`split_specs`), resolve the preprocessing parameters against the
+   dataset (channel and class names; CT statistics fitted on the training patients only,
+   unless ``fitted`` parameters are passed, e.g. on resume) and cache every case. Under DDP
+   rank 0 fits, caches and writes the split file first; the others then read its cache. The
+   distributed context is an argument (:class:`medseg.device.DistInfo`).
 2. :func:`build_train_batches`: where training batches come from, decided once
    (``data.pipeline``): the device-resident sampler (:mod:`medseg.data.resident`: volumes on
    the training device, batches cut with tensor ops) or :func:`build_train_loader` (the
@@ -31,7 +33,7 @@ from medseg.data.config import AugmentationConfig, DataConfig
 from medseg.data.datasets import DatasetSpec, load_dataset
 from medseg.data.preprocessing import PreprocessingParams, fit_preprocessing
 from medseg.data.sampling import SliceDataset
-from medseg.data.splits import split_from_spec
+from medseg.data.splits import Split, default_split_path, stable_split
 from medseg.device import DistInfo, all_gather_objects
 from medseg.errors import ConfigError, DatasetError, MedsegError
 from medseg.io.atomic import atomic_path
@@ -49,6 +51,7 @@ class PreparedData:
     channel_names: list[str]
     class_names: list[str]
     spec: DatasetSpec | None = None
+    split: Split | None = None
 
     @property
     def train_ids(self) -> list[str]:
@@ -111,21 +114,66 @@ def fit_params_cached(
     return fitted
 
 
-def split_specs(spec: DatasetSpec, cfg: DataConfig) -> tuple[list[Any], list[Any]]:
-    """Train/val case specs: the manifest's ``split`` column when every case has one, else a
-    seeded patient-level split (``val_fraction`` or k-fold ``fold``); ``test`` cases never
-    train, and unlabelled cases are left out of both."""
-    train_ids, val_ids = split_from_spec(
-        spec.cases, cfg.val_fraction, cfg.fold, cfg.num_folds, cfg.split_seed, cfg.val_cases
-    )
-    train = [c for c in (spec.case(i) for i in train_ids) if c.label is not None]
-    val = [c for c in (spec.case(i) for i in val_ids) if c.label is not None]
-    if not train:
+def split_file_path(cfg: DataConfig, cache_dir: Path) -> Path:
+    """``data.split_file``, else the split file in the dataset's cache folder; refuses a path
+    inside the dataset folder (inputs are never modified)."""
+    if not cfg.split_file:
+        return default_split_path(cache_dir, kfold=cfg.fold is not None)
+    path = Path(cfg.split_file).expanduser()
+    dataset = Path(cfg.dataset).expanduser().resolve()
+    if dataset.is_dir() and dataset in path.resolve().parents:
+        raise DatasetError(
+            f"data.split_file {path} lies inside the dataset folder {dataset}; medseg never "
+            "writes into a dataset. Put the split file beside your config or in data.cache_dir"
+        )
+    return path
+
+
+def split_specs(
+    spec: DatasetSpec,
+    cfg: DataConfig,
+    cache_dir: Path,
+    write: bool = True,
+    recorded: Split | None = None,
+    inherit: Split | None = None,
+) -> tuple[list[Any], list[Any], Split]:
+    """Train/val case specs and the :class:`~medseg.data.splits.Split` they came from.
+
+    ``data.val_cases`` or the manifest's ``split`` column when given; otherwise the stable plan
+    in :func:`split_file_path` (created on the first run: a seeded patient-level split of
+    ``val_fraction``, or k folds with ``fold``; later runs keep every recorded case on its side
+    and put new cases on ``data.new_cases``). ``recorded``: a resumed run's own split, used
+    as it is. ``inherit``: the split a fine-tune's starting model recorded, adopted when no
+    split file exists yet (:func:`~medseg.data.splits.plan_split`). ``test`` cases never
+    train; unlabelled cases are left out of both sides."""
+    if recorded is not None:
+        known = {c.case_id for c in spec.cases if c.label is not None}
+        split = Split(
+            [c for c in recorded.train if c in known],
+            [c for c in recorded.val if c in known],
+            "recorded",
+            recorded.path,
+            recorded.fold,
+        )
+    else:
+        split = stable_split(
+            spec.cases,
+            split_file_path(cfg, cache_dir),
+            val_fraction=cfg.val_fraction,
+            fold=cfg.fold,
+            num_folds=cfg.num_folds,
+            seed=cfg.split_seed,
+            val_cases=cfg.val_cases,
+            new_cases=cfg.new_cases,
+            write=write,
+            inherit=inherit,
+        )
+    if not split.train:
         raise DatasetError(
             f"{cfg.dataset}: no labelled training cases after the split; "
             "add labelled cases or lower data.val_fraction"
         )
-    return train, val
+    return [spec.case(i) for i in split.train], [spec.case(i) for i in split.val], split
 
 
 def prepare_data(
@@ -133,14 +181,19 @@ def prepare_data(
     info: DistInfo | None = None,
     fitted: PreprocessingParams | None = None,
     progress: bool = True,
+    split: Split | None = None,
+    inherit: Split | None = None,
 ) -> PreparedData:
     """Load, split, fit preprocessing (unless ``fitted`` is given, e.g. when resuming) and
     cache every case. Under DDP (``info``) rank 0 fits and builds the cache first; the
-    others then read it, and an error on any rank stops every rank."""
+    others then read it, and an error on any rank stops every rank. ``split``: use this
+    recorded split (a resumed run's) instead of the split file; ``inherit``: see
+    :func:`split_specs`."""
     info = info or DistInfo()
     spec = load_dataset(cfg.dataset)
-    train_specs, val_specs = split_specs(spec, cfg)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg.dataset)
+    # Only rank 0 writes the split file; the others compute the same plan from it.
+    train_specs, val_specs, split = split_specs(spec, cfg, cache_dir, info.is_main, split, inherit)
     params = fitted
     cached: list[Any] = []
     for turn in (True, False):  # rank 0 first, then the others hit its cache
@@ -180,6 +233,7 @@ def prepare_data(
         channel_names=list(params.channel_names),
         class_names=list(params.class_names),
         spec=spec,
+        split=split,
     )
 
 

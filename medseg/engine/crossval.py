@@ -3,10 +3,12 @@ out-of-fold predictions, and a model folder that is the ensemble of the folds.
 
 ``medseg train CONFIG --folds all --output DIR`` (:func:`cross_validate`):
 
-1. ``DIR/splits.json``: the patients of each fold's validation set (dealt from a seeded
-   shuffle of the labelled, non-test cases). Written once and then kept: re-running after
-   cases were added never moves an existing case between training and validation; new cases
-   train in every fold (listed under ``added_cases``).
+1. ``DIR/splits.json`` (or ``data.split_file``): the patients of each fold's validation set
+   (dealt from a seeded shuffle of the labelled, non-test cases). Written once and then kept
+   (:func:`medseg.data.splits.plan_split`, the same stable plan single runs use): re-running
+   after cases were added never moves an existing case between training and validation; new
+   cases train in every fold (listed under ``added_cases``), or with ``data.new_cases: val``
+   join the validation cases of the smallest fold.
 2. Preprocessing fitted once on every case (as nnU-Net's dataset fingerprint), so the folds
    share it and can be ensembled.
 3. Each fold trains as an ordinary run folder ``DIR/fold_<k>/`` (resumable; a finished fold
@@ -78,35 +80,6 @@ def parse_folds(text: str | Sequence[int] | None, num_folds: int) -> list[int]:
             f"(data.num_folds = {num_folds}, capped at the number of labelled cases)"
         )
     return sorted(set(folds))
-
-
-def plan_splits(case_ids: Sequence[str], num_folds: int, seed: int, path: Path) -> dict[str, Any]:
-    """The fold assignment in ``path`` (created when absent), kept stable across re-runs."""
-    ids = list(case_ids)
-    if path.is_file():
-        plan = json.loads(path.read_text(encoding="utf-8"))
-        if plan["num_folds"] != num_folds:
-            raise ConfigError(
-                f"{path}: holds {plan['num_folds']} folds but {num_folds} were asked for; "
-                "use the same data.num_folds, or a new --output folder for a new split"
-            )
-        known = {c for fold in plan["folds"] for c in fold["val"]} | set(plan["added_cases"])
-        added = [c for c in ids if c not in known]
-        if added:
-            logger.info("%d new case(s) join training in every fold: %s", len(added), added)
-            plan["added_cases"] = [*plan["added_cases"], *added]
-            _write_json(path, plan)
-        return plan
-    order = np.random.default_rng(seed).permutation(len(ids))
-    shuffled = [ids[i] for i in order]
-    plan = {
-        "num_folds": num_folds,
-        "seed": seed,
-        "folds": [{"fold": k, "val": sorted(shuffled[k::num_folds])} for k in range(num_folds)],
-        "added_cases": [],
-    }
-    _write_json(path, plan)
-    return plan
 
 
 def fold_config(cfg: TrainConfig, plan: dict[str, Any], fold: int) -> TrainConfig:
@@ -205,7 +178,13 @@ def prepare_crossval(
     case, and the cache built for every case."""
     from medseg.data.cache import prepare_cases
     from medseg.data.datasets import load_dataset
-    from medseg.data.pipeline import default_cache_dir, fit_params_cached, resolve_params
+    from medseg.data.pipeline import (
+        default_cache_dir,
+        fit_params_cached,
+        resolve_params,
+        split_file_path,
+    )
+    from medseg.data.splits import plan_split
 
     spec = load_dataset(cfg.data.dataset)
     labelled = [
@@ -217,15 +196,21 @@ def prepare_crossval(
             "least 2 (label more cases, or train one run without --folds)"
         )
     num_folds = min(cfg.data.num_folds, len(labelled))
-    path = output / SPLITS_FILE
-    if info.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-        plan = plan_splits(labelled, num_folds, cfg.data.split_seed, path)
-    else:
-        plan = _wait_for_json(path)
     cache_dir = (
         Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir(cfg.data.dataset)
     )
+    path = split_file_path(cfg.data, cache_dir) if cfg.data.split_file else output / SPLITS_FILE
+    if info.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        plan = plan_split(
+            labelled,
+            path,
+            num_folds=num_folds,
+            seed=cfg.data.split_seed,
+            new_cases=cfg.data.new_cases,
+        )
+    else:
+        plan = _wait_for_json(path)
     params = fit_params_cached(
         resolve_params(cfg.data.preprocessing, spec), spec, labelled, cache_dir
     )

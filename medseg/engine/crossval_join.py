@@ -109,9 +109,12 @@ def join_folds(
 
 
 def _training_cases(payload: dict[str, Any], spec: Any) -> set[str]:
-    """The case ids a checkpoint's run trained on (from its resolved config + the dataset)."""
+    """The case ids a checkpoint's run trained on: its recorded split, else re-derived from
+    its resolved config and the dataset (checkpoints written before splits were recorded)."""
     from medseg.data.splits import split_from_spec
 
+    if payload.get("data_split"):
+        return set(payload["data_split"]["train"])
     data = payload["config"]["data"]
     train_ids, _ = split_from_spec(
         spec.cases,

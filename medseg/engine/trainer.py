@@ -40,6 +40,7 @@ from medseg.data.pipeline import (
     start_epoch,
 )
 from medseg.data.preprocessing import PreprocessingParams
+from medseg.data.splits import Split
 from medseg.device import (
     DistInfo,
     all_gather_objects,
@@ -145,7 +146,18 @@ class Trainer:
         source = resume or (init[1] if init else None)
         if source is not None:
             fitted = PreprocessingParams.model_validate(source["preprocessing"])
-        self.data: PreparedData = prepare_data(cfg.data, self.info, fitted, self.progress)
+        # a resumed run keeps its own split, even if cases were added to the dataset meanwhile;
+        # a fine-tune on a new copy of the dataset keeps its starting model's validation cases
+        split = resume.get("data_split") if resume is not None else None
+        start = init[1].get("data_split") if init is not None else None
+        self.data: PreparedData = prepare_data(
+            cfg.data,
+            self.info,
+            fitted,
+            self.progress,
+            Split.from_dict(split) if split else None,
+            Split.from_dict(start, f"train.init_from {init[0]}") if init and start else None,
+        )
         self._build(cfg)
         if resume is not None:
             self._restore(resume, resume_from)
@@ -267,6 +279,9 @@ class Trainer:
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             artifacts.write_text(self.run_dir / "config.yaml", config_to_yaml(self.cfg))
+            if self.data.split is not None:
+                text = json.dumps(self.data.split.as_dict(), indent=2)
+                artifacts.write_text(self.run_dir / "split.json", text + "\n")
         end = cfg.epochs if max_epochs is None else min(cfg.epochs, self.start_epoch + max_epochs)
         result = FitResult(self.run_dir, self.start_epoch, self.best_metric, self.best_epoch)
         self.on_train_start()
@@ -487,6 +502,7 @@ class Trainer:
             **self.model_record().payload_fields(),
             "state_dict": unwrap_model(self.model).state_dict(),
             "config": self.cfg.model_dump(mode="json"),
+            "data_split": None if self.data.split is None else self.data.split.as_dict(),
             "epoch": epoch,
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float | str)},
             "optimizer": self.optimizer.state_dict(),

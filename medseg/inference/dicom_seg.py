@@ -10,10 +10,12 @@ cannot misplace a frame.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +41,7 @@ REQUIRED_EMPTY_OK = (
 SEG_NOTICE = "For research use only. Not for diagnostic use."
 
 
-def _source_datasets(files: Sequence[str | Path]) -> list:
+def _source_datasets(files: Sequence[Any]) -> list:
     import pydicom
 
     if not files:
@@ -48,8 +50,14 @@ def _source_datasets(files: Sequence[str | Path]) -> list:
             "needs the series it segments: read the scan from its DICOM folder"
         )
     # Pixel data is not needed to reference the images; skipping it avoids decoding JPEG 2000.
-    # Every dataset is a fresh in-memory read, so repairs below never touch the input files.
-    datasets = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in files]
+    # Every dataset is a fresh in-memory read (or a copy of a header kept in memory, e.g. from
+    # an upload whose files are gone), so repairs below never touch the inputs.
+    datasets = [
+        copy.deepcopy(f)
+        if isinstance(f, pydicom.Dataset)
+        else pydicom.dcmread(str(f), stop_before_pixels=True)
+        for f in files
+    ]
     for ds in datasets:
         # Some anonymisers blank the SOP UIDs in the dataset but keep them in the file meta
         # header; highdicom needs them to reference the images.
@@ -89,17 +97,20 @@ def _frame_order(datasets: list, label: Volume) -> list[int]:
 
 def write_dicom_seg(
     label: Volume,
-    source_files: Sequence[str | Path],
+    source_files: Sequence[Any],
     class_names: Sequence[str],
     path: str | Path,
     *,
     model_name: str = "medseg",
     overwrite: bool = False,
+    reviewed: bool = False,
 ) -> Path:
     """Write ``label`` (integer classes on the source series' grid) as a DICOM-SEG.
 
-    One segment per foreground class (``class_names[1:]``), binary, automatic algorithm,
-    referencing every source image. Empty frames are omitted (highdicom default).
+    ``source_files``: the series' files, or their headers as pydicom Datasets.
+    One segment per foreground class (``class_names[1:]``), binary, referencing every source
+    image; the segments' algorithm type is AUTOMATIC, or SEMIAUTOMATIC with ``reviewed`` (a
+    prediction a person corrected in the viewer). Empty frames are omitted (highdicom default).
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -127,7 +138,9 @@ def write_dicom_seg(
             segment_label=str(name)[:64],
             segmented_property_category=codes.SCT.Tissue,
             segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+            if reviewed
+            else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
         )
         for number, name in enumerate(class_names[1:], start=1)
@@ -136,7 +149,9 @@ def write_dicom_seg(
         # highdicom warns about the source's PatientName format, quoting the name itself:
         # patient identifiers must never reach logs or the terminal.
         warnings.filterwarnings("ignore", message=".*person name.*")
-        seg = _build_segmentation(hd, datasets, frames, descriptions, model_name)
+        seg = _build_segmentation(
+            hd, datasets, frames, descriptions, f"{model_name} reviewed" if reviewed else model_name
+        )
     seg.ContentDescription = SEG_NOTICE
     with atomic_path(path, suffix=".dcm") as tmp:
         seg.save_as(str(tmp))

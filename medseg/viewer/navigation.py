@@ -7,7 +7,7 @@ match the viewer's slider for the chosen view.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -87,6 +87,21 @@ def lesion_targets(
     return targets
 
 
+def label_mask(labels: np.ndarray, keep: Sequence[int]) -> np.ndarray:
+    """``labels`` is one of ``keep`` (bool, same shape); ``np.isin`` sorts and took ~0.7 s on
+    a 512 x 512 x 120 mask, one comparison or a lookup table takes a few tens of ms."""
+    top = int(labels.max(initial=0))
+    wanted = {int(k) for k in keep}
+    if labels.dtype.kind in "ui" and int(labels.min(initial=0)) >= 0:
+        if set(range(1, top + 1)) <= wanted:
+            return labels > 0
+        if top < 1 << 16:
+            table = np.zeros(top + 1, bool)
+            table[[k for k in wanted if 0 <= k <= top]] = True
+            return table[labels]
+    return np.isin(labels, list(wanted))
+
+
 def slice_areas_mm2(
     labels: np.ndarray,
     spacing: tuple[float, float, float],
@@ -95,7 +110,7 @@ def slice_areas_mm2(
 ) -> np.ndarray:
     """Foreground area in mm^2 on every slice along ``view`` (length = number of slices)."""
     keep = [int(v) for v in (include if include is not None else np.unique(labels)) if int(v) > 0]
-    foreground = np.isin(labels, keep)
+    foreground = label_mask(labels, keep)
     axis = VIEW_AXIS[view]
     other = tuple(a for a in range(3) if a != axis)
     rows_mm, cols_mm = pixel_spacing(spacing, view)

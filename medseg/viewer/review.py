@@ -368,12 +368,27 @@ CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 @dataclasses.dataclass(frozen=True)
 class SavedReview:
-    """Files written by :func:`save_reviewed_case` (``images`` empty for a plain folder)."""
+    """Files written by :func:`save_reviewed_case` (``images`` empty for a plain folder;
+    ``dicom_seg`` only for a case read from a DICOM series whose files are still there)."""
 
     mask: Path
     record: Path
     images: tuple[Path, ...] = ()
     dataset_json: Path | None = None
+    dicom_seg: Path | None = None
+
+
+def dicom_source_files(channels: Sequence[Volume], mask: Volume | None = None) -> list[Any]:
+    """What a DICOM-SEG of the case references: the DICOM files it was read from (first
+    channel, else ``mask``), or the headers an upload kept in memory (its temporary files
+    are gone, see :func:`medseg.viewer.loading.read_upload`); ``[]`` when not DICOM."""
+    for volume in [*channels[:1], *([mask] if mask is not None else [])]:
+        files = [str(f) for f in volume.metadata.get("dicom_files") or []]
+        if files and all(Path(f).is_file() for f in files):
+            return files
+        if volume.metadata.get("dicom_headers"):
+            return list(volume.metadata["dicom_headers"])
+    return []
 
 
 def review_record(
@@ -437,6 +452,7 @@ def save_reviewed_case(
     *,
     channels: Sequence[Volume] = (),
     as_training_case: bool = False,
+    class_names: Sequence[str] = (),
 ) -> SavedReview:
     """Save a reviewed mask (on ``mask``'s source grid) and its review record; never overwrite.
 
@@ -448,40 +464,74 @@ def save_reviewed_case(
       ``dataset.json``'s ``numTraining`` is recounted and rewritten atomically. An existing
       case id is refused (:class:`~medseg.errors.OverwriteError`).
 
+    * A case read from a DICOM series (``channels[0]``'s ``dicom_files``) also gets a DICOM-SEG
+      of the reviewed mask referencing that series (segments named by ``class_names``,
+      algorithm type SEMIAUTOMATIC): ``<case_id>_reviewed_seg.dcm`` beside the mask, or
+      ``reviews/<case_id>_seg.dcm`` in a dataset (nnU-Net folders hold NIfTI only).
+
     Every file goes through a temporary file renamed into place; when a later file fails,
     the ones already written for this case are removed again.
     """
     _check_case_id(case_id)
     destination = Path(destination)
+    dicom = dicom_source_files(channels, mask)
     if not as_training_case:
         targets = [
             destination / f"{case_id}_reviewed.nii.gz",
             destination / f"{case_id}_review.json",
         ]
-        _refuse_existing(targets, f"saving case {case_id}")
-        with _undo_on_error(targets):
+        seg = destination / f"{case_id}_reviewed_seg.dcm" if dicom else None
+        _refuse_existing([*targets, *([seg] if seg else [])], f"saving case {case_id}")
+        with _undo_on_error([*targets, *([seg] if seg else [])]):
             write_mask(mask.array, mask, targets[0])
-            _write_json({**record, "mask": targets[0].name}, targets[1])
-        return SavedReview(targets[0], targets[1])
+            if seg is not None:
+                write_reviewed_seg(mask, dicom, class_names, record, seg)
+            extra = {"dicom_seg": seg.name} if seg else {}
+            _write_json({**record, "mask": targets[0].name, **extra}, targets[1])
+        return SavedReview(targets[0], targets[1], dicom_seg=seg)
     meta_path = destination / "dataset.json"
     meta = _dataset_meta(meta_path, len(channels), mask)
     ending = str(meta.get("file_ending", ".nii.gz"))
     images = [destination / "imagesTr" / f"{case_id}_{i:04d}{ending}" for i in range(len(channels))]
     label = destination / "labelsTr" / f"{case_id}{ending}"
     review = destination / "reviews" / f"{case_id}.json"
+    seg = destination / "reviews" / f"{case_id}_seg.dcm" if dicom else None
+    outputs = [*images, label, review, *([seg] if seg else [])]
     existing = sorted((destination / "imagesTr").glob(f"{case_id}_[0-9][0-9][0-9][0-9].*"))
-    _refuse_existing([*existing, *images, label, review], f"dataset {destination}: case {case_id}")
-    with _undo_on_error([*images, label, review]):
+    _refuse_existing([*existing, *outputs], f"dataset {destination}: case {case_id}")
+    with _undo_on_error(outputs):
         for volume, path in zip(channels, images, strict=True):
             check_same_grid(mask, volume, what=f"channel {path.name}")
             write_volume(volume, path)
         write_mask(mask.array, mask, label)
-        _write_json({**record, "mask": str(label.relative_to(destination))}, review)
+        extra = {}
+        if seg is not None:
+            write_reviewed_seg(mask, dicom, class_names, record, seg)
+            extra = {"dicom_seg": str(seg.relative_to(destination))}
+        _write_json({**record, "mask": str(label.relative_to(destination)), **extra}, review)
         meta["numTraining"] = sum(
             1 for p in (destination / "labelsTr").iterdir() if p.name.endswith(ending)
         )
         _write_json(meta, meta_path)
-    return SavedReview(label, review, tuple(images), meta_path)
+    return SavedReview(label, review, tuple(images), meta_path, seg)
+
+
+def write_reviewed_seg(
+    mask: Volume,
+    files: Sequence[Any],
+    class_names: Sequence[str],
+    record: dict[str, Any],
+    path: Path,
+) -> None:
+    """The reviewed ``mask`` as a DICOM-SEG referencing the series ``files`` (SEMIAUTOMATIC
+    segments named by ``class_names``; the model named from ``record["model"]``)."""
+    # imported here: the DICOM-SEG writer pulls in highdicom, needed only when saving
+    from medseg.inference.dicom_seg import write_dicom_seg
+
+    top = int(np.asarray(mask.array).max(initial=0))
+    names = [*class_names, *[f"label {i}" for i in range(len(class_names), top + 1)]]
+    model = Path(str(record.get("model") or "medseg")).name
+    write_dicom_seg(mask, files, names, path, model_name=f"medseg {model}", reviewed=True)
 
 
 def _dataset_meta(meta_path: Path, n_channels: int, mask: Volume) -> dict[str, Any]:

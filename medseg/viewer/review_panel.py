@@ -24,6 +24,7 @@ from medseg.viewer.review import (
     REVIEW_ORDER_RULE,
     ReviewSession,
     brush_plane_pixels,
+    dicom_source_files,
     display_to_source,
     fill_holes_on_slice,
     review_record,
@@ -305,11 +306,13 @@ def _save_controls(
                 case_id,
                 channels=[shown.case.channels[i] for i in picks],
                 as_training_case=target == SAVE_TARGETS[1],
+                class_names=layer.class_names,
             )
         except MedsegError as err:
             st.error(f"Not saved: {err}")
         else:
             files = [saved.mask, saved.record, *saved.images]
+            files += [saved.dicom_seg] if saved.dicom_seg else []
             st.success("Saved: " + ", ".join(str(p) for p in files))
     st.download_button(
         "Reviewed mask (NIfTI)",
@@ -325,3 +328,17 @@ def _save_controls(
         mime="application/json",
         key="rv_dl_record",
     )
+    dicom = dicom_source_files(shown.case.channels)
+    if dicom:
+        st.download_button(
+            "Reviewed mask (DICOM-SEG)",
+            data=lambda: services.dicom_seg_bytes(mask(), dicom, layer.class_names, layer.model),
+            file_name=f"{case_id}_reviewed_seg.dcm",
+            mime="application/dicom",
+            key="rv_dl_seg",
+        )
+    elif shown.case.channels[0].metadata.get("dicom_files"):
+        st.caption(
+            "DICOM-SEG: not available, the series' files are no longer on the server; open "
+            "the series folder with `medseg view FOLDER` to get one."
+        )

@@ -258,6 +258,19 @@ def mask_nifti_bytes(label: Volume) -> bytes:
         return path.read_bytes()
 
 
+def dicom_seg_bytes(
+    label: Volume, source_files: Sequence[Any], class_names: Sequence[str], model: str
+) -> bytes:
+    """The reviewed label volume as DICOM-SEG bytes referencing ``source_files`` (the series
+    the case was read from); written as :func:`medseg.viewer.review.save_reviewed_case` does."""
+    from medseg.viewer.review import write_reviewed_seg
+
+    with tempfile.TemporaryDirectory(prefix="medseg-viewer-") as tmp:
+        path = Path(tmp) / "reviewed_seg.dcm"
+        write_reviewed_seg(label, source_files, class_names, {"model": model}, path)
+        return path.read_bytes()
+
+
 def png_bytes(rgb: np.ndarray, caption: str = "") -> bytes:
     """The rendered view as PNG with a footer carrying ``caption`` and the research notice."""
     footer = 18 if caption or RESEARCH_USE_NOTICE else 0

@@ -132,12 +132,7 @@ class MaskLayer:
     @property
     def present(self) -> list[int]:
         if "present" not in self._memo:
-            flat = self.display.ravel(order="K")
-            if flat.size and flat.min() >= 0:  # bincount: ~20x faster than unique on a CT
-                values = np.flatnonzero(np.bincount(flat.astype(np.int64, copy=False)))
-            else:
-                values = np.unique(flat)
-            self._memo["present"] = [int(v) for v in values if v > 0]
+            self._memo["present"] = present_labels(self.display)
         return self._memo["present"]
 
     def areas(
@@ -165,6 +160,23 @@ class MaskLayer:
             return axial_friendly(render.to_display(volume).array)
 
         return self.memo(f"uncertainty_{name}", compute)
+
+
+def present_labels(labels: np.ndarray) -> list[int]:
+    """The foreground label values in ``labels`` (sorted).
+
+    A few labels (the usual case): one ``max`` and one comparison per value (~15 ms each on a
+    512 x 512 x 120 mask); many: ``bincount``, whose int64 copy costs ~0.2 s on the same mask.
+    """
+    flat = labels.ravel(order="K")
+    if not flat.size:
+        return []
+    if flat.dtype.kind in "ui" and int(flat.min()) >= 0:
+        top = int(flat.max())
+        if top <= 16:
+            return [v for v in range(1, top + 1) if (flat == v).any()]
+        return [int(v) for v in np.flatnonzero(np.bincount(flat.astype(np.int64))) if v > 0]
+    return [int(v) for v in np.unique(flat) if v > 0]
 
 
 def make_layer(

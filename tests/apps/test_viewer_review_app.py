@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from viewer_factory import CLASS_NAMES, SHAPE, synthetic_brain
+from viewer_factory import CLASS_NAMES, SHAPE, synthetic_brain, write_constant_checkpoint
 
 from medseg.io import Volume, write_mask, write_volume
 from medseg.viewer import services
@@ -294,3 +294,42 @@ def test_fill_button_fills_an_outline_on_the_current_slice(
     assert (np.asarray(session.working()) != outlined).any()
     _ok(at.button(key="rv_undo").click().run())
     np.testing.assert_array_equal(session.working(), outlined)  # the fill is undone
+
+
+def test_reviewed_dicom_case_saves_and_downloads_a_dicom_seg(
+    tmp_path: Path, sample_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    import pydicom
+    import streamlit as st
+
+    downloads: dict[str, object] = {}
+    original_button = st.download_button
+
+    def capture(label, data, *args, **kwargs):
+        downloads[kwargs.get("key", label)] = data
+        return original_button(label, data, *args, **kwargs)
+
+    monkeypatch.setattr(st, "download_button", capture)
+    series = sample_data / "ct_abdomen" / "ct_001_dicom"
+    ckpt = write_constant_checkpoint(tmp_path / "const.pt", label=1, channels=("ct",))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["medseg_config"] = ViewerConfig(
+        path=series, model=ckpt, device="cpu", runs_dir=tmp_path / "none"
+    )
+    _ok(at.run())
+    _ok(at.toggle(key="review_mode").set_value(True).run())
+    out = tmp_path / "out"
+    at.text_input(key="rv_folder").set_value(str(out))
+    _ok(at.run())
+    _ok(at.button(key="rv_save").click().run())
+    assert any("_reviewed_seg.dcm" in s.value for s in at.success)
+    (seg_path,) = out.glob("*_reviewed_seg.dcm")
+    seg = pydicom.dcmread(seg_path)
+    uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in series.iterdir()}
+    referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    assert {r.ReferencedSOPInstanceUID for r in referenced} == uids
+    blob = downloads["rv_dl_seg"]
+    blob = blob() if callable(blob) else blob
+    assert pydicom.dcmread(io.BytesIO(blob)).Modality == "SEG"

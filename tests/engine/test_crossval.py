@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from medseg.checkpoint import load_checkpoint
+from medseg.data.splits import plan_split
 from medseg.engine.config import build_config
-from medseg.engine.crossval import cross_validate, parse_folds, plan_splits
+from medseg.engine.crossval import cross_validate, parse_folds
 from medseg.engine.crossval_join import choose_postprocessing
 from medseg.errors import ConfigError, DatasetError
 from medseg.inference import Predictor
@@ -127,12 +128,12 @@ def test_a_fold_trained_on_its_own_validation_case_is_refused(finished_cv, tmp_p
 
 def test_splits_are_stable_when_cases_are_added(tmp_path):
     path = tmp_path / "splits.json"
-    first = plan_splits(["a", "b", "c", "d"], 2, seed=0, path=path)
-    again = plan_splits(["a", "b", "c", "d", "e", "f"], 2, seed=0, path=path)
+    first = plan_split(["a", "b", "c", "d"], path, num_folds=2, seed=0)
+    again = plan_split(["a", "b", "c", "d", "e", "f"], path, num_folds=2, seed=0)
     assert [f["val"] for f in again["folds"]] == [f["val"] for f in first["folds"]]
     assert again["added_cases"] == ["e", "f"]
     with pytest.raises(ConfigError, match="2 folds but 3"):
-        plan_splits(["a", "b", "c"], 3, seed=0, path=path)
+        plan_split(["a", "b", "c"], path, num_folds=3, seed=0)
 
 
 def test_parse_folds():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,12 @@ def test_resume_continues_exactly(tiny_raw: dict[str, Any], tmp_path: Path) -> N
         cfg, tmp_path / "b", CPU, resume_from=tmp_path / "b/checkpoints/last.pt", progress=False
     )
     assert resumed.start_epoch == 1
+    # a resumed run keeps the split its checkpoint recorded
+    assert resumed.data.split.source == "recorded"
+    assert (resumed.data.split.train, resumed.data.split.val) == (
+        first.data.split.train,
+        first.data.split.val,
+    )
     resumed.fit()
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for key in a:
@@ -130,6 +137,18 @@ def test_resume_continues_exactly(tiny_raw: dict[str, Any], tmp_path: Path) -> N
     )
     # and the resumed run differs from a fresh second epoch (the test can fail)
     assert not torch.equal(first.model.state_dict()[next(iter(a))], a[next(iter(a))])
+
+
+def test_run_folder_and_checkpoint_record_the_stable_split(one_epoch_run) -> None:
+    cfg, result = one_epoch_run
+    recorded = json.loads((result.run_dir / "split.json").read_text())
+    plan = json.loads((Path(cfg.data.cache_dir) / "splits_holdout.json").read_text())
+    assert recorded["source"] == "split file"
+    assert recorded["val"] == plan["folds"][0]["val"]
+    assert len(recorded["val"]) == 1  # val_fraction 0.25 of 4 cases
+    assert sorted(recorded["train"] + recorded["val"]) == [f"case_{i:03d}" for i in range(4)]
+    ckpt = load_checkpoint(result.run_dir / "checkpoints" / "best.pt")
+    assert ckpt["data_split"] == recorded
 
 
 def test_best_checkpoint_follows_validation_dice(

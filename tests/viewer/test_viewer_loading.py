@@ -185,3 +185,17 @@ def test_soft_ground_truth_is_refused_not_rounded():
     truth = attach_truth(image, stored)
     assert truth.array.dtype == np.int16
     assert int(truth.array.sum()) == 4 * 4 * 3
+
+
+def test_digest_hashes_fortran_ordered_scans_without_a_copy_and_sees_one_voxel() -> None:
+    from medseg.io import Volume
+
+    array = np.asfortranarray(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6))
+    vol = Volume(array, np.eye(4))
+    key = loading.volume_digest([vol])
+    assert key == loading.volume_digest([Volume(array.copy(order="F"), np.eye(4))])
+    changed = array.copy(order="F")
+    changed[3, 4, 5] += 1
+    assert loading.volume_digest([Volume(changed, np.eye(4))]) != key
+    shifted = np.diag([2.0, 1.0, 1.0, 1.0])
+    assert loading.volume_digest([Volume(array, shifted)]) != key

@@ -50,3 +50,20 @@ def test_slice_areas_in_mm2() -> None:
     only_two = navigation.slice_areas_mm2(label, (0.5, 2.0, 3.0), "axial", include=[2])
     assert only_two.tolist() == [0.0, 0.0, 1.0, 0.0]
     assert navigation.slice_areas_mm2(label, (0.5, 2.0, 3.0), "sagittal").shape == (10,)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values"),
+    [(np.uint8, (0, 1, 2, 5)), (np.uint16, (0, 3, 40, 900)), (np.int16, (-1, 0, 2)),
+     (np.float32, (0.0, 1.0, 2.0))],
+)  # fmt: skip
+def test_fast_label_mask_and_present_labels_match_numpy(dtype, values) -> None:
+    from medseg.viewer.navigation import label_mask
+    from medseg.viewer.state import present_labels
+
+    rng = np.random.default_rng(0)
+    labels = np.asfortranarray(rng.choice(np.array(values, dtype), size=(9, 8, 7)))
+    expected = [int(v) for v in np.unique(labels) if v > 0]
+    assert present_labels(labels) == expected
+    for keep in (expected, expected[:1], [7, *expected[-1:]]):
+        np.testing.assert_array_equal(label_mask(labels, keep), np.isin(labels, keep))
