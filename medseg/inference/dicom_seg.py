@@ -138,7 +138,7 @@ def write_dicom_seg(
         warnings.filterwarnings("ignore", message=".*person name.*")
         seg = _build_segmentation(hd, datasets, frames, descriptions, model_name)
     seg.ContentDescription = SEG_NOTICE
-    with atomic_path(path, suffix=".dcm") as tmp:
+    with atomic_path(path) as tmp:
         seg.save_as(str(tmp))
     return path
 
