@@ -34,7 +34,7 @@ import pydantic
 import torch
 
 from medseg.data.preprocessing import PreprocessingParams
-from medseg.errors import CheckpointError, InputNotFoundError
+from medseg.errors import CheckpointError, InputNotFoundError, MedsegError, first_line
 from medseg.io.atomic import atomic_path
 
 FORMAT_VERSION = 1
@@ -47,7 +47,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
 
     payload = {"format_version": FORMAT_VERSION, "medseg_version": __version__, **payload}
     path = Path(path)
-    with atomic_path(path, suffix=".tmp") as tmp:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
 
@@ -68,7 +68,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as err:
         raise CheckpointError(
             f"{path}: cannot be loaded as a medseg checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]}); expected a .pt file written by `medseg train`"
+            f"{first_line(err)}); expected a .pt file written by `medseg train`"
         ) from err
     if not isinstance(payload, dict):
         raise CheckpointError(
@@ -98,22 +98,57 @@ def model_from_checkpoint(
     """Rebuild the network a checkpoint records and load its weights (eval mode, CPU).
 
     Weight-initialisation options such as ``pretrained`` are dropped: the trained weights
-    replace them, and the ImageNet file may not exist where the model is used.
+    replace them, and the ImageNet file may not exist where the model is used. The network
+    is first built without memory (PyTorch's ``meta`` device) and its parameter shapes are
+    compared with the stored weights, so a damaged record (``base_channels: 10**6``) is
+    refused before anything is allocated.
     """
-    from medseg.models import architecture_options, build_model
+    from medseg.models import architecture_options
 
     spec = payload["model"]
     options = architecture_options(dict(spec.get("options", {})))
-    model = build_model(spec["name"], spec["in_channels"], spec["num_classes"], **options)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(
-            f"{path}: weights do not fit model {spec['name']!r} "
-            f"({str(err).splitlines()[0][:200]}); the checkpoint is damaged or was written "
-            "by an incompatible medseg version"
+            f"{path}: state_dict is not a mapping of tensors; the checkpoint is damaged"
+        )
+    with torch.device("meta"):
+        skeleton = _build_recorded(spec, options, path)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != found:
+        wrong = sorted(set(expected) ^ set(found)) or sorted(
+            k for k in expected if expected[k] != found[k]
+        )
+        key = wrong[0]
+        raise CheckpointError(
+            f"{path}: weights do not fit model {spec['name']!r} ({len(wrong)} tensor(s) "
+            f"differ, e.g. {key!r}: model {expected.get(key, 'absent')}, checkpoint "
+            f"{found.get(key, 'absent')}); the checkpoint is damaged or was written by an "
+            "incompatible medseg version"
+        )
+    model = _build_recorded(spec, options, path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # same shapes, other dtype that cannot be copied (complex...)
+        raise CheckpointError(
+            f"{path}: weights do not fit model {spec['name']!r} ({first_line(err)}); the "
+            "checkpoint is damaged or was written by an incompatible medseg version"
         ) from err
     return model.eval()
+
+
+def _build_recorded(spec: dict[str, Any], options: dict[str, Any], path: str | Path):
+    from medseg.models import build_model
+
+    try:
+        return build_model(spec["name"], spec["in_channels"], spec["num_classes"], **options)
+    except (MedsegError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{path}: the recorded model {spec.get('name')!r} with options {options} cannot "
+            f"be built ({type(err).__name__}: {first_line(err)}); the checkpoint is damaged "
+            "or was written by an incompatible medseg version"
+        ) from err
 
 
 TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng")
@@ -200,10 +235,10 @@ class ModelRecord(pydantic.BaseModel):
                 context=int(sampling.get("context", 0)),
                 postprocessing=list(payload.get("postprocessing") or []),
             )
-        except (KeyError, TypeError, ValueError) as err:  # pydantic errors are ValueErrors
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
             raise CheckpointError(
                 f"{source}: its model record is invalid for this medseg version "
-                f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); re-export or "
+                f"({type(err).__name__}: {first_line(err)}); re-export or "
                 "retrain it"
             ) from err
 

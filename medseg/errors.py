@@ -75,3 +75,10 @@ class UnknownNameError(MedsegError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0]) if self.args else ""
+
+
+def first_line(err: BaseException, width: int = 200) -> str:
+    """The first line of ``err``'s message, at most ``width`` characters ('' when it has
+    none), for quoting a library's error inside a one-line medseg message."""
+    lines = str(err).splitlines()
+    return lines[0][:width] if lines else ""

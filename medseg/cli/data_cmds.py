@@ -71,16 +71,16 @@ def preview_data(
 def _preview_config(dataset: Path, config: Path | None) -> tuple[object, int, int]:
     """``(DataConfig, seed, batch size)``: a training config (with a ``data:`` section) gives
     its own seed and batch size, so the preview draws what ``medseg train`` will."""
-    from medseg.data.config import DataConfig, load_data_config
-    from medseg.engine.config import TrainConfig, build_config, read_yaml
+    from medseg.data.config import DataConfig, load_data_config, read_yaml_mapping
+    from medseg.engine.config import TrainConfig, build_config
 
     defaults = TrainConfig.model_fields
     default_batch = defaults["train"].default_factory().batch_size
     if config is None:
         return DataConfig(dataset=str(dataset)), 0, default_batch
-    if not config.is_file() or not isinstance(read_yaml(config).get("data"), dict):
+    if not config.is_file() or not isinstance(read_yaml_mapping(config).get("data"), dict):
         return load_data_config(config, {"dataset": str(dataset)}), 0, default_batch
-    train_cfg = build_config(read_yaml(config), {"data.dataset": str(dataset)}, str(config))
+    train_cfg = build_config(read_yaml_mapping(config), {"data.dataset": str(dataset)}, str(config))
     return train_cfg.data, train_cfg.seed, train_cfg.train.batch_size
 
 

@@ -228,6 +228,25 @@ class DataConfig(_Strict):
         return value
 
 
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` (empty file: ``{}``); ConfigError when it is
+    not UTF-8 text, not YAML or not a mapping."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err}); save it as UTF-8 YAML") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from err
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected a YAML mapping of settings (key: value lines), found a "
+            f"{type(raw).__name__}; see configs/sample.yaml for the layout"
+        )
+    return raw
+
+
 def load_data_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DataConfig:
     """Read a YAML file holding a ``DataConfig`` (or a training config with a ``data:`` section).
 
@@ -236,17 +255,7 @@ def load_data_config(path: str | Path, overrides: dict[str, Any] | None = None) 
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"config {path} does not exist; pass a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not a UTF-8 text file ({err}); save it as UTF-8 YAML") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{path}: expected a YAML mapping of settings (key: value lines), found a "
-            f"{type(raw).__name__}; see configs/sample.yaml for the layout"
-        )
+    raw = read_yaml_mapping(path)
     if isinstance(raw.get("data"), dict):
         raw = raw["data"]
     raw = {**raw, **(overrides or {})}

@@ -71,7 +71,7 @@ def render_preview(
     fig.text(0.5, 0.01, RESEARCH_USE_NOTICE, ha="center", fontsize=7, color="#666666")
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     output = Path(output)
-    with atomic_path(output, suffix=".png") as tmp:
+    with atomic_path(output) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     logger.info("wrote %s", output)

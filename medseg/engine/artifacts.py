@@ -31,7 +31,7 @@ PRED_COLOURS = ("red", "orange", "deepskyblue", "magenta", "yellow", "blueviolet
 
 
 def write_text(path: Path, text: str) -> None:
-    with atomic_path(path, suffix=".tmp") as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
@@ -40,7 +40,7 @@ def write_metrics_csv(path: Path, history: Sequence[dict[str, Any]]) -> None:
     columns: list[str] = []
     for row in history:
         columns.extend(k for k in row if k not in columns)
-    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(history)
@@ -59,7 +59,7 @@ def _figure(ncols: int, width: float, height: float):
 
 def _save_figure(fig, path: Path) -> None:
     fig.text(0.5, 0.005, RESEARCH_USE_NOTICE, ha="center", va="bottom", fontsize=7, color="0.3")
-    with atomic_path(path, suffix=".png") as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Disclaimer": RESEARCH_USE_NOTICE})
 
 

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from medseg.data.config import DataConfig
+from medseg.data.config import DataConfig, read_yaml_mapping
 from medseg.errors import ConfigError, InputNotFoundError
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -246,19 +246,6 @@ def resolve_config_path(path: str | Path) -> Path:
     )
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """The mapping in a YAML file (ConfigError when it is not a mapping or not YAML)."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from err
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: found a YAML {type(raw).__name__}, expected a mapping of keys")
-    return raw
-
-
 def build_config(
     raw: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "config"
 ) -> TrainConfig:
@@ -278,7 +265,9 @@ def build_config(
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a YAML training config and apply ``--set`` overrides (``KEY=VALUE``, YAML values)."""
     resolved = resolve_config_path(path)
-    return build_config(read_yaml(resolved), parse_overrides(overrides), source=str(resolved))
+    return build_config(
+        read_yaml_mapping(resolved), parse_overrides(overrides), source=str(resolved)
+    )
 
 
 def config_to_yaml(cfg: TrainConfig) -> str:

@@ -299,7 +299,7 @@ def _announce(
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path, suffix=".tmp") as tmp:
+    with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
 
 

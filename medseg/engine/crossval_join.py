@@ -246,7 +246,7 @@ def _mean(values: list[float]) -> float:
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     import csv
 
-    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         handle.write(
             f"# {RESEARCH_USE_NOTICE} Out-of-fold figures, postprocessing as chosen "
             "(*_raw: before postprocessing)\n"

@@ -59,6 +59,7 @@ from medseg.engine.optim import build_optimizer, build_scheduler
 from medseg.engine.state import capture_rng_state, restore_rng_state, seed_everything
 from medseg.engine.validation import ValidationResult, validate
 from medseg.errors import CheckpointError, OverwriteError
+from medseg.io.atomic import remove_partials
 from medseg.models import architecture_options
 
 logger = logging.getLogger(__name__)
@@ -278,6 +279,8 @@ class Trainer:
         cfg = self.cfg.train
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for folder in (self.run_dir, self.run_dir / "checkpoints", self.run_dir / "overlays"):
+                remove_partials(folder)  # left by a run killed mid-write (kill -9)
             artifacts.write_text(self.run_dir / "config.yaml", config_to_yaml(self.cfg))
             if self.data.split is not None:
                 text = json.dumps(self.data.split.as_dict(), indent=2)
@@ -436,9 +439,12 @@ class Trainer:
                 self.bad_validations += 1
         self.history.append(row)
         self._write_artifacts(epoch, row, val)
-        self._save("last.pt", epoch + 1, row)
+        # last.pt is the commit point of an epoch: written after best.pt, so a kill between
+        # the two redoes this epoch on --resume (and rewrites best.pt) instead of keeping a
+        # stale best.pt that the resumed history says is newer
         if improved or (not self.data.val_cases and last):
             self._save("best.pt", epoch + 1, row)
+        self._save("last.pt", epoch + 1, row)
         self.on_epoch_end(epoch, row)
         for hook in self.epoch_end_hooks:
             hook(self, row)

@@ -28,7 +28,7 @@ from medseg import RESEARCH_USE_NOTICE
 from medseg.device import DistInfo, barrier, process_group, resolve_device
 from medseg.errors import DatasetError, DimensionError, InputNotFoundError, OverwriteError
 from medseg.inference.postprocess import PostprocessConfig
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import atomic_path, remove_partials
 from medseg.io.cases import image_stem, is_dicom_folder, is_image_file, split_channel
 from medseg.io.tables import write_csv
 
@@ -107,7 +107,7 @@ def case_outputs(output_dir: Path, case_id: str) -> dict[str, Path]:
 
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
-    with atomic_path(path, suffix=".json") as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=_json_default))
 
 
@@ -166,6 +166,9 @@ def predict_case(
     from medseg.io import write_mask, write_probabilities
 
     out = case_outputs(output_dir, case.case_id)
+    # <case>.json marks a complete case: drop an older one before its outputs are replaced,
+    # so an interrupted redo (--overwrite) never pairs a new mask with an old report
+    out["json"].unlink(missing_ok=True)
     t0 = time.perf_counter()
     channels = read_case(case, getattr(predictor, "channel_names", None), series, channel)
     read_s = time.perf_counter() - t0
@@ -236,8 +239,10 @@ def predict_cases(
 
     ``channel`` picks one index of 4D inputs (CLI ``--channel``); see :func:`read_case`.
 
-    Done cases (``<case>.json`` and mask present) are skipped unless ``overwrite``. A case
-    that fails is logged, recorded in ``<case>.failed.json`` and skipped.
+    Done cases (``<case>.json`` and mask present) are skipped unless ``overwrite``, so a
+    rerun after an interruption (even ``kill -9``) finishes the rest; what an interrupted
+    write left of a case's outputs is removed first. A case that fails is logged, recorded
+    in ``<case>.failed.json`` and skipped.
     """
     from tqdm import tqdm
 
@@ -249,6 +254,8 @@ def predict_cases(
     for case in bar:
         bar.set_postfix_str(case.case_id)
         out = case_outputs(output_dir, case.case_id)
+        for path in out.values():  # each case has one owner (rank), so this is safe
+            remove_partials(output_dir, path.name)
         if not overwrite and out["json"].is_file() and out["mask"].is_file():
             result.skipped.append(case.case_id)
             continue
@@ -322,6 +329,8 @@ def merge_summary(cases: Sequence[Case], output_dir: str | Path) -> Path:
             row["error"] = report.get("error")
         rows.append(row)
     summary = output_dir / "summary.csv"
+    for name in (summary.name, "lesions.csv"):
+        remove_partials(output_dir, name)
     write_csv(pd.DataFrame(rows), summary)
     write_csv(pd.DataFrame(lesion_rows), output_dir / "lesions.csv")
     return summary

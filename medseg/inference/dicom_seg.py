@@ -153,7 +153,7 @@ def write_dicom_seg(
             hd, datasets, frames, descriptions, f"{model_name} reviewed" if reviewed else model_name
         )
     seg.ContentDescription = SEG_NOTICE
-    with atomic_path(path, suffix=".dcm") as tmp:
+    with atomic_path(path) as tmp:
         seg.save_as(str(tmp))
     return path
 

@@ -100,7 +100,7 @@ def export_model(
     # Odd H, W: networks that pad to a divisor must take their padding branch while traced,
     # otherwise the trace (ONNX) bakes in "no padding" and fails on other sizes.
     example = torch.randn(2, record.in_channels, 67, 93)
-    with atomic_path(output, suffix=".tmp") as tmp:
+    with atomic_path(output) as tmp:
         if fmt == "torchscript":
             method = model_info(record.name).get("torchscript_method") or "trace"
             method = "trace" if folds > 1 else method

@@ -81,6 +81,6 @@ def write_model_folder(
         "folds": folds,
         **sections,
     }
-    with atomic_path(path, suffix=".tmp") as tmp:
+    with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(data, indent=2), encoding="utf-8")
     return path

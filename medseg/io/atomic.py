@@ -1,14 +1,29 @@
-"""Atomic file output: write to a temporary file beside the target, then rename into place."""
+"""Atomic file output: write into a private temporary folder beside the target, then rename.
+
+Nothing half-written, even under ``kill -9``: the target either holds its previous content
+or the complete new file. A process killed mid-write leaves only a hidden folder
+``.<name>.partial-XXXX/`` beside the target; its name never matches an output pattern such
+as ``*.nii.gz`` or ``*.json`` (the file inside keeps the target's own name, so writers that
+pick the format from the extension, nibabel and SimpleITK, still work). The next run that
+writes the same target removes such leftovers (:func:`remove_partials`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from medseg.errors import OverwriteError
+
+logger = logging.getLogger(__name__)
+
+PARTIAL_MARK = ".partial-"
 
 
 def check_not_input(output: Path, inputs: list[Path] | tuple[Path, ...]) -> None:
@@ -22,32 +37,43 @@ def check_not_input(output: Path, inputs: list[Path] | tuple[Path, ...]) -> None
             )
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it onto ``target`` on success.
+    """Yield a temporary path to write; it is renamed onto ``target`` on success.
 
-    On any exception the temporary file is removed and ``target`` is left untouched, so a
-    crash never leaves a half-written output. ``suffix`` keeps the extension that writers
-    such as nibabel use to pick the format (``.nii.gz``).
+    The temporary file has the target's own name inside a hidden folder
+    ``.<name>.partial-XXXX/`` in the target's folder (same file system, so the rename is
+    atomic). On any exception the folder is removed and ``target`` is left untouched.
+    ``suffix`` is ignored: the temporary file always keeps the target's extension (the
+    argument is accepted so that older callers keep working).
     """
+    del suffix
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if suffix is None:
-        suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp creates 0600 files; outputs are shared with colleagues, so honour the umask instead
-    os.chmod(tmp, 0o666 & ~_current_umask())
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}{PARTIAL_MARK}", dir=target.parent))
+    tmp = folder / target.name
     try:
-        yield tmp
+        yield tmp  # the writer creates it: ordinary permissions (the umask's), unlike mkstemp
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def partial_leftovers(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """The temporary folders of interrupted :func:`atomic_path` writes in ``folder`` (only
+    those of the output ``name`` when given)."""
+    pattern = f".{glob.escape(name) if name else '*'}{PARTIAL_MARK}*"
+    return sorted(p for p in Path(folder).glob(pattern) if p.is_dir())
+
+
+def remove_partials(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete what interrupted writes left in ``folder`` (for ``name`` only, when given).
+
+    Call it only where no other process may be writing the same outputs at the same time
+    (one owner per output: a case of ``medseg predict``, the run folder of ``medseg train``).
+    """
+    removed = partial_leftovers(folder, name)
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info("removed %s, left by an interrupted write", path)
+    return removed

@@ -10,15 +10,19 @@ number of overlapping voxels is logged and stored in ``metadata['overlapping_vox
 from __future__ import annotations
 
 import logging
+import sqlite3
+import struct
 from pathlib import Path
 from typing import Any
 
 import highdicom as hd
 import numpy as np
+import pydicom
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
-from medseg.errors import CorruptFileError, UnsupportedFormatError
-from medseg.io.dicom_series import identifiers_of
-from medseg.io.volume import LPS_TO_RAS, Volume
+from medseg.errors import CorruptFileError, UnsupportedFormatError, first_line
+from medseg.io.dicom_series import dcmread_bounded, identifiers_of
+from medseg.io.volume import LPS_TO_RAS, Volume, check_affine
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +64,71 @@ def _to_medseg(array: np.ndarray, affine_lps: np.ndarray) -> tuple[np.ndarray, n
     return np.ascontiguousarray(array), LPS_TO_RAS @ lps
 
 
+# what pydicom and highdicom raise on damaged files (a bit flip, a wrong value type, a
+# missing functional group, a NaN position in highdicom's SQLite frame index); all mean
+# "this file is not a valid DICOM-SEG"
+_DAMAGED = (ValueError, AttributeError, KeyError, IndexError, TypeError, OSError, EOFError,
+            OverflowError, NotImplementedError, RuntimeError, InvalidDicomError,
+            BytesLengthException, sqlite3.Error, struct.error)  # fmt: skip
+
+
+def _read_segmentation(path: Path) -> hd.seg.Segmentation:
+    """The SEG in ``path``, its pixel data checked against its header before decoding."""
+    try:
+        ds = dcmread_bounded(path)
+    except _DAMAGED as err:
+        raise CorruptFileError(
+            f"{path}: not a readable DICOM file ({type(err).__name__}: {first_line(err)})"
+        ) from err
+    _check_pixel_data(ds, path)
+    try:
+        return hd.seg.Segmentation.from_dataset(ds, copy=False)
+    except _DAMAGED as err:
+        raise CorruptFileError(
+            f"{path}: not a readable DICOM-SEG file ({type(err).__name__}: {first_line(err)}); "
+            "it is damaged or not a Segmentation object: export it again"
+        ) from err
+
+
+def _check_pixel_data(ds: pydicom.Dataset, path: Path) -> None:
+    """Refuse frame counts and sizes the stored pixel data cannot hold (uncompressed SEGs)
+    before anything is decoded: a damaged header must not allocate gigabytes."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames, bits = int(ds.get("NumberOfFrames", 1) or 1), int(ds.BitsAllocated)
+        stored = len(ds.PixelData)
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        compressed = syntax is not None and syntax.is_compressed
+    except _DAMAGED as err:
+        raise CorruptFileError(
+            f"{path}: DICOM-SEG header lacks or garbles Rows/Columns/NumberOfFrames/"
+            f"BitsAllocated/PixelData/TransferSyntaxUID ({type(err).__name__}: "
+            f"{first_line(err)})"
+        ) from err
+    if min(rows, cols, frames) < 1 or bits not in (1, 8, 16):
+        raise CorruptFileError(
+            f"{path}: DICOM-SEG header claims {frames} frame(s) of {rows}x{cols} at {bits} "
+            "bit(s); expected positive sizes and 1 (binary) or 8 (fractional/label map) bits"
+        )
+    if compressed:
+        return  # encapsulated frames: the decoder checks each frame's size
+    needed = (rows * cols * frames * bits + 7) // 8
+    if stored < needed:
+        raise CorruptFileError(
+            f"{path}: DICOM-SEG pixel data holds {stored:,} bytes but its header claims "
+            f"{frames} frame(s) of {rows}x{cols} at {bits} bit(s) ({needed:,} bytes); the "
+            "file is truncated or its header is wrong"
+        )
+
+
 def _label_map(seg: hd.seg.Segmentation, path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """Combined label map (highdicom order), its LPS affine and the overlapping voxel count."""
     try:
         vol = seg.get_volume(combine_segments=False, dtype=np.float32)
-    except (RuntimeError, ValueError) as err:
+    except _DAMAGED as err:
         raise UnsupportedFormatError(
-            f"{path}: the SEG frames do not form a regularly spaced 3D volume ({err}); "
-            "medseg reads volumetric DICOM-SEG only"
+            f"{path}: the SEG frames do not form a regularly spaced 3D volume "
+            f"({type(err).__name__}: {first_line(err)}); medseg reads volumetric DICOM-SEG only"
         ) from err
     masks = vol.array > 0.5  # (slice, row, column, segment); fractional SEGs threshold at 0.5
     numbers = np.asarray(vol.get_channel_values(vol.channel_descriptors[0]), dtype=np.int64)
@@ -94,12 +155,10 @@ def read_dicom_seg(
         (0 = background) and one dict per segment (number, label, category, type, ...).
     """
     path = Path(path)
-    try:
-        seg = hd.seg.segread(str(path))
-    except (ValueError, AttributeError, KeyError, OSError, EOFError) as err:
-        raise CorruptFileError(f"{path}: not a readable DICOM-SEG file ({err})") from err
+    seg = _read_segmentation(path)
     labels, affine_lps, overlap = _label_map(seg, path)
     array, affine = _to_medseg(labels, affine_lps)
+    check_affine(affine, str(path))
     segments = segment_descriptions(seg)
     if overlap:
         logger.warning(

@@ -203,12 +203,11 @@ def _nrrd_text(image: sitk.Image) -> str:
 def write_itk(volume: Volume, path: Path) -> Path:
     """Write ``volume`` as NRRD/MHA (compressed), atomically. The caller checks overwrites."""
     image = volume_to_sitk(volume)
-    suffix = "." + path.name.rsplit(".", 1)[-1]
     if path.name.lower().endswith((".mhd", ".nhdr")):
         raise UnsupportedFormatError(
             f"{path}: detached-header formats (.mhd/.nhdr) write two files and cannot be "
             "written atomically; use .mha or .nrrd"
         )
-    with atomic_path(path, suffix=suffix) as tmp:
+    with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
     return path

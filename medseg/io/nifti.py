@@ -228,8 +228,7 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
     img.header["descrip"] = b"medseg; research use only"
-    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    with atomic_path(path, suffix=suffix) as tmp:
+    with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
 

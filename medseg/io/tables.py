@@ -36,6 +36,6 @@ def write_csv(rows: Any, path: str | Path, columns: Iterable[str] | None = None)
     """:func:`csv_text` written to ``path`` atomically."""
     path = Path(path)
     text = csv_text(rows, list(columns) if columns is not None else None)
-    with atomic_path(path, suffix=".csv") as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="")
     return path

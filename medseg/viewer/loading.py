@@ -24,12 +24,13 @@ import re
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medseg.errors import DatasetError, InputNotFoundError, MedsegError
+from medseg.errors import DatasetError, InputNotFoundError, MedsegError, first_line
 from medseg.io import Volume, check_same_grid, integer_labels, read_volume
 from medseg.io.cases import (
     channel_names_of,
@@ -273,6 +274,12 @@ def _check_zip_member(info: zipfile.ZipInfo, upload_name: str) -> None:
         raise UploadError(f"{upload_name}: zip entry {info.filename!r} is a symbolic link; refused")
 
 
+_ZIP_ERRORS = (
+    zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError,
+    ValueError, OverflowError,
+)  # fmt: skip
+
+
 def safe_extract(archive: Path, target: Path, upload_name: str) -> None:
     """Extract ``archive`` into ``target`` after checking every entry (see module doc)."""
     try:
@@ -292,19 +299,25 @@ def safe_extract(archive: Path, target: Path, upload_name: str) -> None:
                 _check_zip_member(info, upload_name)
             for info in infos:
                 zf.extract(info, target)
-    except zipfile.BadZipFile as err:
-        raise UploadError(f"{upload_name}: not a valid zip archive ({err})") from err
+    except _ZIP_ERRORS as err:
+        # damaged deflate data (zlib.error), unknown compression methods or encryption
+        # (NotImplementedError, RuntimeError), names the file system refuses (OSError)
+        raise UploadError(
+            f"{upload_name}: not a valid zip archive ({type(err).__name__}: {first_line(err)}); "
+            "zip the DICOM series folder again (no encryption, deflate or no compression)"
+        ) from err
 
 
-def _series_folder(root: Path) -> Path:
+def _series_folder(root: Path, upload_name: str) -> Path:
     """The one folder under ``root`` that holds files (a zip may wrap the series in folders)."""
     holders = sorted({p.parent for p in root.rglob("*") if p.is_file()})
     if not holders:
-        raise UploadError("the zip archive is empty; expected a DICOM series")
+        raise UploadError(f"{upload_name}: the zip archive is empty; expected a DICOM series")
     if len(holders) > 1:
         listing = ", ".join(str(h.relative_to(root)) for h in holders[:5])
         raise UploadError(
-            f"the zip holds files in {len(holders)} folders ({listing}); zip one DICOM series folder"
+            f"{upload_name}: the zip holds files in {len(holders)} folders ({listing}); zip "
+            "one DICOM series folder"
         )
     return holders[0]
 
@@ -341,7 +354,7 @@ def read_upload(name: str, data: bytes, max_mb: float = MAX_UPLOAD_MB) -> Volume
         if is_zip:
             safe_extract(path, Path(tmp) / "series", name)
             path.unlink()
-            source = _series_folder(Path(tmp) / "series")
+            source = _series_folder(Path(tmp) / "series", name)
         try:
             volume = read_volume(source)
         except MedsegError as err:

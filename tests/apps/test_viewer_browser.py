@@ -6,13 +6,16 @@ skips with a reason when it is absent. The screenshot is kept under the test's t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,23 +56,21 @@ def _wait_for_server(url: str, process: subprocess.Popen, timeout: float = 90.0)
     raise TimeoutError(f"viewer did not answer at {url} within {timeout:.0f} s")
 
 
-@pytest.fixture
-def viewer_url(case_root: Path, constant_checkpoint: Path, tmp_path: Path):
+@contextlib.contextmanager
+def _serve(tmp_path: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``medseg view ARGS`` on a free local port, until the block ends: (url, process)."""
     medseg = shutil.which("medseg")
     command = [medseg] if medseg else [sys.executable, "-m", "medseg"]
-    image = case_root / "brain_mr" / "imagesTr" / "brain_002_0000.nii.gz"
-    label = case_root / "brain_mr" / "labelsTr" / "brain_002.nii.gz"
     port = _free_port()
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
-        [*command, "view", str(image), "--gt", str(label), "--model", str(constant_checkpoint),
-         "--device", "cpu", "--port", str(port), "--no-browser"],
+        [*command, "view", *args, "--device", "cpu", "--port", str(port), "--no-browser"],
         stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_server(url, process)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:
@@ -77,6 +78,15 @@ def viewer_url(case_root: Path, constant_checkpoint: Path, tmp_path: Path):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture
+def viewer_url(case_root: Path, constant_checkpoint: Path, tmp_path: Path):
+    image = case_root / "brain_mr" / "imagesTr" / "brain_002_0000.nii.gz"
+    label = case_root / "brain_mr" / "labelsTr" / "brain_002.nii.gz"
+    args = [str(image), "--gt", str(label), "--model", str(constant_checkpoint)]
+    with _serve(tmp_path, *args) as (url, _):
+        yield url
 
 
 def _launch(pw, tmp_path: Path, height: int):
@@ -166,3 +176,121 @@ def test_brush_click_and_save_in_chromium(viewer_url: str, tmp_path: Path) -> No
     mask = np.asarray(nib.load(out / "brain_002_reviewed.nii.gz").dataobj)
     assert int((mask == 0).sum()) >= record["brushed_voxels"]
     assert record["edited_voxels"]["tumour_core"]["removed"] == record["brushed_voxels"]
+
+
+# ----------------------------------------------------------------------------- load
+SESSIONS = 5
+SAMPLE_ROOT = Path(__file__).resolve().parents[2] / "sample_data"  # what `medseg view` offers
+SAMPLE_CASES = [f"brain_mr/brain_{n:03d}" for n in range(1, SESSIONS + 1)]
+# Measured (docs/viewer.md): ~52 MB per session that opens a new case (the case and its
+# prediction join the server's bounded caches) and ~5 MB per session on a cached case.
+# The bounds leave ~3x and ~8x room for allocator noise on a loaded machine; what they
+# catch is memory that grows with sessions rather than with cases, e.g. a per-session copy
+# of the torch runtime and model (the ~900 MB warm-up), or of every case and prediction.
+PER_SESSION_MB = 150
+REPEAT_SESSION_MB = 40
+
+
+def _streamlit_rss(launcher: subprocess.Popen) -> int:
+    """Resident memory of the Streamlit server process that ``medseg view`` started."""
+    import psutil
+
+    children = psutil.Process(launcher.pid).children(recursive=True)
+    server = [c for c in children if "streamlit" in " ".join(c.cmdline())]
+    assert len(server) == 1, [c.cmdline() for c in children]
+    return server[0].memory_info().rss
+
+
+def _open(browser, url: str):
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.goto(url, wait_until="domcontentloaded")
+    return page
+
+
+def _wait_ready(page, case: str | None = None) -> None:
+    """The slice image is drawn and the prediction's readouts are there (of ``case``)."""
+    if case is not None:
+        page.get_by_text(re.compile(rf"^{re.escape(case)} · ")).first.wait_for(timeout=120_000)
+    page.get_by_text("Measured on the prediction of").first.wait_for(timeout=120_000)
+    page.locator('[data-testid="stImage"] img').first.wait_for(state="visible", timeout=60_000)
+
+
+def _pick_case(page, case: str) -> None:
+    box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]')
+    box.filter(has_text="Sample case").first.click()
+    page.get_by_role("option", name=case, exact=True).click()
+
+
+def _slice_caption(page):
+    return page.get_by_text(re.compile(r"^axial \d+/\d+ · ")).first
+
+
+def _slice_number(page) -> int:
+    # elements of the previous run stay on the page, marked stale, until the rerun ends
+    page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
+    return int(_slice_caption(page).inner_text().split()[1].split("/")[0])
+
+
+def _no_error(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    assert "Traceback" not in page.content()
+
+
+@pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason=f"{SAMPLE_ROOT} missing (medseg sample-data)")
+def test_five_concurrent_sessions_on_one_server_stay_bounded(tmp_path: Path) -> None:
+    """SESSIONS browser contexts at once, each opening its own sample case (inference on
+    the server), moving slices; then as many again on the same cases (cached). No session
+    shows an error, and the server's memory grows by a bounded amount per session."""
+    from playwright.sync_api import expect, sync_playwright
+
+    rss: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    start = time.monotonic()
+    with _serve(tmp_path) as (url, process), sync_playwright() as pw:
+        rss["idle"] = _streamlit_rss(process)
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            warm = _open(browser, url)  # imports, the model and one inference, once
+            _wait_ready(warm)
+            warm.context.close()
+            rss["warm"] = _streamlit_rss(process)
+            seconds["warm"] = time.monotonic() - start
+            for wave in ("first", "again"):
+                pages = [_open(browser, url) for _ in SAMPLE_CASES]
+                for page in pages:
+                    page.locator('[data-testid="stImage"] img').first.wait_for(timeout=120_000)
+                for page, case in zip(pages, SAMPLE_CASES, strict=True):
+                    _pick_case(page, case)  # the server works on all of them at once
+                for page, case in zip(pages, SAMPLE_CASES, strict=True):
+                    _wait_ready(page, case)
+                for _ in range(2):
+                    before = [_slice_number(page) for page in pages]
+                    for page in pages:
+                        page.get_by_role("button", name="▶", exact=True).click()
+                    for page, number in zip(pages, before, strict=True):
+                        expect(_slice_caption(page)).not_to_have_text(
+                            re.compile(rf"^axial {number}/"), timeout=60_000
+                        )
+                for page in pages:
+                    _no_error(page)
+                rss[wave] = _streamlit_rss(process)
+                seconds[wave] = time.monotonic() - start
+                for page in pages:
+                    page.context.close()
+        finally:
+            browser.close()
+    mb = {k: v / 2**20 for k, v in rss.items()}
+    first = (mb["first"] - mb["warm"]) / SESSIONS
+    again = (mb["again"] - mb["first"]) / SESSIONS
+    print(
+        f"viewer server RSS (MB): idle {mb['idle']:.0f}, after a warm-up session "
+        f"{mb['warm']:.0f}, after {SESSIONS} concurrent sessions {mb['first']:.0f}, after "
+        f"{SESSIONS} more on the same cases {mb['again']:.0f}; per session: {first:.1f} MB "
+        f"(new case), {again:.1f} MB (cached case); done at {seconds['warm']:.0f} / "
+        f"{seconds['first']:.0f} / {seconds['again']:.0f} s"
+    )
+    assert first < PER_SESSION_MB
+    assert again < REPEAT_SESSION_MB

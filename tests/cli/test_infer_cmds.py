@@ -280,3 +280,20 @@ def test_evaluate_refuses_soft_reference_masks(tmp_path, capsys):
     write_volume(Volume(hard.astype(np.float32) + 1e-4, np.eye(4)), tmp_path / "g2.nii.gz")
     assert run_cli(["evaluate", tmp_path / "p.nii.gz", tmp_path / "g2.nii.gz"]) == 0
     assert "1.0000" in capsys.readouterr().out  # dice of identical masks
+
+
+def test_overwrite_that_fails_does_not_keep_the_old_report(tiny_checkpoint, tmp_path, capsys):
+    """``<case>.json`` marks a complete case; a redo (``--overwrite``) removes it before the
+    case's outputs are replaced, so a failed or killed redo is never counted as done."""
+    scan = tmp_path / "in" / "case_a.nii.gz"
+    write_volume(blob_volume(), scan)
+    out = tmp_path / "out"
+    args = ["predict", scan, "-o", out, "--model", tiny_checkpoint, "--device", "cpu", "-q"]
+    assert run_cli(args) == 0
+    assert (out / "case_a.json").is_file()
+    scan.write_bytes(b"truncated")
+    assert run_cli([*args, "--overwrite"]) == 1
+    assert "failed: case_a" in capsys.readouterr().err
+    assert not (out / "case_a.json").exists()
+    summary = pd.read_csv(out / "summary.csv", comment="#")
+    assert list(summary["status"]) == ["failed"]

@@ -69,3 +69,57 @@ def write_seeds(folder: Path) -> dict[str, Path]:
 
 #: mutated inputs tried per format in this session: {format: {"ok": n, "error": n}}
 COUNTS: dict[str, dict[str, int]] = {}
+
+
+def write_format_seeds(folder: Path) -> dict[str, Path]:
+    """Seeds of the non-image formats: a tiny checkpoint, a zip upload of a DICOM series, a
+    DICOM-SEG drawn on that series and a full training config; returns ``{format: path}``."""
+    import zipfile
+
+    import torch
+
+    from medseg.checkpoint import save_checkpoint
+    from medseg.data.preprocessing import PreprocessingParams
+    from medseg.inference.dicom_seg import write_dicom_seg
+    from medseg.io import Volume, read_volume
+    from medseg.models import build_model
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
+    from dicom_factory import write_series
+
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds: dict[str, Path] = {}
+    names = ["background", "lesion", "rim"]
+    torch.manual_seed(0)
+    model = build_model("unet", 1, 3, depth=2, base_channels=4)
+    params = PreprocessingParams(modality="mr", channel_names=["MRI"], class_names=names)
+    payload = {
+        "model": {"name": "unet", "in_channels": 1, "num_classes": 3,
+                  "options": {"depth": 2, "base_channels": 4}},
+        "state_dict": model.state_dict(),
+        "preprocessing": params.model_dump(mode="json"),
+        "sampling": {"axis": 2, "axes": [2], "context": 0},
+        "class_names": names,
+        "channel_names": ["MRI"],
+    }  # fmt: skip
+    seeds["checkpoint"] = save_checkpoint(payload, folder / "seed.pt")
+
+    series, _ = write_series(folder / "series", n=3, shape=(6, 4))
+    seeds["zip"] = folder / "seed.zip"
+    with zipfile.ZipFile(seeds["zip"], "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(series.iterdir()):
+            archive.write(path, f"series/{path.name}")
+
+    image = read_volume(series)
+    label = np.zeros(image.shape, np.uint8)
+    label[1:4, 1:3, :] = 1
+    label[2, 2, 1:] = 2
+    seeds["dicom-seg"] = write_dicom_seg(
+        Volume(label, image.affine), image.metadata["dicom_files"], names, folder / "seed_seg.dcm"
+    )
+
+    repo = Path(__file__).resolve().parents[2]
+    config = folder / "train.yaml"
+    config.write_text((repo / "configs" / "sample.yaml").read_text(encoding="utf-8"))
+    seeds["train-config"] = config
+    return seeds
