@@ -49,7 +49,7 @@ def steps(device: str, quick: bool, out: Path) -> list[tuple[str, list[str], int
                             "--json", str(out / "train_step.json")], 180),
             ("time_to_dice", [py, str(BENCH / "bench_time_to_dice.py"), "--quick", "--device", device,
                               "--output", str(out / "time_to_dice"),
-                              "--json", str(out / "time_to_dice.json")], 240),
+                              "--json", str(out / "time_to_dice.json")], 420),
             ("inference", [py, str(BENCH / "bench_infer.py"), "--device", device,
                            "--ct-shape", "64", "64", "8", "--big-shape", "64", "64", "8",
                            "--brats-cases", "1", "--no-rss", "--no-tta"], 180),
