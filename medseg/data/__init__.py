@@ -19,6 +19,7 @@ _EXPORTS = {
     "restore_labels": "preprocessing",
     "restore_probabilities": "preprocessing",
     "fit_preprocessing": "preprocessing",
+    "SlabImage": "slabs",
     "AugmentationConfig": "config",
     "DataConfig": "config",
     "load_data_config": "config",

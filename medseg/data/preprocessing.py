@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medseg.data.intensity import intensity_plan, needs_statistics
+from medseg.data.intensity import mr_foreground as mr_foreground  # public here since 0.1
 from medseg.errors import CorruptFileError, DatasetError, GeometryMismatchError
 from medseg.io.volume import Volume, check_same_grid, integer_labels
 
@@ -321,68 +323,15 @@ def _normalise_channel(
 ) -> np.ndarray:
     """Normalise one canonical channel ``(X, Y, Z)`` into float32 ``out`` and return it.
 
-    Works in place on ``out`` (one float32 volume, no temporaries of that size): a 512 x 512 x
-    600 CT would otherwise hold four extra 600 MB copies at once during inference.
+    Works in place on ``out`` (one float32 volume; only MR's foreground mask and the
+    percentiles of ``other`` need temporaries of that size).
     """
     if out is None:
         out = np.empty(data.shape, dtype=np.float32)
     out[...] = data
     np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    if params.modality == "ct":
-        if params.ct_window is not None:
-            low, high = params.ct_window
-        elif stats is not None:
-            low, high = stats["p_low"], stats["p_high"]
-        else:
-            low, high = -1000.0, 1000.0  # documented fallback: a wide soft-tissue/bone window
-            logger.warning(
-                "CT without ct_window or fitted statistics: clipping to [-1000, 1000] HU"
-            )
-        np.clip(out, low, high, out=out)
-        if stats is not None and stats.get("std", 0) > 0:
-            out -= stats["mean"]
-            out /= stats["std"]
-        else:
-            out -= low
-            out *= 2.0 / (high - low)
-            out -= 1.0
-        return out
-    if params.modality == "mr":
-        # nnU-Net's MR scheme: z-score over the foreground (skull-stripped) voxels, background
-        # set to 0, so padding and background agree.
-        mask = mr_foreground(out)
-        if np.count_nonzero(mask) < 2:
-            out[...] = 0.0
-            return out
-        mean = float(out.mean(where=mask, dtype=np.float64))
-        std = float(out.std(where=mask, dtype=np.float64))
-        out -= mean
-        out /= max(std, 1e-8)
-        out[~mask] = 0.0
-        return out
-    low, high = np.percentile(out, params.clip_percentiles)
-    np.clip(out, low, high, out=out)
-    mean, std = float(out.mean(dtype=np.float64)), float(out.std(dtype=np.float64))
-    out -= mean
-    out /= max(std, 1e-8)
-    return out
-
-
-def mr_foreground(data: np.ndarray, fill_fraction: float = 0.05) -> np.ndarray:
-    """Voxels of an MR volume that are not background: non-zero, and not a constant fill at
-    the volume's minimum when that value covers more than ``fill_fraction`` of it.
-
-    Skull-stripped scans come with background 0 (TCGA, raw BraTS) or, once z-scored by
-    another tool, with a constant at their minimum (the BraTS copies in shared/ use -3.6):
-    both must give the brain alone, or the same patient normalises two different ways.
-    """
-    mask = data != 0
-    low = float(data.min())
-    if low != 0.0:
-        fill = data == low
-        if np.count_nonzero(fill) > fill_fraction * data.size:
-            mask &= ~fill
-    return mask
+    plan = intensity_plan(out if needs_statistics(params) else None, params, stats)
+    return plan.apply(out)
 
 
 # --------------------------------------------------------------------------- public API
@@ -473,6 +422,21 @@ def restore_labels(labels: np.ndarray, grid: GridInfo) -> np.ndarray:
             labels[None].astype(np.float32), grid.canonical_shape, "nearest-exact"
         )[0]
     return _to_source_order(labels.astype(dtype, copy=False), grid)
+
+
+def canonical_view(array: np.ndarray, grid: GridInfo) -> np.ndarray:
+    """``array`` ``(I, J, K)`` on the source grid seen in canonical order ``(X, Y, Z)``: a view
+    (flips and transposes only), so writing into it fills ``array`` in source order. Only for
+    grids that are not resampled."""
+    if grid.resampled or tuple(array.shape) != tuple(grid.source_shape):
+        raise GeometryMismatchError(
+            f"array of shape {tuple(array.shape)} cannot be viewed canonically: expected the "
+            f"source shape {grid.source_shape} of a grid that is not resampled"
+        )
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(grid.source_axcodes), nib.orientations.axcodes2ornt(CANONICAL)
+    )
+    return nib.orientations.apply_orientation(array, ornt)
 
 
 def restore_probabilities(probs: np.ndarray, grid: GridInfo) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 Pipeline for one case (all steps recorded in ``Prediction.settings``):
 
-1. the checkpoint's recorded preprocessing (:func:`medseg.data.preprocessing.preprocess_image`):
-   canonical RAS ``(C, X, Y, Z)``, optional in-plane resampling, intensity normalisation;
+1. the checkpoint's recorded preprocessing (:class:`medseg.data.slabs.SlabImage`, equal to
+   :func:`medseg.data.preprocessing.preprocess_image` but made one slab of slices at a time
+   from the source volumes): canonical RAS ``(C, X, Y, Z)``, optional in-plane resampling,
+   intensity normalisation;
 2. batched 2.5D slice inference along the trained axis (``slice_stack``, the same function
    as training), optional test-time augmentation (flips of the two in-plane axes) and optional
    multi-axis ensembling, softmax averaged over all passes;
@@ -14,19 +16,25 @@ Pipeline for one case (all steps recorded in ``Prediction.settings``):
 Memory (``N = X*Y*Z`` preprocessed voxels, ``C`` channels, ``K`` classes, ``B`` batch,
 ``P = C*(2k+1)`` input planes, ``H*W`` slice size):
 
-* preprocessed image: ``4*C*N`` bytes;
-* single pass (no TTA, one axis) without probabilities: the softmax of each batch becomes
-  labels at once, so only ``N`` bytes of uint8 labels exist for the whole volume (no
-  full-volume class array at all);
-* TTA / several axes / ``return_probabilities``: one softmax accumulator of ``4*K*N`` bytes
-  (float32) while that is under ``accumulator_limit_bytes`` (default 2 GiB), else float16
-  (``2*K*N`` bytes; near-ties within ~5e-4 may then break differently);
+* source volumes: an uncompressed NIfTI is a read-only memory map whose pages are released
+  after each slab, so it is never resident as a whole; a ``.nii.gz`` (no random access) or
+  DICOM series is in memory as read;
+* single pass (no TTA, one axis) without probabilities: each batch's softmax becomes labels
+  at once, written straight into the ``N``-byte uint8 label array on the source grid; no
+  full-volume float array exists (MR and ``other`` fit their normalisation on one transient
+  float32 copy per channel first, ``4*N`` bytes);
+* TTA / several axes / ``return_probabilities`` / a model that resamples: one softmax
+  accumulator of ``4*K*N`` bytes (float32) while that is under ``accumulator_limit_bytes``
+  (default 2 GiB), else float16 (``2*K*N`` bytes; near-ties within ~5e-4 may then break
+  differently); slices along an axis other than the trained one of a resampling model need
+  the whole preprocessed image (``4*C*N``);
 * per batch ``~4*B*(P + 2K)*H*W`` bytes plus the network's activations;
 * probabilities restored to the source grid add ``4*K*I*J*K`` bytes (when requested, and for
-  models that resample, whose probabilities are interpolated back before decoding).
+  models that resample, whose probabilities are interpolated back before decoding);
+* readouts: the components of each class within its bounding box (``5`` bytes per voxel of
+  that box).
 
-Peak RSS ~ source volume + ``4*C*N`` + labels/accumulator + batch + model (measured in
-``benchmarks/bench_infer.py``, figures in ``docs/inference.md``).
+Measured in ``benchmarks/bench_infer.py --only memory``; figures in ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -55,10 +63,14 @@ from medseg.inference.postprocess import (
     structures_of,
 )
 from medseg.inference.readouts import compute_readouts
-from medseg.inference.slices import LabelDecoder, ProgressFn, infer_slices
+from medseg.inference.slices import LabelDecoder, ProgressFn, SlabSource, infer_slices
 from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
+
+
+#: default cap on slices x pixels per batch on CPU (see ``Predictor``'s ``max_batch_pixels``)
+CPU_BATCH_PIXELS = 1 << 19
 
 
 def default_model_path(must_exist: bool = True) -> Path:
@@ -134,11 +146,13 @@ class Predictor:
         tta: average over the four in-plane flips.
         axes: canonical axes to slice along and ensemble (``None`` = every trained axis);
             each must be one the model was trained on.
-        batch_size: slices per forward pass.
-        postprocess: clean-up applied on the source grid; ``None`` = the model's own rules
-            (chosen by cross-validation; none for a single checkpoint), ``PostprocessConfig()``
-            = none.
-        accumulator_limit_bytes: largest float32 probability accumulator; above it float16.
+        batch_size: slices per forward pass (at most).
+        max_batch_pixels: cap on slices x pixels per forward pass; ``"auto"``: 2**19 (2 slices
+            of 512 x 512, 9 of 240 x 240) on CPU, no cap on a GPU; ``None``: no cap. On CPU
+            the activations of a 2D network take host memory (~80 MiB per 512 x 512 slice for
+            a tiny UNet, measured): 16 CT slices would need several times the memory of the
+            scan. Per pixel the CPU time hardly depends on the batch (9 vs 16 BraTS slices:
+            ~8 % slower; 1, 2 or 4 CT slices: the same), see docs/performance.md.
     """
 
     def __init__(
@@ -152,6 +166,7 @@ class Predictor:
         batch_size: int = 16,
         postprocess: PostprocessConfig | None = None,
         accumulator_limit_bytes: int = 2 << 30,
+        max_batch_pixels: int | str | None = "auto",
     ) -> None:
         self.networks = list(networks) if isinstance(networks, list | tuple) else [networks]
         self.record = record
@@ -173,6 +188,10 @@ class Predictor:
             postprocess = PostprocessConfig(rules=rules)
         self.postprocess = postprocess
         self.accumulator_limit_bytes = int(accumulator_limit_bytes)
+        if max_batch_pixels == "auto":
+            on_cpu = str(getattr(self.networks[0], "device", "cpu")).startswith("cpu")
+            max_batch_pixels = CPU_BATCH_PIXELS if on_cpu else None
+        self.max_batch_pixels = None if max_batch_pixels is None else int(max_batch_pixels)
 
     @property
     def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -249,6 +268,10 @@ class Predictor:
         record = ModelRecord.from_payload(meta, path)
         dev = resolve_device(device)
         if path.suffix.lower() == ".onnx":
+            # ONNX Runtime, not a conversion back to PyTorch: on the 2-core CPU it ran the
+            # exported UNet 2.8x faster than PyTorch (forward 16.8 vs 47.5 CPU s, end to end
+            # 20.0 vs 54.1 s on a 512x512x200 CT; benchmarks/bench_infer.py --only onnx,
+            # 2026-12-02, docs/performance.md), with logits equal to 6e-8.
             network: Any = OnnxNetwork(str(path), dev)
         else:
             network = TorchNetwork(torch.jit.load(str(path), map_location=dev), dev, amp)
@@ -274,6 +297,7 @@ class Predictor:
             "axes": list(self.axes),
             "tta": self.tta,
             "batch_size": self.batch_size,
+            "max_batch_pixels": self.max_batch_pixels,
             "postprocess": self.postprocess.model_dump(mode="json"),
             **describe(),
         }
@@ -286,40 +310,20 @@ class Predictor:
     ) -> Prediction:
         """Segment one case. ``channels``: one Volume per modality (in ``channel_names``
         order), all on one grid. Returns labels on that exact grid (shape and affine)."""
-        from medseg.data.preprocessing import (
-            preprocess_image,
-            restore_labels,
-            restore_probabilities,
-        )
+        from medseg.data.slabs import SlabImage
 
         channels = [channels] if isinstance(channels, Volume) else list(channels)
         timing: dict[str, float] = {}
         start = t0 = time.perf_counter()
-        image, grid = preprocess_image(channels, self.params)
+        # Slabs are read, reoriented and normalised batch by batch inside the slice loop (in
+        # its prefetch thread), so "preprocess" only checks the inputs and fits constants.
+        image = SlabImage(channels, self.params)
+        grid = image.grid
         timing["preprocess"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        # A model that resamples: interpolate probabilities back to the source grid and decode
-        # there (smooth boundaries); nearest-neighbour labels would come back blocky.
-        smooth = grid.resampled
-        canonical = self.infer_canonical(
-            image, progress, need_probabilities=return_probabilities or smooth
+        labels, probabilities = self._infer_on_source_grid(
+            image, progress, return_probabilities, timing
         )
         del image
-        timing["inference"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        probabilities = None
-        if return_probabilities or smooth:
-            restored = restore_probabilities(canonical, grid)
-            labels = self.decoder.decode_volume(restored)
-            probabilities = restored if return_probabilities else None
-            del restored
-        else:
-            if canonical.ndim == 4:  # averaged probabilities -> labels before restoring
-                canonical = self.decoder.decode_volume(canonical)
-            labels = restore_labels(canonical, grid)
-        del canonical
-        labels = labels.astype(self.decoder.dtype, copy=False)
-        timing["restore"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         labels, removed = postprocess_labels(
             labels, channels[0].voxel_volume_ml, self.postprocess, self.structures
@@ -337,15 +341,60 @@ class Predictor:
             label_volume, probabilities, self.class_names, readouts, timing, self.settings()
         )
 
+    def _infer_on_source_grid(
+        self,
+        image: SlabSource,
+        progress: ProgressFn | None,
+        return_probabilities: bool,
+        timing: dict[str, float],
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(labels in the decoder's dtype, probabilities or None) on the source grid; adds
+        ``inference`` and ``restore`` seconds to ``timing``."""
+        from medseg.data.preprocessing import (
+            canonical_view,
+            restore_labels,
+            restore_probabilities,
+        )
+
+        grid = image.grid
+        t0 = time.perf_counter()
+        # A model that resamples: interpolate probabilities back to the source grid and decode
+        # there (smooth boundaries); nearest-neighbour labels would come back blocky.
+        need_probabilities = return_probabilities or grid.resampled
+        probabilities = None
+        if len(self.axes) == 1 and not need_probabilities:
+            # labels go straight into their place on the source grid: nothing to restore
+            labels = np.zeros(grid.source_shape, dtype=self.decoder.dtype)
+            self.infer_canonical(image, progress, out=canonical_view(labels, grid))
+            timing["inference"] = time.perf_counter() - t0
+            timing["restore"] = 0.0
+            return labels, None
+        canonical = self.infer_canonical(image, progress, need_probabilities)
+        timing["inference"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if need_probabilities:
+            restored = restore_probabilities(canonical, grid)
+            del canonical
+            labels = self.decoder.decode_volume(restored)
+            probabilities = restored if return_probabilities else None
+            del restored
+        else:  # several axes: averaged probabilities -> labels before restoring
+            labels = restore_labels(self.decoder.decode_volume(canonical), grid)
+            del canonical
+        timing["restore"] = time.perf_counter() - t0
+        return labels, probabilities
+
     def infer_canonical(
         self,
-        image: np.ndarray,
+        image: np.ndarray | SlabSource,
         progress: ProgressFn | None = None,
         need_probabilities: bool = False,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Run the network over a preprocessed image ``(C, X, Y, Z)`` (see
-        :func:`medseg.inference.slices.infer_slices`): labels ``(X, Y, Z)`` for a single pass
-        without probabilities, else the mean softmax ``(K, X, Y, Z)``."""
+        """Run the network over a preprocessed image ``(C, X, Y, Z)``, an array or a
+        :class:`~medseg.data.slabs.SlabImage` (see :func:`medseg.inference.slices.infer_slices`):
+        labels ``(X, Y, Z)`` (into ``out`` when given) for a single pass without
+        probabilities, else the mean softmax ``(K, X, Y, Z)``."""
         return infer_slices(
             self.networks,
             image,
@@ -358,6 +407,8 @@ class Predictor:
             accumulator_limit_bytes=self.accumulator_limit_bytes,
             progress=progress,
             decoder=self.decoder,
+            out=out,
+            max_batch_pixels=self.max_batch_pixels,
         )
 
 

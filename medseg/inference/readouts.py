@@ -58,13 +58,49 @@ def axial_axis(affine: np.ndarray) -> int:
     return int(np.argmax(np.abs(directions[2])))
 
 
+#: voxels counted per np.bincount call: bincount copies its input to int64 (8 bytes per
+#: voxel), so a whole CT at once would cost 4x the source volume
+COUNT_CHUNK = 1 << 22
+
+
+def label_counts(label: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """Voxels per label value ``0..max`` of an integer ``label`` array (negatives count as 0),
+    in chunks of :data:`COUNT_CHUNK` voxels so no full-size temporary is made."""
+    flat = label.reshape(-1)
+    counts = np.zeros(max(minlength, 1), dtype=np.int64)
+    for start in range(0, flat.size, COUNT_CHUNK):
+        part = flat[start : start + COUNT_CHUNK]
+        if not np.issubdtype(part.dtype, np.unsignedinteger):
+            part = part.astype(np.int64).clip(0)
+        found = np.bincount(part, minlength=counts.size)
+        if found.size > counts.size:
+            counts = np.pad(counts, (0, found.size - counts.size))
+        counts[: found.size] += found
+    return counts
+
+
 def class_volumes_ml(label: np.ndarray, voxel_ml: float, num_classes: int) -> list[float]:
     """Volume in mL of every class ``0..num_classes-1`` of an integer ``label`` array."""
-    flat = label.ravel()
-    if not np.issubdtype(flat.dtype, np.unsignedinteger):
-        flat = flat.astype(np.int64).clip(0)
-    counts = np.bincount(flat, minlength=num_classes)
+    counts = label_counts(label, minlength=num_classes)
     return [float(c) * voxel_ml for c in counts[:num_classes]]
+
+
+def class_box(label: np.ndarray, value: int, chunk: int = 16) -> tuple[slice, ...] | None:
+    """Bounding box (slices) of the voxels equal to ``value`` in a 3D ``label``, or ``None``;
+    scanned ``chunk`` planes of axis 0 at a time (no full-size boolean mask)."""
+    planes = np.zeros(label.shape[0], dtype=bool)
+    rest = np.zeros(label.shape[1:], dtype=bool)
+    for start in range(0, label.shape[0], chunk):
+        hit = label[start : start + chunk] == value
+        planes[start : start + chunk] = hit.any(axis=(1, 2))
+        rest |= hit.any(axis=0)
+    if not planes.any():
+        return None
+    box = []
+    for found in (planes, rest.any(axis=1), rest.any(axis=0)):
+        idx = np.flatnonzero(found)
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
 
 
 def _max_pairwise_distance(points: np.ndarray) -> float:
@@ -167,19 +203,23 @@ def find_lesions(
     voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
     ax = axial_axis(affine)
     if classes is None:
-        classes = [int(c) for c in np.unique(label) if c > 0]
+        classes = [int(c) for c in np.flatnonzero(label_counts(label)) if c > 0]
     lesions: list[Lesion] = []
     for cls in classes:
         name = class_names[cls] if 0 <= cls < len(class_names) else f"class_{cls}"
-        components, n = ndimage.label(label == cls, structure=CONNECTIVITY_26)
-        if n == 0:
+        region = class_box(label, cls)
+        if region is None:
             continue
-        sizes = np.bincount(components.ravel())[1:]
+        # components of the class's bounding box only: the int32 component map of a whole
+        # CT would be twice the size of the scan itself
+        origin = np.array([r.start for r in region])
+        components, _ = ndimage.label(label[region] == cls, structure=CONNECTIVITY_26)
         found = []
         for comp_id, box in enumerate(ndimage.find_objects(components), start=1):
             crop = components[box] == comp_id
-            lo = np.array([b.start for b in box])
-            hi = np.array([b.stop - 1 for b in box])
+            voxels = int(np.count_nonzero(crop))
+            lo = np.array([b.start for b in box]) + origin
+            hi = np.array([b.stop - 1 for b in box]) + origin
             diameter, d_slice = longest_axial_diameter(crop, affine, lo)
             centroid = affine[:3, :3] @ (_centroid(crop) + lo) + affine[:3, 3]
             found.append(
@@ -187,8 +227,8 @@ def find_lesions(
                     label=int(cls),
                     class_name=name,
                     index=0,
-                    volume_ml=float(sizes[comp_id - 1]) * voxel_ml,
-                    voxels=int(sizes[comp_id - 1]),
+                    volume_ml=float(voxels) * voxel_ml,
+                    voxels=voxels,
                     longest_axial_diameter_mm=round(diameter, 3),
                     diameter_slice=d_slice,
                     centroid_ras_mm=centroid.round(3).tolist(),
@@ -197,6 +237,7 @@ def find_lesions(
                     slice_range=[int(lo[ax]), int(hi[ax])],
                 )
             )
+        del components
         found.sort(key=lambda les: -les.voxels)
         for i, les in enumerate(found, start=1):
             les.index = i
@@ -206,9 +247,11 @@ def find_lesions(
 
 def compute_readouts(label: Volume, class_names: Sequence[str]) -> dict[str, Any]:
     """Per-class volume (mL), lesion count and lesion list of a label ``Volume``."""
-    num_classes = max(len(class_names), int(label.array.max(initial=0)) + 1)
-    volumes = class_volumes_ml(label.array, label.voxel_volume_ml, num_classes)
-    lesions = find_lesions(label.array, label.affine, class_names)
+    counts = label_counts(label.array, minlength=len(class_names))
+    num_classes = counts.size
+    volumes = [float(c) * label.voxel_volume_ml for c in counts]
+    present = [int(c) for c in np.flatnonzero(counts) if c > 0]
+    lesions = find_lesions(label.array, label.affine, class_names, classes=present)
     per_class = {}
     for cls in range(1, num_classes):
         name = class_names[cls] if cls < len(class_names) else f"class_{cls}"

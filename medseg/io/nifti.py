@@ -12,7 +12,7 @@ import numpy as np
 
 from medseg.errors import CorruptFileError, DimensionError, OverwriteError
 from medseg.io.atomic import atomic_path
-from medseg.io.volume import Volume, check_affine
+from medseg.io.volume import Volume, check_affine, release_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ def is_nifti(path: Path) -> bool:
 def read_nifti(path: Path, channel: int | None = None) -> Volume:
     """Read a NIfTI file. A 4D file needs ``channel`` (index along the 4th axis)."""
     try:
-        img = nib.load(str(path))
+        # Uncompressed files come back as a read-only memory map: nothing is read until used,
+        # and slab-by-slab inference can release the pages it has read (Volume docs).
+        img = nib.load(str(path), mmap="r")
         _check_header(path, img)
         data = _load_data(img)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError, OverflowError) as err:
@@ -68,6 +70,7 @@ def read_nifti(path: Path, channel: int | None = None) -> Volume:
     if labels is not None:
         meta["labels_stored_as_float"] = True
         data = labels
+    release_mapped_pages(data)  # the label check above touched the pages of a float map
     return Volume(data, img.affine, meta)
 
 
@@ -128,7 +131,8 @@ def float_labels_as_int(
     if data.dtype.kind != "f" or data.size == 0:
         return None
     # a cheap strided look first: a true intensity image fails it without a full pass
-    sample = data.ravel()[:: max(1, data.size // 100_000)]
+    # order="K": a view of an F-ordered (NIfTI) array, where ravel() would copy all of it
+    sample = data.ravel(order="K")[:: max(1, data.size // 100_000)]
     if not _label_like(sample, max_labels, atol):
         return None
     if not np.all(np.isfinite(data)):
@@ -177,7 +181,7 @@ def _select_channel(path: Path, data: np.ndarray, channel: int | None) -> np.nda
             )
         if not 0 <= channel < n:
             raise DimensionError(f"{path}: channel {channel} out of range 0..{n - 1}")
-        return np.asarray(data[..., channel])
+        return np.asanyarray(data[..., channel])  # a memory map stays one
     raise DimensionError(f"{path}: has {data.ndim} dimensions (shape {data.shape}), expected 3")
 
 

@@ -15,6 +15,7 @@ Conventions used everywhere in medseg:
 from __future__ import annotations
 
 import dataclasses
+import mmap
 from typing import Any
 
 import nibabel as nib
@@ -130,6 +131,21 @@ class Volume:
         return Volume(
             np.ascontiguousarray(array), affine, dict(self.metadata), dict(self.identifiers)
         )
+
+
+def release_mapped_pages(array: np.ndarray) -> bool:
+    """Drop the resident pages of a read-only memory-mapped ``array`` (e.g. an uncompressed
+    NIfTI read by :func:`medseg.io.read_volume`); returns whether it did.
+
+    The data stays in the file (and the OS page cache) and is read again on the next access,
+    so a slab-by-slab pass over a big scan keeps only its current slab resident. Only
+    read-only maps qualify: a copy-on-write map may hold changes that dropping would lose.
+    """
+    mapped = getattr(array, "_mmap", None)
+    if mapped is None or getattr(array, "mode", None) != "r" or not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    mapped.madvise(mmap.MADV_DONTNEED)
+    return True
 
 
 def check_affine(affine: np.ndarray, source: str) -> None:

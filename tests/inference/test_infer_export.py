@@ -61,3 +61,22 @@ def test_export_without_metadata_is_rejected(tmp_path):
     )
     with pytest.raises(CheckpointError, match="no medseg metadata"):
         Predictor.load(plain)
+
+
+@pytest.mark.slow
+def test_onnx_runtime_probabilities_match_pytorch(checkpoint_factory, tmp_path):
+    """An exported ONNX model runs on ONNX Runtime by default (faster on CPU, see
+    docs/performance.md) and gives PyTorch's probabilities, TTA included."""
+    ckpt = checkpoint_factory(channel_names=("flair", "t1c"), context=1, seed=3)
+    out = tmp_path / "model.onnx"
+    export_model(ckpt, out, "onnx")
+    vol = blob_volume(shape=(33, 29, 7))
+    channels = [vol, vol.with_array(vol.array[::-1].copy())]
+    for tta in (False, True):
+        reference = Predictor.load(ckpt, device="cpu", tta=tta, batch_size=3)
+        onnx = Predictor.load(out, device="cpu", tta=tta, batch_size=3)
+        assert onnx.settings()["backend"] == "onnxruntime"
+        ours = onnx.predict(channels, return_probabilities=True)
+        theirs = reference.predict(channels, return_probabilities=True)
+        np.testing.assert_allclose(ours.probabilities, theirs.probabilities, atol=1e-5)
+        np.testing.assert_array_equal(ours.label.array, theirs.label.array)
