@@ -194,8 +194,8 @@ class ModelRecord(pydantic.BaseModel):
     num_outputs: int = pydantic.Field(ge=1)
     options: dict[str, Any] = pydantic.Field(default_factory=dict)
     preprocessing: PreprocessingParams
-    class_names: list[str]
-    channel_names: list[str]
+    class_names: list[str] = pydantic.Field(min_length=2)  # background and at least one
+    channel_names: list[str] = pydantic.Field(min_length=1)
     axes: tuple[int, ...] = (2,)
     context: int = pydantic.Field(0, ge=0)
     postprocessing: list[dict[str, Any]] = pydantic.Field(default_factory=list)
