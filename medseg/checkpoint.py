@@ -235,7 +235,8 @@ class ModelRecord(pydantic.BaseModel):
                 context=int(sampling.get("context", 0)),
                 postprocessing=list(payload.get("postprocessing") or []),
             )
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        # RuntimeError: a tensor where a list belongs (its truth value is ambiguous)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as err:
             raise CheckpointError(
                 f"{source}: its model record is invalid for this medseg version "
                 f"({type(err).__name__}: {first_line(err)}); re-export or "

@@ -166,6 +166,9 @@ def test_checkpoint_whose_model_record_is_a_tensor_is_a_checkpoint_error(tmp_pat
     path = _checkpoint(tmp_path, "tensor.pt", model=torch.zeros(0))  # IndexError escaped
     with pytest.raises(CheckpointError, match=r"tensor\.pt: its model record is invalid"):
         Predictor.load(path, device="cpu")
+    path = _checkpoint(tmp_path, "names.pt", channel_names=torch.zeros(0))  # RuntimeError
+    with pytest.raises(CheckpointError, match=r"names\.pt: its model record is invalid"):
+        Predictor.load(path, device="cpu")
 
 
 def test_checkpoint_claiming_a_giant_model_allocates_nothing(tmp_path):
