@@ -383,3 +383,17 @@ def test_nifti_with_an_impossible_quaternion_reads_with_its_sform(tmp_path):
     volume = read_volume(path)
     np.testing.assert_allclose(volume.affine, np.eye(4))
     assert volume.metadata["qform_sform_mismatch"] is True
+
+
+def test_checkpoint_zip_with_an_undecodable_entry_name_is_a_checkpoint_error(tmp_path):
+    """The TorchScript sniffing opened the zip and let zipfile's UnicodeDecodeError out."""
+    from medseg.inference import Predictor
+
+    raw = bytearray(_checkpoint(tmp_path, "names.pt").read_bytes())
+    at = raw.find(b"PK\x01\x02")  # the first central-directory entry
+    struct.pack_into("<H", raw, at + 8, struct.unpack_from("<H", raw, at + 8)[0] | 0x800)
+    raw[at + 46] = 0xF3  # its name, flagged UTF-8, starts with an invalid byte
+    path = tmp_path / "names.pt"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"names\.pt: cannot be loaded"):
+        Predictor.load(path, device="cpu")
