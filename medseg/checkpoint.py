@@ -235,8 +235,11 @@ class ModelRecord(pydantic.BaseModel):
                 context=int(sampling.get("context", 0)),
                 postprocessing=list(payload.get("postprocessing") or []),
             )
-        # RuntimeError: a tensor where a list belongs (its truth value is ambiguous)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as err:
+        # RuntimeError: a tensor where a list belongs; OverflowError: int(inf)
+        except (
+            KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError,
+            OverflowError,
+        ) as err:  # fmt: skip
             raise CheckpointError(
                 f"{source}: its model record is invalid for this medseg version "
                 f"({type(err).__name__}: {first_line(err)}); re-export or "

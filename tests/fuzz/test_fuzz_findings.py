@@ -397,3 +397,11 @@ def test_checkpoint_zip_with_an_undecodable_entry_name_is_a_checkpoint_error(tmp
     path.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match=r"names\.pt: cannot be loaded"):
         Predictor.load(path, device="cpu")
+
+
+def test_checkpoint_with_an_infinite_slice_axis_is_a_checkpoint_error(tmp_path):
+    from medseg.inference import Predictor
+
+    path = _checkpoint(tmp_path, "axis.pt", sampling__axis=float("inf"))  # OverflowError
+    with pytest.raises(CheckpointError, match=r"axis\.pt: its model record is invalid"):
+        Predictor.load(path, device="cpu")
