@@ -194,8 +194,8 @@ class ModelRecord(pydantic.BaseModel):
     num_outputs: int = pydantic.Field(ge=1)
     options: dict[str, Any] = pydantic.Field(default_factory=dict)
     preprocessing: PreprocessingParams
-    class_names: list[str]
-    channel_names: list[str]
+    class_names: list[str] = pydantic.Field(min_length=2)  # background and at least one
+    channel_names: list[str] = pydantic.Field(min_length=1)
     axes: tuple[int, ...] = (2,)
     context: int = pydantic.Field(0, ge=0)
     postprocessing: list[dict[str, Any]] = pydantic.Field(default_factory=list)
@@ -235,7 +235,11 @@ class ModelRecord(pydantic.BaseModel):
                 context=int(sampling.get("context", 0)),
                 postprocessing=list(payload.get("postprocessing") or []),
             )
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        # RuntimeError: a tensor where a list belongs; OverflowError: int(inf)
+        except (
+            KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError,
+            OverflowError,
+        ) as err:  # fmt: skip
             raise CheckpointError(
                 f"{source}: its model record is invalid for this medseg version "
                 f"({type(err).__name__}: {first_line(err)}); re-export or "

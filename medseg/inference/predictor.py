@@ -127,10 +127,12 @@ class Prediction:
 
 
 def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.split("/", 1)[-1].startswith("code/") for name in archive.namelist())
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, UnicodeDecodeError, OSError, ValueError, EOFError):
+        return False  # not a readable zip: loading it as a checkpoint reports why
+    return any(name.split("/", 1)[-1].startswith("code/") for name in names)
 
 
 class Predictor:

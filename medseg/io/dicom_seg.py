@@ -76,6 +76,8 @@ def _read_segmentation(path: Path) -> hd.seg.Segmentation:
     """The SEG in ``path``, its pixel data checked against its header before decoding."""
     try:
         ds = dcmread_bounded(path)
+        for _ in ds.iterall():  # pydicom converts values lazily: fail here, not later
+            pass
     except _DAMAGED as err:
         raise CorruptFileError(
             f"{path}: not a readable DICOM file ({type(err).__name__}: {first_line(err)})"

@@ -115,7 +115,11 @@ def _itk_would_differ(img: nib.Nifti1Image) -> bool:
     qcode, scode = int(header["qform_code"]), int(header["sform_code"])
     if qcode == 0 or scode in (0, 1):
         return False
-    return not np.allclose(header.get_qform(), header.get_sform(), atol=1e-3)
+    try:
+        qform = header.get_qform()
+    except ValueError:  # quaternion b, c, d with b^2 + c^2 + d^2 > 1: no rotation at all
+        return True
+    return not np.allclose(qform, header.get_sform(), atol=1e-3)
 
 
 def float_labels_as_int(

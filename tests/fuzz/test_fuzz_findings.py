@@ -166,6 +166,9 @@ def test_checkpoint_whose_model_record_is_a_tensor_is_a_checkpoint_error(tmp_pat
     path = _checkpoint(tmp_path, "tensor.pt", model=torch.zeros(0))  # IndexError escaped
     with pytest.raises(CheckpointError, match=r"tensor\.pt: its model record is invalid"):
         Predictor.load(path, device="cpu")
+    path = _checkpoint(tmp_path, "names.pt", channel_names=torch.zeros(0))  # RuntimeError
+    with pytest.raises(CheckpointError, match=r"names\.pt: its model record is invalid"):
+        Predictor.load(path, device="cpu")
 
 
 def test_checkpoint_claiming_a_giant_model_allocates_nothing(tmp_path):
@@ -347,3 +350,58 @@ def test_damaged_seg_header_is_a_corrupt_file(seg_file, edit):
     _edit_seg(seg_file, edit)
     with pytest.raises((CorruptFileError, UnsupportedFormatError), match=r"seg\.dcm: "):
         read_dicom_seg(seg_file)
+
+
+def test_checkpoint_without_class_names_is_a_checkpoint_error(tmp_path):
+    from medseg.inference import Predictor
+
+    path = _checkpoint(tmp_path, "nameless.pt", class_names=[])  # loaded as a 0-class model
+    with pytest.raises(CheckpointError, match=r"nameless\.pt: its model record is invalid"):
+        Predictor.load(path, device="cpu")
+
+
+def test_seg_with_an_unknown_value_representation_is_a_corrupt_file(seg_file):
+    from medseg.io import read_dicom_seg
+
+    raw = seg_file.read_bytes()
+    manufacturer = b"\x08\x00\x70\x00LO"
+    assert manufacturer in raw
+    # pydicom converts lazily: NotImplementedError escaped when the metadata was read
+    seg_file.write_bytes(raw.replace(manufacturer, b"\x08\x00\x70\x00MO", 1))
+    with pytest.raises(CorruptFileError, match=r"seg\.dcm: not a readable DICOM file"):
+        read_dicom_seg(seg_file)
+
+
+def test_nifti_with_an_impossible_quaternion_reads_with_its_sform(tmp_path):
+    """b^2 + c^2 + d^2 > 1: nibabel's get_qform raised ValueError in the ITK comparison."""
+    path = tmp_path / "quat.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), path)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<hh", raw, 252, 1, 2)  # qform_code 1, sform_code 2
+    struct.pack_into("<fff", raw, 256, 1.0, 1.0, 1.0)  # quatern_b, c, d
+    path.write_bytes(bytes(raw))
+    volume = read_volume(path)
+    np.testing.assert_allclose(volume.affine, np.eye(4))
+    assert volume.metadata["qform_sform_mismatch"] is True
+
+
+def test_checkpoint_zip_with_an_undecodable_entry_name_is_a_checkpoint_error(tmp_path):
+    """The TorchScript sniffing opened the zip and let zipfile's UnicodeDecodeError out."""
+    from medseg.inference import Predictor
+
+    raw = bytearray(_checkpoint(tmp_path, "names.pt").read_bytes())
+    at = raw.find(b"PK\x01\x02")  # the first central-directory entry
+    struct.pack_into("<H", raw, at + 8, struct.unpack_from("<H", raw, at + 8)[0] | 0x800)
+    raw[at + 46] = 0xF3  # its name, flagged UTF-8, starts with an invalid byte
+    path = tmp_path / "names.pt"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"names\.pt: cannot be loaded"):
+        Predictor.load(path, device="cpu")
+
+
+def test_checkpoint_with_an_infinite_slice_axis_is_a_checkpoint_error(tmp_path):
+    from medseg.inference import Predictor
+
+    path = _checkpoint(tmp_path, "axis.pt", sampling__axis=float("inf"))  # OverflowError
+    with pytest.raises(CheckpointError, match=r"axis\.pt: its model record is invalid"):
+        Predictor.load(path, device="cpu")

@@ -125,7 +125,8 @@ def checkpoint_mutations(draw) -> bytes:
             dtype = draw(st.sampled_from([torch.float32, torch.float16, torch.int64, torch.bool]))
             parent[path[-1]] = torch.ones(shape, dtype=dtype)
         else:
-            parent[path[-1]] = draw(st.sampled_from(HOSTILE_VALUES))
+            # a copy: a later edit may descend into it, and the list is shared by all inputs
+            parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(HOSTILE_VALUES)))
     out = io.BytesIO()
     torch.save(payload, out)
     return out.getvalue()
