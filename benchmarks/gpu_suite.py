@@ -52,7 +52,7 @@ def steps(device: str, quick: bool, out: Path) -> list[tuple[str, list[str], int
                               "--json", str(out / "time_to_dice.json")], 420),
             ("inference", [py, str(BENCH / "bench_infer.py"), "--device", device,
                            "--ct-shape", "64", "64", "8", "--big-shape", "64", "64", "8",
-                           "--brats-cases", "1", "--no-rss", "--no-tta"], 180),
+                           "--brats-cases", "1", "--no-tta", "--only", "timing", "--only", "onnx"], 180),
         ]  # fmt: skip
     return [
         ("pytest_gpu", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], 60),
@@ -66,8 +66,9 @@ def steps(device: str, quick: bool, out: Path) -> list[tuple[str, list[str], int
                         "--json", str(out / "train_step.json")], 150),
         ("time_to_dice", [py, str(BENCH / "bench_time_to_dice.py"), "--device", device,
                           "--output", str(out / "time_to_dice"),
-                          "--json", str(out / "time_to_dice.json")], 150),
-        ("inference", [py, str(BENCH / "bench_infer.py"), "--device", device], 75),
+                          "--json", str(out / "time_to_dice.json")], 105),
+        ("inference", [py, str(BENCH / "bench_infer.py"), "--device", device,
+                       "--only", "timing"], 120),
     ]  # fmt: skip
 
 
