@@ -40,6 +40,7 @@ def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
 
 
 def run_medseg(cfg, val: str, out: Path, device: str) -> list[tuple[float, float]]:
+    import torch
     from bench_accuracy import score
 
     from medseg.engine.trainer import Trainer
@@ -49,7 +50,7 @@ def run_medseg(cfg, val: str, out: Path, device: str) -> list[tuple[float, float
     case = BRATS / val
     channels = [read_volume(case / f"{c}.nii.gz") for c in ("flair", "t1c")]
     truth = np.rint(read_volume(case / "seg.nii.gz").array)
-    trainer = Trainer(cfg, out, __import__("torch").device(device), progress=False)
+    trainer = Trainer(cfg, out, torch.device(device), progress=False)
     curve, clock = [], [0.0]
 
     def score_epoch(tr, row):

@@ -337,6 +337,18 @@ def _normalise_channel(
 # --------------------------------------------------------------------------- public API
 
 
+def check_channels(channels: Sequence[Volume], params: PreprocessingParams) -> None:
+    """One case's channels: as many as ``params.channel_names``, all on one grid."""
+    if len(channels) != len(params.channel_names):
+        raise DatasetError(
+            f"{channels[0].metadata.get('source', 'case') if channels else 'case'}: got "
+            f"{len(channels)} channel(s), expected {len(params.channel_names)} "
+            f"({', '.join(params.channel_names)}); check the dataset's channel list"
+        )
+    for other in channels[1:]:
+        check_same_grid(channels[0], other, what="channel")
+
+
 def preprocess_image(
     channels: Sequence[Volume], params: PreprocessingParams
 ) -> tuple[np.ndarray, GridInfo]:
@@ -347,14 +359,7 @@ def preprocess_image(
     ``params.modality``. Non-finite voxels follow :func:`check_finite` (a few are replaced
     and counted in ``GridInfo.nonfinite_replaced``; more are refused).
     """
-    if len(channels) != len(params.channel_names):
-        raise DatasetError(
-            f"{channels[0].metadata.get('source', 'case') if channels else 'case'}: got "
-            f"{len(channels)} channel(s), expected {len(params.channel_names)} "
-            f"({', '.join(params.channel_names)}); check the dataset's channel list"
-        )
-    for other in channels[1:]:
-        check_same_grid(channels[0], other, what="channel")
+    check_channels(channels, params)
     grid = make_grid(channels[0], params)
     out = np.empty((len(channels), *grid.shape), dtype=np.float32)
     checked, replaced = [], []

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -257,15 +256,14 @@ class ResidentSlices:
         image, label = self._gather(
             case, index, axis, s_st, r_st, c_st, length, height, width, top - off_h, left - off_w
         )
-        to = lambda t: t.to(dev, non_blocking=True)  # noqa: E731
         return {
             "image": image,
             "label": label,
-            "case_index": to(case),
-            "index": to(index),
-            "axis": to(axis),
-            "foreground": to(fg),
-            "origin": to(torch.stack([top - off_h, left - off_w], dim=1)),
+            "case_index": to_dev(case, dev),
+            "index": to_dev(index, dev),
+            "axis": to_dev(axis, dev),
+            "foreground": to_dev(fg, dev),
+            "origin": to_dev(torch.stack([top - off_h, left - off_w], dim=1), dev),
         }
 
     def _foreground_pixel(self, case, index, s_st, r_st, c_st, height, width, u):
@@ -346,8 +344,3 @@ class ResidentSlices:
 
 def to_dev(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t if t.device == device else t.to(device, non_blocking=True)
-
-
-def case_ids_of(batch: dict[str, Any], resident: ResidentSlices) -> list[str]:
-    """Case ids of a resident batch (the batch carries indices, not strings)."""
-    return [resident.case_ids[int(i)] for i in batch["case_index"].cpu()]

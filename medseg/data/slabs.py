@@ -28,12 +28,12 @@ from medseg.data.preprocessing import (
     GridInfo,
     PreprocessingParams,
     _interpolate,
+    check_channels,
     check_finite,
     make_grid,
     preprocess_image,
 )
-from medseg.errors import DatasetError
-from medseg.io.volume import Volume, check_same_grid, release_mapped_pages
+from medseg.io.volume import Volume, release_mapped_pages
 
 
 class SlabImage:
@@ -51,14 +51,7 @@ class SlabImage:
 
     def __init__(self, channels: Sequence[Volume], params: PreprocessingParams) -> None:
         channels = list(channels)
-        if len(channels) != len(params.channel_names):
-            raise DatasetError(
-                f"{channels[0].metadata.get('source', 'case') if channels else 'case'}: got "
-                f"{len(channels)} channel(s), expected {len(params.channel_names)} "
-                f"({', '.join(params.channel_names)}); check the dataset's channel list"
-            )
-        for other in channels[1:]:
-            check_same_grid(channels[0], other, what="channel")
+        check_channels(channels, params)
         self.params = params
         self.grid: GridInfo = make_grid(channels[0], params)
         self.shape = (len(channels), *self.grid.shape)

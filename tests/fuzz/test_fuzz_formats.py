@@ -77,18 +77,23 @@ PAYLOAD_PATHS = [p for p in _payload_paths(PAYLOAD) if p[0] != "state_dict" or l
 WEIGHT_PATHS = [p for p in _payload_paths(PAYLOAD) if p[0] == "state_dict" and len(p) == 2]
 
 
+def _byte_damage(draw, raw: bytes, kind: str) -> bytes:
+    """The format-blind mutations: ``truncate`` at any byte, or ``flip`` 1-8 bits."""
+    if kind == "truncate":
+        return raw[: draw(st.integers(0, len(raw) - 1))]
+    edited = bytearray(raw)
+    for pos, bit in draw(st.lists(st.tuples(st.integers(0, len(raw) - 1),
+                                            st.integers(0, 7)), min_size=1, max_size=8)):  # fmt: skip
+        edited[pos] ^= 1 << bit
+    return bytes(edited)
+
+
 @st.composite
 def checkpoint_mutations(draw) -> bytes:
     raw = SEEDS["checkpoint"].read_bytes()
     kind = draw(st.sampled_from(["truncate", "flip", "payload", "payload", "pickle", "hostile"]))
-    if kind == "truncate":
-        return raw[: draw(st.integers(0, len(raw) - 1))]
-    if kind == "flip":
-        edited = bytearray(raw)
-        for pos, bit in draw(st.lists(st.tuples(st.integers(0, len(raw) - 1),
-                                                st.integers(0, 7)), min_size=1, max_size=8)):  # fmt: skip
-            edited[pos] ^= 1 << bit
-        return bytes(edited)
+    if kind in ("truncate", "flip"):
+        return _byte_damage(draw, raw, kind)
     if kind == "hostile":  # code that would run on a plain pickle.load / weights_only=False
         evil = draw(st.sampled_from([
             _Run(eval, f"open({str(MARKER)!r}, 'w').close()"),
@@ -157,14 +162,8 @@ HOSTILE_NAMES = [f"../{TOKEN}.dcm", f"../../../{TOKEN}.dcm", f"/tmp/{TOKEN}.dcm"
 def zip_mutations(draw) -> bytes:
     raw = SEEDS["zip"].read_bytes()
     kind = draw(st.sampled_from(["truncate", "flip", "entries", "entries", "flags"]))
-    if kind == "truncate":
-        return raw[: draw(st.integers(0, len(raw) - 1))]
-    if kind == "flip":
-        edited = bytearray(raw)
-        for pos, bit in draw(st.lists(st.tuples(st.integers(0, len(raw) - 1),
-                                                st.integers(0, 7)), min_size=1, max_size=8)):  # fmt: skip
-            edited[pos] ^= 1 << bit
-        return bytes(edited)
+    if kind in ("truncate", "flip"):
+        return _byte_damage(draw, raw, kind)
     if kind == "flags":  # central-directory fields: flags (encryption), method, sizes
         edited = bytearray(raw)
         at = raw.find(b"PK\x01\x02")
@@ -242,14 +241,8 @@ BAD_VECTORS = ["0\\0\\0\\0\\0\\0", "1\\0\\0\\1\\0\\0", "nan\\0\\0\\0\\1\\0", "1\
 def seg_mutations(draw) -> bytes:
     raw = SEEDS["dicom-seg"].read_bytes()
     kind = draw(st.sampled_from(["truncate", "flip", "field", "sequence", "sequence"]))
-    if kind == "truncate":
-        return raw[: draw(st.integers(0, len(raw) - 1))]
-    if kind == "flip":
-        edited = bytearray(raw)
-        for pos, bit in draw(st.lists(st.tuples(st.integers(0, len(raw) - 1),
-                                                st.integers(0, 7)), min_size=1, max_size=8)):  # fmt: skip
-            edited[pos] ^= 1 << bit
-        return bytes(edited)
+    if kind in ("truncate", "flip"):
+        return _byte_damage(draw, raw, kind)
     ds = pydicom.dcmread(io.BytesIO(raw))
     try:
         if kind == "field":
@@ -336,14 +329,8 @@ HOSTILE_YAML_VALUES = ["-1", "0", "1e400", ".nan", ".inf", "abc", "[]", "{}", "n
 def config_mutations(draw) -> bytes:
     raw = SEEDS["train-config"].read_bytes()
     kind = draw(st.sampled_from(["truncate", "flip", "key", "key", "key"]))
-    if kind == "truncate":
-        return raw[: draw(st.integers(0, len(raw) - 1))]
-    if kind == "flip":
-        edited = bytearray(raw)
-        for pos, bit in draw(st.lists(st.tuples(st.integers(0, len(raw) - 1),
-                                                st.integers(0, 7)), min_size=1, max_size=8)):  # fmt: skip
-            edited[pos] ^= 1 << bit
-        return bytes(edited)
+    if kind in ("truncate", "flip"):
+        return _byte_damage(draw, raw, kind)
     import yaml
 
     section = yaml.safe_load(raw)
