@@ -5,8 +5,10 @@ Both train on the same three shared BraTS cases and are scored on the same held-
 slices: whole-tumour Dice of a full-volume prediction on the case's own 1 mm grid (medseg
 through ``Predictor`` from the epoch's ``last.pt``, the peer through ``SliceInferer``), with
 the same scoring function. The clock counts training only (data, augmentation, steps);
-scoring is paused out of both clocks. medseg runs the recipe's own schedule; the peer then
-gets the same training wall time. Reported: each side's best Dice, the time the peer needed
+scoring is paused out of both clocks. medseg runs the recipe's own schedule (its own
+per-epoch validation only at the end: the curve is this script's scoring); the peer then gets
+``--peer-budget`` seconds of training, by default 3x medseg's training time, so that the
+peer's best is not cut short by medseg's speed. Reported: each side's best Dice, the time the peer needed
 to reach its best, the time medseg needed to reach the peer's best, and their ratio (the
 target is <= 0.5), with both curves in one PNG.
 
@@ -137,6 +139,9 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="one tiny epoch: checks the script")
     parser.add_argument("--train-cases", type=int, help="train on the first N other cases only")
+    parser.add_argument(
+        "--peer-budget", type=float, help="peer training seconds (default 3x medseg's)"
+    )
     parser.add_argument("--json", help="where to write the figures (default OUTPUT/result.json)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -160,9 +165,9 @@ def main() -> int:
     if args.train_cases:
         overrides.append(f"data.dataset={subset_manifest(args.val, args.train_cases, out)}")
     cfg = load_config(args.config, overrides)
-    cfg = cfg.model_copy(
-        update={"train": cfg.train.model_copy(update={"early_stopping_patience": None})}
-    )
+    # the whole schedule, the trainer's own validation once at the end (the curve is scored here)
+    train = {"early_stopping_patience": None, "val_every": cfg.train.epochs}
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
     run_dir = out / f"medseg_{time.strftime('%Y%m%d_%H%M%S')}"
     start = time.perf_counter()
     med_curve = run_medseg(cfg, args.val, run_dir, args.device)
@@ -175,8 +180,10 @@ def main() -> int:
     from medseg.io import read_volume
 
     ref = read_volume(spec.case(args.val).label)
+    budget = args.peer_budget or 3 * med_seconds
+    logging.info("peer budget %.0f s of training (medseg trained %.0f s)", budget, med_seconds)
     peer_curve, peer_stats = run_peer(
-        cases, val_case, np.rint(ref.array), ref.spacing, med_seconds,
+        cases, val_case, np.rint(ref.array), ref.spacing, budget,
         every=cfg.data.samples_per_epoch or 400,
     )  # fmt: skip
     peer_best = max(d for _, d in peer_curve)

@@ -6,8 +6,9 @@ machine's minutes):
 1. ``pytest -m gpu``: the GPU tests;
 2. batched augmentation throughput at 256x256 (goal >= 20,000 slices/s) and the
    device-resident sampler + augmentation (``bench_data.py --only-batched``);
-3. training step (fp32 / channels_last / AMP) and the pipeline ratio for the worker and the
-   device-resident pipelines (``bench_train.py``);
+3. training step (fp32 / channels_last / AMP / torch.compile) and the pipeline ratio for the
+   worker and the device-resident pipelines at the BraTS recipe's settings
+   (``bench_train.py --recipe configs/brats_2d.yaml``);
 4. time to Dice, medseg recipe vs the MONAI peer, for a fixed short budget
    (``bench_time_to_dice.py``; needs ../shared/data);
 5. CT inference timing and the MONAI SliceInferer comparison (``bench_infer.py``).
@@ -60,9 +61,10 @@ def steps(device: str, quick: bool, out: Path) -> list[tuple[str, list[str], int
                           "--size", "256", "--batch", "256", "--repeats", "40",
                           "--json", str(out / "augmentation.json")], 45),
         ("train_step", [py, str(BENCH / "bench_train.py"), "--device", device,
+                        "--recipe", str(ROOT / "configs" / "brats_2d.yaml"),
                         "--models", "unet", "monai_unet", "deeplabv3_mobilenet_v3_large",
                         "--variants", "fp32", "AMP", "AMP+CL", "AMP+CL+compile",
-                        "--size", "256", "--batch", "16", "--steps", "20", "--workers", "8",
+                        "--steps", "20", "--workers", "8",
                         "--json", str(out / "train_step.json")], 150),
         ("time_to_dice", [py, str(BENCH / "bench_time_to_dice.py"), "--device", device,
                           "--output", str(out / "time_to_dice"),

@@ -13,6 +13,7 @@ from medseg.cli.main import main
 from medseg.device import (
     DistInfo,
     check_device_name,
+    cpu_has_native_bf16,
     process_group,
     resolve_amp_dtype,
     resolve_device,
@@ -67,14 +68,32 @@ def test_torchrun_rank_takes_its_local_gpu(monkeypatch: pytest.MonkeyPatch) -> N
     assert chosen == [torch.device("cuda", 1), torch.device("cuda", 0)]
 
 
-def test_amp_and_channels_last_only_on_cuda() -> None:
+def test_amp_and_channels_last_on_cuda_and_for_cpu_training_only() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve_amp_dtype("auto", cpu) is None
+    assert resolve_amp_dtype("auto", cpu) is None  # CPU inference stays fp32
+    assert resolve_amp_dtype(torch.bfloat16, cpu) is None
     assert resolve_amp_dtype("bf16", cuda) is torch.bfloat16
     assert resolve_amp_dtype(False, cuda) is None
     assert not use_channels_last(True, cpu)
+    assert use_channels_last(True, cpu, training=True)
+    assert not use_channels_last(False, cpu, training=True)
     assert use_channels_last(True, cuda)
     assert not use_channels_last(False, cuda)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_training_uses_bf16_only_where_the_cpu_has_it(
+    monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    assert cpu_has_native_bf16() is native
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if native else None
+    for amp in ("auto", True, "bf16", torch.bfloat16):
+        assert resolve_amp_dtype(amp, cpu, training=True) is expected
+    for amp in ("off", False, "fp16", None):  # no fast fp16 kernels on a CPU
+        assert resolve_amp_dtype(amp, cpu, training=True) is None
 
 
 def test_single_process_group_is_a_no_op() -> None:

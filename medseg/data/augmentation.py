@@ -16,6 +16,7 @@ the bottleneck (~8 ms per 256x256 slice per core), so select ``backend: batched`
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -173,11 +174,31 @@ def build_augmentation(cfg: AugmentationConfig, seed: int = 0) -> Augmentation |
     return Augmentation(cfg, seed)
 
 
+def _mean_std(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample mean and (unbiased) std; two plain reductions, ~10x faster on CPU than
+    ``torch.std`` over several dimensions."""
+    mean = x.mean(dim=dims, keepdim=True)
+    n = math.prod(x.shape[d] for d in dims)
+    var = (x - mean).square().sum(dim=dims, keepdim=True) / max(n - 1, 1)
+    return mean, var.sqrt()
+
+
 def control_grid_shape(size: int, spacing: float) -> int:
     """Control points along an axis of ``size`` pixels (MONAI ``create_control_grid``)."""
     if size % 2 == 0:
         return int(math.ceil((size - 1.0) / (2.0 * spacing) + 0.5) * 2 + 2)
     return int(math.ceil((size - 1.0) / (2.0 * spacing)) * 2 + 3)
+
+
+@functools.lru_cache(maxsize=32)
+def bicubic_upsampling(size: int, spacing: float) -> torch.Tensor:
+    """The ``(floor(size * spacing), size)`` matrix ``M`` with ``M @ x`` equal to
+    ``F.interpolate(x, scale_factor=spacing, mode="bicubic", align_corners=False,
+    recompute_scale_factor=True)`` along one axis."""
+    unit = torch.eye(size)[:, None, :, None]  # one unit impulse per control point
+    out = math.floor(size * spacing)
+    up = F.interpolate(unit, size=(out, 1), mode="bicubic", align_corners=False)
+    return up[:, 0, :, 0].T.contiguous()
 
 
 class BatchAugmenter:
@@ -232,7 +253,7 @@ class BatchAugmenter:
             .round()
             .to(torch.int64)
         )
-        return self.intensity(image), label
+        return self._intensity_(image), label  # grid_sample's output: ours to change
 
     def displacement(
         self, batch: int, height: int, width: int, device: torch.device
@@ -246,15 +267,13 @@ class BatchAugmenter:
         disp = torch.zeros(batch, 2, height, width, device=device)
         if not bool(on.any()):
             return disp
-        # upsample only the samples that drew an elastic deformation (bicubic on CPU is costly)
+        # only the samples that drew an elastic deformation; bicubic upsampling is separable,
+        # so it is two small matrix products (30x faster on CPU than F.interpolate, equal to
+        # 1e-6: tests/data/test_data_augmentation.py)
         idx = on.nonzero()[:, 0]
-        fine = F.interpolate(
-            coarse[idx].to(device),
-            scale_factor=e.spacing,
-            mode="bicubic",
-            align_corners=False,
-            recompute_scale_factor=True,
-        )
+        rows = bicubic_upsampling(gh, e.spacing).to(device)
+        cols = bicubic_upsampling(gw, e.spacing).to(device)
+        fine = rows @ coarse[idx].to(device) @ cols.T
         top, left = (fine.shape[2] - height) // 2, (fine.shape[3] - width) // 2
         disp[idx.to(device)] = fine[:, :, top : top + height, left : left + width]
         return disp
@@ -291,63 +310,74 @@ class BatchAugmenter:
 
     def intensity(self, image: torch.Tensor) -> torch.Tensor:
         """Noise, blur, brightness, contrast, low resolution, gamma, inverted gamma per sample
-        (same order as the CPU path)."""
+        (same order as the CPU path); ``image`` is left as it was."""
+        return self._intensity_(image.clone())
+
+    def _intensity_(self, image: torch.Tensor) -> torch.Tensor:
+        """:meth:`intensity` in place: each transform rewrites only the samples that drew it
+        (a full-batch pass per transform was half of the augmentation's time on a CPU)."""
         c, b = self.cfg, image.shape[0]
         dev = image.device
-        view = (b, 1, 1, 1)
-        noise_std = (self._uniform(b, 0.0, c.noise.std) * self._coin(b, c.noise.prob)).to(dev)
+        noise_std = self._uniform(b, 0.0, c.noise.std) * self._coin(b, c.noise.prob)
         if bool((noise_std > 0).any()):
             noise_seed = int(torch.randint(2**62, (1,), generator=self.generator))
             gen = torch.Generator(device=dev).manual_seed(noise_seed)
-            image = image + torch.randn(
-                image.shape, generator=gen, device=dev, dtype=image.dtype
-            ) * noise_std.view(view)
-        image = self._blur(image)
-        bright = torch.where(
-            self._coin(b, c.brightness.prob), self._uniform(b, *c.brightness.range), torch.ones(b)
-        )
-        image = image * bright.to(dev).view(view)
-        contrast = torch.where(
-            self._coin(b, c.contrast.prob), self._uniform(b, *c.contrast.range), torch.ones(b)
-        )
-        mean = image.mean(dim=(1, 2, 3), keepdim=True)
-        image = (image - mean) * contrast.to(dev).view(view) + mean
-        image = self._lowres(image)
-        image = self._gamma(image, c.gamma.prob, invert=False)
-        return self._gamma(image, c.gamma.invert_prob, invert=True)
+            idx = (noise_std > 0).nonzero()[:, 0]
+            noise = torch.randn(
+                (len(idx), *image.shape[1:]), generator=gen, device=dev, dtype=image.dtype
+            )
+            scale = noise_std[idx].to(dev, image.dtype).view(-1, 1, 1, 1)
+            image.index_add_(0, idx.to(dev), noise * scale)
+        self._blur(image)
+        for transform in (c.brightness, c.contrast):
+            on = self._coin(b, transform.prob)
+            factor = self._uniform(b, *transform.range)
+            if not bool(on.any()):
+                continue
+            idx = on.nonzero()[:, 0].to(dev)
+            f = factor[on].to(dev, image.dtype).view(-1, 1, 1, 1)
+            sub = image[idx]
+            if transform is c.brightness:
+                image[idx] = sub * f
+            else:  # contrast: around each sample's mean
+                mean = sub.mean(dim=(1, 2, 3), keepdim=True)
+                image[idx] = (sub - mean) * f + mean
+        self._lowres(image)
+        self._gamma(image, c.gamma.prob, invert=False)
+        self._gamma(image, c.gamma.invert_prob, invert=True)
+        return image
 
-    def _gamma(self, image: torch.Tensor, prob: float, invert: bool) -> torch.Tensor:
-        """Gamma on each drawn sample rescaled to [0, 1]; ``invert``: on the negated image,
-        then negated back with its mean and std restored (MONAI ``invert_image`` +
+    def _gamma(self, image: torch.Tensor, prob: float, invert: bool) -> None:
+        """Gamma on each drawn sample rescaled to [0, 1], in place; ``invert``: on the negated
+        image, then negated back with its mean and std restored (MONAI ``invert_image`` +
         ``retain_stats``)."""
         b, dev = image.shape[0], image.device
         on = self._coin(b, prob)
         gamma = self._uniform(b, *self.cfg.gamma.range)
         if not bool(on.any()):
-            return image
+            return
         idx = on.nonzero()[:, 0].to(dev)
         sub = -image[idx] if invert else image[idx]
         dims = (1, 2, 3)
-        mean, std = sub.mean(dim=dims, keepdim=True), sub.std(dim=dims, keepdim=True)
         lo = sub.amin(dim=dims, keepdim=True)
         span = (sub.amax(dim=dims, keepdim=True) - lo).clamp_min(1e-7)
         g = gamma[on].to(dev).view(-1, 1, 1, 1)
-        out = ((sub - lo) / span).clamp(0, 1).pow(g) * span + lo
+        # exp(g log x) rather than pow: 4x faster on CPU for a per-sample exponent; x = 0
+        # gives exp(-inf) = 0 as pow does (g > 0)
+        out = torch.exp(torch.log(((sub - lo) / span).clamp(0, 1)) * g) * span + lo
         if invert:
-            new_std = out.std(dim=dims, keepdim=True).clamp_min(1e-8)
-            out = -((out - out.mean(dim=dims, keepdim=True)) / new_std * std + mean)
-        image = image.clone()
+            mean, std = _mean_std(sub, dims)
+            new_mean, new_std = _mean_std(out, dims)
+            out = -((out - new_mean) / new_std.clamp_min(1e-8) * std + mean)
         image[idx] = out
-        return image
 
-    def _lowres(self, image: torch.Tensor) -> torch.Tensor:
-        """Nearest down-sampling by a drawn zoom, bilinear back up, per drawn sample."""
+    def _lowres(self, image: torch.Tensor) -> None:
+        """Nearest down-sampling by a drawn zoom, bilinear back up, per drawn sample, in place."""
         c, b = self.cfg.lowres, image.shape[0]
         on = self._coin(b, c.prob)
         zoom = self._uniform(b, *c.range)
         if not bool(on.any()):
-            return image
-        image = image.clone()
+            return
         h, w = image.shape[2:]
         # a loop over the drawn samples (a quarter of the batch): each has its own size
         for i in on.nonzero()[:, 0].tolist():
@@ -356,14 +386,14 @@ class BatchAugmenter:
             image[i : i + 1] = F.interpolate(
                 down, size=(h, w), mode="bilinear", align_corners=False
             )
-        return image
 
-    def _blur(self, image: torch.Tensor) -> torch.Tensor:
+    def _blur(self, image: torch.Tensor) -> None:
+        """Gaussian blur with a drawn sigma per axis, per drawn sample, in place."""
         c, b = self.cfg.blur, image.shape[0]
         on = self._coin(b, c.prob)
         sig = torch.stack([self._uniform(b, *c.sigma), self._uniform(b, *c.sigma)], dim=1)
         if not bool(on.any()):
-            return image
+            return
         idx = on.nonzero()[:, 0]
         sub = image[idx.to(image.device)]
         n, ch, h, w = sub.shape
@@ -379,6 +409,4 @@ class BatchAugmenter:
         # separable grouped convolution: one kernel per (sample, channel); reflect like MONAI
         flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), ky, groups=n * ch)
         flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kx, groups=n * ch)
-        image = image.clone()
         image[idx.to(image.device)] = flat.reshape(n, ch, h, w)
-        return image

@@ -235,3 +235,43 @@ def test_inverted_gamma_keeps_mean_and_std_and_lowres_blurs_detail(backend):
         )
 
     assert corr(low.reshape(1, 64, 64)) > corr(image) + 0.3
+
+
+def test_batched_gamma_and_noise_match_their_reference_formulas():
+    """The fast forms (exp-log gamma, two-pass std, noise only on drawn samples) give what the
+    plain formulas give, sample by sample."""
+    torch.manual_seed(0)
+    image = torch.randn(8, 3, 32, 32) * 2 + 1
+    low, high = 0.7, 1.5
+    for invert in (False, True):
+        aug = BatchAugmenter(only(gamma={"prob": 0.5, "invert_prob": 0.5, "range": [low, high]}), 3)
+        out = image.clone()
+        aug._gamma(out, 0.5, invert=invert)  # in place
+        draws = torch.Generator().manual_seed(3)
+        on = torch.rand(8, generator=draws) < 0.5
+        gamma = low + (high - low) * torch.rand(8, generator=draws)
+        assert 0 < int(on.sum()) < 8
+        for i in range(8):
+            x = -image[i] if invert else image[i]
+            lo, span = x.min(), x.max() - x.min()
+            ref = ((x - lo) / span).pow(gamma[i]) * span + lo
+            if invert:
+                ref = -((ref - ref.mean()) / ref.std() * x.std() + x.mean())
+            torch.testing.assert_close(out[i], ref if on[i] else image[i], rtol=1e-4, atol=1e-4)
+    noisy = BatchAugmenter(only(noise={"prob": 0.5, "std": 0.5}), seed=1).intensity(image)
+    changed = (noisy != image).flatten(1).any(1)
+    assert 0 < int(changed.sum()) < 8  # drawn samples only, the rest untouched
+    assert float((noisy - image)[changed].std()) > 0.01
+
+
+@pytest.mark.parametrize(("size", "spacing"), [(8, 24.0), (11, 32.0), (7, 12.5)])
+def test_elastic_upsampling_matrix_equals_bicubic_interpolate(size, spacing):
+    from medseg.data.augmentation import bicubic_upsampling
+
+    coarse = torch.randn(3, 2, size, size + 2)
+    expected = torch.nn.functional.interpolate(
+        coarse, scale_factor=spacing, mode="bicubic", align_corners=False,
+        recompute_scale_factor=True,
+    )  # fmt: skip
+    rows, cols = bicubic_upsampling(size, spacing), bicubic_upsampling(size + 2, spacing)
+    torch.testing.assert_close(rows @ coarse @ cols.T, expected, rtol=0, atol=1e-5)

@@ -56,9 +56,11 @@ def _expected_crop(case, axis, index, origin, size, context):
     return image, out_label
 
 
-def test_batches_are_exact_crops_of_the_volumes_with_context_and_padding():
+@pytest.mark.parametrize("axes", [(2, 0, 1), (0,), (1,), (2,)])
+def test_batches_are_exact_crops_of_the_volumes_with_context_and_padding(axes):
+    # one axis: the volumes are stored with that axis first; several: canonical layout
     cases = _cases()
-    sampler = ResidentSlices(cases, (2, 0, 1), 1, (48, 32), 0.5, 64, 16, seed=3)
+    sampler = ResidentSlices(cases, axes, 1, (48, 32), 0.5, 64, 16, seed=3)
     sampler.set_epoch(0)
     seen_axes, padded = set(), 0
     for batch in sampler:
@@ -75,7 +77,7 @@ def test_batches_are_exact_crops_of_the_volumes_with_context_and_padding():
                 assert label.any(), "a foreground draw must show foreground"
             seen_axes.add(axis)
             padded += min(origin) < 0
-    assert seen_axes == {0, 1, 2}
+    assert seen_axes == set(axes)
     assert padded > 0  # the 30-pixel-high planes are smaller than the 48-pixel crop
 
 
