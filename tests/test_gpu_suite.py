@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_gpu_suite_quick_runs_every_step_and_writes_json_and_markdown(tmp_path: Path) -> None:
     proc = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "--quick", "--output", str(tmp_path)],

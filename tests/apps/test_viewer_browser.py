@@ -237,6 +237,7 @@ def _no_error(page) -> None:
     assert "Traceback" not in page.content()
 
 
+@pytest.mark.long
 @pytest.mark.skipif(not SAMPLE_ROOT.is_dir(), reason=f"{SAMPLE_ROOT} missing (medseg sample-data)")
 def test_five_concurrent_sessions_on_one_server_stay_bounded(tmp_path: Path) -> None:
     """SESSIONS browser contexts at once, each opening its own sample case (inference on

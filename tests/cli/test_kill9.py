@@ -33,6 +33,7 @@ CASES = 6
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.long,
     pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"{SAMPLE} missing (medseg sample-data)"),
     pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL"),
 ]
