@@ -130,12 +130,6 @@ class ResidentSlices:
         voxels = shapes.prod(axis=1)
         small = all(int(np.min(c.label)) >= 0 and int(np.max(c.label)) < 256 for c in cases)
         label_dtype = torch.uint8 if small else torch.int16
-        self.images = torch.empty(
-            int(voxels.sum()) * self.num_channels, dtype=torch.float32, device=dev
-        )
-        self.labels = torch.empty(int(voxels.sum()), dtype=label_dtype, device=dev)
-        image_off = np.concatenate([[0], np.cumsum(voxels * self.num_channels)[:-1]])
-        label_off = np.concatenate([[0], np.cumsum(voxels)[:-1]])
         # one training axis: store each case with that axis first, so a crop's rows are
         # contiguous runs of memory (the gather is 3x faster than across the canonical
         # layout's strided columns); several axes share the canonical (X, Y, Z) layout
@@ -147,6 +141,19 @@ class ResidentSlices:
         )
         strides = np.empty_like(stored_strides)  # per case, per canonical axis
         strides[:, list(perm)] = stored_strides
+        # a crop row is read as one window of ``crop width`` elements at the row's column
+        # stride (see _gather); a window may start up to a crop width before its slice row
+        # or end one after it (padded crops), so both buffers carry that much slack
+        col_stride = max(
+            int(strides[:, max(d for d in (0, 1, 2) if d != a)].max()) for a in self.axes
+        )
+        slack = self.crop[1] * col_stride
+        self.images = torch.zeros(
+            int(voxels.sum()) * self.num_channels + 2 * slack, dtype=torch.float32, device=dev
+        )
+        self.labels = torch.zeros(int(voxels.sum()) + 2 * slack, dtype=label_dtype, device=dev)
+        image_off = slack + np.concatenate([[0], np.cumsum(voxels * self.num_channels)[:-1]])
+        label_off = slack + np.concatenate([[0], np.cumsum(voxels)[:-1]])
         for c, io, lo, n in zip(cases, image_off, label_off, voxels, strict=True):
             if c.image.shape[0] != self.num_channels:
                 raise ConfigError(
@@ -165,7 +172,7 @@ class ResidentSlices:
         self.image_off, self.label_off = torch.from_numpy(image_off), torch.from_numpy(label_off)
         self.voxels = torch.from_numpy(voxels)
         # per axis: slice starts over the cases, foreground slices, per-plane channel minima
-        self.slice_start, self.fg, self.plane_min = {}, {}, {}
+        self.slice_start, self.fg, self.plane_min, self.fg_pixels = {}, {}, {}, {}
         for a in self.axes:
             lengths = shapes[:, a]
             self.slice_start[a] = torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]))
@@ -180,6 +187,7 @@ class ResidentSlices:
             other = tuple(d for d in (1, 2, 3) if d != a + 1)
             mins = [np.asarray(c.image).min(axis=other) for c in cases]  # (C, L) each
             self.plane_min[a] = torch.from_numpy(np.concatenate(mins, axis=1)).to(dev)
+            self.fg_pixels[a] = _foreground_pixels(cases, a, self.slice_start[a])
 
     def __len__(self) -> int:
         return self.num_batches
@@ -260,17 +268,14 @@ class ResidentSlices:
             jitter_h = self._randint(torch.full((b,), ch // 4 - (-ch // 4) + 1)) + (-ch // 4)
             jitter_w = self._randint(torch.full((b,), cw // 4 - (-cw // 4) + 1)) + (-cw // 4)
             u = torch.rand(b, generator=self.generator, dtype=torch.float64)
-            py, px = self._foreground_pixel(case, index, s_st, r_st, c_st, height, width, u)
-            # the crop corners stay on the device from here: no device -> host sync per batch
-            fg_dev, off_h, off_w, frame_h, frame_w, top, left = (
-                to_dev(t, dev) for t in (fg, off_h, off_w, frame_h, frame_w, top, left)
-            )
-            fg_top = (py + off_h - ch // 2 + to_dev(jitter_h, dev)).clamp(min=0)
-            fg_left = (px + off_w - cw // 2 + to_dev(jitter_w, dev)).clamp(min=0)
-            top = torch.where(fg_dev, torch.minimum(fg_top, frame_h - ch), top)
-            left = torch.where(fg_dev, torch.minimum(fg_left, frame_w - cw), left)
+            py, px = self._foreground_pixel(axis, case, index, height, width, u)
+            fg_top = (py + off_h - ch // 2 + jitter_h).clamp(min=0)
+            fg_left = (px + off_w - cw // 2 + jitter_w).clamp(min=0)
+            top = torch.where(fg, torch.minimum(fg_top, frame_h - ch), top)
+            left = torch.where(fg, torch.minimum(fg_left, frame_w - cw), left)
+        row0, col0 = top - off_h, left - off_w
         image, label = self._gather(
-            case, index, axis, s_st, r_st, c_st, length, height, width, top - off_h, left - off_w
+            case, index, axis, s_st, r_st, c_st, length, height, width, row0, col0
         )
         return {
             "image": image,
@@ -279,73 +284,86 @@ class ResidentSlices:
             "index": to_dev(index, dev),
             "axis": to_dev(axis, dev),
             "foreground": to_dev(fg, dev),
-            "origin": to_dev(torch.stack([top - off_h, left - off_w], dim=1), dev),
+            "origin": to_dev(torch.stack([row0, col0], dim=1), dev),
         }
 
-    def _foreground_pixel(self, case, index, s_st, r_st, c_st, height, width, u):
-        """A uniformly chosen foreground pixel ``(row, col)`` of each sample's slice (rows of
-        background slices are ignored): the ``ceil(u * n)``-th foreground pixel in raster
-        order, found on the device with a cumulative sum (no per-sample Python)."""
-        dev = self.device
-        hmax, wmax = int(height.max()), int(width.max())
-        rows = torch.arange(hmax, device=dev)
-        cols = torch.arange(wmax, device=dev)
-        base = to_dev(self.label_off[case] + index * s_st, dev)
-        lin = (
-            base[:, None, None]
-            + rows[None, :, None] * to_dev(r_st, dev)[:, None, None]
-            + cols[None, None, :] * to_dev(c_st, dev)[:, None, None]
-        )
-        valid = (rows[None, :, None] < to_dev(height, dev)[:, None, None]) & (
-            cols[None, None, :] < to_dev(width, dev)[:, None, None]
-        )
-        mask = (self.labels[lin.where(valid, 0)] > 0) & valid
-        counts = mask.flatten(1).cumsum(1)
-        total = counts[:, -1].clamp(min=1)
-        kth = torch.minimum((to_dev(u, dev) * total).long(), total - 1) + 1
-        flat = torch.searchsorted(counts, kth[:, None]).squeeze(1)
-        return flat // wmax, flat % wmax
+    def _foreground_pixel(self, axis, case, index, height, width, u):
+        """A uniformly chosen foreground pixel ``(row, col)`` of each sample's slice: the
+        ``floor(u * n)``-th of its ``n`` foreground pixels in raster order, looked up in the
+        per-slice tables built at load (the slice centre where a slice has none)."""
+        row, col = height // 2, width // 2
+        for a in self.axes:
+            m = axis == a
+            if not bool(m.any()):
+                continue
+            start, count, rows, cols = self.fg_pixels[a]
+            at = self.slice_start[a][case[m]] + index[m]
+            n = count[at]
+            kth = start[at] + torch.minimum((u[m] * n).long(), (n - 1).clamp(min=0))
+            has = n > 0
+            row[m] = torch.where(has, rows[kth.clamp(max=len(rows) - 1)].long(), row[m])
+            col[m] = torch.where(has, cols[kth.clamp(max=len(cols) - 1)].long(), col[m])
+        return row, col
 
     def _gather(self, case, index, axis, s_st, r_st, c_st, length, height, width, row0, col0):
         """The ``[B, C*(2k+1), H, W]`` crops and ``[B, H, W]`` labels starting at source pixel
-        ``(row0, col0)`` (negative / past the edge = padding with the plane's minimum)."""
+        ``(row0, col0)`` (negative / past the edge = padding with the plane's minimum).
+
+        Each crop row is one window of ``W`` elements at the row's column stride: the buffer
+        seen through ``as_strided`` as overlapping windows, ``index_select``-ed by window
+        start. That reads 1/W as many indices as a per-pixel gather (measured 1.0 vs 9.0 ms
+        for a 16 x 6 x 128² batch on the 2-core CPU). The per-row starts are built on the
+        CPU (a few thousand numbers), the copy runs on the device."""
         dev, (ch, cw), k = self.device, self.crop, self.context
         b, c = case.shape[0], self.num_channels
-        # the per-sample plane positions are built on the CPU (B numbers each), the per-pixel
-        # index tensors on the device: on a GPU they are the large part
         offsets = torch.arange(-k, k + 1)
         neighbours = torch.minimum((index[:, None] + offsets).clamp(min=0), length[:, None] - 1)
-        base = self.image_off[case][:, None] + torch.arange(c)[None] * self.voxels[case][:, None]
-        planes = torch.cat([self.slice_start[a][case][:, None] + neighbours for a in self.axes])
-        mins_at = torch.stack([(axis == a) for a in self.axes])  # which axis table applies
-        (neighbours, base, s_st, r_st, c_st, height, width, row0, col0, lab0) = (
-            to_dev(t, dev)
-            for t in (neighbours, base, s_st, r_st, c_st, height, width, row0, col0,
-                      self.label_off[case])
-        )  # fmt: skip
-        rows = row0[:, None] + torch.arange(ch, device=dev)  # (B, H)
-        cols = col0[:, None] + torch.arange(cw, device=dev)  # (B, W)
+        rows = row0[:, None] + torch.arange(ch)  # (B, H)
+        cols = col0[:, None] + torch.arange(cw)  # (B, W)
         row_ok = (rows >= 0) & (rows < height[:, None])
         col_ok = (cols >= 0) & (cols < width[:, None])
-        rows, cols = rows.clamp(min=0) * row_ok, cols.clamp(min=0) * col_ok
-        spatial = (
-            (neighbours * s_st[:, None])[:, :, None, None]
-            + (rows * r_st[:, None])[:, None, :, None]
-            + (cols * c_st[:, None])[:, None, None, :]
-        )  # (B, 2k+1, H, W), voxel offset inside a case's (X, Y, Z)
-        image = self.images[base[:, :, None, None, None] + spatial[:, None]]  # (B,C,2k+1,H,W)
-        ok = row_ok[:, :, None] & col_ok[:, None, :]  # (B, H, W)
+        row_at = rows.clamp(min=0) * row_ok * r_st[:, None] + col0[:, None] * c_st[:, None]
+        plane_at = neighbours * s_st[:, None]  # (B, 2k+1)
+        channel_at = self.image_off[case][:, None] + torch.arange(c) * self.voxels[case][:, None]
+        image_starts = (
+            channel_at[:, :, None, None] + plane_at[:, None, :, None] + row_at[:, None, None, :]
+        )  # (B, C, 2k+1, H)
+        label_starts = self.label_off[case][:, None] + index[:, None] * s_st[:, None] + row_at
+        image = self._windows(self.images, image_starts, c_st).view(b, c, 2 * k + 1, ch, cw)
+        label = self._windows(self.labels, label_starts, c_st).view(b, ch, cw).long()
+        if bool(row_ok.all()) and bool(col_ok.all()):  # no padding in this batch
+            return image.view(b, c * (2 * k + 1), ch, cw), label
         # padding: each plane's own minimum (what lies outside the body), as SliceDataset pads
         mins = torch.zeros(b, c, 2 * k + 1, device=dev)
-        for i, a in enumerate(self.axes):
+        for a in self.axes:
+            here = to_dev(axis == a, dev)[:, None, None]
             plane = to_dev(
-                planes[i * b : (i + 1) * b].clamp(max=self.plane_min[a].shape[1] - 1), dev
+                (self.slice_start[a][case][:, None] + neighbours).clamp(
+                    max=self.plane_min[a].shape[1] - 1
+                ),
+                dev,
             )
-            here = to_dev(mins_at[i], dev)[:, None, None]
             mins = torch.where(here, self.plane_min[a][:, plane].permute(1, 0, 2), mins)
+        ok = to_dev(row_ok[:, :, None] & col_ok[:, None, :], dev)  # (B, H, W)
         image = torch.where(ok[:, None, None], image, mins[..., None, None])
-        label = torch.where(ok, self.labels[lab0[:, None, None] + spatial[:, k]].long(), 0)
+        label = torch.where(ok, label, 0)
         return image.reshape(b, c * (2 * k + 1), ch, cw), label
+
+    def _windows(self, buffer: torch.Tensor, starts: torch.Tensor, stride: torch.Tensor):
+        """``buffer[start + j * stride[b]]`` for ``j < W``: ``(B, R, W)`` rows for the window
+        starts ``(B, ...)`` of sample ``b`` (one column stride per sample)."""
+        cw, dev = self.crop[1], buffer.device
+        starts = starts.reshape(len(starts), -1)
+        values = torch.unique(stride).tolist()
+        out = None if len(values) == 1 else buffer.new_empty(*starts.shape, cw)
+        for value in values:
+            view = buffer.as_strided((buffer.numel() - (cw - 1) * value, cw), (1, value))
+            m = stride == value
+            rows = view.index_select(0, to_dev(starts[m].reshape(-1), dev))
+            if out is None:
+                return rows.view(*starts.shape, cw)
+            out[to_dev(m, dev)] = rows.view(-1, starts.shape[1], cw)
+        return out
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for _ in range(self.num_batches):
@@ -360,3 +378,16 @@ class ResidentSlices:
 
 def to_dev(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t if t.device == device else t.to(device, non_blocking=True)
+
+
+def _foreground_pixels(cases, axis: int, slice_start: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per slice along ``axis`` (numbered over all cases, as ``slice_start``), its foreground
+    pixels ``(row, col)`` in raster order: ``(start, count, rows, cols)`` on the CPU, so that
+    a foreground crop centre is a table lookup instead of a scan of the slice's labels."""
+    rows_ax, cols_ax = (d for d in (0, 1, 2) if d != axis)
+    found = [np.nonzero(np.asarray(c.label).transpose(axis, rows_ax, cols_ax) > 0) for c in cases]
+    at = np.concatenate([int(s) + f[0] for s, f in zip(slice_start[:-1], found, strict=True)])
+    count = np.bincount(at, minlength=int(slice_start[-1])).astype(np.int64)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    rows, cols = (np.concatenate([f[i] for f in found]).astype(np.int16) for i in (1, 2))
+    return tuple(torch.from_numpy(t) for t in (start, count, rows, cols))

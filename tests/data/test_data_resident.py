@@ -106,6 +106,23 @@ def test_same_sample_distribution_as_the_slice_dataset():
     assert abs(got_map[8:24, 8:24].mean() - ref_map[8:24, 8:24].mean()) < 0.02
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_foreground_pixel_tables_list_each_slices_foreground_in_raster_order(axis):
+    cases = _cases()
+    sampler = ResidentSlices(cases, (axis,), 0, (32, 32), 0.5, 16, 4)
+    start, count, rows, cols = sampler.fg_pixels[axis]
+    at = 0
+    for case in cases:
+        for i in range(case.label.shape[axis]):
+            want = np.nonzero(label_slice(case.label, axis, i) > 0)
+            s, n = int(start[at]), int(count[at])
+            assert n == len(want[0])
+            np.testing.assert_array_equal(rows[s : s + n].numpy(), want[0])
+            np.testing.assert_array_equal(cols[s : s + n].numpy(), want[1])
+            at += 1
+    assert at == int(sampler.slice_start[axis][-1])
+
+
 def test_draws_depend_on_seed_epoch_and_rank_only():
     cases = _cases()
 
