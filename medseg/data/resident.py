@@ -4,8 +4,8 @@ training batches cut from them with batched tensor ops in the training process.
 The worker pipeline (:class:`~medseg.data.sampling.SliceDataset` in DataLoader workers) spends
 Python per sample and, on a CPU, competes with the model for the same cores. Here every case
 lives once in one flat buffer on the device (GPU memory, or RAM on a CPU) and a batch is a
-handful of tensor ops: draw the slices, pick the crop centres, gather the 2.5D crops by
-index. The draw follows :class:`SliceDataset` exactly in distribution (share
+handful of tensor ops: draw the slices, pick the crop centres (foreground pixels from
+per-slice tables on the CPU), read the 2.5D crops row by row. The draw follows :class:`SliceDataset` exactly in distribution (share
 ``foreground_ratio`` from foreground slices, the crop centred near a uniformly chosen
 foreground pixel with the same jitter and clipping, smaller slices placed at a random offset
 and padded with each plane's minimum, edge-replicated 2.5D neighbours), and the random
@@ -123,7 +123,8 @@ class ResidentSlices:
     # ------------------------------------------------------------------ layout
     def _load(self, cases: Sequence[CachedCase]) -> None:
         """One flat image buffer and one flat label buffer for all cases, plus per-case
-        shapes/offsets and, per axis, the foreground slices and each plane's minimum."""
+        shapes/offsets and, per axis, the foreground slices, their foreground pixels and each
+        plane's minimum."""
         dev = self.device
         self.num_channels = int(cases[0].image.shape[0])
         shapes = np.array([c.label.shape for c in cases], dtype=np.int64)  # (N, 3)

@@ -177,3 +177,18 @@ def test_auto_chooses_resident_or_says_why_not(monkeypatch):
 def test_resident_needs_a_crop_size():
     with pytest.raises(ConfigError, match="crop_size"):
         ResidentSlices(_cases(), (2,), 0, None, 0.5, 16, 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("axes", [(2,), (2, 0, 1)])
+def test_batches_on_the_gpu_equal_the_cpu_ones(axes):
+    """Draws come from a CPU generator and the crops are exact copies, so the buffer's
+    device must not change a single value (padding and several strides included)."""
+    cpu = ResidentSlices(_cases(), axes, 1, (48, 32), 0.5, 64, 16, seed=3)
+    gpu = ResidentSlices(_cases(), axes, 1, (48, 32), 0.5, 64, 16, seed=3, device="cuda")
+    cpu.set_epoch(1)
+    gpu.set_epoch(1)
+    for got, want in zip(gpu, cpu, strict=True):
+        assert got["image"].is_cuda
+        for key, value in want.items():
+            assert torch.equal(got[key].cpu(), value), key
