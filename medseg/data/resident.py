@@ -5,13 +5,13 @@ The worker pipeline (:class:`~medseg.data.sampling.SliceDataset` in DataLoader w
 Python per sample and, on a CPU, competes with the model for the same cores. Here every case
 lives once in one flat buffer on the device (GPU memory, or RAM on a CPU) and a batch is a
 handful of tensor ops: draw the slices, pick the crop centres (foreground pixels from
-per-slice tables on the CPU), read the 2.5D crops row by row. The draw follows :class:`SliceDataset` exactly in distribution (share
-``foreground_ratio`` from foreground slices, the crop centred near a uniformly chosen
-foreground pixel with the same jitter and clipping, smaller slices placed at a random offset
-and padded with each plane's minimum, edge-replicated 2.5D neighbours), and the random
-stream is a function of ``(seed, epoch, rank)`` only, so a resumed run draws what an
-uninterrupted one would. Augmentation then runs on the whole batch
-(:class:`~medseg.data.augmentation.BatchAugmenter`).
+per-slice tables on the CPU), read the 2.5D crops row by row. The draw follows
+:class:`SliceDataset` exactly in distribution (share ``foreground_ratio`` from foreground
+slices, the crop centred near a uniformly chosen foreground pixel with the same jitter and
+clipping, smaller slices placed at a random offset and padded with each plane's minimum,
+edge-replicated 2.5D neighbours), and the random stream is a function of
+``(seed, epoch, rank)`` only, so a resumed run draws what an uninterrupted one would.
+Augmentation then runs on the whole batch (:class:`~medseg.data.augmentation.BatchAugmenter`).
 
 Why not MONAI's ``ThreadDataLoader`` + GPU transforms: those still run per sample in Python;
 on the 2-core CPU this project targets the per-sample cost is what stalls the model.
@@ -135,7 +135,7 @@ class ResidentSlices:
         # contiguous runs of memory (the gather is 3x faster than across the canonical
         # layout's strided columns); several axes share the canonical (X, Y, Z) layout
         a = self.axes[0]
-        perm = (a, *(d for d in (0, 1, 2) if d != a)) if len(self.axes) == 1 else (0, 1, 2)
+        perm = (a, *plane_axes(a)) if len(self.axes) == 1 else (0, 1, 2)
         stored = shapes[:, list(perm)]
         stored_strides = np.stack(
             [stored[:, 1] * stored[:, 2], stored[:, 2], np.ones(len(cases), np.int64)], axis=1
@@ -145,10 +145,7 @@ class ResidentSlices:
         # a crop row is read as one window of ``crop width`` elements at the row's column
         # stride (see _gather); a window may start up to a crop width before its slice row
         # or end one after it (padded crops), so both buffers carry that much slack
-        col_stride = max(
-            int(strides[:, max(d for d in (0, 1, 2) if d != a)].max()) for a in self.axes
-        )
-        slack = self.crop[1] * col_stride
+        slack = self.crop[1] * max(int(strides[:, plane_axes(a)[1]].max()) for a in self.axes)
         self.images = torch.zeros(
             int(voxels.sum()) * self.num_channels + 2 * slack, dtype=torch.float32, device=dev
         )
@@ -224,7 +221,7 @@ class ResidentSlices:
         """Voxel strides (slice axis, plane rows, plane columns) and the plane shape."""
         size = dict(enumerate(self.shapes[case].unbind(1)))
         stride = dict(enumerate(self.strides[case].unbind(1)))
-        rows_ax, cols_ax = [d for d in (0, 1, 2) if d != axis]
+        rows_ax, cols_ax = plane_axes(axis)
         return (
             stride[axis],
             stride[rows_ax],
@@ -377,6 +374,12 @@ class ResidentSlices:
         )
 
 
+def plane_axes(axis: int) -> tuple[int, int]:
+    """The canonical axes of a slice along ``axis``: ``(rows, columns)``."""
+    rows, cols = (d for d in (0, 1, 2) if d != axis)
+    return rows, cols
+
+
 def to_dev(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t if t.device == device else t.to(device, non_blocking=True)
 
@@ -385,8 +388,7 @@ def _foreground_pixels(cases, axis: int, slice_start: torch.Tensor) -> tuple[tor
     """Per slice along ``axis`` (numbered over all cases, as ``slice_start``), its foreground
     pixels ``(row, col)`` in raster order: ``(start, count, rows, cols)`` on the CPU, so that
     a foreground crop centre is a table lookup instead of a scan of the slice's labels."""
-    rows_ax, cols_ax = (d for d in (0, 1, 2) if d != axis)
-    found = [np.nonzero(np.asarray(c.label).transpose(axis, rows_ax, cols_ax) > 0) for c in cases]
+    found = [np.nonzero(np.asarray(c.label).transpose(axis, *plane_axes(axis)) > 0) for c in cases]
     at = np.concatenate([int(s) + f[0] for s, f in zip(slice_start[:-1], found, strict=True)])
     count = np.bincount(at, minlength=int(slice_start[-1])).astype(np.int64)
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
