@@ -38,7 +38,9 @@ class Interval:
         if self.low is None or self.high is None:
             return f"{value} ({_cases(self.cases)}, no interval)"
         pct = f"{self.confidence * 100:g}%"
-        low, high = _fmt(self.low, digits - 1), _fmt(self.high, digits - 1)
+        # bounds one decimal coarser from 3 decimals on: the interval is rarely that sharp
+        bound_digits = digits - 1 if digits >= 3 else digits
+        low, high = _fmt(self.low, bound_digits), _fmt(self.high, bound_digits)
         return f"{value} [{low}, {high}] ({pct} CI over {_cases(self.cases)})"
 
     def as_dict(self, digits: int = 3) -> dict[str, float | int | str | None]:

@@ -8,7 +8,8 @@ one region of a region model (e.g. whole tumour = labels 1-4). Removing a compon
 structure gives its voxels the structure's ``fill`` value: background for a class or the
 outermost region, the enclosing region's label for an inner region (a dropped tumour-core
 speck stays whole tumour). Rules are chosen per structure on out-of-fold predictions by
-:mod:`medseg.engine.crossval` and stored in the model record.
+:mod:`medseg.engine.crossval_join` (:func:`candidate_rules` lists what it tries) and stored
+in the model record.
 """
 
 from __future__ import annotations

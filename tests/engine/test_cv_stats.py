@@ -73,7 +73,7 @@ def test_undefined_cases_are_left_out_and_counted():
 def test_text_reads_value_interval_and_cases():
     ci = Interval(0.8942, 0.8531, 0.9312, 4)
     assert ci.text() == "0.894 [0.85, 0.93] (95% CI over 4 cases)"
-    assert ci.text(1) == "0.9 [0.9, 0.9] (95% CI over 4 cases)"
+    assert ci.text(2) == "0.89 [0.85, 0.93] (95% CI over 4 cases)"
 
 
 def test_pooled_ratio_resamples_cases_not_lesions():
