@@ -164,12 +164,17 @@ def _cross_validate(cfg, config, output, folds, device, info, resume) -> int:
         f"cross-validation folder (a model folder): {output}",
         f"wall time: {result.wall_seconds / 60:.1f} min",
     ]
-    for name, fig in result.summary.items():
-        lines.append(
-            f"{name}: out-of-fold Dice {fig['dice']:.4f} (raw {fig['dice_raw']:.4f}), HD95 "
-            f"{fig['hd95_mm']:.1f} mm, false-positive lesions per case {fig['fp_lesions']:.2f} "
-            f"(raw {fig['fp_lesions_raw']:.2f})"
-        )
+    from medseg.engine.cv_layout import FIGURE_LABELS, FIGURES, RAW
+
+    summary = result.summary
+    if summary["warning"]:
+        lines.append(f"warning: {summary['warning']}")
+    for name, figs in summary["structures"].items():
+        lines.append(f"{name}, out of fold (after the chosen postprocessing; raw: before it):")
+        for key in FIGURES:
+            lines.append(
+                f"  {FIGURE_LABELS[key]}: {figs[key]['text']}; raw {figs[key + RAW]['text']}"
+            )
     lines.append(f"predict with: medseg predict --model {output} SCANS -o OUT")
     typer.echo("\n".join([*lines, RESEARCH_USE_NOTICE]))
     return 0
