@@ -21,6 +21,7 @@ truth and the model name their labels differently.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,8 @@ from medseg.io.cases import (
     split_channel,
 )
 from medseg.viewer.loading import CaseRef
+
+logger = logging.getLogger(__name__)
 
 
 def _strip_suffix(name: str) -> str:
@@ -132,15 +135,17 @@ def _files_case(paths: list[Path], label: Path | None) -> CaseRef:
         raise InputNotFoundError(f"channel file(s) {', '.join(missing)} do not exist")
     masks = [p for p in paths if is_label_file(p.name)]
     images = [p for p in paths if p not in masks]
-    if masks and (label is not None or len(masks) > 1 or not images):
+    truth = label if label is not None else pick_label(masks)
+    if not images or (truth is None and any(pick_label([m]) for m in masks)):
         raise MedsegError(
-            f"{', '.join(p.name for p in masks)}: named like a mask, so not an image channel; "
-            "pass the ground truth once with --gt MASK and the image channels as files"
+            f"{', '.join(p.name for p in masks)}: named like a mask, so not an image channel, "
+            "and which one is the ground truth is unclear; pass the image channels as files "
+            "and the ground truth with --gt MASK"
         )
+    if [m for m in masks if m != truth]:
+        logger.info("not image channels (named like a mask): %s", [m.name for m in masks])
     name = _strip_suffix(images[0].name)
-    return CaseRef(
-        split_channel(name)[0], tuple(images), label or pick_label(masks), _stems(images)
-    )
+    return CaseRef(split_channel(name)[0], tuple(images), truth, _stems(images))
 
 
 def command_line_case(

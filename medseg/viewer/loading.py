@@ -136,13 +136,14 @@ def _nnunet_cases(folder: Path) -> list[CaseRef]:
     cases = []
     for images_dir, labels_dir in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
         files = sorted((folder / images_dir).glob("*"))
+        where, count = folder / images_dir, len(channel_names) or None
         try:
-            grouped = group_channels(files, where=folder / images_dir)
+            grouped = group_channels(files, n_channels=count, where=where)
         except CaseLayoutError as err:  # a listing shows the complete cases
             logger.warning("%s; those cases are not listed", err)
             bad = set(err.bad_cases)
             files = [p for p in files if split_channel(image_stem(p.name) or "")[0] not in bad]
-            grouped = group_channels(files, where=folder / images_dir)
+            grouped = group_channels(files, n_channels=count, where=where)
         for name, images in grouped.items():
             labels = [p for p in (folder / labels_dir).glob(f"{name}.*") if is_image_file(p)]
             cases.append(
