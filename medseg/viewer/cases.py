@@ -149,10 +149,20 @@ def _files_case(paths: list[Path], label: Path | None) -> CaseRef:
 
 
 def command_line_case(
-    paths: Sequence[Path], case_id: str | None = None, label: Path | None = None
+    paths: Sequence[Path],
+    case_id: str | None = None,
+    label: Path | None = None,
+    *,
+    labels: str | None = None,
 ) -> CaseRef:
-    """The :class:`CaseRef` for ``medseg view PATH... [--case ID] [--gt MASK]`` (module doc)."""
-    paths = [Path(p) for p in paths]
+    """The :class:`CaseRef` for ``medseg view PATH... [--case ID] [--gt MASK]`` (module doc);
+    ``labels`` (``NAME=VALUE,...``, :func:`parse_labels`) names the ground truth's labels
+    instead of the case's ``dataset.json``."""
+    ref = _command_line_case([Path(p) for p in paths], case_id, label)
+    return dataclasses.replace(ref, class_names=parse_labels(labels)) if labels else ref
+
+
+def _command_line_case(paths: list[Path], case_id: str | None, label: Path | None) -> CaseRef:
     if not paths:
         raise MedsegError("no case given; pass image files, a case folder or a dataset")
     first = paths[0]

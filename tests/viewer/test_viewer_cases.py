@@ -238,3 +238,5 @@ def test_truth_label_names_and_scheme_warning(tmp_path: Path) -> None:
     )
     _write(tmp_path / "pat" / "flair.nii.gz")
     assert command_line_case([tmp_path / "pat"]).class_names == ("background", "necrosis")
+    named = command_line_case([tmp_path / "pat"], labels="oedema=2")
+    assert named.class_names == ("background", "label 1", "oedema")
