@@ -101,7 +101,7 @@ class CaseLayoutError(DatasetError):
     def __init__(self, message: str, bad_cases: Iterable[str] = ()) -> None:
         super().__init__(message)
         #: ids of the cases at fault (a listing may skip them and show the rest)
-        self.bad_cases = tuple(bad_cases)
+        self.bad_cases = tuple(sorted(bad_cases))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +164,20 @@ def paired_label(stem: str, labels: dict[str, Path]) -> Path | None:
     return None
 
 
+def _case_channel(file: Path, ending: str | None, unnumbered: bool) -> tuple[str, int] | None:
+    """``(case id, channel)`` of an image file by nnU-Net naming (see :func:`group_channels`)."""
+    if ending is not None:
+        stem = file.name[: -len(ending)] if file.name.endswith(ending) else None
+    else:
+        stem = image_stem(file.name) or (file.stem if unnumbered else None)
+    if stem is None:
+        return None
+    case_id, channel = split_channel(stem)
+    if channel is None:
+        return (case_id, 0) if unnumbered else None
+    return case_id, channel
+
+
 def group_channels(
     files: Iterable[Path],
     *,
@@ -185,19 +199,11 @@ def group_channels(
     groups: dict[str, dict[int, Path]] = {}
     problems: list[str] = []
     bad: set[str] = set()
-    for file in files:
-        file = Path(file)
-        if ending is not None:
-            stem = file.name[: -len(ending)] if file.name.endswith(ending) else None
-        else:
-            stem = image_stem(file.name) or (file.stem if unnumbered else None)
-        if stem is None:
+    for file in map(Path, files):
+        found = _case_channel(file, ending, unnumbered)
+        if found is None:
             continue
-        case_id, channel = split_channel(stem)
-        if channel is None:
-            if not unnumbered:
-                continue
-            channel = 0
+        case_id, channel = found
         seen = groups.setdefault(case_id, {})
         if channel in seen:
             problems.append(
@@ -206,9 +212,10 @@ def group_channels(
             bad.add(case_id)
             continue
         seen[channel] = file
-    suffix = ending or ".nii.gz"
     for case_id, channels in sorted(groups.items()):
         count = max(n_channels or 0, max(channels) + 1)
+        any_file = next(iter(channels.values())).name
+        suffix = ending or any_file[len(image_stem(any_file) or any_file) :]
         missing = [f"{case_id}_{c:04d}{suffix}" for c in range(count) if c not in channels]
         if missing:
             problems.append(f"case {case_id!r} misses {', '.join(missing)}")
