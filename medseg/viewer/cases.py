@@ -307,6 +307,6 @@ def label_scheme_warning(
     pairs = ", ".join(f"{v}: {name(truth_names, v)} vs {name(model_names, v)}" for v in differ[:6])
     return (
         f"the ground truth and the model use different label schemes ({pairs}); per-label "
-        "comparisons pair different structures. Give the ground truth's names with "
-        "--labels NAME=VALUE,... or compare a model trained on the same labels"
+        "comparisons pair different structures. Name the ground truth's labels (a "
+        "dataset.json beside the case) or compare a model trained on the same labels"
     )
