@@ -13,8 +13,8 @@ Files named like a mask (:func:`medseg.io.cases.is_label_file`: ``seg``, ``label
 ``*mask*``...) are never image channels. Channels are matched to the model's channel names
 by name whenever the names match, whatever order the files were given in
 (:func:`match_channels`), so the same folder works with any model whose channels it holds.
-Ground-truth label names come from ``--labels``, the case's ``dataset.json`` or the
-checkpoint (:func:`truth_class_names`); :func:`label_scheme_warning` says when the ground
+Ground-truth label names come from ``NAME=VALUE,...`` (:func:`parse_labels`), the case's
+``dataset.json`` or the checkpoint (:func:`truth_class_names`); :func:`label_scheme_warning` says when the ground
 truth and the model name their labels differently.
 """
 
@@ -38,7 +38,7 @@ from medseg.io.cases import (
     pick_label,
     split_channel,
 )
-from medseg.viewer.loading import CaseRef
+from medseg.viewer.loading import CaseRef, dataset_json_names
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,6 @@ def _stems(paths: Sequence[Path]) -> tuple[str, ...]:
 def _folder_class_names(folder: Path) -> tuple[str, ...]:
     """Label names from a ``dataset.json`` in ``folder`` or its parent (a dataset of
     per-patient folders); empty when there is none."""
-    from medseg.viewer.loading import dataset_json_names
-
     for candidate in (folder, folder.parent):
         _, names = dataset_json_names(candidate)
         if names:
@@ -136,7 +134,12 @@ def _files_case(paths: list[Path], label: Path | None) -> CaseRef:
     masks = [p for p in paths if is_label_file(p.name)]
     images = [p for p in paths if p not in masks]
     truth = label if label is not None else pick_label(masks)
-    if not images or (truth is None and any(pick_label([m]) for m in masks)):
+    if not images:
+        raise MedsegError(
+            f"{', '.join(p.name for p in masks)}: all named like a mask, none is an image "
+            "channel; pass the scan's channels as files and the ground truth with --gt MASK"
+        )
+    if truth is None and any(pick_label([m]) for m in masks):
         raise MedsegError(
             f"{', '.join(p.name for p in masks)}: named like a mask, so not an image channel, "
             "and which one is the ground truth is unclear; pass the image channels as files "
