@@ -36,7 +36,7 @@ from medseg.io.atomic import atomic_path
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 3
 # foreground voxels sampled per case and channel (nnU-Net samples 10,000 as well)
 SAMPLES_PER_CASE = 10_000
 # a channel whose low percentile reaches below this is CT in Hounsfield units (air is -1000)
@@ -77,6 +77,9 @@ def case_fingerprint(case: CaseSpec, label_values: Sequence[int], seed: int = 0)
         out["classes"] = _class_figures(lab, ref.spacing, label_values)
         out["foreground_extent_mm"] = _extent_mm(mask, ref.spacing)
         out["foreground_fraction"] = float(mask.mean())
+    out["body_extent_mm"] = _extent_mm(_body(ref.array), ref.spacing) or [
+        float(n * s) for n, s in zip(ref.shape, ref.spacing, strict=True)
+    ]
     out["channels"] = [_channel_figures(v.array, mask, rng) for v in canonical]
     return out
 
@@ -89,6 +92,14 @@ def _extent_mm(mask: np.ndarray, spacing: Sequence[float]) -> list[float] | None
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
         extent.append(float((hit[-1] - hit[0] + 1) * spacing[axis]))
     return extent
+
+
+def _body(array: np.ndarray) -> np.ndarray:
+    """Voxels above the background: a tenth of the way from the minimum (air in CT, the zero
+    fill of skull-stripped MR) to the 99th percentile."""
+    data = np.asarray(array, np.float32)
+    low, high = float(np.nanmin(data)), float(np.nanpercentile(data, 99))
+    return data > low + 0.1 * (high - low)
 
 
 def _class_figures(
@@ -184,6 +195,7 @@ def summarise(cases: list[dict[str, Any]], spec: DatasetSpec) -> dict[str, Any]:
         )
     classes = [_summarise_class(value, name, labelled) for value, name in _foreground(spec)]
     fg_extents = [c["foreground_extent_mm"] for c in labelled if c.get("foreground_extent_mm")]
+    body = np.array([c["body_extent_mm"] for c in cases])
     orientations: dict[str, int] = {}
     for c in cases:
         orientations[c["orientation"]] = orientations.get(c["orientation"], 0) + 1
@@ -207,6 +219,10 @@ def summarise(cases: list[dict[str, Any]], spec: DatasetSpec) -> dict[str, Any]:
             "p95": np.percentile(fg_extents, 95, axis=0).tolist() if fg_extents else None,
         },
         "slices_per_axis": np.sum(shapes, axis=0).tolist(),
+        "body_extent_mm": {
+            "median": np.median(body, axis=0).round(2).tolist(),
+            "p95": np.percentile(body, 95, axis=0).round(2).tolist(),
+        },
     }
 
 
@@ -220,6 +236,12 @@ def _summarise_class(value: int, name: str, cases: list[dict[str, Any]]) -> dict
     present = sum(1 for e in entries if e["voxels"] > 0)
     volumes = np.array([o["volume_ml"] for o in objects]) if objects else np.zeros(0)
     extents = np.array([o["extent_mm"] for o in objects]) if objects else np.zeros((0, 3))
+    # the structure a reader cares about is the largest object of each case, not the specks
+    main = [
+        max(e["objects"], key=lambda o: o["volume_ml"])["extent_mm"]
+        for e in entries
+        if e["objects"]
+    ]
 
     def pct(data: np.ndarray, q: float) -> Any:
         return np.percentile(data, q, axis=0).round(4).tolist() if len(data) else None
@@ -239,6 +261,7 @@ def _summarise_class(value: int, name: str, cases: list[dict[str, Any]]) -> dict
             "p95": pct(volumes, 95),
         },
         "object_extent_mm": {"median": pct(extents, 50), "p95": pct(extents, 95)},
+        "largest_object_extent_mm": pct(np.array(main), 50) if main else None,
     }
 
 
@@ -282,5 +305,13 @@ def compute_fingerprint(
 
 def _compact(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-case entries without the raw intensity samples (they only feed the summary)."""
-    keep = ("case_id", "shape", "spacing", "orientation", "labelled", "foreground_fraction")
+    keep = (
+        "case_id",
+        "shape",
+        "spacing",
+        "orientation",
+        "labelled",
+        "foreground_fraction",
+        "body_extent_mm",
+    )
     return [{k: c[k] for k in keep if k in c} for c in cases]

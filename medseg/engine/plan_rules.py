@@ -17,9 +17,9 @@ from typing import Any
 # sliced across its low-resolution axis (nnU-Net switches to low-res handling at 3; slicing a
 # 2:1 volume across the thick axis already keeps every plane at full resolution)
 ANISOTROPY_THRESHOLD = 2.0
-# largest in-plane size (pixels) trained whole on each device class; beyond it, resample
-# coarser (CPU) or crop (GPU). 160 px holds a brain at 1.5 mm, where the CPU recipe trains.
-MAX_SLICE_PIXELS = {"cpu": 160, "cuda": 512, "mps": 256}
+# largest in-plane size (pixels) of the body trained whole on each device class; beyond it,
+# resample coarser or crop. 128 px holds a brain at 1.5 mm, where the CPU recipe trains.
+MAX_SLICE_PIXELS = {"cpu": 128, "cuda": 512, "mps": 256}
 # a structure is never planned smaller than this many pixels across (in-plane median extent)
 MIN_OBJECT_PIXELS = 12
 # pixels per batch that keep a 2-core CPU busy without slowing each step (16 x 128 x 128)
@@ -51,17 +51,18 @@ def inplane_axes(axis: int) -> tuple[int, int]:
 
 def target_spacing(
     median_spacing: Sequence[float],
-    median_shape: Sequence[float],
+    body_mm: Sequence[float],
     axis: int,
     device_type: str,
     smallest_object_mm: float | None,
 ) -> tuple[tuple[float, float], str]:
     """In-plane target spacing: the median spacing (one grid for every case), made coarser
-    only when the median slice would exceed the device's whole-slice size, and never so
-    coarse that the smallest structure spans fewer than :data:`MIN_OBJECT_PIXELS` pixels."""
+    only when the body (``body_mm``: the extent of non-background voxels per canonical axis)
+    would exceed the device's whole-slice size, and never so coarse that the smallest
+    structure (its largest object per case) spans fewer than :data:`MIN_OBJECT_PIXELS`."""
     axes = inplane_axes(axis)
     base = [float(median_spacing[a]) for a in axes]
-    fov = [float(median_shape[a]) * float(median_spacing[a]) for a in axes]
+    fov = [float(body_mm[a]) for a in axes]
     limit = MAX_SLICE_PIXELS.get(device_type, MAX_SLICE_PIXELS["cpu"])
     scale = max(1.0, max(f / s for f, s in zip(fov, base, strict=True)) / limit)
     reason = f"median in-plane spacing {_mm(base)}"
@@ -70,7 +71,7 @@ def target_spacing(
             scale = min(scale, max(1.0, smallest_object_mm / MIN_OBJECT_PIXELS / max(base)))
         if scale > 1.0:
             reason += (
-                f"; coarsened x{scale:.2f} so the median slice ({_mm(fov)} field of view) fits "
+                f"; coarsened x{scale:.2f} so the body ({_mm(fov)} in-plane) fits "
                 f"{limit} px on {device_type}"
             )
     spacing = tuple(round(s * scale, 3) for s in base)
@@ -108,23 +109,32 @@ def divisor_ceil(value: float, divisor: int) -> int:
 
 
 def crop_size(
-    max_slice: Sequence[int], object_p95_px: Sequence[float] | None, device_type: str
+    body_px: Sequence[float],
+    max_slice: Sequence[int],
+    object_p95_px: Sequence[float] | None,
+    device_type: str,
 ) -> tuple[tuple[int, int], str]:
-    """Training crop (H, W): the whole slice when it fits the device's whole-slice size
-    (rounded up to a multiple of 16), else a window covering the typical object (95th
-    percentile extent) twice over for context, at least 64 px."""
+    """Training crop (H, W), multiples of 16: the body (95th percentile extent, never more
+    than the slice) when it fits the device's whole-slice size; else a window covering the
+    typical object (95th percentile foreground extent) twice over for context, >= 64 px."""
     limit = MAX_SLICE_PIXELS.get(device_type, MAX_SLICE_PIXELS["cpu"])
-    if max(max_slice) <= limit:
-        crop = tuple(divisor_ceil(s, 16) for s in max_slice)
-        return crop, f"whole slices: the largest is {max_slice[0]}x{max_slice[1]} px"  # type: ignore[return-value]
-    wanted = [2 * p for p in (object_p95_px or max_slice)]
+    if max(body_px) <= limit:
+        crop = tuple(
+            min(divisor_ceil(b, 16), divisor_ceil(s, 16))
+            for b, s in zip(body_px, max_slice, strict=True)
+        )
+        return crop, (  # type: ignore[return-value]
+            f"the whole body: {body_px[0]:.0f}x{body_px[1]:.0f} px (95th percentile; slices "
+            f"up to {max_slice[0]}x{max_slice[1]} px)"
+        )
+    wanted = [2 * p for p in (object_p95_px or body_px)]
     crop = tuple(
         min(divisor_ceil(max(64, w), 16), divisor_ceil(min(s, limit), 16))
         for w, s in zip(wanted, max_slice, strict=True)
     )
     return crop, (  # type: ignore[return-value]
-        f"slices up to {max_slice[0]}x{max_slice[1]} px exceed {limit}: crop twice the 95th "
-        "percentile object extent, foreground-oversampled"
+        f"the body ({body_px[0]:.0f}x{body_px[1]:.0f} px) exceeds {limit}: crop twice the 95th "
+        "percentile foreground extent, foreground-oversampled"
     )
 
 

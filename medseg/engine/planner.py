@@ -256,11 +256,15 @@ def make_plan(
     axis, reasons["data.preprocessing.slice_axis"] = rules.slice_axis(fp["median_spacing"])
     smallest = _smallest_object_mm(fp, axis)
     target, reasons["data.preprocessing.target_spacing"] = rules.target_spacing(
-        fp["median_spacing"], fp["median_shape"], axis, dtype, smallest
+        fp["median_spacing"], fp["body_extent_mm"]["p95"], axis, dtype, smallest
     )
     max_slice = _max_slice_pixels(fp, axis, target)
     obj_px = _object_p95_pixels(fp, axis, target)
-    crop, reasons["data.crop_size"] = rules.crop_size(max_slice, obj_px, dtype)
+    body_px = [
+        fp["body_extent_mm"]["p95"][a] / t
+        for a, t in zip(rules.inplane_axes(axis), target, strict=True)
+    ]
+    crop, reasons["data.crop_size"] = rules.crop_size(body_px, max_slice, obj_px, dtype)
     options, reasons["model.options"] = rules.network(crop, dtype)
     n_labelled = fp["num_labelled"]
     axis_slices = float(np.median([c["shape"][axis] for c in fp["cases"]]))
@@ -428,9 +432,9 @@ def _fingerprint_notes(fp: dict[str, Any]) -> list[str]:
 def _smallest_object_mm(fp: dict[str, Any], axis: int) -> float | None:
     axes = rules.inplane_axes(axis)
     sizes = [
-        min(c["object_extent_mm"]["median"][a] for a in axes)
+        min(c["largest_object_extent_mm"][a] for a in axes)
         for c in fp["classes"]
-        if c["object_extent_mm"]["median"]
+        if c.get("largest_object_extent_mm")
     ]
     return min(sizes) if sizes else None
 

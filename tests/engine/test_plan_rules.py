@@ -26,15 +26,15 @@ def test_slice_axis_is_the_low_resolution_axis_when_anisotropic(spacing, axis):
 
 
 def test_target_spacing_keeps_the_median_spacing_when_slices_fit():
-    spacing, reason = rules.target_spacing((1.0, 1.0, 1.0), (35, 50, 35), 2, "cpu", 10.0)
+    spacing, reason = rules.target_spacing((1.0, 1.0, 1.0), (35.0, 50.0, 35.0), 2, "cpu", 10.0)
     assert spacing == (1.0, 1.0)
     assert "coarsened" not in reason
 
 
 def test_target_spacing_coarsens_a_large_field_of_view_on_cpu_only():
-    # a brain at 1 mm: 240 px does not fit the CPU's 160, fits a GPU's 512
-    cpu, why = rules.target_spacing((1.0, 1.0, 1.0), (240, 240, 155), 2, "cpu", 60.0)
-    gpu, _ = rules.target_spacing((1.0, 1.0, 1.0), (240, 240, 155), 2, "cuda", 60.0)
+    # a brain 192 mm across at 1 mm: does not fit the CPU's 128 px, fits a GPU's 512
+    cpu, why = rules.target_spacing((1.0, 1.0, 1.0), (150, 192, 140), 2, "cpu", 60.0)
+    gpu, _ = rules.target_spacing((1.0, 1.0, 1.0), (150, 192, 140), 2, "cuda", 60.0)
     assert cpu == (1.5, 1.5)
     assert "coarsened" in why
     assert gpu == (1.0, 1.0)
@@ -42,28 +42,32 @@ def test_target_spacing_coarsens_a_large_field_of_view_on_cpu_only():
 
 def test_target_spacing_never_makes_small_structures_too_small():
     # 12 mm structures must keep >= 12 pixels: no coarsening past 1 mm
-    spacing, _ = rules.target_spacing((1.0, 1.0, 1.0), (240, 240, 155), 2, "cpu", 12.0)
+    spacing, _ = rules.target_spacing((1.0, 1.0, 1.0), (200, 200, 155), 2, "cpu", 12.0)
     assert spacing == (1.0, 1.0)
 
 
 def test_target_spacing_uses_the_two_inplane_axes_of_the_slice_axis():
-    spacing, _ = rules.target_spacing((5.0, 0.5, 0.7), (20, 100, 100), 0, "cpu", None)
+    spacing, _ = rules.target_spacing((5.0, 0.5, 0.7), (100, 50, 70), 0, "cpu", None)
     assert spacing == (0.5, 0.7)
 
 
-def test_crop_is_the_whole_slice_when_small():
-    crop, reason = rules.crop_size((35, 51), None, "cpu")
+def test_crop_is_the_whole_body_when_small():
+    crop, reason = rules.crop_size((35, 51), (35, 51), None, "cpu")
     assert crop == (48, 64)
-    assert "whole slices" in reason
+    assert "whole body" in reason
+    # a brain (125 x 115 px at 1.5 mm) in a 160 px field of view: the brain, not the field
+    assert rules.crop_size((125, 115), (160, 160), None, "cpu")[0] == (128, 128)
 
 
-def test_crop_covers_twice_the_object_when_slices_are_large():
-    crop, _ = rules.crop_size((512, 512), (40.0, 70.0), "cpu")
-    assert crop == (80, 144)
-    crop_small_object, _ = rules.crop_size((512, 512), (10.0, 10.0), "cpu")
+def test_crop_covers_twice_the_object_when_the_body_is_large():
+    crop, _ = rules.crop_size((400, 300), (512, 512), (40.0, 70.0), "cpu")
+    assert crop == (80, 128)  # 2 x 70 = 140 px, capped at the CPU size
+    crop_small_object, _ = rules.crop_size((400, 300), (512, 512), (10.0, 10.0), "cpu")
     assert crop_small_object == (64, 64)  # at least 64 px of context
-    crop_huge_object, _ = rules.crop_size((512, 512), (400.0, 400.0), "cpu")
-    assert crop_huge_object == (160, 160)  # capped at the device's size
+    crop_huge_object, _ = rules.crop_size((400, 300), (512, 512), (400.0, 400.0), "cpu")
+    assert crop_huge_object == (128, 128)  # capped at the device's size
+    gpu, _ = rules.crop_size((400, 300), (512, 512), None, "cuda")
+    assert gpu == (400, 304)  # a GPU trains the whole body
 
 
 @pytest.mark.parametrize(
