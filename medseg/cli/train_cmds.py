@@ -1,4 +1,5 @@
-"""CLI command ``medseg train`` (a thin wrapper over :func:`medseg.engine.trainer.train`).
+"""CLI command ``medseg train`` (a thin wrapper over :func:`medseg.api.train`, and
+:func:`medseg.api.cross_validate` with ``--folds``).
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m medseg train CONFIG.yaml ...``.
 """
@@ -49,9 +50,8 @@ def train_command(
     the --output folder's checkpoints/last.pt. Ctrl-C / SIGTERM save last.pt (exit code 130).
     """
     from medseg import RESEARCH_USE_NOTICE
+    from medseg.api import train
     from medseg.device import DistInfo
-    from medseg.engine.config import load_config
-    from medseg.engine.trainer import train
 
     resume = _resume_argument(list(ctx.args))
     if resume == RESUME_LAST:
@@ -66,10 +66,9 @@ def train_command(
         logging.getLogger().setLevel(logging.WARNING)
     if init_from is not None:
         overrides = [*overrides, f"train.init_from={init_from}"]
-    cfg = load_config(config, overrides)
     if folds is not None:
-        return _cross_validate(cfg, config, output, folds, device, info, resume)
-    result = train(cfg, output=output, resume=resume, device=device, info=info)
+        return _cross_validate(config, overrides, output, folds, device, info, resume)
+    result = train(config, output, overrides=overrides, resume=resume, device=device, info=info)
     if not info.is_main:
         return 0
     if result.interrupted:
@@ -93,18 +92,17 @@ def train_command(
     return 0
 
 
-def _cross_validate(cfg, config, output, folds, device, info, resume) -> int:
+def _cross_validate(config, overrides, output, folds, device, info, resume) -> int:
     from medseg import RESEARCH_USE_NOTICE
-    from medseg.engine.crossval import cross_validate
-    from medseg.engine.trainer import default_run_dir
+    from medseg.api import cross_validate
 
     if resume is not None:
         raise ConfigError(
             "--folds resumes by itself: re-run the same command and unfinished folds continue "
             "from their last.pt (drop --resume)"
         )
-    output = default_run_dir(cfg, output)
-    result = cross_validate(cfg, output, folds, device=device, info=info)
+    result = cross_validate(config, output, folds, overrides=overrides, device=device, info=info)
+    output = result.output
     if not info.is_main:
         return 0
     if result.interrupted:
