@@ -7,7 +7,8 @@ Use :func:`train` (what ``medseg train`` calls) or build a :class:`Trainer` dire
     print(result.best_metric, result.run_dir)
 
 Reproducibility: weights are initialised from ``seed``; the data order is a function of
-``(seed, epoch, rank)`` (:meth:`~medseg.data.pipeline.TrainBatches.set_epoch`) and the RNG states are stored in every checkpoint, so ``--resume`` after a completed epoch continues
+``(seed, epoch, rank)`` (:meth:`~medseg.data.pipeline.TrainBatches.set_epoch`) and the RNG
+states are stored in every checkpoint, so ``--resume`` after a completed epoch continues
 exactly as an uninterrupted run would (tested on CPU). A run interrupted mid-epoch resumes from
 the start of that epoch with the weights it had when interrupted.
 """
