@@ -191,7 +191,7 @@ def zip_mutations(draw) -> bytes:
         elif action == "link":
             entries.append(("link", f"series/{TOKEN}.dcm".encode()))
         elif action == "dicom" and entries and entries[index][1][128:132] == b"DICM":
-            from test_fuzz_readers import _dicom_field
+            from tests.fuzz.test_fuzz_readers import _dicom_field
 
             entries[index] = (entries[index][0], _dicom_field(draw, entries[index][1]))
     out = io.BytesIO()
