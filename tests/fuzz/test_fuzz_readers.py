@@ -24,11 +24,11 @@ import pydicom
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from seeds import COUNTS, DICOM_FIELDS, MHA_KEYS, NIFTI_FIELDS, NRRD_KEYS, write_seeds
 
 from medseg.data.config import load_data_config
 from medseg.errors import MedsegError
 from medseg.io import Volume, read_volume
+from tests.fuzz.seeds import COUNTS, DICOM_FIELDS, MHA_KEYS, NIFTI_FIELDS, NRRD_KEYS, write_seeds
 
 PROFILES = {"quick": 60, "long": 1500}
 TIME_LIMIT_S = 20.0  # per input, generous for a shared CPU; a hang would blow far past it

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import struct
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -21,9 +20,7 @@ from medseg.cli.main import main
 from medseg.errors import CorruptFileError
 from medseg.io import read_volume
 from medseg.io.volume import check_affine
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dicom_factory import write_series
+from tests.io.dicom_factory import write_series
 
 DIM_OFFSET, QFORM_CODE, SFORM_CODE, SROW = 40, 252, 254, 280
 
@@ -124,8 +121,7 @@ def test_degenerate_nifti_affine_is_one_error_line(tmp_path, rows, capsys):
 
 
 def test_degenerate_affine_in_predict_is_a_failure_line_not_a_traceback(tmp_path, capsys):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-    from infer_factory import run_cli, write_tiny_checkpoint
+    from tests.inference.infer_factory import run_cli, write_tiny_checkpoint
 
     ckpt = write_tiny_checkpoint(tmp_path / "m.pt")
     path = tmp_path / "bad.nii"

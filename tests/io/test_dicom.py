@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import edit, write_series, write_slice
 
 from medseg.errors import (
     DicomSeriesError,
@@ -16,6 +15,7 @@ from medseg.errors import (
     UnsupportedFormatError,
 )
 from medseg.io import list_dicom_series, read_volume
+from tests.io.dicom_factory import edit, write_series, write_slice
 
 
 def test_series_sorted_by_position_not_file_name(tmp_path):
