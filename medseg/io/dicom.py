@@ -35,7 +35,7 @@ from medseg.io.dicom_series import (
     scan_folder,
     select_series,
 )
-from medseg.io.volume import LPS_TO_RAS, Volume, check_affine
+from medseg.io.volume import LPS_TO_RAS, Volume, check_affine, checked_voxels
 
 logger = logging.getLogger(__name__)
 
@@ -339,6 +339,7 @@ def read_dicom_series(series: DicomSeries, folder: Path) -> Volume:
     files = [series.files[i] for i in order]
     headers = [series.headers[i] for i in order]
     array, rescale = _stack_pixels(files, headers)
+    array = checked_voxels(array, str(folder))
     meta = _metadata(series, files, rescale)
     meta["source"] = str(folder)
     logger.info(
