@@ -11,14 +11,17 @@ import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from medseg.data.datasets import CaseSpec, DatasetSpec
-from medseg.data.preprocessing import PreprocessingParams
 from medseg.errors import GeometryMismatchError, MedsegError
 from medseg.io import Volume, read_volume
+
+if TYPE_CHECKING:  # annotations only: preprocessing.load_case imports this module
+    from medseg.data.preprocessing import PreprocessingParams
 
 logger = logging.getLogger(__name__)
 
