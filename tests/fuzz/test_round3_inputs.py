@@ -11,22 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from medseg.cli.main import main
 from medseg.errors import CheckpointError, ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
 from data_factory import RAS, nnunet_dataset, save
-
-
-def _cli_error(argv: list, capsys) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in argv])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
+from test_corrupt_headers import _cli_error  # one error line, exit 2, no traceback
 
 
 @pytest.mark.parametrize("spec", ["", ",", "1,,2", "=1", "wt="])

@@ -14,8 +14,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from test_corrupt_headers import _cli_error
 
-from medseg.cli.main import main
 from medseg.errors import UnsupportedFormatError
 from medseg.io import channel_count, read_volume
 from medseg.io.volume import checked_voxels
@@ -23,17 +23,6 @@ from medseg.io.volume import checked_voxels
 AFFINE = np.diag([1.5, 1.5, 3.0, 1.0])
 RGB = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
 RGBA = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1"), ("A", "u1")])
-
-
-def _cli_error(argv: list[str], capsys) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in argv])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def _complex_nifti(tmp_path: Path) -> Path:
