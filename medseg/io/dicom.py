@@ -252,10 +252,12 @@ def _stack_pixels(files: list[Path], headers: list[pydicom.Dataset]) -> tuple[np
             # first slice's type would wrap them (446 -> 190 in uint8, -1450 -> 64086 in uint16).
             raw = raw.astype(np.result_type(raw.dtype, pixels.dtype))
         raw[n] = pixels
-    if len(stored) > 1:
+    types = sorted(map(str, stored))
+    if len(types) > 1:
         raw = _narrowest_int(raw)
-        logger.info("%s: slices stored as %s; read exactly as %s", files[0].parent,
-                    sorted(map(str, stored)), raw.dtype)  # fmt: skip
+        logger.info(
+            "%s: slices stored as %s; read exactly as %s", files[0].parent, types, raw.dtype
+        )
     slopes = np.array([r[0] for r in rescales])
     intercepts = np.array([r[1] for r in rescales])
     integer = np.all(slopes == 1.0) and np.all(intercepts == np.round(intercepts))
@@ -277,8 +279,8 @@ def _stack_pixels(files: list[Path], headers: list[pydicom.Dataset]) -> tuple[np
         "type": str(headers[0].get("RescaleType", "") or ""),
         "varies_per_slice": bool(np.ptp(slopes) > 0 or np.ptp(intercepts) > 0),
     }
-    if len(stored) > 1:
-        info["stored_types"] = sorted(str(d) for d in stored)
+    if len(types) > 1:
+        info["stored_types"] = types
     # (k, rows, cols) -> [i, j, k] = (cols, rows, k): a free view, Fortran-ordered like nibabel's
     return out.transpose(2, 1, 0), info
 
