@@ -66,6 +66,8 @@ def test_seed_outside_what_numpy_and_torch_accept_is_a_config_error(seed):
     with pytest.raises(ConfigError, match=r"seed: .*in --set seed"):
         build_config({"data": {"dataset": "x"}}, parse_overrides([f"seed={seed}"]), "t.yaml")
     assert build_config({"data": {"dataset": "x"}}, {"seed": 2**32 - 1}, "t.yaml").seed == 2**32 - 1
+    with pytest.raises(ConfigError, match=r"data\.split_seed: .*in --set data\.split_seed"):
+        build_config({"data": {"dataset": "x"}}, {"data.split_seed": -1}, "t.yaml")
 
 
 def _train_config(tmp_path: Path, dataset: Path) -> Path:
