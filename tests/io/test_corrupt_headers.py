@@ -24,7 +24,7 @@ from medseg.io import read_volume
 from medseg.io.volume import check_affine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dicom_factory import edit, write_series
+from dicom_factory import write_series
 
 DIM_OFFSET, QFORM_CODE, SFORM_CODE, SROW = 40, 252, 254, 280
 
@@ -160,8 +160,10 @@ def test_dicom_with_zero_pixel_spacing_is_refused(tmp_path, capsys):
 def test_dicom_slice_off_the_slice_line_is_one_error_line(tmp_path, capsys, command):
     folder, _ = write_series(tmp_path / "series", n=4)
     odd = sorted(folder.iterdir())[0]
-    position = [float(v) for v in pydicom.dcmread(odd).ImagePositionPatient]
-    edit(odd, ImagePositionPatient=[position[0], position[1] + 5.0, position[2]])
+    ds = pydicom.dcmread(odd)
+    x, y, z = (float(v) for v in ds.ImagePositionPatient)
+    ds.ImagePositionPatient = [x, y + 5.0, z]
+    ds.save_as(odd)
     out = tmp_path / "out.nii.gz"
     line = _cli_error([command, folder] + ([out] if command == "convert" else []), capsys)
     assert f"{odd}: lies 5.00 mm off the line" in line
