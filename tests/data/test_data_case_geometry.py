@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from data_factory import RAS, nnunet_dataset, save
 
 from medseg.data.config import DataConfig
 from medseg.data.pipeline import prepare_data
 from medseg.data.validation import check_case_grids, validate_dataset
 from medseg.errors import GeometryMismatchError
+from tests.data.data_factory import RAS, nnunet_dataset, save
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ one ``error:`` line (exit 2) naming what was wrong. Each test failed before its 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -12,11 +11,8 @@ import pytest
 import yaml
 
 from medseg.errors import CheckpointError, ConfigError
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-from data_factory import RAS, nnunet_dataset, save
-from test_corrupt_headers import _cli_error  # one error line, exit 2, no traceback
+from tests.data.data_factory import RAS, nnunet_dataset, save
+from tests.io.test_corrupt_headers import _cli_error  # one error line, exit 2, no traceback
 
 
 @pytest.mark.parametrize("spec", ["", ",", "1,,2", "=1", "wt="])

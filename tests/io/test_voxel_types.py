@@ -14,11 +14,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from test_corrupt_headers import _cli_error
 
 from medseg.errors import UnsupportedFormatError
 from medseg.io import channel_count, read_volume
 from medseg.io.volume import checked_voxels
+from tests.io.test_corrupt_headers import _cli_error
 
 AFFINE = np.diag([1.5, 1.5, 3.0, 1.0])
 RGB = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
