@@ -188,7 +188,7 @@ class DataConfig(StrictConfig):
     val_fraction: float = Field(0.2, ge=0, lt=1)
     fold: int | None = Field(None, ge=0)
     num_folds: int = Field(5, ge=2)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy seeds are non-negative
     val_cases: list[str] | None = None
     split_file: str | None = None
     new_cases: Literal["train", "val"] = "train"

@@ -123,7 +123,8 @@ class TrainConfig(StrictConfig):
     """Everything a training run needs; ``medseg train CONFIG.yaml`` parses exactly this."""
 
     name: str = "run"
-    seed: int = 0
+    # numpy's legacy seeding (np.random.seed) takes 0..2**32-1; torch accepts that range too
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="run seed, 0..4294967295")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps (medseg.device)")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)

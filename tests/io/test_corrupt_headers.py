@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 
@@ -149,6 +150,20 @@ def test_dicom_with_zero_pixel_spacing_is_refused(tmp_path, capsys):
     with pytest.raises(CorruptFileError, match="degenerate voxel-to-world"):
         read_volume(folder)
     assert "degenerate" in _cli_error(["info", folder], capsys)
+
+
+@pytest.mark.parametrize("command", ["info", "convert"])
+def test_dicom_slice_off_the_slice_line_is_one_error_line(tmp_path, capsys, command):
+    folder, _ = write_series(tmp_path / "series", n=4)
+    odd = sorted(folder.iterdir())[0]
+    ds = pydicom.dcmread(odd)
+    x, y, z = (float(v) for v in ds.ImagePositionPatient)
+    ds.ImagePositionPatient = [x, y + 5.0, z]
+    ds.save_as(odd)
+    out = tmp_path / "out.nii.gz"
+    line = _cli_error([command, folder] + ([out] if command == "convert" else []), capsys)
+    assert f"{odd}: lies 5.00 mm off the line" in line
+    assert not out.exists()
 
 
 def test_check_affine_accepts_real_geometries_and_refuses_nan():
