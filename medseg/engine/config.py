@@ -74,6 +74,13 @@ class TrainLoopConfig(StrictConfig):
     grad_clip: float | None = Field(12.0, gt=0)
     val_every: int = Field(1, ge=1)
     val_batch_size: int = Field(32, ge=1)
+    time_limit_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="stop after the epoch that would run past this many minutes of this call "
+        "(validated and saved as a last epoch); None = no limit. `medseg plan` sets it a "
+        "little above its estimate, so a slower machine cannot overrun the budget by much",
+    )
     early_stopping_patience: int | Literal["auto"] | None = Field(
         "auto",
         description="validations without a better (smoothed) Dice before stopping; 'auto' = "

@@ -276,6 +276,8 @@ class Trainer:
         end = cfg.epochs if max_epochs is None else min(cfg.epochs, self.start_epoch + max_epochs)
         result = FitResult(self.run_dir, self.start_epoch, self.best_metric, self.best_epoch)
         self.on_train_start()
+        started = time.perf_counter()
+        self._first_epoch_of_call = self.start_epoch
         with _StopSignals(self):
             for epoch in range(self.start_epoch, end):
                 row = self._train_epoch(epoch)
@@ -290,8 +292,19 @@ class Trainer:
                     )
                     break
                 self.on_train_epoch_end(epoch, row)
-                stop_early = self._end_epoch(epoch, row, last=epoch + 1 == end)
+                out_of_time = self._out_of_time(started, epoch)
+                stop_early = self._end_epoch(epoch, row, last=epoch + 1 == end or out_of_time)
                 result.epochs_completed = self.start_epoch = epoch + 1
+                if out_of_time and epoch + 1 < end:
+                    result.stopped_early = True
+                    logger.warning(
+                        "time limit: %.1f min reached after epoch %d of %d; kept the best "
+                        "validated epoch (train.time_limit_minutes)",
+                        self.cfg.train.time_limit_minutes,
+                        epoch + 1,
+                        end,
+                    )
+                    break
                 if stop_early:
                     result.stopped_early = True
                     logger.info(
@@ -305,6 +318,16 @@ class Trainer:
         result.history = list(self.history)
         self.on_train_end(result)
         return result
+
+    def _out_of_time(self, started: float, epoch: int) -> bool:
+        """Whether another epoch (at this call's mean epoch time) would pass
+        ``train.time_limit_minutes``; every rank takes the same decision."""
+        limit = self.cfg.train.time_limit_minutes
+        if limit is None:
+            return False
+        elapsed = time.perf_counter() - started
+        per_epoch = elapsed / (epoch + 1 - self._first_epoch_of_call)
+        return any_rank(elapsed + per_epoch > 60.0 * limit, self.device)
 
     # ----------------------------------------------------------------- hooks
     def on_train_start(self) -> None:
