@@ -265,21 +265,33 @@ def _summarise_class(value: int, name: str, cases: list[dict[str, Any]]) -> dict
     }
 
 
+def cached_fingerprint(spec: DatasetSpec, cache_dir: str | Path) -> dict[str, Any] | None:
+    """The fingerprint in ``cache_dir`` when it was made from the same source files (paths,
+    sizes, modification times), else ``None``; reads no image."""
+    path = Path(cache_dir) / FINGERPRINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if cached.get("source_key") != source_key(spec):
+        return None
+    logger.info("fingerprint: %s (cached)", path)
+    return cached
+
+
 def compute_fingerprint(
     spec: DatasetSpec, cache_dir: str | Path | None = None, progress: bool = False
 ) -> dict[str, Any]:
     """The dataset's fingerprint, read from ``cache_dir/fingerprint.json`` when the sources are
     unchanged, else computed (one read of every case) and written there atomically."""
+    if cache_dir is not None:
+        cached = cached_fingerprint(spec, cache_dir)
+        if cached is not None:
+            return cached
     key = source_key(spec)
     path = Path(cache_dir) / FINGERPRINT_FILE if cache_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            cached = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            cached = {}
-        if cached.get("source_key") == key:
-            logger.info("fingerprint: %s (cached)", path)
-            return cached
     values = [v for v, _ in _foreground(spec)]
     start = time.perf_counter()
     cases = [

@@ -27,7 +27,7 @@ import yaml
 
 from medseg import RESEARCH_USE_NOTICE, __version__
 from medseg.data.datasets import DatasetSpec, load_dataset
-from medseg.data.fingerprint import compute_fingerprint
+from medseg.data.fingerprint import cached_fingerprint, compute_fingerprint
 from medseg.data.pipeline import default_cache_dir
 from medseg.data.validation import format_problems, validate_dataset
 from medseg.engine import plan_rules as rules
@@ -200,32 +200,32 @@ def cached_step_seconds(key: str, measure: Any, path: Path) -> tuple[float, bool
     return seconds, False
 
 
-def _check_dataset(spec: DatasetSpec, source: str) -> tuple[list[str], set[str]]:
-    """Run validate-data's checks; every problem but missing labels is an error. Returns the
-    notes about cases left out and the ids of the cases without a label."""
-    problems = validate_dataset(spec)
-    missing = [p for p in problems if p.kind == "missing-label"]
-    fatal = [p for p in problems if p.kind not in ("missing-label", "empty-label")]
-    if fatal:
+def _check_dataset(spec: DatasetSpec, source: str) -> None:
+    """Run validate-data's checks on the labelled cases; any problem but an empty label is an
+    error listing them all."""
+    problems = [p for p in validate_dataset(spec) if p.kind != "empty-label"]
+    if problems:
         raise DatasetError(
-            f"{source}: {len(fatal)} problem(s) found before planning (the same checks as "
-            f"`medseg validate-data {source}`):\n{format_problems(fatal)}\nfix them, or move "
+            f"{source}: {len(problems)} problem(s) found before planning (the same checks as "
+            f"`medseg validate-data {source}`):\n{format_problems(problems)}\nfix them, or move "
             "the cases out of the dataset, then plan again"
         )
+
+
+def _case_notes(unlabelled: list[str], fp: dict[str, Any]) -> list[str]:
     notes = []
-    unlabelled = [c.case_id for c in spec.cases if c.label is None]
-    ids = sorted(set(unlabelled) | {p.case_id for p in missing})
-    if ids:
+    if unlabelled:
         notes.append(
-            f"{len(ids)} case(s) have no label and are left out of training: {', '.join(ids[:20])}"
-            + (" ..." if len(ids) > 20 else "")
+            f"{len(unlabelled)} case(s) have no label and are left out of training: "
+            + ", ".join(unlabelled[:20])
+            + (" ..." if len(unlabelled) > 20 else "")
         )
-    empty = [p.case_id for p in problems if p.kind == "empty-label"]
+    empty = [c["case_id"] for c in fp["cases"] if c.get("foreground_fraction") == 0]
     if empty:
         notes.append(
             f"{len(empty)} case(s) have an empty label (no foreground): {', '.join(empty[:20])}"
         )
-    return notes, set(ids)
+    return notes
 
 
 def make_plan(
@@ -241,15 +241,19 @@ def make_plan(
 
     budget = DEFAULT_BUDGET_S if time_budget_s is None else float(time_budget_s)
     spec = load_dataset(dataset)
-    notes, unlabelled = _check_dataset(spec, str(dataset))
-    labelled_cases = [c for c in spec.cases if c.case_id not in unlabelled]
+    labelled_cases = [c for c in spec.cases if c.label is not None and Path(c.label).is_file()]
+    unlabelled = sorted(c.case_id for c in spec.cases if c not in labelled_cases)
     if not labelled_cases:
         raise DatasetError(f"{dataset}: no case has a label; training needs labelled cases")
     labelled_spec = dataclasses.replace(spec, cases=labelled_cases)
     cache_dir = default_cache_dir(dataset)
-    start = time.perf_counter()
-    fp = compute_fingerprint(labelled_spec, cache_dir, progress=progress)
-    fp_seconds = fp.get("seconds") or (time.perf_counter() - start)
+    # an unchanged dataset passed validation when its fingerprint was made: read no image
+    fp = cached_fingerprint(labelled_spec, cache_dir)
+    if fp is None:
+        _check_dataset(labelled_spec, str(dataset))
+        fp = compute_fingerprint(labelled_spec, cache_dir, progress=progress)
+    notes = _case_notes(unlabelled, fp)
+    fp_seconds = fp["seconds"]
     dev = resolve_device(device)
     dtype = "cuda" if dev.type == "cuda" else dev.type
     reasons: dict[str, str] = {}
