@@ -124,16 +124,20 @@ def plan(
     device: str = "auto",
     cross_validation: bool = True,
     progress: bool = True,
+    retime: bool = False,
 ) -> Any:
     """Plan training of ``dataset`` from its fingerprint and this machine (``medseg plan``).
 
     ``time_budget``: wall time of the whole training command (``"30m"``, ``"2h"`` or
-    minutes); ``cross_validation``: the budget covers every fold and the join. Returns a
+    minutes); ``cross_validation``: the budget covers every fold and the join; ``retime``:
+    time the network's step again (the figure is cached per machine class). Returns a
     :class:`medseg.engine.planner.Plan`; ``plan.config()`` is the training config.
     """
     from medseg.engine.planner import make_plan, parse_duration
 
-    return make_plan(dataset, parse_duration(time_budget), device, cross_validation, progress)
+    return make_plan(
+        dataset, parse_duration(time_budget), device, cross_validation, progress, retime
+    )
 
 
 def export_model(

@@ -22,6 +22,12 @@ def plan_command(
         False, "--single", help="Plan one model (holdout validation) instead of cross-validation."
     ),
     explain: bool = typer.Option(False, "--explain", help="Print the decisions as a table."),
+    retime: bool = typer.Option(
+        False,
+        "--retime",
+        help="Time the network's step again (it is cached per machine in "
+        "~/.cache/medseg/step_times.json; retime after a hardware change or a busy first run).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output."),
 ) -> None:
     """Fingerprint the dataset, time the planned network here and write a training config
@@ -29,7 +35,13 @@ def plan_command(
     from medseg import RESEARCH_USE_NOTICE
     from medseg.api import plan
 
-    result = plan(dataset, time_budget=time_budget, device=device, cross_validation=not single)
+    result = plan(
+        dataset,
+        time_budget=time_budget,
+        device=device,
+        cross_validation=not single,
+        retime=retime,
+    )
     if output is not None:
         from medseg.engine.planner import write_plan
 

@@ -141,8 +141,9 @@ def time_training_step(
     amp: str = "auto",
     repeats: int = 4,
 ) -> float:
-    """Median seconds of one optimiser step of a throw-away network, with the trainer's
-    precision and memory layout on ``device`` (the first step, with its warm-up, is left out)."""
+    """Seconds of one optimiser step of a throw-away network, with the trainer's precision
+    and memory layout on ``device``: the fastest of ``repeats`` after a warm-up step (the
+    minimum, because a busy machine only ever makes a step slower)."""
     import torch
 
     from medseg.device import autocast, resolve_amp_dtype, use_channels_last
@@ -168,7 +169,7 @@ def time_training_step(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    return float(np.median(times[1:]))
+    return float(np.min(times[1:]))
 
 
 def quantise(seconds: float) -> float:
@@ -182,15 +183,18 @@ def step_times_path() -> Path:
     return Path.home() / ".cache" / "medseg" / STEP_TIMES_FILE
 
 
-def cached_step_seconds(key: str, measure: Any, path: Path) -> tuple[float, bool]:
-    """``(seconds, was_cached)`` of the step named ``key``, measured once per table."""
+def cached_step_seconds(
+    key: str, measure: Any, path: Path, retime: bool = False
+) -> tuple[float, bool]:
+    """``(seconds, was_cached)`` of the step named ``key``, measured once per table (again
+    with ``retime``)."""
     table: dict[str, float] = {}
     if path.is_file():
         try:
             table = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             table = {}
-    if key in table:
+    if key in table and not retime:
         return float(table[key]), True
     seconds = quantise(measure())
     table[key] = seconds
@@ -234,9 +238,11 @@ def make_plan(
     device: str = "auto",
     cross_validation: bool = True,
     progress: bool = False,
+    retime: bool = False,
 ) -> Plan:
     """Plan a training run of ``dataset`` that fits ``time_budget_s`` (default 30 min) on
-    ``device``; ``cross_validation``: the budget covers all folds and their join."""
+    ``device``; ``cross_validation``: the budget covers all folds and their join; ``retime``:
+    measure the step time again instead of using the one cached for this machine."""
     from medseg.device import resolve_device
 
     budget = DEFAULT_BUDGET_S if time_budget_s is None else float(time_budget_s)
@@ -292,6 +298,7 @@ def make_plan(
         key,
         lambda: time_training_step("unet", options, planes, outputs, batch, crop, dev),
         step_times_path(),
+        retime,
     )
     step_s *= PIPELINE_OVERHEAD
     per_slice_fwd = step_s / batch / 3  # forward only, fp32: ~1/3 of a training step
