@@ -3,6 +3,7 @@ fingerprint cache; bad input as one error line; planned training to a usable mod
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -185,3 +186,16 @@ def test_train_dataset_with_folds_writes_a_model_folder_predict_uses(
         ]
     )
     assert any(preds.glob("*.nii.gz"))
+
+
+def test_regions_come_from_an_nnunet_v2_dataset_json(brain: Path, tmp_path: Path) -> None:
+    meta_path = brain / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    meta["labels"] = {"background": 0, "whole_tumour": [1, 2], "tumour_core": [1]}
+    meta["regions_class_order"] = [2, 1]
+    meta_path.write_text(json.dumps(meta))
+    plan = tmp_path / "plan.yaml"
+    main(["plan", str(brain), "--device", "cpu", "-o", str(plan)])
+    cfg = load_config(plan)
+    assert cfg.data.preprocessing.regions == {"whole_tumour": [1, 2], "tumour_core": [1]}
+    assert "nnU-Net v2" in plan.read_text()
