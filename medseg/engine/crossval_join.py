@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from medseg import RESEARCH_USE_NOTICE
 from medseg.engine.crossval import FOLD_DONE, MIN_ML_CANDIDATES, CrossValSetup
 from medseg.errors import DatasetError
-from medseg.io.atomic import atomic_path
+from medseg.io.tables import write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -244,17 +243,12 @@ def _mean(values: list[float]) -> float:
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    import csv
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        handle.write(
-            f"# {RESEARCH_USE_NOTICE} Out-of-fold figures, postprocessing as chosen "
-            "(*_raw: before postprocessing)\n"
-        )
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    write_csv(
+        [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows],
+        path,
+        list(rows[0]),
+        note="Out-of-fold figures, postprocessing as chosen (*_raw: before postprocessing)",
+    )
 
 
 def plot_summary(path: Path, rows: list[dict[str, Any]], structures: list[Any]) -> None:

@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from medseg.errors import DatasetError, InputNotFoundError, MedsegError, OverwriteError
 from medseg.io import Volume, check_same_grid, write_mask, write_volume
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import write_json
 
 DECISIONS = ("pending", "accept", "reject", "relabel")
 #: The review order, as stated on the page.
@@ -429,12 +429,6 @@ def _check_case_id(case_id: str) -> None:
         )
 
 
-def _write_json(payload: dict[str, Any], path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    return path
-
-
 def _refuse_existing(paths: Sequence[Path], what: str) -> None:
     taken = [str(p) for p in paths if p.exists()]
     if taken:
@@ -487,7 +481,7 @@ def save_reviewed_case(
             if seg is not None:
                 write_reviewed_seg(mask, dicom, class_names, record, seg)
             extra = {"dicom_seg": seg.name} if seg else {}
-            _write_json({**record, "mask": targets[0].name, **extra}, targets[1])
+            write_json(targets[1], {**record, "mask": targets[0].name, **extra})
         return SavedReview(targets[0], targets[1], dicom_seg=seg)
     meta_path = destination / "dataset.json"
     meta = _dataset_meta(meta_path, len(channels), mask)
@@ -508,11 +502,11 @@ def save_reviewed_case(
         if seg is not None:
             write_reviewed_seg(mask, dicom, class_names, record, seg)
             extra = {"dicom_seg": str(seg.relative_to(destination))}
-        _write_json({**record, "mask": str(label.relative_to(destination)), **extra}, review)
+        write_json(review, {**record, "mask": str(label.relative_to(destination)), **extra})
         meta["numTraining"] = sum(
             1 for p in (destination / "labelsTr").iterdir() if p.name.endswith(ending)
         )
-        _write_json(meta, meta_path)
+        write_json(meta_path, meta)
     return SavedReview(label, review, tuple(images), meta_path, seg)
 
 
