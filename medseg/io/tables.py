@@ -48,10 +48,12 @@ def _field(value: Any) -> str:
     """One CSV field: empty for None/NaN, text defused and quoted when needed."""
     if value is None:
         return ""
-    if not isinstance(value, str):
+    if isinstance(value, str):
+        text = defuse(value)
+    else:  # numbers, bools, lists (a lesion's centroid): their own text, never defused
         text = str(value)
-        return "" if text in ("nan", "<NA>", "NaT", "None") else text
-    text = defuse(value)
+        if text in ("nan", "<NA>", "NaT", "None"):
+            return ""
     if any(c in text for c in _QUOTE_IF) or text != text.strip(" "):
         return '"' + text.replace('"', '""') + '"'
     return text
