@@ -305,9 +305,9 @@ def predict_cases(
     from tqdm import tqdm
 
     output_dir = make_output_dir(check_output_dir(output_dir))
-    check_case_outputs(cases, output_dir, overwrite)
     result = BatchResult()
     mine = list(cases)[rank::world_size]
+    check_case_outputs(mine, output_dir, overwrite)
     bar = tqdm(mine, desc="predict", unit="case", disable=not progress or rank != 0)
     for case in bar:
         bar.set_postfix_str(case.case_id)
@@ -466,8 +466,9 @@ def predict_folder(
         )
     torch_device = resolve_device(device, info)
     cases = discover_cases([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
-    if info.is_main:  # fail before the model loads: a read-only disk, a user's file in the way
-        check_case_outputs(cases, make_output_dir(output), overwrite)
+    # fail before the model loads (every rank, the same answer): a read-only disk, a user's
+    # file in the way
+    check_case_outputs(cases, make_output_dir(output), overwrite)
     predictor = Predictor.load(
         model or default_model_path(), device=torch_device, tta=tta, axes=axes,
         batch_size=batch_size, postprocess=postprocess,

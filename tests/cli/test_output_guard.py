@@ -23,7 +23,7 @@ from infer_factory import blob_volume, run_cli, write_tiny_checkpoint
 
 from medseg.errors import CheckpointError, OutputWriteError, OverwriteError
 from medseg.io import read_volume, write_mask, write_volume
-from medseg.io.atomic import atomic_group, check_output, partial_leftovers
+from medseg.io.atomic import atomic_group, check_output
 from medseg.io.tables import csv_text
 
 PRED = ["--device", "cpu", "-q"]
@@ -66,12 +66,14 @@ def readonly_fs(tmp_path):
 
 def _fill(folder: Path) -> None:
     """Write zeros into ``folder/filler`` until the disk is full."""
-    with open(folder / "filler", "wb", buffering=0) as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 4096)
-        except OSError as err:
-            assert err.errno == errno.ENOSPC
+
+    def write_until_full(handle) -> None:
+        while True:
+            handle.write(b"\0" * 4096)
+
+    with open(folder / "filler", "wb", buffering=0) as handle, pytest.raises(OSError) as info:
+        write_until_full(handle)
+    assert info.value.errno == errno.ENOSPC
 
 
 def _error_line(capsys) -> str:
@@ -98,7 +100,9 @@ def test_evaluate_output_over_its_prediction_is_refused(scans, tmp_path, capsys)
     for output in (pred, link, tmp_path / "." / "pred.nii.gz"):
         assert run_cli(["evaluate", pred, ref, "--output", output]) == 2
         line = _error_line(capsys)
-        assert str(pred) in line and "--output" in line and "input" in line
+        assert str(pred) in line
+        assert "--output" in line
+        assert "input" in line
     assert pred.read_bytes() == before
     assert read_volume(pred).array.any()
 
@@ -111,7 +115,8 @@ def test_predict_into_labels_keeps_ground_truth(scans, tmp_path, capsys):
 
     assert run_cli(["predict", scans, "-o", labels, *PRED]) == 2
     line = _error_line(capsys)
-    assert str(labels / "case_a.nii.gz") in line and "--overwrite" in line
+    assert str(labels / "case_a.nii.gz") in line
+    assert "--overwrite" in line
     assert (labels / "case_a.nii.gz").read_bytes() == truth
     assert not (labels / "case_b.nii.gz").exists()  # refused before any work
 
@@ -129,7 +134,8 @@ def test_guard_refusals_name_paths_and_fix(tmp_path):
     (tmp_path / "sym.nii.gz").symlink_to(src)
     with pytest.raises(OverwriteError, match="would overwrite the input") as info:
         check_output(tmp_path / "sym.nii.gz", overwrite=True, inputs=[src])
-    assert str(src) in str(info.value) and "sym.nii.gz" in str(info.value)
+    assert str(src) in str(info.value)
+    assert "sym.nii.gz" in str(info.value)
     with pytest.raises(OverwriteError, match=r"already exists.*--overwrite"):
         check_output(src)
     (tmp_path / "dangling.json").symlink_to(tmp_path / "nowhere")
@@ -153,7 +159,8 @@ def test_symlinks_in_the_output_path_are_one_error_line(scans, tmp_path, capsys)
         assert run_cli(["convert", source, out]) == 2
         line = _error_line(capsys)
         assert line.startswith(f"error: cannot write {out}: ")
-        assert "link" in line and ";" in line
+        assert "link" in line
+        assert ";" in line
     assert run_cli(["predict", scans, "-o", tmp_path / "loop" / "out", *PRED]) == 2
     assert "link loop" in _error_line(capsys)
     assert run_cli(["convert", source, tmp_path]) == 2  # an existing folder
@@ -177,9 +184,9 @@ def test_read_only_file_system(scans, readonly_fs, tmp_path, capsys):
         line = _error_line(capsys)
         assert line.startswith(f"error: cannot write {readonly_fs}"), line
         assert "read-only file system; choose an output folder on a writable disk" in line
-    with pytest.raises(OutputWriteError):  # --debug: the traceback for developers
-        from medseg.cli.main import main
+    from medseg.cli.main import main
 
+    with pytest.raises(OutputWriteError):  # --debug: the traceback for developers
         main(["--debug", "convert", str(ref), str(readonly_fs / "c.nii.gz")])
 
 
@@ -199,7 +206,8 @@ def test_disk_full_in_summary_is_one_line_and_leaves_no_partial(
     assert run_cli(["predict", scans, "-o", out, *PRED]) == 2
     line = _error_line(capsys)
     assert line.startswith(f"error: cannot write {out / 'summary.csv'}: no space left")
-    assert not (out / "summary.csv").exists() and _leftovers(small_fs) == []
+    assert not (out / "summary.csv").exists()
+    assert _leftovers(small_fs) == []
     assert {p.name for p in out.iterdir()} == {
         f"case_{c}.{e}" for c in "ab" for e in ("nii.gz", "json")
     }
@@ -235,9 +243,12 @@ def test_atomic_group_takes_back_renamed_files(tmp_path, monkeypatch):
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", fail_on_report)
-    with pytest.raises(OutputWriteError, match="no space left"), atomic_group(targets) as tmp:
-        tmp[0].write_text("mask")
-        tmp[1].write_text("{}")
+    group = atomic_group(targets)
+    tmp = group.__enter__()
+    tmp[0].write_text("mask")
+    tmp[1].write_text("{}")
+    with pytest.raises(OutputWriteError, match="no space left"):
+        group.__exit__(None, None, None)  # the commit: the report's rename fails
     assert list(tmp_path.iterdir()) == []
 
 
@@ -248,9 +259,10 @@ def test_evaluate_skips_a_mask_without_its_report(scans, tmp_path, caplog):
     (out / "case_b.json").unlink()  # as a full disk used to leave it
     refs = tmp_path / "refs"
     for case in ("case_a", "case_b"):
-        write_volume(read_volume(out / f"case_a.nii.gz"), refs / f"{case}.nii.gz")
+        write_volume(read_volume(out / "case_a.nii.gz"), refs / f"{case}.nii.gz")
     assert run_cli(["evaluate", out, refs, "-o", tmp_path / "m.csv"]) == 1
-    assert "case_b.nii.gz" in caplog.text and "no <case>.json" in caplog.text
+    assert "case_b.nii.gz" in caplog.text
+    assert "no <case>.json" in caplog.text
     table = pd.read_csv(tmp_path / "m.csv", comment="#")
     assert table.set_index("case")["missing"].to_dict() == {"case_a": False, "case_b": True}
 
@@ -265,7 +277,8 @@ def test_csv_cells_survive_pandas_and_spreadsheets(case_id, tmp_path):
     row = pd.read_csv(path, comment="#").iloc[0]
     expected = "'" + case_id if case_id[0] in "=+-@" else case_id
     assert row["case"] == expected
-    assert row["dice"] == -1.5 and row["note"] == -2500.0  # numbers stay numbers
+    assert row["dice"] == -1.5
+    assert row["note"] == -2500.0
 
 
 def test_predict_summary_with_metacharacter_case_ids(tmp_path):
