@@ -312,6 +312,9 @@ def predict_cases(
     for case in bar:
         bar.set_postfix_str(case.case_id)
         out = case_outputs(output_dir, case.case_id)
+        if not out["json"].is_file() and partial_leftovers(output_dir, out["json"].name):
+            for name in ("mask", "dicom_seg", "probabilities"):  # a killed commit's, unfinished
+                out[name].unlink(missing_ok=True)
         for path in out.values():  # each case has one owner (rank), so this is safe
             remove_partials(output_dir, path.name)
         if not overwrite and out["json"].is_file() and out["mask"].is_file():

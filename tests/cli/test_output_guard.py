@@ -314,3 +314,15 @@ def test_model_folder_fold_hashes(scans, tmp_path, capsys):
     assert run_cli(["predict", scans, "-o", out, "--model", folder, *PRED, "--overwrite"]) == 2
     assert "fold 1" in _error_line(capsys)
     assert json.loads((out / "case_a.json").read_text())["status"] == "ok"  # left alone
+
+
+def test_a_commit_killed_between_renames_is_redone_without_overwrite(scans, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli(["predict", scans, "-o", out, *PRED]) == 0
+    # kill -9 after the mask's rename, before the report's: the group's folder stays behind
+    stage = out / ".case_a.json.partial-killed"
+    stage.mkdir()
+    (out / "case_a.json").rename(stage / "case_a.json")
+    assert run_cli(["predict", scans, "-o", out, *PRED]) == 0
+    assert json.loads((out / "case_a.json").read_text())["status"] == "ok"
+    assert _leftovers(out) == []
