@@ -238,7 +238,7 @@ def _owned_by_medseg(out: dict[str, Path]) -> bool:
     return (
         out["json"].is_file()
         or out["failed"].is_file()
-        or bool(partial_leftovers(folder, out["json"].name))
+        or bool(partial_leftovers(folder, out["mask"].name))
     )
 
 
@@ -312,7 +312,7 @@ def predict_cases(
     for case in bar:
         bar.set_postfix_str(case.case_id)
         out = case_outputs(output_dir, case.case_id)
-        if not out["json"].is_file() and partial_leftovers(output_dir, out["json"].name):
+        if not out["json"].is_file() and partial_leftovers(output_dir, out["mask"].name):
             for name in ("mask", "dicom_seg", "probabilities"):  # a killed commit's, unfinished
                 out[name].unlink(missing_ok=True)
         for path in out.values():  # each case has one owner (rank), so this is safe

@@ -74,14 +74,16 @@ def os_error_message(err: OSError, path: str | os.PathLike | None = None, action
         err.errno or 0, ((err.strerror or str(err)).lower(), "check the path and try again")
     )
     action = action or ("write" if err.errno in _WRITE_ONLY_ERRNOS else "access")
-    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and action == "write":
-        fix += " (the partial file was removed)"
     return f"cannot {action} {where}: {reason}; {fix}"
 
 
 def write_error(err: OSError, path: str | os.PathLike) -> OutputWriteError:
-    """``err`` (raised while writing ``path``) as the user-facing error; raise it ``from err``."""
-    return OutputWriteError(os_error_message(err, path, "write"), path=str(path), errno=err.errno)
+    """``err`` (raised while writing ``path``) as the user-facing error; raise it ``from err``
+    once the temporary files are gone."""
+    message = os_error_message(err, path, "write")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        message += " (the partial file was removed)"
+    return OutputWriteError(message, path=str(path), errno=err.errno)
 
 
 def _resolved(path: Path) -> Path:
@@ -288,14 +290,15 @@ def atomic_group(targets: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
     Every file is fully written before the first rename, so a full disk or any exception
     leaves none of the targets new; a rename that fails removes those already renamed. A
     temporary path the block did not write is skipped (an optional output); the marker is
-    required. The temporary folder is ``.<marker name>.partial-XXXX/`` (all targets share
-    one folder); a ``kill -9`` between renames leaves it behind, which tells the next run
-    that the targets beside it are its own.
+    required. The temporary folder is ``.<first name>.partial-XXXX/`` (all targets share
+    one folder; named after the main file, as :func:`atomic_path` would name it); a
+    ``kill -9`` between renames leaves it behind, which tells the next run that the targets
+    beside it are its own.
     """
     paths = [Path(t) for t in targets]
     if len({p.parent for p in paths}) != 1:
         raise ValueError("atomic_group: all targets must be in one folder")
-    folder = _new_partial_folder(paths[-1])
+    folder = _new_partial_folder(paths[0])
     tmps = [folder / p.name for p in paths]
     try:
         try:

@@ -320,7 +320,7 @@ def test_a_commit_killed_between_renames_is_redone_without_overwrite(scans, tmp_
     out = tmp_path / "out"
     assert run_cli(["predict", scans, "-o", out, *PRED]) == 0
     # kill -9 after the mask's rename, before the report's: the group's folder stays behind
-    stage = out / ".case_a.json.partial-killed"
+    stage = out / ".case_a.nii.gz.partial-killed"
     stage.mkdir()
     (out / "case_a.json").rename(stage / "case_a.json")
     assert run_cli(["predict", scans, "-o", out, *PRED]) == 0
