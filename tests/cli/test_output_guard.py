@@ -163,8 +163,15 @@ def test_symlinks_in_the_output_path_are_one_error_line(scans, tmp_path, capsys)
         assert ";" in line
     assert run_cli(["predict", scans, "-o", tmp_path / "loop" / "out", *PRED]) == 2
     assert "link loop" in _error_line(capsys)
-    assert run_cli(["convert", source, tmp_path]) == 2  # an existing folder
-    assert "existing folder" in _error_line(capsys)
+    like = read_volume(source)
+    mask = write_mask((like.array > 50).astype(np.uint8), like, tmp_path / "m.nii.gz")
+    for argv in (  # --output naming an existing folder
+        ["convert", source, tmp_path],
+        ["evaluate", mask, mask, "-o", tmp_path],
+        ["export", "-o", tmp_path, "-f", "onnx"],
+    ):
+        assert run_cli(argv) == 2
+        assert f"{tmp_path} is an existing folder" in _error_line(capsys)
 
 
 # -------------------------------------------------------------- read-only and full disks
@@ -326,3 +333,25 @@ def test_a_commit_killed_between_renames_is_redone_without_overwrite(scans, tmp_
     assert run_cli(["predict", scans, "-o", out, *PRED]) == 0
     assert json.loads((out / "case_a.json").read_text())["status"] == "ok"
     assert _leftovers(out) == []
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_csv_round_trip_of_random_metacharacter_cells(tmp_path):
+    """Property: any text cell reads back exactly (formula-like ones with their ``'``)."""
+    rng = np.random.default_rng(22)
+    alphabet = list("ab1.-+=@#,\"' \t\r\n;|%é\u2028")
+    cells = ["".join(rng.choice(alphabet, size=rng.integers(0, 9))) for _ in range(400)]
+    path = tmp_path / "t.csv"
+    path.write_text(csv_text([{"case": c, "n": k} for k, c in enumerate(cells)]), newline="")
+    table = pd.read_csv(path, comment="#", dtype={"case": str}, keep_default_na=False)
+    assert list(table["n"]) == list(range(len(cells)))  # no row lost or cut short
+    for got, cell in zip(table["case"], cells, strict=True):
+        formula = cell.startswith(("=", "+", "-", "@", "\t", "\r")) and not _is_number(cell)
+        assert got == ("'" + cell if formula else cell), repr(cell)
