@@ -52,13 +52,13 @@ _OS_ERRORS = {
         "a symbolic link in the path points back to itself (link loop)",
         "fix or remove that link, or choose another path",
     ),
-    errno.EISDIR: ("it is an existing folder", "give a file name, not a folder"),
+    errno.EISDIR: ("it is a folder", "give a file path, not a folder"),
     errno.ENOTDIR: (
         "a part of the path is a file, not a folder",
         "choose a path whose folders are folders",
     ),
-    errno.EACCES: ("permission denied", "choose a location you may write to, or fix permissions"),
-    errno.EPERM: ("operation not permitted", "choose a location you may write to"),
+    errno.EACCES: ("permission denied", "fix the permissions or choose another path"),
+    errno.EPERM: ("operation not permitted", "fix the permissions or choose another path"),
     errno.ENAMETOOLONG: ("the name is too long", "choose a shorter path"),
     errno.ENOENT: ("a folder in the path does not exist", "check the path"),
 }

@@ -355,3 +355,17 @@ def test_csv_round_trip_of_random_metacharacter_cells(tmp_path):
     for got, cell in zip(table["case"], cells, strict=True):
         formula = cell.startswith(("=", "+", "-", "@", "\t", "\r")) and not _is_number(cell)
         assert got == ("'" + cell if formula else cell), repr(cell)
+
+
+def test_any_os_error_reaching_main_is_one_line(scans, monkeypatch, capsys):
+    import medseg.io.info
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", "/data/locked.nii.gz")
+
+    monkeypatch.setattr(medseg.io.info, "describe", refuse)
+    assert run_cli(["info", scans / "case_a_0000.nii.gz"]) == 2
+    assert _error_line(capsys) == (
+        "error: cannot access /data/locked.nii.gz: permission denied; fix the permissions or "
+        "choose another path"
+    )
