@@ -85,6 +85,24 @@ def evaluate(
     return evaluate_paths(prediction, reference, classes, output, overwrite=overwrite)
 
 
+def plan(
+    dataset: str | Path,
+    time_budget: str | float | None = "30m",
+    device: str = "auto",
+    cross_validation: bool = True,
+    progress: bool = True,
+) -> Any:
+    """Plan training of ``dataset`` from its fingerprint and this machine (``medseg plan``).
+
+    ``time_budget``: wall time of the whole training command (``"30m"``, ``"2h"`` or
+    minutes); ``cross_validation``: the budget covers every fold and the join. Returns a
+    :class:`medseg.engine.planner.Plan`; ``plan.config()`` is the training config.
+    """
+    from medseg.engine.planner import make_plan, parse_duration
+
+    return make_plan(dataset, parse_duration(time_budget), device, cross_validation, progress)
+
+
 #: public name -> (module, attribute); resolved on first access so ``import medseg`` stays
 #: light (no torch)
 EXPORTS: dict[str, tuple[str, str]] = {
@@ -101,6 +119,7 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "TrainConfig": ("medseg.engine.config", "TrainConfig"),
     "train": ("medseg.api", "train"),
     "evaluate": ("medseg.api", "evaluate"),
+    "plan": ("medseg.api", "plan"),
     "resolve_device": ("medseg.device", "resolve_device"),
 }
 

@@ -144,6 +144,30 @@ def lesion_detection(
     return {"ref_lesions": n_ref, "pred_lesions": n_pred, "tp": tp, "fn": n_ref - tp, "fp": fp}
 
 
+def lesion_sensitivity(tp: float, fn: float) -> float:
+    """Lesion-level recall ``tp / (tp + fn)``: the share of reference lesions detected; NaN
+    when there is no reference lesion. Counts of one case or summed over cases (pooled)."""
+    return tp / (tp + fn) if tp + fn > 0 else math.nan
+
+
+def lesion_f1(tp: float, fn: float, fp: float) -> float:
+    """Lesion-level F1 ``2 tp / (2 tp + fp + fn)`` (detected reference lesions against missed
+    ones and false-positive components); NaN when there is neither a reference lesion nor a
+    predicted component."""
+    den = 2 * tp + fp + fn
+    return 2 * tp / den if den > 0 else math.nan
+
+
+def predicted_components(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel count of each connected component of boolean ``pred`` (26-connectivity) and
+    whether it touches ``ref`` (False: a false-positive component, as in
+    :func:`lesion_detection`)."""
+    pred_cc, n_pred = ndimage.label(pred, structure=CONNECTIVITY_26)
+    sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)[1:]
+    touches = np.bincount(pred_cc[ref], minlength=n_pred + 1)[1:] > 0
+    return sizes, touches
+
+
 def evaluate_masks(
     pred: np.ndarray,
     ref: np.ndarray,

@@ -27,6 +27,7 @@ from medseg.cli import (
     infer_cmds,
     io_cmds,
     model_cmds,
+    plan_cmds,
     sample_cmds,
     train_cmds,
     view_cmds,
@@ -63,7 +64,9 @@ def _root(
     )
 
 
-for module in (io_cmds, sample_cmds, data_cmds, train_cmds, model_cmds, infer_cmds, view_cmds):
+for module in (
+    io_cmds, sample_cmds, data_cmds, plan_cmds, train_cmds, model_cmds, infer_cmds, view_cmds
+):
     module.register(app)
 
 

@@ -18,7 +18,9 @@ RESUME_LAST = "__last__"
 def train_command(
     ctx: typer.Context,
     config: str = typer.Argument(
-        ..., help="Training config YAML (or a shipped config name: sample, brats_2d)."
+        ...,
+        help="Training config YAML (or a shipped config name: sample, brats_2d), or a dataset "
+        "(nnU-Net folder, manifest): then medseg plans the config first (see `medseg plan`).",
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Run folder (default: runs/<name>-<timestamp>)."
@@ -36,6 +38,11 @@ def train_command(
         "OUTPUT/fold_<k>; when every fold is finished, out-of-fold evaluation, postprocessing "
         "choice and OUTPUT/model.json (the ensemble).",
     ),
+    time_budget: str | None = typer.Option(
+        None,
+        "--time-budget",
+        help="With a dataset: wall time the planned run fills, e.g. 30m (default 30m).",
+    ),
     init_from: Path | None = typer.Option(
         None,
         "--init-from",
@@ -50,7 +57,6 @@ def train_command(
     """
     from medseg import RESEARCH_USE_NOTICE
     from medseg.device import DistInfo
-    from medseg.engine.config import load_config
     from medseg.engine.trainer import train
 
     resume = _resume_argument(list(ctx.args))
@@ -66,7 +72,7 @@ def train_command(
         logging.getLogger().setLevel(logging.WARNING)
     if init_from is not None:
         overrides = [*overrides, f"train.init_from={init_from}"]
-    cfg = load_config(config, overrides)
+    cfg = _planned_or_loaded(config, overrides, time_budget, device, folds, output, info)
     if folds is not None:
         return _cross_validate(cfg, config, output, folds, device, info, resume)
     result = train(cfg, output=output, resume=resume, device=device, info=info)
@@ -91,6 +97,40 @@ def train_command(
         f"best validation mean Dice (per volume, 3D): {best}\n{RESEARCH_USE_NOTICE}"
     )
     return 0
+
+
+def _planned_or_loaded(config, overrides, time_budget, device, folds, output, info):
+    """The training config: planned from the dataset ``config`` names, or read from YAML."""
+    from medseg.engine.config import build_config, load_config, parse_overrides
+    from medseg.engine.planner import is_dataset_argument, plan_to_yaml, summary
+
+    if not is_dataset_argument(config):
+        if time_budget is not None:
+            raise ConfigError(
+                f"--time-budget plans a dataset, but {config} is a training config; set "
+                "train.epochs / data.samples_per_epoch in it, or pass the dataset instead",
+                param="time_budget",
+            )
+        return load_config(config, overrides)
+    from medseg.api import plan
+
+    result = plan(
+        config,
+        time_budget=time_budget or "30m",
+        device=device or "auto",
+        cross_validation=folds is not None,
+    )
+    typer.echo(summary(result))
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    cfg = build_config(result.raw, parse_overrides(overrides), source="the plan")
+    if output is not None and info.is_main:  # the plan beside the folds, to edit and re-run
+        from medseg.io.atomic import atomic_path
+
+        output.mkdir(parents=True, exist_ok=True)
+        with atomic_path(output / "plan.yaml") as tmp:
+            Path(tmp).write_text(plan_to_yaml(result), encoding="utf-8")
+    return cfg
 
 
 def _cross_validate(cfg, config, output, folds, device, info, resume) -> int:
@@ -124,12 +164,17 @@ def _cross_validate(cfg, config, output, folds, device, info, resume) -> int:
         f"cross-validation folder (a model folder): {output}",
         f"wall time: {result.wall_seconds / 60:.1f} min",
     ]
-    for name, fig in result.summary.items():
-        lines.append(
-            f"{name}: out-of-fold Dice {fig['dice']:.4f} (raw {fig['dice_raw']:.4f}), HD95 "
-            f"{fig['hd95_mm']:.1f} mm, false-positive lesions per case {fig['fp_lesions']:.2f} "
-            f"(raw {fig['fp_lesions_raw']:.2f})"
-        )
+    from medseg.engine.cv_layout import FIGURE_LABELS, FIGURES, RAW
+
+    summary = result.summary
+    if summary["warning"]:
+        lines.append(f"warning: {summary['warning']}")
+    for name, figs in summary["structures"].items():
+        lines.append(f"{name}, out of fold (after the chosen postprocessing; raw: before it):")
+        for key in FIGURES:
+            lines.append(
+                f"  {FIGURE_LABELS[key]}: {figs[key]['text']}; raw {figs[key + RAW]['text']}"
+            )
     lines.append(f"predict with: medseg predict --model {output} SCANS -o OUT")
     typer.echo("\n".join([*lines, RESEARCH_USE_NOTICE]))
     return 0

@@ -13,9 +13,13 @@ Layouts (see ``docs/data.md`` for examples):
   ``label`` (optional) and ``split`` (optional). Relative paths are resolved against the
   manifest's folder.
 * **Plain folder**: either ``images/`` + ``labels/`` (or ``masks/``) holding files with the
-  same names, or one sub-folder per case where ``seg|label|labels|segmentation`` is the label,
-  files with ``mask`` in their name are ignored, and the other NIfTI files are the channels
-  (sorted by name, same names in every case).
+  same names, or one sub-folder per case (:func:`medseg.io.cases.case_folder`): files named
+  like a mask (``seg``, ``label``, ``segmentation``, ``gt``, ``*mask*``; see
+  :func:`medseg.io.cases.is_label_file`) are never channels, the best-named one is the label,
+  and the other NIfTI files are the channels (sorted by name, same names in every case).
+
+Case discovery itself (nnU-Net channel grouping, label-file rule) lives in
+:mod:`medseg.io.cases`, shared with batch prediction and the viewer.
 """
 
 from __future__ import annotations
@@ -30,17 +34,17 @@ import yaml
 
 from medseg.errors import DatasetError, InputNotFoundError
 from medseg.io.cases import (
+    case_folder,
     channel_names_of,
+    group_channels,
     image_stem,
     labels_of,
     read_dataset_json,
-    split_channel,
 )
 
 logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")  # training layouts read NIfTI; see medseg.io.cases
-LABEL_STEMS = ("seg", "label", "labels", "segmentation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,21 +136,13 @@ def _nnunet_cases(root: Path, ending: str, n_channels: int) -> list[CaseSpec]:
     images_dir = root / "imagesTr"
     if not images_dir.is_dir():
         raise DatasetError(f"{root}: has dataset.json but no imagesTr/ folder (nnU-Net v2 layout)")
-    by_case: dict[str, dict[int, Path]] = {}
-    for file in sorted(images_dir.iterdir()):
-        if not file.name.endswith(ending):
-            continue
-        case_id, channel = split_channel(file.name[: -len(ending)])
-        if channel is not None:
-            by_case.setdefault(case_id, {})[channel] = file
-    cases = []
-    for case_id, files in sorted(by_case.items()):
-        # missing channel files are kept as non-existent paths so validation reports them
-        images = [
-            files.get(c, images_dir / f"{case_id}_{c:04d}{ending}") for c in range(n_channels)
-        ]
-        cases.append(CaseSpec(case_id, images, root / "labelsTr" / f"{case_id}{ending}"))
-    return cases
+    groups = group_channels(
+        sorted(images_dir.iterdir()), n_channels=n_channels, ending=ending, where=images_dir
+    )
+    return [
+        CaseSpec(case_id, images, root / "labelsTr" / f"{case_id}{ending}")
+        for case_id, images in groups.items()
+    ]
 
 
 def _msd_cases(root: Path, meta: dict[str, Any], n_channels: int) -> list[CaseSpec]:
@@ -268,14 +264,10 @@ def _load_plain_folder(root: Path) -> DatasetSpec:
     cases = []
     channel_names: list[str] | None = None
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(f for f in folder.iterdir() if image_stem(f.name, NIFTI_SUFFIXES))
-        label = next(
-            (f for f in files if image_stem(f.name, NIFTI_SUFFIXES).lower() in LABEL_STEMS), None
-        )
-        channels = [f for f in files if f != label and "mask" not in f.name.lower()]
-        if not channels:
+        found = case_folder(folder, NIFTI_SUFFIXES)
+        if not found.images:
             continue
-        names = [image_stem(f.name, NIFTI_SUFFIXES) for f in channels]
+        channels, label, names = list(found.images), found.label, list(found.channel_names)
         if channel_names is None:
             channel_names = names
         elif names != channel_names:

@@ -15,10 +15,16 @@ out-of-fold predictions, and a model folder that is the ensemble of the folds.
    has ``fold_done.json`` and is skipped on a re-run). Folds can run in separate processes
    (``--folds 0,2`` here, ``--folds 1,3`` there) or as torchrun jobs; whoever finds every fold
    finished joins.
-4. Join: each fold's ``best.pt`` predicts its own held-out cases (never a case it trained
-   on); per case and structure (class or region) Dice, HD95 and false-positive lesions;
-   postprocessing chosen per structure by nnU-Net's rule (kept only when it raises the mean
-   out-of-fold Dice); ``DIR/cv_summary.csv``, ``DIR/cv_summary.png`` and ``DIR/model.json``.
+4. Join (:mod:`medseg.engine.crossval_join`): each fold's ``best.pt`` predicts its own
+   held-out cases (never a case it trained on); per case and structure (class or region)
+   Dice, HD95, false-positive lesions, lesion sensitivity and F1, each summarised with a
+   bootstrap interval over cases; postprocessing chosen per structure on the out-of-fold
+   predictions (it may not lose true lesions, and must raise Dice + lesion F1);
+   ``DIR/cv_summary.csv``, ``DIR/cv_summary_intervals.csv``, ``DIR/cv_summary.png`` and
+   ``DIR/model.json``.
+
+File and folder names are in :mod:`medseg.engine.cv_layout`; this module imports the join
+module, never the reverse.
 """
 
 from __future__ import annotations
@@ -37,15 +43,12 @@ import numpy as np
 from medseg import RESEARCH_USE_NOTICE
 from medseg.device import DistInfo
 from medseg.engine.config import TrainConfig
+from medseg.engine.crossval_join import join_folds
+from medseg.engine.cv_layout import FOLD_DONE, SPLITS_FILE, CrossValSetup, fold_dir
 from medseg.errors import ConfigError, DatasetError
 from medseg.io.atomic import write_json
 
 logger = logging.getLogger(__name__)
-
-SPLITS_FILE = "splits.json"
-FOLD_DONE = "fold_done.json"
-#: drop-small-component thresholds tried per structure (mL), besides "largest component"
-MIN_ML_CANDIDATES = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
 @dataclasses.dataclass
@@ -106,12 +109,12 @@ def cross_validate(
     setup = prepare_crossval(cfg, output, info, progress)
     todo = parse_folds(folds, setup.num_folds)
     result = CrossValResult(output, setup.num_folds, [], [], joined=False)
-    pending = [k for k in todo if not (output / f"fold_{k}" / FOLD_DONE).is_file()]
+    pending = [k for k in todo if not (output / fold_dir(k) / FOLD_DONE).is_file()]
     result.skipped = [k for k in todo if k not in pending]
     if info.is_main:
         _announce(cfg, setup, pending, device, output)
     for fold in pending:
-        run_dir = output / f"fold_{fold}"
+        run_dir = output / fold_dir(fold)
         last = run_dir / "checkpoints" / "last.pt"
         fold_start = time.perf_counter()
         fit = train(
@@ -143,11 +146,9 @@ def cross_validate(
             )
         result.trained.append(fold)
     result.missing = [
-        k for k in range(setup.num_folds) if not (output / f"fold_{k}" / FOLD_DONE).is_file()
+        k for k in range(setup.num_folds) if not (output / fold_dir(k) / FOLD_DONE).is_file()
     ]
     if info.is_main and not result.missing:
-        from medseg.engine.crossval_join import join_folds
-
         result.summary = join_folds(output, setup, device=device or cfg.device, progress=progress)
         result.joined = True
     elif info.is_main:
@@ -158,17 +159,6 @@ def cross_validate(
         )
     result.wall_seconds = time.perf_counter() - start
     return result
-
-
-@dataclasses.dataclass
-class CrossValSetup:
-    """Everything the folds share: the split plan, fitted parameters and the cached cases."""
-
-    plan: dict[str, Any]
-    params: Any
-    spec: Any
-    num_folds: int
-    cached: list[Any]
 
 
 def prepare_crossval(

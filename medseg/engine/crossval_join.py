@@ -1,16 +1,19 @@
 """Joining a finished cross-validation: out-of-fold predictions, the postprocessing decision,
-``cv_summary.csv`` / ``cv_summary.png`` and the model folder's ``model.json``.
+``cv_summary.csv`` / ``cv_summary_intervals.csv`` / ``cv_summary.png`` and the model folder's
+``model.json``.
 
 Out-of-fold means each case is predicted only by the fold that held it out (checked: a
 case in a fold's training set raises). Predictions go through the same
 :class:`~medseg.inference.Predictor` as ``medseg predict`` (raw, postprocessing off) and are
 scored on the source grid against the label mapped by the recorded preprocessing.
 
-Postprocessing decision (nnU-Net's rule, per structure, outermost first, each decision made
-on the labels the previous ones produced): candidates are *none*, *keep the largest
-component* and *drop components under N mL* for N in
-:data:`~medseg.engine.crossval.MIN_ML_CANDIDATES`; the best candidate is kept only when it
-raises the mean out-of-fold Dice of that structure (by more than 1e-4).
+Every summary figure comes with a percentile bootstrap interval over cases
+(:mod:`medseg.engine.cv_stats`) and, under 10 cases, a plain warning that it cannot be
+trusted to carry over to new patients.
+
+Postprocessing decision (per structure, outermost first, each decision made on the labels the
+previous ones produced), see :func:`choose_postprocessing`: a candidate may not lower the
+out-of-fold lesion sensitivity, and the kept one raises mean Dice + 0.5 x lesion F1.
 """
 
 from __future__ import annotations
@@ -22,13 +25,38 @@ from typing import Any
 
 import numpy as np
 
-from medseg.engine.crossval import FOLD_DONE, MIN_ML_CANDIDATES, CrossValSetup
+from medseg.engine.cv_layout import (
+    CASES_CSV,
+    FIGURES,
+    FOLD_DONE,
+    INTERVALS_CSV,
+    MIN_ML_CANDIDATES,
+    OOF_DIR,
+    PLOT_FILE,
+    RAW,
+    CrossValSetup,
+    fold_dir,
+)
+from medseg.engine.cv_stats import (
+    CONFIDENCE,
+    RESAMPLES,
+    SEED,
+    Interval,
+    bootstrap_interval,
+    few_cases_warning,
+    pooled_ratio,
+)
 from medseg.errors import DatasetError
 from medseg.io.tables import write_csv
 
 logger = logging.getLogger(__name__)
 
-OOF_DIR = "oof"
+#: a candidate may lower the pooled out-of-fold lesion sensitivity by at most this much
+LESION_SENSITIVITY_TOLERANCE = 0.02
+#: weight of the pooled lesion F1 in a candidate's score (mean Dice + weight x lesion F1)
+LESION_F1_WEIGHT = 0.5
+#: the best candidate must beat "none" by more than this score to be kept
+MIN_SCORE_GAIN = 1e-4
 
 
 def join_folds(
@@ -47,7 +75,7 @@ def join_folds(
     record = None
     for fold_plan in plan["folds"]:
         k = fold_plan["fold"]
-        ckpt = output / f"fold_{k}" / "checkpoints" / "best.pt"
+        ckpt = output / fold_dir(k) / "checkpoints" / "best.pt"
         fold_record, payload = load_record(ckpt)
         record = record or fold_record
         trained_on = _training_cases(payload, setup.spec)
@@ -74,11 +102,11 @@ def join_folds(
             )
             if progress:
                 logger.info("out-of-fold prediction of %s by fold %d done", case_id, k)
-        done = json.loads((output / f"fold_{k}" / FOLD_DONE).read_text())
+        done = json.loads((output / fold_dir(k) / FOLD_DONE).read_text())
         folds.append(
             {
                 "fold": k,
-                "checkpoint": f"fold_{k}/checkpoints/best.pt",
+                "checkpoint": f"{fold_dir(k)}/checkpoints/best.pt",
                 "sha256": file_sha256(ckpt),
                 "val_cases": list(fold_plan["val"]),
                 "train_cases": sorted(trained_on),
@@ -94,8 +122,9 @@ def join_folds(
     record = record.model_copy(
         update={"postprocessing": [r.model_dump(mode="json") for r in rules]}
     )
-    _write_rows(output / "cv_summary.csv", rows)
-    plot_summary(output / "cv_summary.png", rows, structures)
+    _write_rows(output / CASES_CSV, rows)
+    write_intervals(output / INTERVALS_CSV, summary)
+    plot_summary(output / PLOT_FILE, rows, structures, summary)
     write_model_folder(
         output,
         record,
@@ -104,6 +133,8 @@ def join_folds(
         cross_validation={"splits": plan, "summary": summary},
     )
     logger.info("cross-validation joined: %s", json.dumps(summary))
+    if summary["warning"]:
+        logger.warning("out-of-fold figures: %s", summary["warning"])
     return summary
 
 
@@ -126,14 +157,6 @@ def _training_cases(payload: dict[str, Any], spec: Any) -> set[str]:
     return set(train_ids)
 
 
-def _candidates(structure: Any) -> list[Any]:
-    from medseg.inference.postprocess import ComponentRule
-
-    out = [ComponentRule(structure=structure, rule="largest")]
-    out += [ComponentRule(structure=structure, rule="min_ml", min_ml=m) for m in MIN_ML_CANDIDATES]
-    return out
-
-
 def _apply(pred: np.ndarray, spacing: Any, rules: list[Any]) -> np.ndarray:
     from medseg.inference.postprocess import PostprocessConfig, postprocess_labels
 
@@ -143,53 +166,125 @@ def _apply(pred: np.ndarray, spacing: Any, rules: list[Any]) -> np.ndarray:
     return postprocess_labels(pred, voxel_ml, PostprocessConfig(rules=tuple(rules)))[0]
 
 
+def _candidate_figures(
+    cases: list[dict[str, Any]], preds: list[np.ndarray], values: list[int]
+) -> dict[str, float]:
+    """Mean Dice and FP lesions per case, pooled lesion sensitivity and F1, and the score
+    (mean Dice + LESION_F1_WEIGHT x lesion F1; F1 of no lesion anywhere counts as 1)."""
+    from medseg.metrics import dice, lesion_detection, lesion_f1, lesion_sensitivity
+
+    d, tp, fn, fp = [], 0, 0, []
+    for case, p in zip(cases, preds, strict=True):
+        pm, tm = np.isin(p, values), np.isin(case["truth"], values)
+        d.append(dice(pm, tm))
+        det = lesion_detection(pm, tm)
+        tp, fn = tp + det["tp"], fn + det["fn"]
+        fp.append(det["fp"])
+    f1 = lesion_f1(tp, fn, sum(fp))
+    mean_dice = float(np.mean(d))
+    return {
+        "mean_dice": mean_dice,
+        "mean_fp_lesions": float(np.mean(fp)),
+        "lesion_sensitivity": lesion_sensitivity(tp, fn),
+        "lesion_f1": f1,
+        "score": mean_dice + LESION_F1_WEIGHT * (1.0 if np.isnan(f1) else f1),
+    }
+
+
+def _component_volumes(
+    cases: list[dict[str, Any]], preds: list[np.ndarray], values: list[int]
+) -> tuple[list[float], list[float]]:
+    """Volumes (mL) of the predicted components: false positives, and those touching a
+    reference lesion, over every out-of-fold case."""
+    from medseg.metrics import predicted_components
+
+    fp_ml: list[float] = []
+    tp_ml: list[float] = []
+    for case, p in zip(cases, preds, strict=True):
+        sizes, touches = predicted_components(np.isin(p, values), np.isin(case["truth"], values))
+        voxel_ml = float(np.prod(case["spacing"])) / 1000.0
+        fp_ml += (sizes[~touches] * voxel_ml).tolist()
+        tp_ml += (sizes[touches] * voxel_ml).tolist()
+    return fp_ml, tp_ml
+
+
+def keeps_lesions(candidate: dict[str, float], none: dict[str, float]) -> bool:
+    """A candidate's pooled lesion sensitivity is at most LESION_SENSITIVITY_TOLERANCE below
+    no postprocessing's (always true when no case has a reference lesion)."""
+    base, sens = none["lesion_sensitivity"], candidate["lesion_sensitivity"]
+    if np.isnan(base):
+        return True
+    return bool(sens >= base - LESION_SENSITIVITY_TOLERANCE - 1e-12)
+
+
+DECISION_RULE = (
+    f"candidates that lower the pooled out-of-fold lesion sensitivity by more than "
+    f"{LESION_SENSITIVITY_TOLERANCE} are refused; of the rest, the one with the highest "
+    f"score = mean Dice + {LESION_F1_WEIGHT} x pooled lesion F1 is kept when its score beats "
+    f"no postprocessing by more than {MIN_SCORE_GAIN}"
+)
+
+
 def choose_postprocessing(
     cases: list[dict[str, Any]], structures: list[Any]
 ) -> tuple[list[Any], dict[str, Any]]:
-    """The rules kept (see the module docstring) and, per structure, every candidate's mean
-    Dice and false-positive lesions over the out-of-fold cases."""
-    from medseg.metrics import dice, lesion_detection
+    """The rules kept and, per structure, every candidate's out-of-fold figures.
+
+    Per structure (outermost first, on the labels the previous structures' rules produced),
+    with lesions as 26-connected components (:func:`medseg.metrics.lesion_detection`) pooled
+    over the out-of-fold cases:
+
+    1. candidates (:func:`medseg.inference.postprocess.candidate_rules`): keep the largest
+       component; drop components under each of ``MIN_ML_CANDIDATES`` mL; drop components
+       under thresholds just above the 50th/90th/100th percentile of the false-positive
+       component volumes, when no component touching a reference lesion is that small;
+    2. a candidate is *refused* when its lesion sensitivity (detected / reference lesions)
+       is more than ``LESION_SENSITIVITY_TOLERANCE`` (0.02) below no postprocessing's, so a
+       rule that deletes true satellite lesions cannot win by removing specks elsewhere;
+    3. the others are ranked by ``score = mean Dice + LESION_F1_WEIGHT (0.5) x lesion F1``
+       (lesion F1 = 2 TP / (2 TP + FP + FN); 1 when there is no lesion at all);
+    4. the best is kept only when its score beats no postprocessing's by more than
+       ``MIN_SCORE_GAIN`` (1e-4); otherwise nothing is applied to that structure.
+    """
+    from medseg.inference.postprocess import candidate_rules
 
     chosen: list[Any] = []
     decision: dict[str, Any] = {}
     current = [c["pred"] for c in cases]
     for structure in structures:
         values = list(structure.values)
-
-        def figures(preds: list[np.ndarray], values: list[int] = values) -> dict[str, float]:
-            d, fp = [], []
-            for case, p in zip(cases, preds, strict=True):
-                pm, tm = np.isin(p, values), np.isin(case["truth"], values)
-                d.append(dice(pm, tm))
-                fp.append(lesion_detection(pm, tm)["fp"])
-            return {"mean_dice": float(np.mean(d)), "mean_fp_lesions": float(np.mean(fp))}
-
-        base = figures(current)
-        table = {"none": base}
-        best_rule, best = None, base["mean_dice"] + 1e-4
-        best_preds = current
-        for rule in _candidates(structure):
+        base = _candidate_figures(cases, current, values)
+        table = {"none": {**base, "keeps_lesions": True}}
+        best_rule, best, best_preds = None, base["score"] + MIN_SCORE_GAIN, current
+        fp_ml, tp_ml = _component_volumes(cases, current, values)
+        for rule in candidate_rules(structure, MIN_ML_CANDIDATES, fp_ml, tp_ml):
             preds = [_apply(p, c["spacing"], [rule]) for p, c in zip(current, cases, strict=True)]
-            fig = figures(preds)
-            table[rule.describe().split(": ", 1)[1]] = fig
-            if fig["mean_dice"] > best:
-                best_rule, best, best_preds = rule, fig["mean_dice"], preds
+            fig = _candidate_figures(cases, preds, values)
+            fig["keeps_lesions"] = keeps_lesions(fig, base)
+            table[_rule_name(rule)] = fig
+            if fig["keeps_lesions"] and fig["score"] > best:
+                best_rule, best, best_preds = rule, fig["score"], preds
         if best_rule is not None:
             chosen.append(best_rule)
             current = best_preds
         decision[structure.name] = {
-            "chosen": best_rule.describe().split(": ", 1)[1] if best_rule else "none",
+            "chosen": _rule_name(best_rule) if best_rule else "none",
             "candidates": table,
             "cases": len(cases),
-            "rule": "kept only when the mean out-of-fold Dice rises by more than 1e-4",
+            "rule": DECISION_RULE,
         }
     return chosen, decision
+
+
+def _rule_name(rule: Any) -> str:
+    return rule.describe().split(": ", 1)[1]
 
 
 def score_cases(
     cases: list[dict[str, Any]], structures: list[Any], rules: list[Any]
 ) -> list[dict[str, Any]]:
-    """Per case and structure: Dice, HD95 and FP lesions, raw and postprocessed."""
+    """Per case and structure: Dice, HD95, lesion counts, lesion sensitivity and F1,
+    postprocessed and raw (``*_raw``)."""
     from medseg.metrics import evaluate_masks
 
     rows = []
@@ -204,42 +299,102 @@ def score_cases(
                     "case": case["case_id"],
                     "fold": case["fold"],
                     "structure": raw["class"],
-                    "dice": pp["dice"],
-                    "hd95_mm": pp["hd95_mm"],
-                    "fp_lesions": pp["fp"],
-                    "fn_lesions": pp["fn"],
+                    **_case_figures(pp, ""),
+                    "ref_lesions": pp["ref_lesions"],
                     "ref_ml": pp["ref_ml"],
                     "pred_ml": pp["pred_ml"],
-                    "dice_raw": raw["dice"],
-                    "hd95_mm_raw": raw["hd95_mm"],
-                    "fp_lesions_raw": raw["fp"],
+                    **_case_figures(raw, RAW),
                 }
             )
     return rows
 
 
+def _case_figures(row: dict[str, Any], suffix: str) -> dict[str, Any]:
+    from medseg.metrics import lesion_f1, lesion_sensitivity
+
+    return {
+        f"dice{suffix}": row["dice"],
+        f"hd95_mm{suffix}": row["hd95_mm"],
+        f"fp_lesions{suffix}": row["fp"],
+        f"fn_lesions{suffix}": row["fn"],
+        f"tp_lesions{suffix}": row["tp"],
+        f"lesion_sensitivity{suffix}": lesion_sensitivity(row["tp"], row["fn"]),
+        f"lesion_f1{suffix}": lesion_f1(row["tp"], row["fn"], row["fp"]),
+    }
+
+
+#: decimals of each figure's printed value (its interval bounds get one fewer, at least 1)
+_DIGITS = {"dice": 3, "hd95_mm": 1, "fp_lesions": 2, "lesion_sensitivity": 2, "lesion_f1": 2}
+
+
+def _figure_interval(sel: list[dict[str, Any]], figure: str, suffix: str) -> Interval:
+    """Bootstrap over the cases of ``sel``: a mean of per-case values, or for the lesion
+    rates a pooled ratio of counts (a case with no lesion still counts as a case)."""
+    if figure in ("lesion_sensitivity", "lesion_f1"):
+        tp = np.array([r[f"tp_lesions{suffix}"] for r in sel], dtype=np.float64)
+        fn = np.array([r[f"fn_lesions{suffix}"] for r in sel], dtype=np.float64)
+        fp = np.array([r[f"fp_lesions{suffix}"] for r in sel], dtype=np.float64)
+        if figure == "lesion_sensitivity":
+            counts = np.stack([tp, tp + fn], axis=1)
+        else:
+            counts = np.stack([2 * tp, 2 * tp + fp + fn], axis=1)
+        return bootstrap_interval(counts, statistic=pooled_ratio)
+    values = [np.nan if r[figure + suffix] is None else r[figure + suffix] for r in sel]
+    return bootstrap_interval(np.asarray(values, dtype=np.float64))
+
+
 def _summary(rows: list[dict[str, Any]], structures: list[Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """``{"cases", "warning", "bootstrap", "structures": {name: {figure: interval}}}``;
+    an interval is :meth:`Interval.as_dict` (``value``, ``low``, ``high``, ``cases``,
+    ``text``), figures as :data:`~medseg.engine.cv_layout.FIGURES` and their ``_raw``."""
+    n_cases = len({r["case"] for r in rows})
+    out: dict[str, Any] = {
+        "cases": n_cases,
+        "warning": few_cases_warning(n_cases),
+        "bootstrap": {
+            "unit": "case",
+            "method": "percentile",
+            "resamples": RESAMPLES,
+            "confidence": CONFIDENCE,
+            "seed": SEED,
+        },
+        "structures": {},
+    }
     for s in structures:
         sel = [r for r in rows if r["structure"] == s.name]
-        out[s.name] = {
-            key: _mean([r[key] for r in sel])
-            for key in (
-                "dice",
-                "hd95_mm",
-                "fp_lesions",
-                "dice_raw",
-                "hd95_mm_raw",
-                "fp_lesions_raw",
-            )
+        out["structures"][s.name] = {
+            figure + suffix: _figure_interval(sel, figure, suffix).as_dict(_DIGITS[figure])
+            for suffix in ("", RAW)
+            for figure in FIGURES
         }
     return out
 
 
-def _mean(values: list[float]) -> float:
-    """Mean of the defined values (HD95 is undefined when a mask is empty); NaN if none."""
-    finite = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
+def write_intervals(path: Path, summary: dict[str, Any]) -> None:
+    """One row per structure and figure: value, interval bounds, cases, the printed text
+    and the few-cases warning (empty from 10 cases on)."""
+    from medseg.io.tables import write_csv
+
+    rows = [
+        {
+            "structure": name,
+            "figure": figure,
+            "value": _round(fig["value"]),
+            "ci_low": _round(fig["low"]),
+            "ci_high": _round(fig["high"]),
+            "cases": fig["cases"],
+            "confidence": fig["confidence"],
+            "text": fig["text"],
+            "warning": summary["warning"] or "",
+        }
+        for name, figures in summary["structures"].items()
+        for figure, fig in figures.items()
+    ]
+    write_csv(rows, path)
+
+
+def _round(x: float | None) -> float | str:
+    return "" if x is None else round(x, 4)
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -251,9 +406,15 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     )
 
 
-def plot_summary(path: Path, rows: list[dict[str, Any]], structures: list[Any]) -> None:
+def plot_summary(
+    path: Path,
+    rows: list[dict[str, Any]],
+    structures: list[Any],
+    summary: dict[str, Any] | None = None,
+) -> None:
     """Out-of-fold Dice and false-positive lesions per case and structure, raw vs
-    postprocessed (one PNG)."""
+    postprocessed (one PNG); with ``summary``, each structure's mean Dice and interval in the
+    legend and the few-cases warning on top."""
     from medseg.engine.artifacts import _figure, _save_figure
 
     cases = list(dict.fromkeys(r["case"] for r in rows))
@@ -265,7 +426,10 @@ def plot_summary(path: Path, rows: list[dict[str, Any]], structures: list[Any]) 
         raw = [sel[c]["dice_raw"] for c in cases]
         post = [sel[c]["dice"] for c in cases]
         pos = x + (i - (len(structures) - 1) / 2) * width
-        axes[0].bar(pos, post, width * 0.9, label=f"{s.name}")
+        label = s.name
+        if summary is not None:
+            label += f": {summary['structures'][s.name]['dice']['text']}"
+        axes[0].bar(pos, post, width * 0.9, label=label)
         axes[0].scatter(pos, raw, color="black", marker="_", s=80, zorder=3)
         axes[1].bar(pos, [sel[c]["fp_lesions"] for c in cases], width * 0.9, label=s.name)
         axes[1].scatter(
@@ -285,4 +449,6 @@ def plot_summary(path: Path, rows: list[dict[str, Any]], structures: list[Any]) 
         ax.set_title(f"{title} (bars: postprocessed, -: raw)", fontsize=9)
     axes[0].set_ylim(0, 1)
     axes[0].legend(fontsize=7)
+    if summary is not None and summary["warning"]:
+        fig.suptitle(f"warning: {summary['warning']}", fontsize=8, color="darkred", wrap=True)
     _save_figure(fig, path)

@@ -41,7 +41,7 @@ from medseg.io.atomic import (
     remove_partials,
     write_json,
 )
-from medseg.io.cases import image_stem, is_dicom_folder, is_image_file, split_channel
+from medseg.io.cases import group_channels, is_dicom_folder, is_image_file, is_label_file
 from medseg.io.tables import is_medseg_table, write_csv
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,9 @@ class BatchResult:
 
 def discover_cases(inputs: Sequence[str | Path]) -> list[Case]:
     """Cases from files, DICOM series folders and folders of cases (nnU-Net channel naming
-    ``CASE_0000.nii.gz``, ``CASE_0001.nii.gz`` ... grouped into one multi-channel case)."""
+    ``CASE_0000.nii.gz``, ``CASE_0001.nii.gz`` ... grouped into one multi-channel case by
+    :func:`medseg.io.cases.group_channels`). Files inside a folder that are named like a
+    mask (:func:`medseg.io.cases.is_label_file`) are not inputs."""
     files: list[Path] = []
     cases: list[Case] = []
     for raw in inputs:
@@ -77,22 +79,12 @@ def discover_cases(inputs: Sequence[str | Path]) -> list[Case]:
             cases.append(Case(path.name, [path]))
         else:
             for entry in sorted(path.iterdir()):
-                if is_image_file(entry):
+                if is_image_file(entry) and not is_label_file(entry.name):
                     files.append(entry)
                 elif is_dicom_folder(entry):
                     cases.append(Case(entry.name, [entry]))
-    groups: dict[str, dict[int, Path]] = {}
-    for file in files:
-        case_id, channel = split_channel(image_stem(file.name) or file.stem)
-        channel = channel or 0
-        if channel in groups.setdefault(case_id, {}):
-            raise DatasetError(
-                f"case {case_id!r}: two files for channel {channel} ({groups[case_id][channel]} "
-                f"and {file}); rename one so every case id is unique"
-            )
-        groups[case_id][channel] = file
-    for case_id, channels in groups.items():
-        cases.append(Case(case_id, [channels[c] for c in sorted(channels)]))
+    groups = group_channels(files, unnumbered=True, where=", ".join(str(i) for i in inputs))
+    cases += [Case(case_id, channels) for case_id, channels in groups.items()]
     ids = [c.case_id for c in cases]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:

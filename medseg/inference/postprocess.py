@@ -8,12 +8,14 @@ one region of a region model (e.g. whole tumour = labels 1-4). Removing a compon
 structure gives its voxels the structure's ``fill`` value: background for a class or the
 outermost region, the enclosing region's label for an inner region (a dropped tumour-core
 speck stays whole tumour). Rules are chosen per structure on out-of-fold predictions by
-:mod:`medseg.engine.crossval` and stored in the model record.
+:mod:`medseg.engine.crossval_join` (:func:`candidate_rules` lists what it tries) and stored
+in the model record.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -100,6 +102,53 @@ def structures_of(params, class_names: Sequence[str]) -> list[Structure]:
     if params.regions:
         return region_structures(params.regions, params.region_labels)
     return class_structures(class_names)
+
+
+#: where the data-driven size thresholds sit in the false-positive component volumes
+FP_SIZE_QUANTILES = (0.5, 0.9, 1.0)
+
+
+def candidate_rules(
+    structure: Structure,
+    fixed_ml: Sequence[float] = (),
+    fp_ml: Sequence[float] = (),
+    tp_ml: Sequence[float] = (),
+) -> list[ComponentRule]:
+    """The clean-up rules cross-validation tries for ``structure``: keep the largest
+    component, drop components under each of ``fixed_ml``, and the lesion-safe thresholds of
+    :func:`fp_size_thresholds` (from the volumes in mL of the out-of-fold false-positive
+    components ``fp_ml`` and of the components touching a reference lesion ``tp_ml``).
+    Thresholds are unique and ascending."""
+    thresholds = sorted({float(m) for m in fixed_ml} | set(fp_size_thresholds(fp_ml, tp_ml)))
+    out = [ComponentRule(structure=structure, rule="largest")]
+    out += [ComponentRule(structure=structure, rule="min_ml", min_ml=m) for m in thresholds]
+    return out
+
+
+def fp_size_thresholds(
+    fp_ml: Sequence[float], tp_ml: Sequence[float], quantiles: Sequence[float] = FP_SIZE_QUANTILES
+) -> list[float]:
+    """Volume thresholds (mL) just above the false-positive component volumes at
+    ``quantiles`` (rounded up to 2 significant digits, so a component of exactly that volume
+    is dropped), keeping only those that drop no component touching a reference lesion
+    (threshold <= the smallest of ``tp_ml``): on the out-of-fold cases they remove specks
+    and never a detected lesion."""
+    fp = np.asarray(fp_ml, dtype=np.float64)
+    fp = fp[fp > 0]
+    if fp.size == 0:
+        return []
+    safe = float(np.min(tp_ml)) if len(tp_ml) else math.inf
+    out = set()
+    for v in np.quantile(fp, list(quantiles), method="inverted_cdf"):
+        t = _round_up(float(v) * (1 + 1e-6), 2)
+        if t <= safe:
+            out.add(t)
+    return sorted(out)
+
+
+def _round_up(x: float, digits: int) -> float:
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(x)))
+    return math.ceil(x * scale) / scale
 
 
 def remove_components(

@@ -6,22 +6,41 @@
 * one ``NAME_0000.nii.gz`` file: it and its ``NAME_0001``... siblings (nnU-Net naming);
 * a folder (or a path prefix ``DIR/NAME``) of nnU-Net ``_000N`` files, or a BraTS-style folder
   of named sequences (``flair.nii.gz``, ``BraTS-...-t1c.nii.gz``) plus an optional
-  ``seg``/``label``/``mask`` file;
+  ``seg``/``label``/``mask`` file (:func:`medseg.io.cases.case_folder`);
 * a dataset folder or manifest with ``--case ID`` (:func:`medseg.data.datasets.load_dataset`).
 
-Named sequences are matched to the model's channel names when inference runs
+Files named like a mask (:func:`medseg.io.cases.is_label_file`: ``seg``, ``label``, ``gt``,
+``*mask*``...) are never image channels. Channels are matched to the model's channel names
+by name whenever the names match, whatever order the files were given in
 (:func:`match_channels`), so the same folder works with any model whose channels it holds.
+Ground-truth label names come from ``NAME=VALUE,...`` (:func:`parse_labels`), the case's
+``dataset.json`` or the checkpoint (:func:`truth_class_names`); :func:`label_scheme_warning` says when the ground
+truth and the model name their labels differently.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from medseg.errors import InputNotFoundError, MedsegError
-from medseg.io.cases import IMAGE_SUFFIXES, image_stem
-from medseg.viewer.loading import LABEL_TAGS, CaseRef
+from medseg.io.cases import (
+    IMAGE_SUFFIXES,
+    case_folder,
+    class_names_of,
+    group_channels,
+    image_stem,
+    is_image_file,
+    is_label_file,
+    pick_label,
+    split_channel,
+)
+from medseg.viewer.loading import CaseRef, dataset_json_names
+
+logger = logging.getLogger(__name__)
 
 
 def _strip_suffix(name: str) -> str:
@@ -29,82 +48,61 @@ def _strip_suffix(name: str) -> str:
     return image_stem(name) or name
 
 
-NNUNET_CHANNEL = re.compile(r"(.+)_(\d{4})")
-LABEL_STEMS = ("seg", "label", "labels", "mask", "gt")
-
-
 class ChannelMatchError(MedsegError):
     """The model's input channels cannot be found among a case's image files."""
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
-    )
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
-def _is_label_file(stem: str) -> bool:
-    lower = stem.lower()
-    return lower in LABEL_STEMS or any(
-        lower.endswith(tag) or lower.endswith("-" + tag.lstrip("_")) for tag in LABEL_TAGS
-    )
+def _numbered(folder: Path, case_id: str) -> tuple[Path, ...]:
+    """``folder``'s ``<case_id>_000N`` channel files in channel order (gaps refused)."""
+    files = [p for p in _images_in(folder) if split_channel(_strip_suffix(p.name))[0] == case_id]
+    return tuple(group_channels(files, where=folder).get(case_id, ()))
 
 
-def _nnunet_group(files: list[Path], name: str | None = None) -> list[Path]:
-    """``files`` that are ``<name>_000N`` channels (any name if None), sorted by N."""
-    found = []
-    for path in files:
-        match = NNUNET_CHANNEL.fullmatch(_strip_suffix(path.name))
-        if match and (name is None or match.group(1) == name):
-            found.append((int(match.group(2)), match.group(1), path))
-    names = {n for _, n, _ in found}
-    if len(names) > 1:
-        raise MedsegError(
-            f"{files[0].parent}: holds channels of several cases ({', '.join(sorted(names))}); "
-            f"pass one case as a prefix, e.g. medseg view {files[0].parent / sorted(names)[0]}"
-        )
-    return [p for _, _, p in sorted(found)]
+def _stems(paths: Sequence[Path]) -> tuple[str, ...]:
+    return tuple(_strip_suffix(p.name) for p in paths)
 
 
-def _check_contiguous(paths: list[Path]) -> None:
-    numbers = [int(NNUNET_CHANNEL.fullmatch(_strip_suffix(p.name)).group(2)) for p in paths]
-    if numbers != list(range(len(numbers))):
-        raise MedsegError(
-            f"{paths[0].parent}: channel files numbered {numbers}; expected _0000, _0001, ... "
-            "without gaps. Rename the files or pass them in order on the command line"
-        )
+def _folder_class_names(folder: Path) -> tuple[str, ...]:
+    """Label names from a ``dataset.json`` in ``folder`` or its parent (a dataset of
+    per-patient folders); empty when there is none."""
+    for candidate in (folder, folder.parent):
+        _, names = dataset_json_names(candidate)
+        if names:
+            return names
+    return ()
 
 
 def folder_case(folder: Path, label: Path | None = None) -> CaseRef:
-    """One case from a folder of nnU-Net ``_000N`` files or of named sequences."""
-    files = _images_in(folder)
-    labels = [p for p in files if _is_label_file(_strip_suffix(p.name))]
-    images = [p for p in files if p not in labels]
-    if not images:
+    """One case from a folder of nnU-Net ``_000N`` files or of named sequences
+    (:func:`medseg.io.cases.case_folder`: mask-named files are never channels)."""
+    found = case_folder(folder)
+    if not found.images:
         raise InputNotFoundError(
             f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) found; pass the folder "
             "holding the case's channels, or the files themselves"
         )
-    label = label if label is not None else (labels[0] if len(labels) == 1 else None)
-    numbered = _nnunet_group(images)
-    if numbered and len(numbered) == len(images):
-        _check_contiguous(numbered)
-        stems = tuple(_strip_suffix(p.name) for p in numbered)
-        return CaseRef(folder.name, tuple(numbered), label, stems)
-    # Named sequences: the names are matched to the model's channel names at inference.
-    names = tuple(_strip_suffix(p.name) for p in images)
-    return CaseRef(folder.name, tuple(images), label, channel_names=names, named_channels=True)
+    return CaseRef(
+        found.case_id,
+        found.images,
+        label if label is not None else found.label,
+        found.channel_names,
+        _folder_class_names(folder),
+        named_channels=found.named,
+    )
 
 
 def prefix_case(prefix: Path, label: Path | None = None) -> CaseRef | None:
     """``DIR/NAME`` -> ``DIR/NAME_0000.*``, ``DIR/NAME_0001.*``...; None when none exist."""
     if not prefix.parent.is_dir():
         return None
-    group = _nnunet_group(_images_in(prefix.parent), prefix.name)
+    group = _numbered(prefix.parent, prefix.name)
     if not group:
         return None
-    _check_contiguous(group)
-    return CaseRef(prefix.name, tuple(group), label, tuple(_strip_suffix(p.name) for p in group))
+    return CaseRef(prefix.name, group, label, _stems(group))
 
 
 def dataset_case(dataset: Path, case_id: str, label: Path | None = None) -> CaseRef:
@@ -118,22 +116,56 @@ def dataset_case(dataset: Path, case_id: str, label: Path | None = None) -> Case
             f"{dataset}: case {case_id} stores its channels in one 4D file; the viewer opens "
             "one 3D file per channel. Split it (e.g. nnU-Net's conversion) and open the files"
         )
-    top = max(spec.labels, default=0)
-    class_names = tuple(spec.labels.get(i, f"label {i}") for i in range(top + 1))
     return CaseRef(
         case_id,
         tuple(case.images),
         label if label is not None else case.label,
         tuple(spec.channel_names),
-        class_names,
+        class_names_of(spec.labels),
     )
 
 
+def _files_case(paths: list[Path], label: Path | None) -> CaseRef:
+    """Several files: the channels in the order given; one mask-named file among them is
+    the ground truth (mask-named files are never channels)."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise InputNotFoundError(f"channel file(s) {', '.join(missing)} do not exist")
+    masks = [p for p in paths if is_label_file(p.name)]
+    images = [p for p in paths if p not in masks]
+    truth = label if label is not None else pick_label(masks)
+    if not images:
+        raise MedsegError(
+            f"{', '.join(p.name for p in masks)}: all named like a mask, none is an image "
+            "channel; pass the scan's channels as files and the ground truth with --gt MASK"
+        )
+    if truth is None and any(pick_label([m]) for m in masks):
+        raise MedsegError(
+            f"{', '.join(p.name for p in masks)}: named like a mask, so not an image channel, "
+            "and which one is the ground truth is unclear; pass the image channels as files "
+            "and the ground truth with --gt MASK"
+        )
+    if [m for m in masks if m != truth]:
+        logger.info("not image channels (named like a mask): %s", [m.name for m in masks])
+    name = _strip_suffix(images[0].name)
+    return CaseRef(split_channel(name)[0], tuple(images), truth, _stems(images))
+
+
 def command_line_case(
-    paths: Sequence[Path], case_id: str | None = None, label: Path | None = None
+    paths: Sequence[Path],
+    case_id: str | None = None,
+    label: Path | None = None,
+    *,
+    labels: str | None = None,
 ) -> CaseRef:
-    """The :class:`CaseRef` for ``medseg view PATH... [--case ID] [--gt MASK]`` (module doc)."""
-    paths = [Path(p) for p in paths]
+    """The :class:`CaseRef` for ``medseg view PATH... [--case ID] [--gt MASK]`` (module doc);
+    ``labels`` (``NAME=VALUE,...``, :func:`parse_labels`) names the ground truth's labels
+    instead of the case's ``dataset.json``."""
+    ref = _command_line_case([Path(p) for p in paths], case_id, label)
+    return dataclasses.replace(ref, class_names=parse_labels(labels)) if labels else ref
+
+
+def _command_line_case(paths: list[Path], case_id: str | None, label: Path | None) -> CaseRef:
     if not paths:
         raise MedsegError("no case given; pass image files, a case folder or a dataset")
     first = paths[0]
@@ -144,13 +176,7 @@ def command_line_case(
             )
         return dataset_case(first, case_id, label)
     if len(paths) > 1:
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise InputNotFoundError(f"channel file(s) {', '.join(missing)} do not exist")
-        name = _strip_suffix(first.name)
-        match = NNUNET_CHANNEL.fullmatch(name)
-        stems = tuple(_strip_suffix(p.name) for p in paths)
-        return CaseRef(match.group(1) if match else name, tuple(paths), label, stems)
+        return _files_case(paths, label)
     if first.is_dir() and not _looks_like_series(first):
         if (first / "imagesTr").is_dir() or (first / "dataset.json").is_file():
             raise MedsegError(
@@ -165,12 +191,10 @@ def command_line_case(
                 f"{first} does not exist (no file, folder, or {first.name}_0000.* channel files)"
             )
         return ref
-    match = NNUNET_CHANNEL.fullmatch(_strip_suffix(first.name))
-    if match and match.group(2) == "0000" and first.is_file():
-        group = _nnunet_group(_images_in(first.parent), match.group(1))
-        _check_contiguous(group)
-        stems = tuple(_strip_suffix(p.name) for p in group)
-        return CaseRef(match.group(1), tuple(group), label, stems)
+    case, channel = split_channel(_strip_suffix(first.name))
+    if channel == 0 and first.is_file():
+        group = _numbered(first.parent, case)
+        return CaseRef(case, group, label, _stems(group))
     return CaseRef(first.name, (first,), label)
 
 
@@ -197,20 +221,22 @@ def match_channels(
 ) -> list[int]:
     """Indices of the case's channels to feed a model expecting ``model_channels``, in order.
 
-    Positional cases (nnU-Net ``_000N`` files, files given in order) are used in their order
-    when the counts agree. Named cases (``named``: a folder of sequences) are matched by name,
-    case-insensitively (file stems like ``BraTS-001-t1c`` match ``t1c``). Otherwise
-    :class:`ChannelMatchError` names the model's channels and the files found.
+    Channels are matched by name whenever every model channel names exactly one of the
+    case's channels, case-insensitively (``BraTS-001-t1c`` matches ``t1c``), in whatever
+    order the files were given. Otherwise positional cases (nnU-Net ``_000N`` files, files
+    given in order) are used in their order when the counts agree; named cases (a folder of
+    sequences, ``named``) must match by name. Else :class:`ChannelMatchError` names the
+    model's channels and the files found.
     """
     model_channels = list(model_channels)
-    if not named and len(ref_names) == len(model_channels):
-        return list(range(len(ref_names)))
     picks = []
     for channel in model_channels:
         hits = [i for i, name in enumerate(ref_names) if _name_matches(name, channel)]
         picks.append(hits[0] if len(hits) == 1 else None)
-    if named and None not in picks and len(set(picks)) == len(picks):
+    if None not in picks and len(set(picks)) == len(picks):
         return picks  # type: ignore[return-value]
+    if not named and len(ref_names) == len(model_channels):
+        return list(range(len(ref_names)))
     missing = [c for c, p in zip(model_channels, picks, strict=True) if p is None]
     how = (
         f"no file named like {', '.join(missing)}"
@@ -223,4 +249,67 @@ def match_channels(
         f"files after the model's channels (e.g. {model_channels[0]}.nii.gz), or pass them "
         "in the model's order: medseg view "
         + " ".join(f"{c.upper()}.nii.gz" for c in model_channels)
+    )
+
+
+def model_first(ref: CaseRef, model_channels: Sequence[str]) -> CaseRef:
+    """``ref`` with its channels reordered so the model's channels come first, in the
+    model's order (the first image shown is the model's first channel); unchanged when the
+    channels do not match the model (:func:`match_channels`)."""
+    try:
+        picks = match_channels(ref.channel_names, ref.named_channels, model_channels)
+    except ChannelMatchError:
+        return ref
+    order = [*picks, *(i for i in range(len(ref.images)) if i not in picks)]
+    names = tuple(ref.channel_names[i] for i in order) if ref.channel_names else ()
+    images = tuple(ref.images[i] for i in order)
+    return dataclasses.replace(ref, images=images, channel_names=names)
+
+
+def parse_labels(text: str) -> tuple[str, ...]:
+    """``--labels NAME=VALUE,...`` (``necrosis=1,oedema=2``) as names by value, background
+    and gaps filled in: ``("background", "necrosis", "oedema")``."""
+    labels: dict[int, str] = {0: "background"}
+    for item in (part.strip() for part in text.split(",")):
+        name, sep, value = item.rpartition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise MedsegError(
+                f"--labels {text!r}: entry {item!r} is not NAME=VALUE; expected e.g. "
+                "--labels necrosis=1,oedema=2,enhancing=4"
+            )
+        labels[int(value)] = name.strip()
+    return class_names_of(labels)
+
+
+def truth_class_names(
+    case_names: Sequence[str], labels: str | None, model_names: Sequence[str]
+) -> tuple[str, ...]:
+    """The ground truth's label names: ``--labels`` first, then the case's ``dataset.json``
+    (``case_names``), then the checkpoint's classes (``model_names``)."""
+    if labels:
+        return parse_labels(labels)
+    return tuple(case_names) or tuple(model_names)
+
+
+def label_scheme_warning(
+    truth_names: Sequence[str], model_names: Sequence[str], present: Sequence[int] = ()
+) -> str | None:
+    """A warning when the ground truth and the model name their labels differently (label
+    values compared one to one would then compare different structures); None when they
+    agree or one side has no names. ``present``: label values found in the masks."""
+    if not truth_names or not model_names:
+        return None
+    top = max([len(truth_names) - 1, len(model_names) - 1, *present])
+
+    def name(names: Sequence[str], value: int) -> str:
+        return names[value] if value < len(names) else f"label {value}"
+
+    differ = [v for v in range(1, top + 1) if name(truth_names, v) != name(model_names, v)]
+    if not differ:
+        return None
+    pairs = ", ".join(f"{v}: {name(truth_names, v)} vs {name(model_names, v)}" for v in differ[:6])
+    return (
+        f"the ground truth and the model use different label schemes ({pairs}); per-label "
+        "comparisons pair different structures. Name the ground truth's labels (a "
+        "dataset.json beside the case) or compare a model trained on the same labels"
     )

@@ -8,6 +8,9 @@ ground-truth mask. Recognised layouts inside a folder:
   and labels.
 * flat files: ``<case>.nii.gz`` (or ``.nii``, ``.nrrd``, ``.mha``, ``.mhd``) with an optional
   ``<case>_label``/``_seg``/``_mask`` file beside it.
+* per-patient folders of named sequences (BraTS: ``flair``, ``t1c``, ``seg``, ``brainmask``):
+  one multi-channel case; mask-named files are never channels
+  (:func:`medseg.io.cases.is_label_file`).
 * DICOM series folders (any folder holding ``*.dcm`` files or a ``DICOMDIR``).
 
 Browsing a server-side data root never leaves that folder (:func:`resolve_in_root`), and
@@ -33,18 +36,24 @@ import numpy as np
 from medseg.errors import DatasetError, InputNotFoundError, MedsegError, first_line
 from medseg.io import Volume, check_same_grid, integer_labels, read_volume
 from medseg.io.cases import (
+    CaseLayoutError,
+    case_folder,
     channel_names_of,
+    class_names_of,
+    group_channels,
     image_stem,
     is_dicom_folder,
     is_image_file,
+    is_label_file,
     labels_of,
+    paired_label,
+    pick_label,
     read_dataset_json,
     split_channel,
 )
 
 logger = logging.getLogger(__name__)
 
-LABEL_TAGS = ("_label", "_labels", "_seg", "_mask", "_gt")
 MAX_UPLOAD_MB = 512
 MAX_ZIP_ENTRIES = 5000
 MAX_UNZIPPED_MB = 2048
@@ -106,9 +115,10 @@ def volume_digest(volumes: list[Volume]) -> str:
     return digest.hexdigest()
 
 
-def _dataset_json(folder: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Channel and class names from an nnU-Net ``dataset.json`` (empty when absent or
-    unreadable: the viewer still shows the scans, with default names)."""
+def dataset_json_names(folder: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Channel and class names from an nnU-Net / MSD ``dataset.json`` in ``folder`` (either
+    label direction, regions too; empty when absent or unreadable: the viewer still shows
+    the scans, with default names)."""
     path = folder / "dataset.json"
     if not path.is_file():
         return (), ()
@@ -118,20 +128,22 @@ def _dataset_json(folder: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     except DatasetError as err:
         logger.warning("%s; using default names", err)
         return (), ()
-    channel_names = tuple(channel_names_of(meta, default=()))
-    last = max(labels, default=-1)
-    return channel_names, tuple(labels.get(i, f"label {i}") for i in range(last + 1))
+    return tuple(channel_names_of(meta, default=())), class_names_of(labels)
 
 
 def _nnunet_cases(folder: Path) -> list[CaseRef]:
-    channel_names, class_names = _dataset_json(folder)
+    channel_names, class_names = dataset_json_names(folder)
     cases = []
     for images_dir, labels_dir in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
-        grouped: dict[str, list[Path]] = {}
-        for path in sorted((folder / images_dir).glob("*")):
-            name, channel = split_channel(image_stem(path.name) or path.name)
-            if is_image_file(path) and channel is not None:
-                grouped.setdefault(name, []).append(path)
+        files = sorted((folder / images_dir).glob("*"))
+        where, count = folder / images_dir, len(channel_names) or None
+        try:
+            grouped = group_channels(files, n_channels=count, where=where)
+        except CaseLayoutError as err:  # a listing shows the complete cases
+            logger.warning("%s; those cases are not listed", err)
+            bad = set(err.bad_cases)
+            files = [p for p in files if split_channel(image_stem(p.name) or "")[0] not in bad]
+            grouped = group_channels(files, n_channels=count, where=where)
         for name, images in grouped.items():
             labels = [p for p in (folder / labels_dir).glob(f"{name}.*") if is_image_file(p)]
             cases.append(
@@ -143,22 +155,26 @@ def _nnunet_cases(folder: Path) -> list[CaseRef]:
 
 
 def _flat_cases(folder: Path) -> list[CaseRef]:
+    """One case per image file (``<case>_label``/``-seg``/``_mask`` beside it is its ground
+    truth) and per DICOM folder; or, for a per-patient folder of named sequences with one
+    unpaired ``seg``/``label`` file (BraTS: ``flair``, ``t1c``, ``seg``), one case named ""
+    holding them all (:func:`medseg.io.cases.case_folder`)."""
     entries = sorted(folder.iterdir())
     files = {image_stem(p.name): p for p in entries if is_image_file(p)}
-    labels = {
-        stem: path for stem, path in files.items() if any(stem.endswith(t) for t in LABEL_TAGS)
-    }
-    cases = []
-    for stem, path in files.items():
-        if stem in labels:
-            continue
-        label = next((labels[stem + t] for t in LABEL_TAGS if stem + t in labels), None)
-        cases.append(CaseRef(stem, (path,), label))
+    labels = {stem: path for stem, path in files.items() if is_label_file(path.name)}
+    images = {stem: path for stem, path in files.items() if stem not in labels}
+    paired = {stem: paired_label(stem, labels) for stem in images}
+    unpaired = set(labels.values()) - set(paired.values())
+    named = not any(split_channel(stem)[1] is not None for stem in images)
+    if images and named and pick_label(unpaired) is not None:
+        found = case_folder(folder)
+        names = dataset_json_names(folder.parent)[1]
+        return [CaseRef("", found.images, found.label, found.channel_names, names, found.named)]
+    cases = [CaseRef(stem, (path,), paired[stem]) for stem, path in images.items()]
     for path in entries:
         if is_dicom_folder(path):
             stem = path.name.removesuffix("_dicom")
-            label = next((labels[stem + t] for t in LABEL_TAGS if stem + t in labels), None)
-            cases.append(CaseRef(path.name, (path,), label))
+            cases.append(CaseRef(path.name, (path,), paired_label(stem, labels)))
     return cases
 
 
@@ -209,7 +225,11 @@ def discover_cases(folder: Path, max_depth: int = 2, *, confine: bool = True) ->
                 )
         if confine:
             refs = [ref for ref in refs if _case_inside(folder, ref)]
-        found.extend(dataclasses.replace(ref, name=prefix + ref.name) for ref in refs)
+        # a per-patient folder is one case named by its path (``pat0001``)
+        found.extend(
+            dataclasses.replace(ref, name=(prefix + ref.name).rstrip("/") or folder.name)
+            for ref in refs
+        )
     return found
 
 

@@ -13,20 +13,19 @@ region), averaged over TTA flips / ensemble folds by the predictor before they a
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
-import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from medseg.errors import DatasetError, InputNotFoundError, MedsegError, OverwriteError
-from medseg.io import Volume, check_same_grid, write_mask, write_volume
+from medseg.data.append import append_case, refuse_existing, undo_on_error
+from medseg.errors import MedsegError
+from medseg.io import Volume, write_mask
 from medseg.io.atomic import write_json
 
 DECISIONS = ("pending", "accept", "reject", "relabel")
@@ -429,15 +428,6 @@ def _check_case_id(case_id: str) -> None:
         )
 
 
-def _refuse_existing(paths: Sequence[Path], what: str) -> None:
-    taken = [str(p) for p in paths if p.exists()]
-    if taken:
-        raise OverwriteError(
-            f"{what}: {', '.join(taken)} already exists; saving never overwrites. Choose "
-            "another case id or output folder"
-        )
-
-
 def save_reviewed_case(
     mask: Volume,
     record: dict[str, Any],
@@ -456,7 +446,8 @@ def save_reviewed_case(
       ``channels`` go to ``imagesTr/<case_id>_000N<ending>``, the mask to
       ``labelsTr/<case_id><ending>``, the record to ``reviews/<case_id>.json``, and
       ``dataset.json``'s ``numTraining`` is recounted and rewritten atomically. An existing
-      case id is refused (:class:`~medseg.errors.OverwriteError`).
+      case id is refused (:class:`~medseg.errors.OverwriteError`); see
+      :func:`medseg.data.append.append_case`.
 
     * A case read from a DICOM series (``channels[0]``'s ``dicom_files``) also gets a DICOM-SEG
       of the reviewed mask referencing that series (segments named by ``class_names``,
@@ -475,39 +466,24 @@ def save_reviewed_case(
             destination / f"{case_id}_review.json",
         ]
         seg = destination / f"{case_id}_reviewed_seg.dcm" if dicom else None
-        _refuse_existing([*targets, *([seg] if seg else [])], f"saving case {case_id}")
-        with _undo_on_error([*targets, *([seg] if seg else [])]):
+        refuse_existing([*targets, *([seg] if seg else [])], f"saving case {case_id}")
+        with undo_on_error([*targets, *([seg] if seg else [])]):
             write_mask(mask.array, mask, targets[0])
             if seg is not None:
                 write_reviewed_seg(mask, dicom, class_names, record, seg)
             extra = {"dicom_seg": seg.name} if seg else {}
             write_json(targets[1], {**record, "mask": targets[0].name, **extra})
         return SavedReview(targets[0], targets[1], dicom_seg=seg)
-    meta_path = destination / "dataset.json"
-    meta = _dataset_meta(meta_path, len(channels), mask)
-    ending = str(meta.get("file_ending", ".nii.gz"))
-    images = [destination / "imagesTr" / f"{case_id}_{i:04d}{ending}" for i in range(len(channels))]
-    label = destination / "labelsTr" / f"{case_id}{ending}"
-    review = destination / "reviews" / f"{case_id}.json"
-    seg = destination / "reviews" / f"{case_id}_seg.dcm" if dicom else None
-    outputs = [*images, label, review, *([seg] if seg else [])]
-    existing = sorted((destination / "imagesTr").glob(f"{case_id}_[0-9][0-9][0-9][0-9].*"))
-    _refuse_existing([*existing, *outputs], f"dataset {destination}: case {case_id}")
-    with _undo_on_error(outputs):
-        for volume, path in zip(channels, images, strict=True):
-            check_same_grid(mask, volume, what=f"channel {path.name}")
-            write_volume(volume, path)
-        write_mask(mask.array, mask, label)
-        extra = {}
-        if seg is not None:
-            write_reviewed_seg(mask, dicom, class_names, record, seg)
-            extra = {"dicom_seg": str(seg.relative_to(destination))}
-        write_json(review, {**record, "mask": str(label.relative_to(destination)), **extra})
-        meta["numTraining"] = sum(
-            1 for p in (destination / "labelsTr").iterdir() if p.name.endswith(ending)
+    attachment = None
+    if dicom:
+        attachment = (
+            f"{case_id}_seg.dcm",
+            lambda path: write_reviewed_seg(mask, dicom, class_names, record, path),
         )
-        write_json(meta_path, meta)
-    return SavedReview(label, review, tuple(images), meta_path, seg)
+    added = append_case(destination, case_id, channels, mask, record, attachment=attachment)
+    return SavedReview(
+        added.label, added.review, added.images, added.dataset_json, added.attachment
+    )
 
 
 def write_reviewed_seg(
@@ -526,45 +502,3 @@ def write_reviewed_seg(
     names = [*class_names, *[f"label {i}" for i in range(len(class_names), top + 1)]]
     model = Path(str(record.get("model") or "medseg")).name
     write_dicom_seg(mask, files, names, path, model_name=f"medseg {model}", reviewed=True)
-
-
-def _dataset_meta(meta_path: Path, n_channels: int, mask: Volume) -> dict[str, Any]:
-    if not meta_path.is_file():
-        raise InputNotFoundError(
-            f"{meta_path.parent} has no dataset.json; pick an nnU-Net dataset folder (with "
-            "imagesTr/, labelsTr/, dataset.json) or save into a plain output folder"
-        )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as err:
-        raise DatasetError(
-            f"{meta_path}: not valid JSON ({err}); fix it before adding cases"
-        ) from err
-    ending = str(meta.get("file_ending", ".nii.gz"))
-    if ending not in (".nii.gz", ".nii"):
-        raise DatasetError(f"{meta_path}: file_ending {ending!r}; the viewer writes .nii.gz/.nii")
-    expected = len(meta.get("channel_names") or meta.get("modality") or {})
-    if n_channels == 0 or (expected and n_channels != expected):
-        raise DatasetError(
-            f"{meta_path}: the dataset has {expected} channel(s), the reviewed case {n_channels}; "
-            "add the case to a dataset made for the same model inputs"
-        )
-    labels = [v for v in (meta.get("labels") or {}).values() if isinstance(v, int)]
-    top = int(mask.array.max(initial=0))
-    if labels and top > max(labels):
-        raise DatasetError(
-            f"{meta_path}: the mask holds label {top}, the dataset defines labels up to "
-            f"{max(labels)}; add the class to dataset.json first"
-        )
-    return meta
-
-
-@contextlib.contextmanager
-def _undo_on_error(paths: Sequence[Path]) -> Iterator[None]:
-    """Remove ``paths`` written so far when the block fails (they did not exist before)."""
-    try:
-        yield
-    except BaseException:
-        for path in paths:
-            path.unlink(missing_ok=True)
-        raise

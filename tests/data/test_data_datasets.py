@@ -256,3 +256,35 @@ def test_case_ids_with_path_separators_are_refused(tmp_path):
     manifest.write_text(f"case_id,image,label\nsite1/pat001,{image},{image}\n")
     with pytest.raises(DatasetError, match=r"site1/pat001.*path separators"):
         load_dataset(manifest)
+
+
+def test_plain_case_folders_never_take_masks_as_channels(tmp_path):
+    images, label = blob_case(channels=2)
+    for case in ("p1", "p2"):
+        save(images[0], RAS, tmp_path / case / "flair.nii.gz")
+        save(images[1], RAS, tmp_path / case / "t1c.nii.gz")
+        save((images[0] > 0).astype(np.uint8), RAS, tmp_path / case / "brainmask.nii.gz")
+        save(label, RAS, tmp_path / case / f"{case}-segmentation.nii.gz")
+    spec = load_dataset(tmp_path)
+    assert spec.channel_names == ["flair", "t1c"]
+    assert spec.cases[1].label == tmp_path / "p2" / "p2-segmentation.nii.gz"
+    assert [p.name for p in spec.cases[0].images] == ["flair.nii.gz", "t1c.nii.gz"]
+
+
+def test_nnunet_missing_channels_are_refused_and_all_listed(tmp_path):
+    root = nnunet_dataset(tmp_path / "ds", n_cases=3)
+    (root / "imagesTr" / "case000_0001.nii.gz").unlink()
+    (root / "imagesTr" / "case002_0001.nii.gz").unlink()
+    with pytest.raises(DatasetError) as err:
+        load_dataset(root)
+    message = str(err.value)
+    assert "imagesTr" in message
+    assert "case000_0001.nii.gz" in message
+    assert "case002_0001.nii.gz" in message
+
+
+def test_brats_patient_folders_as_a_plain_dataset(shared_data):
+    spec = load_dataset(shared_data / "brats2015")
+    assert [c.case_id for c in spec.cases] == ["pat0001", "pat0002", "pat0003", "pat0004"]
+    assert spec.channel_names == ["flair", "t1c"]  # brainmask.nii.gz is not a channel
+    assert all(c.label is not None and c.label.name == "seg.nii.gz" for c in spec.cases)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -99,14 +100,38 @@ def test_model_folder_predicts_as_an_ensemble_with_its_postprocessing(
     assert raw["settings"]["postprocess"]["rules"] == []
 
 
-def test_rerun_joins_without_retraining(finished_cv):
+def test_rerun_joins_without_retraining(finished_cv, capsys):
     config, out = finished_cv
     ckpt = out / "fold_0" / "checkpoints" / "best.pt"
     before = ckpt.stat().st_mtime_ns
     summary_before = (out / "model.json").stat().st_mtime_ns
+    capsys.readouterr()
     assert _run_cli(["train", config, "--folds", "all", "--output", out, "--device", "cpu"]) == 0
     assert ckpt.stat().st_mtime_ns == before
     assert (out / "model.json").stat().st_mtime_ns > summary_before
+    printed = capsys.readouterr().out
+    assert "warning: only 4 cases: these figures cannot be trusted" in printed
+    assert "(95% CI over 4 cases)" in printed
+    assert "lesion sensitivity: " in printed
+
+
+def test_out_of_fold_figures_carry_intervals_and_the_few_cases_warning(finished_cv):
+    _, out = finished_cv
+    cv = json.loads((out / "model.json").read_text())["cross_validation"]["summary"]
+    assert cv["cases"] == 4
+    assert "only 4 cases" in cv["warning"]
+    assert set(cv["structures"]) == {"lesion", "rim"}
+    for figs in cv["structures"].values():
+        for key in ("dice", "lesion_sensitivity", "lesion_f1", "fp_lesions_raw"):
+            assert key in figs
+        dice = figs["dice"]
+        assert dice["cases"] == 4
+        assert dice["low"] <= dice["value"] <= dice["high"]
+        assert dice["text"].endswith("(95% CI over 4 cases)")
+    intervals = pd.read_csv(out / "cv_summary_intervals.csv", comment="#")
+    assert intervals["warning"].str.startswith("only 4 cases").all()
+    per_case = pd.read_csv(out / "cv_summary.csv", comment="#")
+    assert {"lesion_sensitivity", "lesion_f1", "lesion_f1_raw", "tp_lesions"} <= set(per_case)
 
 
 def test_a_fold_trained_on_its_own_validation_case_is_refused(finished_cv, tmp_path):

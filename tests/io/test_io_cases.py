@@ -13,10 +13,16 @@ import SimpleITK as sitk
 from medseg.errors import DatasetError, DimensionError, OverwriteError
 from medseg.io import Volume, write_probabilities
 from medseg.io.cases import (
+    CaseLayoutError,
+    case_folder,
     channel_names_of,
+    class_names_of,
+    group_channels,
     image_stem,
     is_dicom_folder,
+    is_label_file,
     labels_of,
+    pick_label,
     read_dataset_json,
     split_channel,
 )
@@ -78,3 +84,95 @@ def test_probability_maps_are_written_through_io(tmp_path: Path) -> None:
         write_probabilities(probs, like, path)
     with pytest.raises(DimensionError, match="do not lie on the grid"):
         write_probabilities(probs[:, :2], like, tmp_path / "q.nii.gz")
+
+
+def _touch(*paths: Path) -> list[Path]:
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    return list(paths)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["seg.nii.gz", "segmentation.nii.gz", "brainmask.nii.gz", "BraTS-001-seg.nii.gz",
+     "ct_001_label.nii.gz", "labels.nrrd", "gt.nii", "tumour_mask.mha", "seg_model_fusion.nii.gz"],
+)  # fmt: skip
+def test_mask_named_files_are_labels(name: str) -> None:
+    assert is_label_file(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["flair.nii.gz", "t1c.nii.gz", "pat_0000.nii.gz", "BraTS-001-t2w.nii.gz", "ct.mha"]
+)
+def test_image_named_files_are_not_labels(name: str) -> None:
+    assert not is_label_file(name)
+
+
+def test_pick_label_prefers_the_segmentation_over_a_brain_mask(tmp_path: Path) -> None:
+    seg, brainmask, named = (
+        tmp_path / n for n in ("seg.nii.gz", "brainmask.nii.gz", "p-seg.nii.gz")
+    )
+    assert pick_label([brainmask, seg]) == seg
+    assert pick_label([brainmask]) is None  # a brain mask is never the ground truth
+    assert pick_label([named, seg]) == seg  # the bare name wins
+    assert pick_label([seg, tmp_path / "label.nii.gz"]) is None  # a tie: ambiguous
+
+
+def test_case_folder_never_takes_a_mask_as_channel(tmp_path: Path) -> None:
+    folder = tmp_path / "pat0001"
+    _touch(*(folder / f"{n}.nii.gz" for n in ("brainmask", "flair", "seg", "t1c")))
+    found = case_folder(folder)
+    assert [p.name for p in found.images] == ["flair.nii.gz", "t1c.nii.gz"]
+    assert found.label == folder / "seg.nii.gz"
+    assert found.named
+    assert found.channel_names == ("flair", "t1c")
+    numbered = tmp_path / "numbered"
+    _touch(numbered / "p_0001.nii.gz", numbered / "p_0000.nii.gz", numbered / "segmentation.nii.gz")
+    found = case_folder(numbered)
+    assert [p.name for p in found.images] == ["p_0000.nii.gz", "p_0001.nii.gz"]
+    assert found.label.name == "segmentation.nii.gz"
+    assert not found.named
+    _touch(numbered / "q_0000.nii.gz")
+    with pytest.raises(CaseLayoutError, match="several cases"):
+        case_folder(numbered)
+
+
+def test_group_channels_refuses_duplicates_and_lists_missing_channels(tmp_path: Path) -> None:
+    scan, scan0 = _touch(tmp_path / "scan.nii.gz", tmp_path / "scan_0000.nii.gz")
+    with pytest.raises(CaseLayoutError) as err:
+        group_channels([scan, scan0], unnumbered=True, where=tmp_path)
+    assert str(scan) in str(err.value)
+    assert str(scan0) in str(err.value)  # both files named
+    assert group_channels([scan, scan0]) == {"scan": [scan0]}  # unnumbered skipped
+    files = _touch(*(tmp_path / n for n in ("a_0000.nii.gz", "a_0002.nii.gz", "b_0000.nii.gz")))
+    with pytest.raises(CaseLayoutError, match=str(tmp_path)) as err:
+        group_channels(files, n_channels=3, where=tmp_path)
+    message = str(err.value)
+    for missing in ("a_0001.nii.gz", "b_0001.nii.gz", "b_0002.nii.gz"):  # every one listed
+        assert missing in message
+    assert err.value.bad_cases == ("a", "b")
+    assert isinstance(err.value, DatasetError)
+    assert group_channels(_touch(tmp_path / "c_0001.nii.gz", tmp_path / "c_0000.nii.gz")) == {
+        "c": [tmp_path / "c_0000.nii.gz", tmp_path / "c_0001.nii.gz"]
+    }
+
+
+def test_dataset_json_v2_msd_and_region_labels(tmp_path: Path) -> None:
+    path = tmp_path / "dataset.json"
+    v2 = {"background": 0, "whole tumour": [1, 2, 3], "tumour core": [2, 3], "enhancing": 3}
+    assert labels_of(v2, path) == {
+        0: "background",
+        1: "whole tumour",
+        2: "whole tumour",
+        3: "enhancing",
+    }
+    msd = {"0": "background", "1": "necrosis", "4": "enhancing"}
+    assert class_names_of(labels_of(msd, path)) == (
+        "background", "necrosis", "label 2", "label 3", "enhancing"
+    )  # fmt: skip
+    assert class_names_of(labels_of({"background": 0, "tumour": 1}, path)) == (
+        "background",
+        "tumour",
+    )
+    assert class_names_of({}) == ()

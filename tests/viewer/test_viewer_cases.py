@@ -10,7 +10,15 @@ import pytest
 
 from medseg.errors import InputNotFoundError, MedsegError
 from medseg.io import Volume, write_mask, write_volume
-from medseg.viewer.cases import ChannelMatchError, command_line_case, match_channels
+from medseg.viewer.cases import (
+    ChannelMatchError,
+    command_line_case,
+    label_scheme_warning,
+    match_channels,
+    model_first,
+    parse_labels,
+    truth_class_names,
+)
 from medseg.viewer.launch import ViewerConfig, app_arguments, check_config, parse_app_args
 from medseg.viewer.loading import load_case
 
@@ -157,3 +165,78 @@ def test_cli_passes_channels_and_case(tmp_path: Path, monkeypatch: pytest.Monkey
     config = parse_app_args(app_args)
     assert config.path == a.resolve()
     assert config.more_paths == (b.resolve(),)
+
+
+def test_brats_folder_opens_flair_first_never_the_brain_mask(shared_data: Path) -> None:
+    """`medseg view pat0001/`: brainmask.nii.gz is no channel, seg.nii.gz is the ground truth."""
+    folder = shared_data / "brats2015" / "pat0001"
+    ref = command_line_case([folder])
+    assert [p.name for p in ref.images] == ["flair.nii.gz", "t1c.nii.gz"]
+    assert ref.label == folder / "seg.nii.gz"
+    assert match_channels(ref.channel_names, ref.named_channels, ["FLAIR"]) == [0]
+
+
+def test_files_given_by_position_still_match_by_name(shared_data: Path, tmp_path: Path) -> None:
+    """`medseg view flair.nii.gz t1c.nii.gz --gt seg.nii.gz` with a one-channel FLAIR model."""
+    folder = shared_data / "brats2015" / "pat0002"
+    flair, t1c, seg = (folder / f"{n}.nii.gz" for n in ("flair", "t1c", "seg"))
+    ref = command_line_case([flair, t1c], label=seg)
+    assert not ref.named_channels
+    assert ref.label == seg
+    assert match_channels(ref.channel_names, ref.named_channels, ["FLAIR"]) == [0]
+    reversed_ref = command_line_case([t1c, flair], label=seg)  # any order
+    assert match_channels(reversed_ref.channel_names, False, ["flair", "t1c"]) == [1, 0]
+    first = model_first(reversed_ref, ["flair", "t1c"])
+    assert [p.name for p in first.images] == ["flair.nii.gz", "t1c.nii.gz"]
+    assert first.channel_names == ("flair", "t1c")
+    # a mask-named file among the channels is the ground truth, never channel 0
+    mixed = command_line_case([folder / "brainmask.nii.gz", flair, seg])
+    assert mixed.images == (flair,)
+    assert mixed.label == seg
+    with pytest.raises(MedsegError, match="--gt"):
+        command_line_case([flair, seg, _write(tmp_path / "label.nii.gz")])  # which is truth?
+
+
+def test_gaps_in_numbered_channels_name_the_missing_file(tmp_path: Path) -> None:
+    _write(tmp_path / "pat_0000.nii.gz")
+    _write(tmp_path / "pat_0002.nii.gz")
+    with pytest.raises(MedsegError, match=r"pat_0001\.nii\.gz"):
+        command_line_case([tmp_path / "pat_0000.nii.gz"])
+    with pytest.raises(MedsegError, match=r"pat_0001\.nii\.gz"):
+        command_line_case([tmp_path])
+
+
+def test_segmentation_is_a_label_in_a_case_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "case"
+    _write(folder / "t2.nii.gz")
+    _write(folder / "segmentation.nii.gz")
+    ref = command_line_case([folder])
+    assert [p.name for p in ref.images] == ["t2.nii.gz"]
+    assert ref.label == folder / "segmentation.nii.gz"
+
+
+def test_truth_label_names_and_scheme_warning(tmp_path: Path) -> None:
+    model = ("background", "tumour_core", "oedema")
+    assert parse_labels("necrosis=1, oedema=2,enhancing=4") == (
+        "background", "necrosis", "oedema", "label 3", "enhancing"
+    )  # fmt: skip
+    with pytest.raises(MedsegError, match="NAME=VALUE"):
+        parse_labels("necrosis:1")
+    assert truth_class_names((), "necrosis=1", model) == ("background", "necrosis")
+    assert truth_class_names(("bg", "lesion"), None, model) == ("bg", "lesion")
+    assert truth_class_names((), None, model) == model
+    brats = parse_labels("necrosis=1,oedema=2,non-enhancing=3,enhancing=4")
+    warning = label_scheme_warning(brats, model)
+    assert warning is not None
+    assert "1: necrosis vs tumour_core" in warning
+    assert "4: enhancing vs label 4" in warning
+    assert label_scheme_warning(model, model) is None
+    assert label_scheme_warning((), model) is None
+    # a per-patient folder under a dataset.json gets its label names from it
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"labels": {"0": "background", "1": "necrosis"}})
+    )
+    _write(tmp_path / "pat" / "flair.nii.gz")
+    assert command_line_case([tmp_path / "pat"]).class_names == ("background", "necrosis")
+    named = command_line_case([tmp_path / "pat"], labels="oedema=2")
+    assert named.class_names == ("background", "label 1", "oedema")

@@ -199,3 +199,40 @@ def test_digest_hashes_fortran_ordered_scans_without_a_copy_and_sees_one_voxel()
     assert loading.volume_digest([Volume(changed, np.eye(4))]) != key
     shifted = np.diag([2.0, 1.0, 1.0, 1.0])
     assert loading.volume_digest([Volume(array, shifted)]) != key
+
+
+def test_brats_data_root_lists_one_case_per_patient(shared_data: Path) -> None:
+    """Per-patient folders are one case each: flair + t1c, seg as truth, brainmask never."""
+    refs = {r.name: r for r in loading.discover_cases(shared_data / "brats2015", confine=False)}
+    assert set(refs) == {"pat0001", "pat0002", "pat0003", "pat0004"}
+    for ref in refs.values():
+        assert [p.name for p in ref.images] == ["flair.nii.gz", "t1c.nii.gz"]
+        assert ref.label is not None
+        assert ref.label.name == "seg.nii.gz"
+        assert ref.named_channels
+
+
+def test_flat_folder_masks_are_never_cases(tmp_path: Path) -> None:
+    _write_case(tmp_path / "ct_001.nii.gz", tmp_path / "ct_001-seg.nii.gz")
+    _write_case(tmp_path / "ct_002.nii.gz", tmp_path / "ct_002_segmentation.nii.gz")
+    _write_case(tmp_path / "brainmask.nii.gz")
+    refs = {r.name: r for r in loading.discover_cases(tmp_path)}
+    assert set(refs) == {"ct_001", "ct_002"}
+    assert refs["ct_001"].label.name == "ct_001-seg.nii.gz"
+    assert refs["ct_002"].label.name == "ct_002_segmentation.nii.gz"
+
+
+def test_nnunet_listing_reads_msd_labels_and_skips_incomplete_cases(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    for name in ("a_0000", "a_0001", "b_0000", "c_0000", "c_0002"):
+        _write_case(ds / "imagesTr" / f"{name}.nii.gz")
+    (ds / "dataset.json").write_text(
+        json.dumps(
+            {"modality": {"0": "FLAIR", "1": "T1c"}, "labels": {"0": "background", "1": "tumour"}}
+        )
+    )
+    refs = {r.name: r for r in loading.discover_cases(tmp_path)}
+    # b lacks T1c, c has a gap: not listed (a warning names them), the rest still is
+    assert set(refs) == {"ds/a"}
+    assert refs["ds/a"].class_names == ("background", "tumour")
+    assert refs["ds/a"].channel_names == ("FLAIR", "T1c")
