@@ -8,7 +8,10 @@
     run = medseg.train("configs/sample.yaml", output="runs/demo", overrides=["train.epochs=2"])
     per_case, summary = medseg.evaluate("predictions/", "labels/")
 
-Each function is the one the matching CLI command calls; the CLI only parses arguments.
+Each function is the one the matching CLI command calls (``train``, ``cross_validate`` for
+``train --folds``, ``evaluate``, ``export_model``, ``validate_data``, ``preview_data``,
+``describe_models``; ``predict_folder``, ``read_volume``/``write_volume`` are re-exported);
+the CLI only parses arguments and prints.
 Errors are :class:`~medseg.errors.MedsegError` subclasses whose message starts with the name
 of the parameter at fault where there is one (``device 'cuda:3': ...``).
 """
@@ -24,7 +27,12 @@ from medseg.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
 
+    from medseg.data.config import DataConfig
+    from medseg.data.datasets import DatasetSpec
+    from medseg.data.validation import Problem
+    from medseg.device import DistInfo
     from medseg.engine.config import TrainConfig
+    from medseg.engine.crossval import CrossValResult
     from medseg.engine.trainer import FitResult
 
 
@@ -36,26 +44,54 @@ def train(
     resume: str | Path | None = None,
     device: str | None = None,
     progress: bool = True,
+    info: DistInfo | None = None,
 ) -> FitResult:
     """Train a model: ``config`` is a YAML path, a shipped config name (``"sample"``) or a
     :class:`~medseg.engine.config.TrainConfig`; ``overrides`` are ``KEY=VALUE`` strings as
     with ``--set``. Returns the run's :class:`~medseg.engine.trainer.FitResult` (run folder,
-    best validation Dice, history). A single process; use ``torchrun -m medseg train`` for DDP.
+    best validation Dice, history). One process unless ``info`` (torchrun's ranks, what
+    ``torchrun -m medseg train`` passes) says otherwise.
     """
-    from medseg.engine.config import TrainConfig, load_config
     from medseg.engine.trainer import train as run
 
-    if isinstance(config, TrainConfig):
-        if overrides:
-            raise ConfigError(
-                "overrides: only apply to a config file; edit the TrainConfig instead "
-                "(cfg.model_copy(update=...))",
-                param="overrides",
-            )
-        cfg = config
-    else:
-        cfg = load_config(config, list(overrides))
-    return run(cfg, output=output, resume=resume, device=device, progress=progress)
+    cfg = _train_config(config, overrides)
+    return run(cfg, output=output, resume=resume, device=device, info=info, progress=progress)
+
+
+def cross_validate(
+    config: str | Path | TrainConfig,
+    output: str | Path | None = None,
+    folds: str | Sequence[int] = "all",
+    *,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+    progress: bool = True,
+    info: DistInfo | None = None,
+) -> CrossValResult:
+    """Train ``folds`` (``"all"``, ``"0,2"`` or ``[0, 2]``) of ``data.num_folds`` into
+    ``output/fold_<k>`` (``output`` defaults as for :func:`train`); when every fold is
+    finished, the out-of-fold evaluation, the postprocessing choice and ``output/model.json``
+    (the ensemble, usable as ``model=`` anywhere). Re-running continues unfinished folds."""
+    from medseg.engine.crossval import cross_validate as run
+    from medseg.engine.trainer import default_run_dir
+
+    cfg = _train_config(config, overrides)
+    output = default_run_dir(cfg, output)
+    return run(cfg, output, folds, device=device, info=info, progress=progress)
+
+
+def _train_config(config: str | Path | TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    from medseg.engine.config import TrainConfig, load_config
+
+    if not isinstance(config, TrainConfig):
+        return load_config(config, list(overrides))
+    if overrides:
+        raise ConfigError(
+            "overrides: only apply to a config file; edit the TrainConfig instead "
+            "(cfg.model_copy(update=...))",
+            param="overrides",
+        )
+    return config
 
 
 def evaluate(
@@ -103,6 +139,92 @@ def plan(
     return make_plan(dataset, parse_duration(time_budget), device, cross_validation, progress)
 
 
+def export_model(
+    output: str | Path,
+    fmt: str,
+    model: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Export ``model`` (a checkpoint or a model folder, whose folds become one averaged
+    network; default: the bundled demo model) to TorchScript (``fmt="torchscript"``, ``.pt``)
+    or ONNX (``"onnx"``) at ``output``, with its preprocessing and class metadata. Returns
+    that metadata plus ``max_abs_diff``, the logit difference to PyTorch on CPU."""
+    from medseg.inference.export import export_model as run
+    from medseg.inference.predictor import default_model_path
+
+    return run(model or default_model_path(), output, fmt, overwrite=overwrite)  # type: ignore[arg-type]
+
+
+def validate_data(
+    dataset: str | Path, config: str | Path | None = None, progress: bool = False
+) -> tuple[DatasetSpec, list[Problem]]:
+    """Check every case of ``dataset`` (files, grids, NaNs, label values, empty masks);
+    ``config``: a data or training config whose ``label_map`` defines the allowed labels.
+    Returns the dataset description and the problems found (empty: ready to train)."""
+    from medseg.data.config import load_data_config
+    from medseg.data.datasets import load_dataset
+    from medseg.data.validation import validate_dataset
+
+    params = None
+    if config is not None:
+        params = load_data_config(config, {"dataset": str(dataset)}).preprocessing
+    spec = load_dataset(dataset)
+    return spec, validate_dataset(spec, params, progress=progress)
+
+
+def preview_data(
+    dataset: str | Path,
+    output: str | Path,
+    config: str | Path | None = None,
+    *,
+    n: int = 16,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    augment: bool = True,
+) -> Path:
+    """Write a PNG grid of the first ``n`` samples training draws from ``dataset`` (same
+    crops, augmentation and seed). ``config``: a training config (its ``data:``, ``seed`` and
+    ``train.batch_size`` are the defaults of ``seed`` and ``batch_size``) or a data config."""
+    from medseg.data.preview import preview_dataset
+    from medseg.io.atomic import check_not_input
+
+    inputs = [Path(dataset)] + ([Path(config)] if config else [])
+    check_not_input(Path(output), inputs)
+    cfg, train_seed, train_batch = _preview_config(Path(dataset), config)
+    if not augment:
+        cfg = cfg.model_copy(
+            update={"augmentation": cfg.augmentation.model_copy(update={"enabled": False})}
+        )
+    seed = train_seed if seed is None else seed
+    batch_size = train_batch if batch_size is None else batch_size
+    return preview_dataset(cfg, output, n=n, seed=seed, batch_size=batch_size)
+
+
+def _preview_config(dataset: Path, config: str | Path | None) -> tuple[DataConfig, int, int]:
+    """``(DataConfig, seed, batch size)``: a training config (with a ``data:`` section) gives
+    its own seed and batch size, so the preview draws what ``medseg train`` will."""
+    from medseg.data.config import DataConfig, load_data_config, read_yaml_mapping
+    from medseg.engine.config import TrainConfig, build_config
+
+    default_batch = TrainConfig.model_fields["train"].default_factory().batch_size  # type: ignore[misc]
+    if config is None:
+        return DataConfig(dataset=str(dataset)), 0, default_batch
+    config = Path(config)
+    if not config.is_file() or not isinstance(read_yaml_mapping(config).get("data"), dict):
+        return load_data_config(config, {"dataset": str(dataset)}), 0, default_batch
+    train_cfg = build_config(read_yaml_mapping(config), {"data.dataset": str(dataset)}, str(config))
+    return train_cfg.data, train_cfg.seed, train_cfg.train.batch_size
+
+
+def describe_models(name: str | None = None) -> list[dict[str, Any]]:
+    """The registered networks usable as ``model.name`` (or only ``name``): description,
+    options with their defaults, divisor, TorchScript method, pretrained encoder."""
+    from medseg.models import list_models, model_info
+
+    return [model_info(name)] if name else [model_info(n) for n in list_models()]
+
+
 #: public name -> (module, attribute); resolved on first access so ``import medseg`` stays
 #: light (no torch)
 EXPORTS: dict[str, tuple[str, str]] = {
@@ -118,8 +240,13 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "load_config": ("medseg.engine.config", "load_config"),
     "TrainConfig": ("medseg.engine.config", "TrainConfig"),
     "train": ("medseg.api", "train"),
+    "cross_validate": ("medseg.api", "cross_validate"),
     "evaluate": ("medseg.api", "evaluate"),
     "plan": ("medseg.api", "plan"),
+    "export_model": ("medseg.api", "export_model"),
+    "validate_data": ("medseg.api", "validate_data"),
+    "preview_data": ("medseg.api", "preview_data"),
+    "describe_models": ("medseg.api", "describe_models"),
     "resolve_device": ("medseg.device", "resolve_device"),
 }
 

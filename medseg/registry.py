@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from medseg.errors import UnknownNameError
@@ -50,6 +50,13 @@ class Registry(Generic[T]):
         return name in self._factories
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(name, self.names())
+        hint = f" {hint[:1].upper()}{hint[1:]}" if hint else ""
         return f"unknown {self.kind} {name!r}.{hint} Valid names: {', '.join(self.names())}."
+
+
+def did_you_mean(name: str, choices: Iterable[str], prefix: str = "") -> str:
+    """``"did you mean 'a' or 'b'?"`` for the up to three ``choices`` closest to ``name``
+    (each shown with ``prefix``, e.g. the dotted section of a config key), else ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f"did you mean {' or '.join(repr(prefix + c) for c in close)}?" if close else ""

@@ -4,7 +4,7 @@ import each other (directly or around a longer cycle).
 
 Floors, lowest first (see docs/architecture.md)::
 
-    0  medseg (version, notice), errors, registry, device
+    0  medseg (version, notice), errors, registry, config_base, device
     1  io
     2  data, models, synthetic, losses, metrics
     3  checkpoint
@@ -27,6 +27,7 @@ FLOORS: dict[str, int] = {
     "medseg": 0,
     "errors": 0,
     "registry": 0,
+    "config_base": 0,
     "device": 0,
     "io": 1,
     "data": 2,

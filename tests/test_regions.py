@@ -3,20 +3,17 @@ prediction and the ensemble export."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent / "inference"))
-from infer_factory import blob_volume, write_tiny_checkpoint
-
 from medseg.data.preprocessing import PreprocessingParams
 from medseg.inference import Predictor
 from medseg.inference.slices import LabelDecoder
 from medseg.losses import RegionDiceBCELoss
+from tests.inference.infer_factory import blob_volume, write_tiny_checkpoint
 
 BRATS_NAMES = ["background", "necrosis", "oedema", "non_enhancing", "enhancing"]
 BRATS_REGIONS = {"whole_tumour": [1, 2, 3, 4], "tumour_core": [1, 3, 4], "enhancing": [4]}

@@ -1,4 +1,5 @@
-"""CLI commands for the training data pipeline: ``validate-data`` and ``preview-data``."""
+"""CLI commands for the training data pipeline: ``validate-data`` and ``preview-data``
+(thin wrappers over :func:`medseg.api.validate_data` and :func:`medseg.api.preview_data`)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,10 @@ def validate_data(
     ),
 ) -> None:
     """Check every case (files, grids, NaNs, label values, empty masks); exit 1 on problems."""
-    from medseg.data.config import load_data_config
-    from medseg.data.datasets import load_dataset
-    from medseg.data.validation import format_problems, validate_dataset
+    from medseg.api import validate_data
+    from medseg.data.validation import format_problems
 
-    params = load_data_config(config, {"dataset": str(dataset)}).preprocessing if config else None
-    spec = load_dataset(dataset)
-    problems = validate_dataset(spec, params, progress=True)
+    spec, problems = validate_data(dataset, config, progress=True)
     typer.echo(
         f"dataset {spec.name}: {len(spec.cases)} case(s), channels {', '.join(spec.channel_names)}"
     )
@@ -53,35 +51,12 @@ def preview_data(
     ),
 ) -> None:
     """Write a PNG grid of the first samples training draws (same crops, augmentation, seed)."""
-    from medseg.data.preview import preview_dataset
-    from medseg.io.atomic import check_not_input
+    from medseg.api import preview_data
 
-    check_not_input(output, [dataset] + ([config] if config else []))
-    cfg, train_seed, train_batch = _preview_config(dataset, config)
-    if no_augment:
-        cfg = cfg.model_copy(
-            update={"augmentation": cfg.augmentation.model_copy(update={"enabled": False})}
-        )
-    seed = train_seed if seed is None else seed
-    batch_size = train_batch if batch_size is None else batch_size
-    path = preview_dataset(cfg, output, n=n, seed=seed, batch_size=batch_size)
+    path = preview_data(
+        dataset, output, config, n=n, seed=seed, batch_size=batch_size, augment=not no_augment
+    )
     typer.echo(f"wrote {path}")
-
-
-def _preview_config(dataset: Path, config: Path | None) -> tuple[object, int, int]:
-    """``(DataConfig, seed, batch size)``: a training config (with a ``data:`` section) gives
-    its own seed and batch size, so the preview draws what ``medseg train`` will."""
-    from medseg.data.config import DataConfig, load_data_config, read_yaml_mapping
-    from medseg.engine.config import TrainConfig, build_config
-
-    defaults = TrainConfig.model_fields
-    default_batch = defaults["train"].default_factory().batch_size
-    if config is None:
-        return DataConfig(dataset=str(dataset)), 0, default_batch
-    if not config.is_file() or not isinstance(read_yaml_mapping(config).get("data"), dict):
-        return load_data_config(config, {"dataset": str(dataset)}), 0, default_batch
-    train_cfg = build_config(read_yaml_mapping(config), {"data.dataset": str(dataset)}, str(config))
-    return train_cfg.data, train_cfg.seed, train_cfg.train.batch_size
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,5 @@
-"""``medseg models [NAME]``: the registered networks, their options and defaults."""
+"""``medseg models [NAME]``: the registered networks, their options and defaults
+(:func:`medseg.api.describe_models`)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
     ) -> None:
         """List the segmentation models (or one model's options) usable in a training config."""
-        from medseg.models import list_models, model_info
+        from medseg.api import describe_models
 
-        infos = [model_info(name)] if name else [model_info(n) for n in list_models()]
+        infos = describe_models(name)
         if as_json:
             typer.echo(json.dumps(infos if not name else infos[0], indent=2, default=str))
             return

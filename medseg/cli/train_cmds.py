@@ -1,4 +1,5 @@
-"""CLI command ``medseg train`` (a thin wrapper over :func:`medseg.engine.trainer.train`).
+"""CLI command ``medseg train`` (a thin wrapper over :func:`medseg.api.train`, and
+:func:`medseg.api.cross_validate` with ``--folds``).
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m medseg train CONFIG.yaml ...``.
 """
@@ -56,8 +57,8 @@ def train_command(
     the --output folder's checkpoints/last.pt. Ctrl-C / SIGTERM save last.pt (exit code 130).
     """
     from medseg import RESEARCH_USE_NOTICE
+    from medseg.api import train
     from medseg.device import DistInfo
-    from medseg.engine.trainer import train
 
     resume = _resume_argument(list(ctx.args))
     if resume == RESUME_LAST:
@@ -72,10 +73,12 @@ def train_command(
         logging.getLogger().setLevel(logging.WARNING)
     if init_from is not None:
         overrides = [*overrides, f"train.init_from={init_from}"]
-    cfg = _planned_or_loaded(config, overrides, time_budget, device, folds, output, info)
+    planned = _planned(config, overrides, time_budget, device, folds, output, info)
+    # a planned config already holds the --set overrides
+    source, extra = (planned, ()) if planned is not None else (config, overrides)
     if folds is not None:
-        return _cross_validate(cfg, config, output, folds, device, info, resume)
-    result = train(cfg, output=output, resume=resume, device=device, info=info)
+        return _cross_validate(source, extra, config, output, folds, device, info, resume)
+    result = train(source, output, overrides=extra, resume=resume, device=device, info=info)
     if not info.is_main:
         return 0
     if result.interrupted:
@@ -99,9 +102,10 @@ def train_command(
     return 0
 
 
-def _planned_or_loaded(config, overrides, time_budget, device, folds, output, info):
-    """The training config: planned from the dataset ``config`` names, or read from YAML."""
-    from medseg.engine.config import build_config, load_config, parse_overrides
+def _planned(config, overrides, time_budget, device, folds, output, info):
+    """The training config planned for the dataset ``config`` names (printed, and saved as
+    ``OUTPUT/plan.yaml``), or ``None`` when ``config`` is a config file."""
+    from medseg.engine.config import build_config, parse_overrides
     from medseg.engine.planner import is_dataset_argument, plan_to_yaml, summary
 
     if not is_dataset_argument(config):
@@ -111,7 +115,7 @@ def _planned_or_loaded(config, overrides, time_budget, device, folds, output, in
                 "train.epochs / data.samples_per_epoch in it, or pass the dataset instead",
                 param="time_budget",
             )
-        return load_config(config, overrides)
+        return None
     from medseg.api import plan
 
     result = plan(
@@ -133,18 +137,17 @@ def _planned_or_loaded(config, overrides, time_budget, device, folds, output, in
     return cfg
 
 
-def _cross_validate(cfg, config, output, folds, device, info, resume) -> int:
+def _cross_validate(source, overrides, config, output, folds, device, info, resume) -> int:
     from medseg import RESEARCH_USE_NOTICE
-    from medseg.engine.crossval import cross_validate
-    from medseg.engine.trainer import default_run_dir
+    from medseg.api import cross_validate
 
     if resume is not None:
         raise ConfigError(
             "--folds resumes by itself: re-run the same command and unfinished folds continue "
             "from their last.pt (drop --resume)"
         )
-    output = default_run_dir(cfg, output)
-    result = cross_validate(cfg, output, folds, device=device, info=info)
+    result = cross_validate(source, output, folds, overrides=overrides, device=device, info=info)
+    output = result.output
     if not info.is_main:
         return 0
     if result.interrupted:

@@ -28,12 +28,12 @@ from medseg.data.datasets import CaseSpec
 from medseg.data.preprocessing import (
     GridInfo,
     PreprocessingParams,
+    load_case,
     preprocess_image,
     preprocess_label,
 )
 from medseg.data.slicing import slices_with_foreground
 from medseg.errors import DatasetError
-from medseg.io import read_volume
 
 try:  # POSIX; on other systems the atomic rename alone keeps entries consistent
     import fcntl
@@ -116,10 +116,9 @@ def _open_entry(entry: Path) -> CachedCase:
 
 
 def _build_entry(case: CaseSpec, params: PreprocessingParams, entry: Path, key: str) -> None:
-    indices = case.channel_indices or [None] * len(case.images)
-    channels = [read_volume(p, channel=i) for p, i in zip(case.images, indices, strict=True)]
+    channels, source_label = load_case(case)  # checks the case's grids, as validate-data does
     image, grid = preprocess_image(channels, params)
-    label = preprocess_label(read_volume(case.label), params, grid)  # type: ignore[arg-type]
+    label = preprocess_label(source_label, params, grid)  # type: ignore[arg-type]
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
         np.save(tmp / "image.npy", image)

@@ -1,7 +1,7 @@
 """Typed data-pipeline configuration (parsed once at the entry point).
 
-Every model uses ``extra="forbid"`` so a misspelt key in a YAML config is rejected with the
-offending name instead of silently ignored. Spatial sizes are in pixels of the preprocessed
+Every model is a :class:`~medseg.config_base.StrictConfig`, so a misspelt key in a YAML config
+is rejected with the offending name (and a did-you-mean) instead of silently ignored. Spatial sizes are in pixels of the preprocessed
 grid, angles in degrees, probabilities in [0, 1].
 """
 
@@ -10,17 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from medseg.config_base import StrictConfig, config_error, read_yaml_mapping
 from medseg.data.preprocessing import PreprocessingParams
-from medseg.errors import ConfigError, InputNotFoundError
+from medseg.errors import InputNotFoundError
 
 Range = tuple[float, float]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _check_range(value: Range) -> Range:
@@ -29,7 +25,7 @@ def _check_range(value: Range) -> Range:
     return value
 
 
-class ElasticConfig(_Strict):
+class ElasticConfig(StrictConfig):
     """Elastic deformation: a coarse grid of random offsets, smoothly (bicubic) upsampled.
 
     ``spacing`` is the distance in pixels between control points (larger = smoother);
@@ -44,14 +40,14 @@ class ElasticConfig(_Strict):
     _ordered = field_validator("magnitude")(classmethod(lambda cls, v: _check_range(v)))
 
 
-class RotationConfig(_Strict):
+class RotationConfig(StrictConfig):
     """In-plane rotation by an angle drawn uniformly from ``[-degrees, degrees]``."""
 
     prob: float = Field(0.2, ge=0, le=1)
     degrees: float = Field(15.0, ge=0, le=180)
 
 
-class ScalingConfig(_Strict):
+class ScalingConfig(StrictConfig):
     """Isotropic zoom by a factor drawn from ``range`` (> 1 enlarges the anatomy)."""
 
     prob: float = Field(0.2, ge=0, le=1)
@@ -60,13 +56,13 @@ class ScalingConfig(_Strict):
     _ordered = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
 
 
-class FlipConfig(_Strict):
+class FlipConfig(StrictConfig):
     """Mirror along each in-plane axis ``(H, W)`` with the given probabilities."""
 
     prob: tuple[float, float] = (0.5, 0.5)
 
 
-class GammaConfig(_Strict):
+class GammaConfig(StrictConfig):
     """Gamma on intensities rescaled to [0, 1] (then rescaled back), gamma from ``range``.
 
     ``invert_prob``: probability of a second, *inverted* gamma (on the negated image, mean and
@@ -80,14 +76,14 @@ class GammaConfig(_Strict):
     _ordered = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
 
 
-class NoiseConfig(_Strict):
+class NoiseConfig(StrictConfig):
     """Additive Gaussian noise, standard deviation drawn from ``[0, std]`` (normalised units)."""
 
     prob: float = Field(0.15, ge=0, le=1)
     std: float = Field(0.1, ge=0)
 
 
-class BlurConfig(_Strict):
+class BlurConfig(StrictConfig):
     """Gaussian blur, sigma (pixels) drawn from ``sigma``."""
 
     prob: float = Field(0.1, ge=0, le=1)
@@ -96,7 +92,7 @@ class BlurConfig(_Strict):
     _ordered = field_validator("sigma")(classmethod(lambda cls, v: _check_range(v)))
 
 
-class LowResConfig(_Strict):
+class LowResConfig(StrictConfig):
     """Low-resolution simulation: down-sample (nearest) by a zoom from ``range``, then back up
     (bilinear), as from a thicker-slice or lower-field acquisition (nnU-Net: p 0.25, 0.5-1)."""
 
@@ -106,7 +102,7 @@ class LowResConfig(_Strict):
     _ordered = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
 
 
-class BrightnessConfig(_Strict):
+class BrightnessConfig(StrictConfig):
     """Multiply intensities by a factor from ``range``."""
 
     prob: float = Field(0.15, ge=0, le=1)
@@ -115,7 +111,7 @@ class BrightnessConfig(_Strict):
     _ordered = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
 
 
-class ContrastConfig(_Strict):
+class ContrastConfig(StrictConfig):
     """Scale intensities around their mean by a factor from ``range`` (mean kept)."""
 
     prob: float = Field(0.15, ge=0, le=1)
@@ -124,7 +120,7 @@ class ContrastConfig(_Strict):
     _ordered = field_validator("range")(classmethod(lambda cls, v: _check_range(v)))
 
 
-class AugmentationConfig(_Strict):
+class AugmentationConfig(StrictConfig):
     """Training-time augmentation. ``backend``: ``"cpu"`` (MONAI dictionary transforms per
     sample in the DataLoader workers), ``"batched"``
     (:class:`~medseg.data.augmentation.BatchAugmenter` on whole batches on the training
@@ -144,7 +140,7 @@ class AugmentationConfig(_Strict):
     lowres: LowResConfig = LowResConfig()
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictConfig):
     """Where the data is and how it becomes training samples.
 
     Attributes:
@@ -192,7 +188,7 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.2, ge=0, lt=1)
     fold: int | None = Field(None, ge=0)
     num_folds: int = Field(5, ge=2)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy seeds are non-negative
     val_cases: list[str] | None = None
     split_file: str | None = None
     new_cases: Literal["train", "val"] = "train"
@@ -228,25 +224,6 @@ class DataConfig(_Strict):
         return value
 
 
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """The mapping in the YAML file ``path`` (empty file: ``{}``); ConfigError when it is
-    not UTF-8 text, not YAML or not a mapping."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not a UTF-8 text file ({err}); save it as UTF-8 YAML") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from err
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{path}: expected a YAML mapping of settings (key: value lines), found a "
-            f"{type(raw).__name__}; see configs/sample.yaml for the layout"
-        )
-    return raw
-
-
 def load_data_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DataConfig:
     """Read a YAML file holding a ``DataConfig`` (or a training config with a ``data:`` section).
 
@@ -267,14 +244,4 @@ def parse_data_config(raw: dict[str, Any], source: str = "config") -> DataConfig
     try:
         return DataConfig.model_validate(raw)
     except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"])
-            if e["type"] == "extra_forbidden":
-                problems.append(f"unknown key '{loc}' (check the spelling)")
-            else:
-                problems.append(f"'{loc}': {e['msg']} (got {e.get('input')!r})")
-        raise ConfigError(
-            f"{source}: invalid data config: " + "; ".join(problems) + "; see docs/data.md for "
-            "the keys and their defaults"
-        ) from err
+        raise config_error(err, DataConfig, "data config", source, see="docs/data.md") from err

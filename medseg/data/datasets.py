@@ -30,8 +30,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from medseg.config_base import read_yaml_mapping
 from medseg.errors import DatasetError, InputNotFoundError
 from medseg.io.cases import (
     case_folder,
@@ -164,10 +163,7 @@ def _resolve(base: Path, value: str | None) -> Path | None:
 
 
 def _load_yaml_manifest(path: Path) -> DatasetSpec:
-    try:
-        meta = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise DatasetError(f"{path}: not valid YAML ({err})") from err
+    meta = read_yaml_mapping(path, DatasetError, layout="docs/data.md (YAML manifest)")
     known = {"name", "modality", "channel_names", "labels", "root", "cases", "pattern"}
     unknown = sorted(set(meta) - known)
     if unknown:

@@ -9,13 +9,16 @@ benchmarks, so what the preview shows is what training draws.
    unless ``fitted`` parameters are passed, e.g. on resume) and cache every case. Under DDP
    rank 0 fits, caches and writes the split file first; the others then read its cache. The
    distributed context is an argument (:class:`medseg.device.DistInfo`).
-2. :func:`build_train_batches`: where training batches come from, decided once
-   (``data.pipeline``): the device-resident sampler (:mod:`medseg.data.resident`: volumes on
-   the training device, batches cut with tensor ops) or :func:`build_train_loader` (the
-   training :class:`SliceDataset`, its ``DistributedSampler``, one code path for 1 and N
-   processes, and DataLoader workers).
-3. :func:`build_batch_augmenter` and :func:`start_epoch`: the on-device augmentation and the
-   per-epoch seeding, so the random stream is a function of ``(seed, epoch, rank)`` only.
+2. :func:`build_train_batches`: where training batches come from and where they are
+   augmented, decided once (``data.pipeline``, ``augmentation.backend``): the device-resident
+   sampler (:mod:`medseg.data.resident`: volumes on the training device, batches cut with
+   tensor ops) or :func:`build_train_loader` (the training :class:`SliceDataset`, its
+   ``DistributedSampler``, one code path for 1 and N processes, and DataLoader workers).
+3. :class:`TrainBatches`: iterate it for an epoch's batches after
+   :meth:`TrainBatches.set_epoch` (every random stream seeded from ``(seed, epoch, rank)``
+   by :func:`medseg.data.seeds.epoch_seed`), and pass each batch through
+   :meth:`TrainBatches.augment` (the on-device augmentation, identity when it runs per
+   sample in the workers or is off).
 4. :func:`training_samples`: the first ``n`` samples of epoch 0 exactly as the training step
    receives them (crops, augmentation, seed); ``preview-data`` renders these.
 """
@@ -33,6 +36,7 @@ from medseg.data.config import AugmentationConfig, DataConfig
 from medseg.data.datasets import DatasetSpec, load_dataset
 from medseg.data.preprocessing import PreprocessingParams, fit_preprocessing
 from medseg.data.sampling import SliceDataset
+from medseg.data.seeds import AUGMENT_STREAM, epoch_seed
 from medseg.data.splits import Split, default_split_path, stable_split
 from medseg.device import DistInfo, all_gather_objects
 from medseg.errors import ConfigError, DatasetError, MedsegError
@@ -246,7 +250,8 @@ def build_train_loader(
     info: DistInfo | None = None,
     pin_memory: bool = False,
 ) -> tuple[SliceDataset, Any, Any]:
-    """The training SliceDataset, its DataLoader and the sampler (call :func:`start_epoch`).
+    """The training SliceDataset, its DataLoader and the sampler (:func:`build_train_batches`
+    wraps them in a :class:`TrainBatches`, which seeds them each epoch).
 
     The sampler shards and shuffles with ``(seed, epoch)`` for any world size (one code path
     for 1 and N processes), so the data order is reproducible after a resume.
@@ -263,7 +268,10 @@ def build_train_loader(
         context=cfg.context,
         crop_size=cfg.crop_size,
         foreground_ratio=cfg.foreground_ratio,
-        transform=build_augmentation(cfg.augmentation, seed),  # None for the batched backend
+        # per sample here only where augmentation_site says so (None otherwise)
+        transform=build_augmentation(cfg.augmentation, seed)
+        if augmentation_site(cfg.augmentation) == "samples"
+        else None,
         samples_per_epoch=cfg.samples_per_epoch,
         seed=seed,
         train=True,
@@ -288,10 +296,16 @@ def build_train_loader(
 
 @dataclass
 class TrainBatches:
-    """Where training batches come from: ``loader`` iterates one epoch of batches
-    (``len(loader)`` per rank), ``mode`` is ``"resident"`` or ``"workers"`` (then
-    ``dataset``/``sampler`` are the SliceDataset and its sampler), ``augmentation`` the config
-    with its backend resolved, ``reason`` why this mode was chosen."""
+    """The training batches of one run, the one object the training loop talks to.
+
+    Iterate it for one epoch of batches (``len()`` per rank) after :meth:`set_epoch`, and
+    pass each batch through :meth:`augment`. ``mode`` is ``"resident"`` (``loader`` is a
+    :class:`~medseg.data.resident.ResidentSlices`) or ``"workers"`` (``loader`` a DataLoader
+    over ``dataset``, a SliceDataset, sharded by ``sampler``); ``augmentation`` is the config
+    with its backend resolved, ``augmenter`` the on-device augmentation (``None`` when
+    augmentation runs per sample in the dataset or is off), ``reason`` why this mode was
+    chosen; ``seed`` and ``rank`` seed every epoch.
+    """
 
     loader: Any
     mode: str
@@ -299,6 +313,37 @@ class TrainBatches:
     reason: str
     dataset: Any = None
     sampler: Any = None
+    augmenter: Any = None
+    seed: int = 0
+    rank: int = 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        return iter(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seed everything random in ``epoch`` from ``(seed, epoch, rank)`` only (exact
+        resume): the resident draws, or the sampler's order, the dataset's crops and CPU
+        augmentation and the worker seeds; and the on-device augmentation."""
+        if self.mode == "resident":
+            self.loader.set_epoch(epoch)
+        else:
+            self.sampler.set_epoch(epoch)
+            self.dataset.set_epoch(epoch)
+            self.loader.generator.manual_seed(epoch_seed(self.seed, epoch))
+        if self.augmenter is not None:
+            self.augmenter.generator.manual_seed(
+                epoch_seed(self.seed, epoch, self.rank, AUGMENT_STREAM)
+            )
+
+    def augment(self, image: Any, label: Any) -> tuple[Any, Any]:
+        """A batch (``[B, P, H, W]``, ``[B, H, W]``, on the training device) after the
+        on-device augmentation; unchanged when there is none."""
+        if self.augmenter is None:
+            return image, label
+        return self.augmenter(image, label)
 
 
 def choose_pipeline(data: PreparedData, cfg: DataConfig, device: Any) -> tuple[str, str]:
@@ -335,6 +380,15 @@ def resolved_augmentation(cfg: AugmentationConfig, mode: str) -> AugmentationCon
     return cfg.model_copy(update={"backend": "batched" if mode == "resident" else "cpu"})
 
 
+def augmentation_site(cfg: AugmentationConfig) -> str | None:
+    """Where augmentation runs: ``"samples"`` (per sample, in the DataLoader workers),
+    ``"batches"`` (:meth:`TrainBatches.augment`, on the training device) or ``None`` (off).
+    ``auto`` means samples here; :func:`resolved_augmentation` resolves it per pipeline."""
+    if not cfg.enabled:
+        return None
+    return "batches" if cfg.backend == "batched" else "samples"
+
+
 def build_train_batches(
     data: PreparedData,
     cfg: DataConfig,
@@ -344,11 +398,19 @@ def build_train_batches(
     info: DistInfo | None = None,
     device: Any = "cpu",
 ) -> TrainBatches:
-    """The training batches for ``cfg.pipeline`` on ``device`` (call :func:`start_epoch`)."""
+    """The training batches for ``cfg.pipeline`` on ``device``, with their augmentation
+    (:func:`augmentation_site`) and per-epoch seeding (call :meth:`TrainBatches.set_epoch`)."""
     import torch
 
+    info = info or DistInfo()
     mode, reason = choose_pipeline(data, cfg, device)
     aug = resolved_augmentation(cfg.augmentation, mode)
+    augmenter = None
+    if augmentation_site(aug) == "batches":
+        from medseg.data.augmentation import BatchAugmenter
+
+        augmenter = BatchAugmenter(aug, seed=seed)
+    seeding = {"augmenter": augmenter, "seed": seed, "rank": info.rank}
     if mode == "resident":
         from medseg.data.resident import ResidentSlices
 
@@ -365,7 +427,7 @@ def build_train_batches(
             info=info,
         )
         logger.info("%s (%s)", loader.describe(), reason)
-        return TrainBatches(loader, mode, aug, reason)
+        return TrainBatches(loader, mode, aug, reason, **seeding)
     logger.info("training data through DataLoader workers (%s)", reason)
     dataset, loader, sampler = build_train_loader(
         data,
@@ -376,40 +438,7 @@ def build_train_batches(
         info,
         pin_memory=torch.device(device).type == "cuda",
     )
-    return TrainBatches(loader, mode, aug, reason, dataset, sampler)
-
-
-def build_batch_augmenter(cfg: AugmentationConfig, seed: int) -> Any:
-    """The on-device :class:`~medseg.data.augmentation.BatchAugmenter` for the ``batched``
-    backend, else ``None`` (the CPU backend runs inside the dataset)."""
-    if not (cfg.enabled and cfg.backend == "batched"):
-        return None
-    from medseg.data.augmentation import BatchAugmenter
-
-    return BatchAugmenter(cfg, seed=seed)
-
-
-def start_epoch(
-    epoch: int,
-    seed: int,
-    dataset: Any,
-    loader: Any,
-    sampler: Any,
-    augmenter: Any = None,
-    rank: int = 0,
-) -> None:
-    """Seed everything random in an epoch from ``(seed, epoch, rank)`` only (exact resume):
-    the sampler's order, the dataset's crops/CPU augmentation, worker seeds and the batched
-    augmentation. A resident ``loader`` seeds itself (``dataset``/``sampler`` are None)."""
-    if hasattr(loader, "set_epoch"):
-        loader.set_epoch(epoch)
-    else:
-        sampler.set_epoch(epoch)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        loader.generator.manual_seed(seed * 100_003 + epoch)
-    if augmenter is not None:
-        augmenter.generator.manual_seed((seed * 100_003 + epoch) * 1009 + rank)
+    return TrainBatches(loader, mode, aug, reason, dataset, sampler, **seeding)
 
 
 def training_samples(
@@ -420,14 +449,11 @@ def training_samples(
     ``batch_size``. Each: ``image`` ``[P, H, W]``, ``label`` ``[H, W]`` (CPU tensors) plus
     ``case_id``, ``index`` and ``foreground``."""
     batches = build_train_batches(data, cfg, batch_size, 0, seed)
-    augmenter = build_batch_augmenter(batches.augmentation, seed)
-    start_epoch(0, seed, batches.dataset, batches.loader, batches.sampler, augmenter)
+    batches.set_epoch(0)
     samples: list[dict[str, Any]] = []
     while len(samples) < n:  # a short epoch repeats, as --n may exceed samples_per_epoch
-        for batch in batches.loader:
-            image, label = batch["image"], batch["label"]
-            if augmenter is not None:
-                image, label = augmenter(image, label)
+        for batch in batches:
+            image, label = batches.augment(batch["image"], batch["label"])
             if "case_index" in batch:  # resident batches carry case indices, not ids
                 batch = {**batch, "case_id": [data.train_ids[int(i)] for i in batch["case_index"]]}
             for i in range(image.shape[0]):

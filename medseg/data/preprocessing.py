@@ -518,13 +518,17 @@ def fit_preprocessing(
 
 def load_case(case: Any) -> tuple[list[Volume], Volume | None]:
     """(channel Volumes, label Volume or None) of a :class:`~medseg.data.datasets.CaseSpec`
-    (or of an already loaded ``(channels, label)`` pair), on their source grid."""
+    (or of an already loaded ``(channels, label)`` pair), on their source grid. A case read
+    from files must have its channels and label on one grid (GeometryMismatchError naming
+    the case otherwise: the check ``validate-data`` runs)."""
+    from medseg.data.validation import check_case_grids
     from medseg.io import read_volume
 
     if hasattr(case, "images"):
         indices = getattr(case, "channel_indices", None) or [None] * len(case.images)
         channels = [read_volume(p, channel=i) for p, i in zip(case.images, indices, strict=True)]
         label = read_volume(case.label) if getattr(case, "label", None) else None
+        check_case_grids(case.case_id, channels, label)
         return channels, label
     channels, label = case
     return list(channels), label

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from medseg.data.cache import CachedCase
+from medseg.data.seeds import RESIDENT_STREAM, epoch_seed
 from medseg.device import DistInfo
 from medseg.errors import ConfigError
 
@@ -192,7 +193,7 @@ class ResidentSlices:
 
     def set_epoch(self, epoch: int) -> None:
         """Seed this epoch's draws from ``(seed, epoch, rank)`` only (exact resume)."""
-        self.generator.manual_seed((self.seed * 100_003 + int(epoch)) * 7919 + self.info.rank)
+        self.generator.manual_seed(epoch_seed(self.seed, epoch, self.info.rank, RESIDENT_STREAM))
 
     # ------------------------------------------------------------------ draws
     def _randint(self, high: torch.Tensor) -> torch.Tensor:

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from medseg.data.datasets import CaseSpec, DatasetSpec
-from medseg.data.preprocessing import PreprocessingParams
-from medseg.errors import MedsegError
+from medseg.errors import GeometryMismatchError, MedsegError
 from medseg.io import Volume, read_volume
+
+if TYPE_CHECKING:  # annotations only: preprocessing.load_case imports this module
+    from medseg.data.preprocessing import PreprocessingParams
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +121,7 @@ def validate_case(
         if vol is None:
             continue
         if vol is not reference and reference is not None:
-            problems.extend(_grid_problem(case, reference, vol, "channel"))
+            problems.extend(_grid_problem(case.case_id, reference, vol, "channel"))
         n_bad = int(np.size(vol.array) - np.count_nonzero(np.isfinite(vol.array)))
         if n_bad:
             problems.append(
@@ -144,18 +147,38 @@ def validate_case(
     if label is None:
         return problems
     if reference is not None:
-        problems.extend(_grid_problem(case, reference, label, "label"))
+        problems.extend(_grid_problem(case.case_id, reference, label, "label"))
     problems.extend(_label_value_problems(case, label, allowed_labels))
     return problems
 
 
-def _grid_problem(case: CaseSpec, reference: Volume, other: Volume, what: str) -> list[Problem]:
+def check_case_grids(case_id: str, channels: Sequence[Volume], label: Volume | None) -> None:
+    """Raise unless every channel and the label lie on the first channel's voxel grid.
+
+    The geometry check of :func:`validate_case`, for code that reads a case to train on it
+    (:func:`medseg.data.preprocessing.load_case`): one error naming the case and both grids.
+
+    Raises:
+        GeometryMismatchError: a channel or the label is on another grid.
+    """
+    others = [(vol, "channel") for vol in channels[1:]]
+    if label is not None:
+        others.append((label, "label"))
+    for vol, what in others:
+        for problem in _grid_problem(case_id, channels[0], vol, what):
+            raise GeometryMismatchError(
+                f"case {case_id}: {problem.path}: {problem.message} (`medseg validate-data "
+                "DATASET` lists every problem of a dataset)"
+            )
+
+
+def _grid_problem(case_id: str, reference: Volume, other: Volume, what: str) -> list[Problem]:
     if reference.same_grid(other):
         return []
     src = other.metadata.get("source", what)
     return [
         Problem(
-            case.case_id,
+            case_id,
             "geometry",
             str(src),
             f"{what} grid (shape {other.shape}, spacing {np.round(other.spacing, 3).tolist()} mm, "

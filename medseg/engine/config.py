@@ -9,40 +9,29 @@ checkpoint, so a run can always be reproduced.
 from __future__ import annotations
 
 import copy
-import difflib
 import math
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from medseg.data.config import DataConfig, read_yaml_mapping
+from medseg.config_base import StrictConfig, config_error, read_yaml_mapping
+from medseg.config_base import valid_keys as _valid_keys
+from medseg.data.config import DataConfig
 from medseg.errors import ConfigError, InputNotFoundError
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelConfig(_Strict):
+class ModelConfig(StrictConfig):
     """Network: a name from ``medseg.models.list_models()`` and its keyword options."""
 
     name: str = "unet"
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class LossConfig(_Strict):
+class LossConfig(StrictConfig):
     """Dice + cross-entropy weighting (``medseg.losses.build_loss``)."""
 
     dice_weight: float = Field(1.0, ge=0)
@@ -51,7 +40,7 @@ class LossConfig(_Strict):
     include_background: bool = False
 
 
-class OptimConfig(_Strict):
+class OptimConfig(StrictConfig):
     """Optimiser. ``momentum``/``nesterov`` apply to SGD only."""
 
     name: Literal["adamw", "sgd"] = "adamw"
@@ -61,7 +50,7 @@ class OptimConfig(_Strict):
     nesterov: bool = True
 
 
-class ScheduleConfig(_Strict):
+class ScheduleConfig(StrictConfig):
     """Learning-rate schedule, stepped once per optimiser step.
 
     ``poly``: ``lr * (1 - t/T) ** power`` (nnU-Net); ``cosine``: from ``lr`` to ``min_lr``;
@@ -74,7 +63,7 @@ class ScheduleConfig(_Strict):
     min_lr: float = Field(0.0, ge=0)
 
 
-class TrainLoopConfig(_Strict):
+class TrainLoopConfig(StrictConfig):
     """The training loop: epochs, batch, precision, validation cadence, logging."""
 
     epochs: int = Field(50, ge=1)
@@ -85,6 +74,13 @@ class TrainLoopConfig(_Strict):
     grad_clip: float | None = Field(12.0, gt=0)
     val_every: int = Field(1, ge=1)
     val_batch_size: int = Field(32, ge=1)
+    time_limit_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="stop after the epoch that would run past this many minutes of this call "
+        "(validated and saved as a last epoch); None = no limit. `medseg plan` sets it a "
+        "little above its estimate, so a slower machine cannot overrun the budget by much",
+    )
     early_stopping_patience: int | Literal["auto"] | None = Field(
         "auto",
         description="validations without a better (smoothed) Dice before stopping; 'auto' = "
@@ -130,11 +126,12 @@ class TrainLoopConfig(_Strict):
         return value
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictConfig):
     """Everything a training run needs; ``medseg train CONFIG.yaml`` parses exactly this."""
 
     name: str = "run"
-    seed: int = 0
+    # numpy's legacy seeding (np.random.seed) takes 0..2**32-1; torch accepts that range too
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="run seed, 0..4294967295")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps (medseg.device)")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -161,39 +158,9 @@ class TrainConfig(_Strict):
         return self
 
 
-def _model_class(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside ``annotation`` (``X``, ``X | None``, ``Optional[X]``)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_class(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def valid_keys(loc: tuple[str | int, ...], root: type[BaseModel] = TrainConfig) -> list[str]:
     """Keys accepted at the config level that contains ``loc`` (the last element excluded)."""
-    model: type[BaseModel] | None = root
-    for part in loc[:-1]:
-        if model is None or not isinstance(part, str) or part not in model.model_fields:
-            return []
-        model = _model_class(model.model_fields[part].annotation)
-    return sorted(model.model_fields) if model is not None else []
-
-
-def _describe_error(err: dict[str, Any], source: str, overridden: set[str]) -> str:
-    loc = tuple(err["loc"])
-    dotted = ".".join(str(p) for p in loc)
-    where = f"--set {dotted}" if dotted in overridden else source
-    if err["type"] == "extra_forbidden":
-        keys = valid_keys(loc)
-        close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
-        hint = f" did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
-        return f"unknown key {dotted!r} in {where};{hint} valid keys here: {', '.join(keys)}"
-    if err["type"] == "missing":
-        return f"missing required key {dotted!r} in {where}"
-    return f"{dotted or '<root>'}: {err['msg']} (got {err.get('input')!r}) in {where}"
+    return _valid_keys(loc, root)
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -256,10 +223,7 @@ def build_config(
     try:
         return TrainConfig.model_validate(merged)
     except ValidationError as err:
-        problems = [_describe_error(e, source, set(overrides)) for e in err.errors()]
-        raise ConfigError(
-            f"{len(problems)} problem(s) in the training config: " + "; ".join(problems)
-        ) from None
+        raise config_error(err, TrainConfig, "training config", source, set(overrides)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

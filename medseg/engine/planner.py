@@ -44,6 +44,8 @@ STEP_TIMES_FILE = "step_times.json"
 PIPELINE_OVERHEAD = 1.15
 # fixed costs per fold: start-up, checkpoints, overlays (s)
 FOLD_OVERHEAD_S = 20.0
+# a model's training stops at this multiple of its planned time (train.time_limit_minutes)
+TIME_LIMIT_SLACK = 1.25
 # the shortest useful fold: a few hundred optimiser steps
 MIN_FOLD_STEPS = 300
 
@@ -327,6 +329,10 @@ def make_plan(
         train_s, step_s, batch, train_slices, val_pass_s
     )
     reasons["data.samples_per_epoch"] = "steps per epoch x batch (see train.epochs)"
+    reasons["train.time_limit_minutes"] = (
+        f"the planned {train_s / 60:.1f} min per model x {TIME_LIMIT_SLACK}: a slower machine "
+        "stops there instead of overrunning the budget"
+    )
     reasons["train.val_every"] = f"one validation pass ~{val_pass_s:.0f} s: <= 15% of the time"
     fg_fraction = (
         float(np.mean([c["voxel_fraction"] for c in fp["classes"]])) if fp["classes"] else 0.0
@@ -387,6 +393,7 @@ def make_plan(
             "channels_last": True,
             "grad_clip": 12.0,
             "val_every": sched["val_every"],
+            "time_limit_minutes": round(max(train_s, 30.0) * TIME_LIMIT_SLACK / 60.0, 1),
             "selection_ema": 0.7,
             "early_stopping_patience": "auto",
             "overlays": 1,

@@ -7,8 +7,8 @@ Use :func:`train` (what ``medseg train`` calls) or build a :class:`Trainer` dire
     print(result.best_metric, result.run_dir)
 
 Reproducibility: weights are initialised from ``seed``; the data order is a function of
-``(seed, epoch)`` (a ``DistributedSampler`` for any world size, the dataset's ``set_epoch``) and
-the RNG states are stored in every checkpoint, so ``--resume`` after a completed epoch continues
+``(seed, epoch, rank)`` (:meth:`~medseg.data.pipeline.TrainBatches.set_epoch`) and the RNG
+states are stored in every checkpoint, so ``--resume`` after a completed epoch continues
 exactly as an uninterrupted run would (tested on CPU). A run interrupted mid-epoch resumes from
 the start of that epoch with the weights it had when interrupted.
 """
@@ -32,13 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medseg.checkpoint import ModelRecord, load_checkpoint, save_checkpoint
-from medseg.data.pipeline import (
-    PreparedData,
-    build_batch_augmenter,
-    build_train_batches,
-    prepare_data,
-    start_epoch,
-)
+from medseg.data.pipeline import PreparedData, TrainBatches, build_train_batches, prepare_data
 from medseg.data.preprocessing import PreprocessingParams
 from medseg.data.splits import Split
 from medseg.device import (
@@ -107,11 +101,14 @@ def default_run_dir(cfg: TrainConfig, output: str | Path | None) -> Path:
 class Trainer:
     """Owns the model, optimiser and data of one run; :meth:`fit` runs the epochs.
 
-    Public hooks, called on every rank, to override in a subclass (nnU-Net style):
-    :meth:`on_train_start`, :meth:`train_step` (one optimiser step on one batch),
-    :meth:`validate`, :meth:`on_epoch_end` (after validation and checkpoints) and
-    :meth:`on_train_end`. ``epoch_end_hooks`` are also called as ``hook(trainer, row)``
-    after every epoch (e.g. for extra logging) without subclassing.
+    Public hooks, called on every rank in this order, to override in a subclass (nnU-Net
+    v2's names): :meth:`on_train_start`; then per epoch :meth:`on_train_epoch_start` (seeds
+    the epoch), :meth:`train_step` per batch, :meth:`on_train_epoch_end` (the training
+    metrics), :meth:`validate` and :meth:`on_validation_epoch_end` (model selection and
+    early stopping) when validation is due, :meth:`on_epoch_end` (after the artefacts and
+    checkpoints); finally :meth:`on_train_end`. An override that replaces rather than adds
+    calls ``super()``. ``epoch_end_hooks`` are called as ``hook(trainer, row)`` by
+    :meth:`on_epoch_end` (e.g. for extra logging) without subclassing.
 
     Model selection: ``best.pt`` is the epoch with the best *smoothed* validation Dice (an
     exponential moving average, ``train.selection_ema``), and early stopping counts
@@ -194,16 +191,10 @@ class Trainer:
         self.loss_fn = self._build_loss(cfg)
         workers = cfg.train.num_workers
         workers = cfg.data.num_workers if workers is None else workers
-        self.batches = build_train_batches(
+        self.batches: TrainBatches = build_train_batches(
             self.data, cfg.data, cfg.train.batch_size, workers, cfg.seed, self.info, self.device
         )
-        self.dataset, self.loader, self.sampler = (
-            self.batches.dataset,
-            self.batches.loader,
-            self.batches.sampler,
-        )
-        self.augmenter = self._batch_augmenter(cfg)
-        self.steps_per_epoch = max(len(self.loader), 1)
+        self.steps_per_epoch = max(len(self.batches), 1)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(
             self.optimizer, cfg.schedule, cfg.train.epochs, self.steps_per_epoch
@@ -241,9 +232,6 @@ class Trainer:
             include_background=cfg.loss.include_background,
             ignore_index=self.data.params.ignore_label,
         )
-
-    def _batch_augmenter(self, cfg: TrainConfig) -> Any:
-        return build_batch_augmenter(self.batches.augmentation, cfg.seed)
 
     def _restore(self, ckpt: dict[str, Any], path: Path | None) -> None:
         if ckpt["model"]["name"] != self.cfg.model.name:
@@ -288,6 +276,8 @@ class Trainer:
         end = cfg.epochs if max_epochs is None else min(cfg.epochs, self.start_epoch + max_epochs)
         result = FitResult(self.run_dir, self.start_epoch, self.best_metric, self.best_epoch)
         self.on_train_start()
+        started = time.perf_counter()
+        self._first_epoch_of_call = self.start_epoch
         with _StopSignals(self):
             for epoch in range(self.start_epoch, end):
                 row = self._train_epoch(epoch)
@@ -301,8 +291,20 @@ class Trainer:
                         self.run_dir / "checkpoints" / "last.pt",
                     )
                     break
-                stop_early = self._end_epoch(epoch, row, last=epoch + 1 == end)
+                self.on_train_epoch_end(epoch, row)
+                out_of_time = self._out_of_time(started, epoch)
+                stop_early = self._end_epoch(epoch, row, last=epoch + 1 == end or out_of_time)
                 result.epochs_completed = self.start_epoch = epoch + 1
+                if out_of_time and epoch + 1 < end:
+                    result.stopped_early = True
+                    logger.warning(
+                        "time limit: %.1f min reached after epoch %d of %d; kept the best "
+                        "validated epoch (train.time_limit_minutes)",
+                        self.cfg.train.time_limit_minutes,
+                        epoch + 1,
+                        end,
+                    )
+                    break
                 if stop_early:
                     result.stopped_early = True
                     logger.info(
@@ -317,27 +319,61 @@ class Trainer:
         self.on_train_end(result)
         return result
 
+    def _out_of_time(self, started: float, epoch: int) -> bool:
+        """Whether another epoch (at this call's mean epoch time) would pass
+        ``train.time_limit_minutes``; every rank takes the same decision."""
+        limit = self.cfg.train.time_limit_minutes
+        if limit is None:
+            return False
+        elapsed = time.perf_counter() - started
+        per_epoch = elapsed / (epoch + 1 - self._first_epoch_of_call)
+        return any_rank(elapsed + per_epoch > 60.0 * limit, self.device)
+
     # ----------------------------------------------------------------- hooks
     def on_train_start(self) -> None:
         """Called once before the first epoch of :meth:`fit` (after a resume, too)."""
 
+    def on_train_epoch_start(self, epoch: int) -> None:
+        """Called before the first batch of each epoch (``epoch`` 0-based): seeds the epoch's
+        order, crops, worker seeds and augmentation from ``(seed, epoch, rank)`` only."""
+        self.batches.set_epoch(epoch)
+        self.train_model.train()
+
+    def on_train_epoch_end(self, epoch: int, row: dict[str, Any]) -> None:
+        """Called after the last batch of each completed epoch, before validation; ``row``
+        holds the training metrics (``train_loss``, ``lr``, ...), later ones may be added."""
+
+    def on_validation_epoch_end(
+        self, epoch: int, val: ValidationResult, row: dict[str, Any]
+    ) -> None:
+        """Called after each validation: model selection on the smoothed (EMA) mean Dice,
+        written to ``row`` and to ``best_metric``/``best_epoch``/``bad_validations`` (the
+        epoch is the best so far when ``best_epoch == epoch + 1`` afterwards)."""
+        a = self.cfg.train.selection_ema
+        raw = val.mean_dice
+        self.dice_ema = raw if self.dice_ema is None else a * self.dice_ema + (1 - a) * raw
+        row["val_mean_dice_ema"] = self.dice_ema
+        row["selected_on"] = "val_mean_dice_ema" if a > 0 else "val_mean_dice"
+        if self.dice_ema > self.best_metric:
+            self.best_metric, self.best_epoch, self.bad_validations = self.dice_ema, epoch + 1, 0
+        else:
+            self.bad_validations += 1
+
     def on_epoch_end(self, epoch: int, row: dict[str, Any]) -> None:
         """Called after each epoch's validation, artefacts and checkpoints; ``epoch`` is
-        0-based, ``row`` the epoch's metrics (what ``metrics.csv`` gets)."""
+        0-based, ``row`` the epoch's metrics (what ``metrics.csv`` gets). Calls the
+        ``epoch_end_hooks``."""
+        for hook in self.epoch_end_hooks:
+            hook(self, row)
 
     def on_train_end(self, result: FitResult) -> None:
         """Called once when :meth:`fit` ends (finished, stopped early or interrupted)."""
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
-        # order, crops, worker seeds and augmentation depend on (seed, epoch, rank) only
-        start_epoch(
-            epoch, self.cfg.seed, self.dataset, self.loader, self.sampler, self.augmenter,
-            self.info.rank,
-        )  # fmt: skip
-        self.train_model.train()
+        self.on_train_epoch_start(epoch)
         total, seen, start = 0.0, 0, time.perf_counter()
         bar = tqdm(
-            total=len(self.loader) * self.cfg.train.batch_size * self.info.world_size,
+            total=len(self.batches) * self.cfg.train.batch_size * self.info.world_size,
             desc=f"epoch {epoch + 1}/{self.cfg.train.epochs}",
             unit="slice",
             disable=not self.progress,
@@ -370,7 +406,7 @@ class Trainer:
     def _batches(self) -> Iterator[dict[str, Any]]:
         """The loader's batches; a Ctrl-C also reaches the DataLoader workers (same process
         group) and kills them, which must end the epoch quietly rather than crash."""
-        iterator = iter(self.loader)
+        iterator = iter(self.batches)
         while True:
             try:
                 yield next(iterator)
@@ -387,8 +423,7 @@ class Trainer:
         ``global_step`` increment, which resume relies on)."""
         x = batch["image"].to(self.device, non_blocking=True)
         y = batch["label"].to(self.device, non_blocking=True)
-        if self.augmenter is not None:
-            x, y = self.augmenter(x, y)
+        x, y = self.batches.augment(x, y)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp_dtype):
@@ -421,22 +456,8 @@ class Trainer:
         if self.data.val_cases and ((epoch + 1) % cfg.val_every == 0 or last):
             val = self.validate()
             row.update(val.as_metrics())
-        improved = False
-        if val is not None:
-            a = cfg.selection_ema
-            raw = val.mean_dice
-            self.dice_ema = raw if self.dice_ema is None else a * self.dice_ema + (1 - a) * raw
-            row["val_mean_dice_ema"] = self.dice_ema
-            row["selected_on"] = "val_mean_dice_ema" if a > 0 else "val_mean_dice"
-            improved = self.dice_ema > self.best_metric
-            if improved:
-                self.best_metric, self.best_epoch, self.bad_validations = (
-                    self.dice_ema,
-                    epoch + 1,
-                    0,
-                )
-            else:
-                self.bad_validations += 1
+            self.on_validation_epoch_end(epoch, val, row)
+        improved = val is not None and self.best_epoch == epoch + 1
         self.history.append(row)
         self._write_artifacts(epoch, row, val)
         # last.pt is the commit point of an epoch: written after best.pt, so a kill between
@@ -446,8 +467,6 @@ class Trainer:
             self._save("best.pt", epoch + 1, row)
         self._save("last.pt", epoch + 1, row)
         self.on_epoch_end(epoch, row)
-        for hook in self.epoch_end_hooks:
-            hook(self, row)
         patience = cfg.patience()
         return patience is not None and self.bad_validations >= patience
 
@@ -546,18 +565,9 @@ class Trainer:
         """Load another model's weights as the starting point (``train.init_from``)."""
         theirs = ModelRecord.from_payload(payload, path)
         ours = self.model_record()
-        differ = [
-            k
-            for k in (
-                "name",
-                "options",
-                "in_channels",
-                "num_outputs",
-                "class_names",
-                "channel_names",
-            )
-            if getattr(theirs, k) != getattr(ours, k)
-        ]
+        # the ensembling rule, plus the architecture: the weights are loaded as they are
+        same_net = [k for k in ("name", "options") if getattr(theirs, k) != getattr(ours, k)]
+        differ = same_net + theirs.same_model_family(ours)
         if differ:
             detail = "; ".join(f"{k}: {getattr(theirs, k)} vs {getattr(ours, k)}" for k in differ)
             raise CheckpointError(

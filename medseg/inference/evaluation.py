@@ -126,10 +126,13 @@ def parse_labels(specs: Sequence[str] | None) -> dict[str, list[int]] | None:
             try:
                 ints = [int(v) for v in values.split(",") if v.strip()]
             except ValueError:
+                ints = []
+            # an empty spec or name ("", "1,,2", "=1") would become a class with no label
+            if not ints or not name.strip():
                 raise ConfigError(
                     f"--labels {spec!r}: expected label values like 1 or 1,2,4 or a region "
                     "like whole_tumour=1,2,3,4"
-                ) from None
+                )
             classes[name.strip()] = ints
     return classes
 

@@ -19,7 +19,7 @@ import torch
 
 from medseg import RESEARCH_USE_NOTICE, __version__
 from medseg.checkpoint import ModelRecord
-from medseg.errors import CheckpointError
+from medseg.errors import CheckpointError, first_line
 from medseg.io.atomic import atomic_path, check_output
 
 logger = logging.getLogger(__name__)
@@ -188,7 +188,19 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
             f"{path}: has no medseg metadata (preprocessing, class names); export it with "
             "`medseg export --model CKPT` so inference can reproduce the preprocessing"
         )
-    return json.loads(text)
+    try:
+        meta = json.loads(text)
+    except ValueError as err:  # JSONDecodeError: the file was edited or damaged
+        raise CheckpointError(
+            f"{path}: its medseg metadata is damaged ({type(err).__name__}: {first_line(err)}); "
+            "expected the JSON object `medseg export` writes: export the model again"
+        ) from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{path}: its medseg metadata is a JSON {type(meta).__name__}, expected the JSON "
+            "object `medseg export` writes: export the model again"
+        )
+    return meta
 
 
 def check_parity(model: torch.nn.Module, exported: str | Path, batch: torch.Tensor) -> float:

@@ -83,10 +83,13 @@ def channel_count(path: str | Path) -> int:
         import nibabel as nib
 
         try:
-            shape = nib.load(str(path)).shape
+            img = nib.load(str(path))
         except Exception:  # unreadable: read_volume will report it properly
             return 1
-        extra = [int(s) for s in shape[3:]]
+        colours = img.header.get_data_dtype().names  # RGB24/RGBA32: one channel per colour
+        if colours:
+            return len(colours)
+        extra = [int(s) for s in img.shape[3:]]
         return int(np.prod(extra)) if extra else 1
     if is_itk_file(path):
         import SimpleITK as sitk

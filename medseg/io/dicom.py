@@ -6,6 +6,13 @@ along ``n``; ``i`` runs along a row (columns), ``j`` down the columns (rows). Th
 built from ImagePositionPatient / ImageOrientationPatient / PixelSpacing is converted to RAS
 by negating its first two rows. Pixel data of each file is decoded exactly once (headers are
 scanned first without pixels, see :mod:`medseg.io.dicom_series`).
+
+Every slice is checked against the series before it is placed (``docs/io.md``, "DICOM series
+checks"): same Rows/Columns, orientation (cosines within 1e-4, highdicom's orthogonality
+tolerance), PixelSpacing (within 1e-4 mm), an even step along the normal (within 1 % of the
+step, highdicom's default ``rtol``) and a position on one straight line through the series
+(within 0.1 pixel in-plane). Slices whose BitsAllocated/PixelRepresentation differ are read
+exactly, each in its own stored type, into one type holding all of them.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pydicom
@@ -28,7 +35,7 @@ from medseg.io.dicom_series import (
     scan_folder,
     select_series,
 )
-from medseg.io.volume import LPS_TO_RAS, Volume, check_affine
+from medseg.io.volume import LPS_TO_RAS, Volume, check_affine, checked_voxels
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +67,15 @@ def slice_geometry(ds: pydicom.Dataset, path: Path) -> tuple[np.ndarray, np.ndar
     )
 
 
+ORIENTATION_ATOL = 1e-4  # direction cosines; highdicom's orthogonality tolerance
+PIXEL_SPACING_ATOL = 1e-4  # mm
+STEP_RTOL = 0.01  # of the slice step, along the normal; highdicom's default rtol
+# In-plane distance from the slice line, as a fraction of the smaller pixel spacing: a tenth
+# of a pixel is invisible in a segmentation yet far above the rounding of positions written
+# with a few decimals; a slice from another stack or a hand-edited header is far beyond it.
+OFF_LINE_PIXELS = 0.1
+
+
 def _check_consistent(series: DicomSeries, orient: np.ndarray, spacing: np.ndarray) -> None:
     first = series.headers[0]
     size = (first.get("Rows"), first.get("Columns"))
@@ -71,13 +87,13 @@ def _check_consistent(series: DicomSeries, orient: np.ndarray, spacing: np.ndarr
                 "(e.g. a localizer): remove the odd files or pick another series"
             )
         _, o, s = slice_geometry(ds, path)
-        if not np.allclose(o, orient, atol=1e-4):
+        if not np.allclose(o, orient, atol=ORIENTATION_ATOL):
             raise DicomSeriesError(
                 f"{path}: orientation {np.round(o, 4).tolist()} differs from "
                 f"{series.files[0].name} {np.round(orient, 4).tolist()}; a series must share one "
                 "orientation: remove the odd files (e.g. localizers) or pick another series"
             )
-        if not np.allclose(s, spacing, atol=1e-4):
+        if not np.allclose(s, spacing, atol=PIXEL_SPACING_ATOL):
             raise DicomSeriesError(
                 f"{path}: pixel spacing {s.tolist()} differs from {spacing.tolist()} in "
                 f"{series.files[0].name}; the series mixes reconstructions"
@@ -96,7 +112,7 @@ def _check_spacing(folder: Path, positions: np.ndarray) -> float:
             "Split them into separate folders or pick another series"
         )
     step = float(np.median(steps))
-    tol = max(0.01 * step, 1e-3)
+    tol = max(STEP_RTOL * step, 1e-3)
     bad = np.flatnonzero(np.abs(steps - step) > tol)
     if bad.size:
         details = []
@@ -118,6 +134,35 @@ def _check_spacing(folder: Path, positions: np.ndarray) -> float:
     return step
 
 
+def _check_on_line(
+    files: list[Path], positions: np.ndarray, orient: np.ndarray, spacing: np.ndarray
+) -> None:
+    """Refuse a slice whose position lies off the straight line through the series.
+
+    ``positions`` (LPS mm) are sorted along the normal. In-plane coordinates must change by
+    the same amount from slice to slice: zero for an ordinary series, a constant shear for a
+    gantry-tilted one. The line is fitted robustly (median step and offset), so the slice
+    named is the one that is off, wherever it lies; with two slices any offset is a tilt.
+    """
+    if len(files) < 3:
+        return
+    plane = positions @ np.stack([orient[:3], orient[3:]]).T  # (n, 2) along row, column
+    k = np.arange(len(files), dtype=np.float64)[:, None]
+    shear = np.median(np.diff(plane, axis=0), axis=0)
+    offset = np.median(plane - k * shear, axis=0)
+    off = np.linalg.norm(plane - offset - k * shear, axis=1)
+    worst = int(np.argmax(off))
+    tol = OFF_LINE_PIXELS * float(min(spacing))
+    if off[worst] > tol:
+        raise DicomSeriesError(
+            f"{files[worst]}: lies {off[worst]:.2f} mm off the line through the other slices' "
+            f"ImagePositionPatient (in the image plane; at most {tol:.3f} mm, a tenth of a "
+            f"pixel, expected), so it cannot be stacked without misplacing its voxels. It "
+            "belongs to another stack or its header was edited: remove it or export the series "
+            "again"
+        )
+
+
 def series_affine(series: DicomSeries, folder: Path) -> tuple[np.ndarray, list[int]]:
     """RAS+ affine of a series and the order of its files sorted along the slice normal."""
     _, orient, spacing = slice_geometry(series.headers[0], series.files[0])
@@ -134,6 +179,7 @@ def series_affine(series: DicomSeries, folder: Path) -> tuple[np.ndarray, list[i
     lps[:3, 1] = col_cos * spacing[0]  # j runs down a column: row spacing
     if len(order) > 1:
         _check_spacing(folder, along[order])
+        _check_on_line([series.files[i] for i in order], positions[order], orient, spacing)
         # The mean step vector (not normal * spacing) keeps gantry-tilted series exact.
         lps[:3, 2] = (positions[order[-1]] - positions[order[0]]) / (len(order) - 1)
     else:
@@ -193,16 +239,25 @@ def _transfer_syntax(path: Path) -> str:
 def _stack_pixels(files: list[Path], headers: list[pydicom.Dataset]) -> tuple[np.ndarray, dict]:
     """Decode and rescale every slice once; ``(array[i, j, k], rescale info)``."""
     rescales = [_rescale(ds) for ds in headers]
-    first = _decode(files[0])
-    if first.ndim != 2:
-        raise UnsupportedFormatError(
-            f"{files[0]}: pixel data has shape {first.shape}; medseg reads single-frame "
-            "greyscale slices (colour or multi-frame images are not supported in a series)"
-        )
+    first = _checked_slice(files[0], None)
     raw = np.empty((len(files), *first.shape), dtype=first.dtype)
     raw[0] = first
+    stored = {first.dtype}
     for n, path in enumerate(files[1:], start=1):
-        raw[n] = _decode(path)
+        pixels = _checked_slice(path, first.shape)
+        stored.add(pixels.dtype)
+        if not np.can_cast(pixels.dtype, raw.dtype, "safe"):
+            # Exact, not refused: each slice's BitsAllocated/PixelRepresentation describes its
+            # own values, so a uint8 slice beside int16 ones is unambiguous. Casting into the
+            # first slice's type would wrap them (446 -> 190 in uint8, -1450 -> 64086 in uint16).
+            raw = raw.astype(np.result_type(raw.dtype, pixels.dtype))
+        raw[n] = pixels
+    types = sorted(map(str, stored))
+    if len(types) > 1:
+        raw = _narrowest_int(raw)
+        logger.info(
+            "%s: slices stored as %s; read exactly as %s", files[0].parent, types, raw.dtype
+        )
     slopes = np.array([r[0] for r in rescales])
     intercepts = np.array([r[1] for r in rescales])
     integer = np.all(slopes == 1.0) and np.all(intercepts == np.round(intercepts))
@@ -218,14 +273,41 @@ def _stack_pixels(files: list[Path], headers: list[pydicom.Dataset]) -> tuple[np
             raw.astype(np.float32) * slopes.astype(np.float32)[:, None, None]
             + intercepts.astype(np.float32)[:, None, None]
         )
-    info = {
+    info: dict[str, Any] = {
         "slope": float(slopes[0]),
         "intercept": float(intercepts[0]),
         "type": str(headers[0].get("RescaleType", "") or ""),
         "varies_per_slice": bool(np.ptp(slopes) > 0 or np.ptp(intercepts) > 0),
     }
+    if len(types) > 1:
+        info["stored_types"] = types
     # (k, rows, cols) -> [i, j, k] = (cols, rows, k): a free view, Fortran-ordered like nibabel's
     return out.transpose(2, 1, 0), info
+
+
+def _checked_slice(path: Path, shape: tuple[int, ...] | None) -> np.ndarray:
+    """The decoded pixels of one slice: 2D greyscale, of ``shape`` when given."""
+    pixels = _decode(path)
+    if pixels.ndim != 2:
+        raise UnsupportedFormatError(
+            f"{path}: pixel data has shape {pixels.shape}; medseg reads single-frame "
+            "greyscale slices (colour or multi-frame images are not supported in a series): "
+            "remove the file or pick another series"
+        )
+    if shape is not None and pixels.shape != shape:
+        raise DicomSeriesError(
+            f"{path}: pixel data has shape {pixels.shape}, the series' other slices "
+            f"{shape}; the series mixes image sizes: remove the odd file or pick another series"
+        )
+    return pixels
+
+
+def _narrowest_int(array: np.ndarray) -> np.ndarray:
+    """A promoted integer stack (uint16 + int16 -> int32) back in int16 when its values fit."""
+    wide = array.dtype.kind in "iu" and array.dtype.itemsize > 2 and array.size
+    if wide and array.min() >= -32768 and array.max() <= 32767:
+        return array.astype(np.int16)
+    return array
 
 
 def _metadata(series: DicomSeries, files: list[Path], rescale: dict) -> dict:
@@ -259,6 +341,7 @@ def read_dicom_series(series: DicomSeries, folder: Path) -> Volume:
     files = [series.files[i] for i in order]
     headers = [series.headers[i] for i in order]
     array, rescale = _stack_pixels(files, headers)
+    array = checked_voxels(array, str(folder))
     meta = _metadata(series, files, rescale)
     meta["source"] = str(folder)
     logger.info(

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from medseg.errors import CorruptFileError, DimensionError, UnsupportedFormatError
 from medseg.io.atomic import atomic_path
 from medseg.io.nifti import GZIP_MAX_RATIO, GZIP_SLACK_BYTES
-from medseg.io.volume import LPS_TO_RAS, Volume, check_affine
+from medseg.io.volume import LPS_TO_RAS, Volume, check_affine, checked_voxels
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def volume_from_sitk(image: sitk.Image, source: str, channel: int | None = None)
         )
     affine = affine_from_sitk(image)
     check_affine(affine, source)
-    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    array = checked_voxels(sitk.GetArrayFromImage(image).transpose(2, 1, 0), source)
     meta = {"source": source, "format": "itk", "modality": "unknown"}
     return Volume(array, affine, meta)  # Fortran-ordered view, no copy
 

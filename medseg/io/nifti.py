@@ -10,9 +10,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medseg.errors import CorruptFileError, DimensionError, OverwriteError
+from medseg.errors import CorruptFileError, DimensionError, OverwriteError, UnsupportedFormatError
 from medseg.io.atomic import atomic_path, check_output
-from medseg.io.volume import Volume, check_affine, release_mapped_pages
+from medseg.io.volume import Volume, check_affine, checked_voxels, release_mapped_pages
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +42,17 @@ def read_nifti(path: Path, channel: int | None = None) -> Volume:
             "truncated or not a NIfTI file: copy it again from the source"
         ) from err
     except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError) as err:
+        if "data code 1 " in str(err):  # DT_BINARY: one bit per voxel
+            raise UnsupportedFormatError(
+                f"{path}: stores 1-bit voxels (NIfTI datatype 1, DT_BINARY), which medseg and "
+                "nibabel cannot read; save the mask as uint8 (e.g. `fslmaths IN OUT -odt char`)"
+            ) from err
         raise CorruptFileError(
             f"{path}: not a valid NIfTI file ({type(err).__name__}: {err}); the file is "
             "truncated or not NIfTI despite its extension, or its header is corrupt: copy it "
             "again from the source"
         ) from err
-    data = _select_channel(path, data, channel)
+    data = checked_voxels(_select_channel(path, data, channel), str(path))
     header = img.header
     meta = {
         "source": str(path),
@@ -170,6 +175,13 @@ def _load_data(img: nib.Nifti1Image) -> np.ndarray:
 
 
 def _select_channel(path: Path, data: np.ndarray, channel: int | None) -> np.ndarray:
+    if data.dtype.names and channel is not None:  # RGB24/RGBA32: the colours are channels
+        names = data.dtype.names
+        if not 0 <= channel < len(names):
+            raise DimensionError(f"{path}: channel {channel} out of range 0..{len(names) - 1}")
+        data, channel = np.array(data[names[channel]]), None  # a copy: fields are strided
+    if data.ndim == 5 and data.shape[3] == 1:
+        data = data[:, :, :, 0, :]  # vector intent: components on dim 5, time (dim 4) is 1
     while data.ndim > 3 and data.shape[-1] == 1 and channel in (None, 0):
         data = data[..., 0]
     if data.ndim == 3:

@@ -21,7 +21,13 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from medseg.errors import CorruptFileError, DatasetError, DimensionError, GeometryMismatchError
+from medseg.errors import (
+    CorruptFileError,
+    DatasetError,
+    DimensionError,
+    GeometryMismatchError,
+    UnsupportedFormatError,
+)
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -131,6 +137,40 @@ class Volume:
         return Volume(
             np.ascontiguousarray(array), affine, dict(self.metadata), dict(self.identifiers)
         )
+
+
+def checked_voxels(array: np.ndarray, source: str) -> np.ndarray:
+    """``array`` if its voxel type is one medseg segments; every reader calls this.
+
+    Integer and floating-point arrays pass unchanged (no copy); bool becomes uint8 (a mask).
+    Complex, colour (NIfTI RGB24/RGBA32, a structured type) and non-numeric voxels are
+    refused rather than handled silently: numpy would keep only a complex value's real part,
+    and no grey level can be chosen for a colour without guessing.
+
+    Raises:
+        UnsupportedFormatError: the voxel type is complex, colour or not numeric.
+    """
+    dtype = array.dtype
+    if dtype.kind == "b":
+        return array.astype(np.uint8)
+    if dtype.kind in "iuf" and not dtype.names:
+        return array
+    if dtype.kind == "c":
+        why = (
+            f"holds complex voxels ({dtype}), e.g. MR phase or k-space data; medseg segments "
+            "real-valued intensities and will not keep only the real part. Save the magnitude "
+            "(numpy.abs) or one real component as a real-valued image and read that"
+        )
+    elif dtype.names:
+        n = len(dtype.names)
+        why = (
+            f"is a colour image ({'/'.join(dtype.names)} per voxel); medseg segments greyscale "
+            f"scans and does not guess a grey level. Pick one component with channel=N (CLI: "
+            f"--channel N, N in 0..{n - 1}) or convert the image to greyscale first"
+        )
+    else:
+        why = f"has voxels of type {dtype}, which is not numeric; expected integer or float voxels"
+    raise UnsupportedFormatError(f"{source}: {why}")
 
 
 def release_mapped_pages(array: np.ndarray) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from viewer_factory import write_case_folder, write_constant_checkpoint
+
+from tests.apps.viewer_factory import write_case_folder, write_constant_checkpoint
 
 
 @pytest.fixture(scope="session")

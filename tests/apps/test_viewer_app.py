@@ -202,7 +202,7 @@ def test_missing_model_is_explained(case_root: Path, tmp_path: Path) -> None:
 
 
 def test_model_for_other_channels_gives_readable_error(case_root: Path, tmp_path: Path) -> None:
-    from viewer_factory import write_constant_checkpoint
+    from tests.apps.viewer_factory import write_constant_checkpoint
 
     model = write_constant_checkpoint(tmp_path / "two.pt", channels=("flair", "t1c"))
     at = _app(_config(case_root, model))
@@ -314,9 +314,8 @@ def test_identifiers_hidden_by_default(
 
 
 def test_multichannel_case_has_channel_switch(tmp_path: Path) -> None:
-    from viewer_factory import LPS_AFFINE, synthetic_brain
-
     from medseg.io import Volume, write_mask, write_volume
+    from tests.apps.viewer_factory import LPS_AFFINE, synthetic_brain
 
     image, label = synthetic_brain(seed=5)
     folder = tmp_path / "two_channel"

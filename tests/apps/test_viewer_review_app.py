@@ -9,21 +9,18 @@ the rejected lesion's voxels and the brushed voxels.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
-from viewer_factory import CLASS_NAMES, SHAPE, synthetic_brain, write_constant_checkpoint
 
 from medseg.io import Volume, write_mask, write_volume
 from medseg.viewer import services
 from medseg.viewer.launch import ViewerConfig
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
-from infer_factory import write_tiny_checkpoint
+from tests.apps.viewer_factory import CLASS_NAMES, SHAPE, synthetic_brain, write_constant_checkpoint
+from tests.inference.infer_factory import write_tiny_checkpoint
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
 #: RAS-stored (i -> patient's right): the display flips i and j, so the page must map back.

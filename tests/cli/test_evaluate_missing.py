@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-from infer_factory import run_cli
-
 from medseg.io import Volume, write_volume
+from tests.inference.infer_factory import run_cli
 
 
 def _mask(value_boxes) -> np.ndarray:

@@ -13,11 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-from infer_factory import blob_volume, run_cli, write_tiny_checkpoint
-
 from medseg import RESEARCH_USE_NOTICE
 from medseg.io import read_volume, write_volume
+from tests.inference.infer_factory import blob_volume, run_cli, write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

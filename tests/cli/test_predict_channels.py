@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-from infer_factory import blob_volume, run_cli, write_tiny_checkpoint
-
 from medseg.io import read_volume, write_volume
+from tests.inference.infer_factory import blob_volume, run_cli, write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -16,22 +15,19 @@ import torch
 import yaml
 
 from medseg.cli.main import main
+from tests.data.data_factory import write_tiny_dataset
+from tests.engine.engine_factory import tiny_raw_config
 
-_SPEC = importlib.util.spec_from_file_location(
-    "engine_fixtures", Path(__file__).resolve().parents[1] / "engine" / "conftest.py"
-)
-fixtures = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(fixtures)
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fixtures.write_tiny_dataset(tmp_path_factory.mktemp("cli") / "Dataset002_Cli")
+    return write_tiny_dataset(tmp_path_factory.mktemp("cli") / "Dataset002_Cli")
 
 
 def _config(tmp_path: Path, dataset: Path, **train: Any) -> Path:
-    raw = fixtures.tiny_raw_config(dataset, tmp_path / "cache", **train)
+    raw = tiny_raw_config(dataset, tmp_path / "cache", **train)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from data_factory import RAS, blob_case, nnunet_dataset, save
 
 from medseg.data.cache import prepare_cases
 from medseg.data.datasets import load_dataset
@@ -19,6 +18,7 @@ from medseg.data.preprocessing import PreprocessingParams
 from medseg.data.sampling import SliceDataset
 from medseg.data.slicing import slice_stack
 from medseg.errors import DatasetError
+from tests.data.data_factory import RAS, blob_case, nnunet_dataset, save
 
 PARAMS = PreprocessingParams(channel_names=["flair", "t1c"], class_names=["bg", "oedema", "core"])
 

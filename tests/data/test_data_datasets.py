@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import yaml
-from data_factory import RAS, blob_case, nnunet_dataset, save
 
 from medseg.cli.main import main
 from medseg.data.config import load_data_config, parse_data_config
@@ -16,6 +15,7 @@ from medseg.data.preprocessing import PreprocessingParams
 from medseg.data.splits import split_cases, split_from_spec
 from medseg.data.validation import validate_dataset
 from medseg.errors import ConfigError, DatasetError, InputNotFoundError
+from tests.data.data_factory import RAS, blob_case, nnunet_dataset, save
 
 
 def test_nnunet_layout(tmp_path):

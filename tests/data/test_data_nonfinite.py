@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +17,7 @@ from medseg.data.preprocessing import (
 )
 from medseg.errors import CorruptFileError
 from medseg.io import Volume, write_volume
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-from infer_factory import blob_volume, run_cli, write_tiny_checkpoint
+from tests.inference.infer_factory import blob_volume, run_cli, write_tiny_checkpoint
 
 
 def _mr(array: np.ndarray, source: str = "scan.nii.gz") -> Volume:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from data_factory import nnunet_dataset
 
 from medseg.cli.main import main
 from medseg.data.config import DataConfig
 from medseg.data.pipeline import build_train_loader, prepare_data
+from tests.data.data_factory import nnunet_dataset
 
 
 @pytest.fixture

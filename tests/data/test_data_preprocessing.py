@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pydantic
 import pytest
-from data_factory import LPS_LIKE, RAS, blob_case
 
 from medseg.data.preprocessing import (
     PreprocessingParams,
@@ -18,6 +17,7 @@ from medseg.data.preprocessing import (
 )
 from medseg.errors import DatasetError, GeometryMismatchError
 from medseg.io import Volume
+from tests.data.data_factory import LPS_LIKE, RAS, blob_case
 
 
 def _case(affine, seed=0):

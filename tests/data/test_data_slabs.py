@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from data_factory import LPS_LIKE, RAS, blob_case
 
 from medseg.data.preprocessing import PreprocessingParams, preprocess_image
 from medseg.data.slabs import SlabImage
 from medseg.errors import CorruptFileError, DatasetError
 from medseg.io import Volume
+from tests.data.data_factory import LPS_LIKE, RAS, blob_case
 
 # stored I-S-A: every canonical axis comes from another source axis, two of them flipped
 PERMUTED = np.array([[0, 0, -1.5, 30.0], [-1.2, 0, 0, 10.0], [0, 3.0, 0, -5.0], [0, 0, 0, 1]])

@@ -6,13 +6,13 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from data_factory import nnunet_dataset
 
 from medseg.data.config import parse_data_config
 from medseg.data.datasets import load_dataset
 from medseg.data.pipeline import split_specs
 from medseg.data.splits import Split, plan_sides, plan_split, split_cases, stable_split
 from medseg.errors import ConfigError, DatasetError
+from tests.data.data_factory import nnunet_dataset
 
 IDS = [f"p{i:02d}" for i in range(10)]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,7 @@ from medseg.engine.crossval_join import choose_postprocessing
 from medseg.errors import ConfigError, DatasetError
 from medseg.inference import Predictor
 from medseg.inference.postprocess import Structure
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
-from infer_factory import run_cli as _run_cli
+from tests.inference.infer_factory import run_cli as _run_cli
 
 
 def _tiny_cv_config(tmp: Path, make_tiny_raw, dataset: Path) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +27,7 @@ from medseg.viewer.review import (
     review_record,
     save_reviewed_case,
 )
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
-from infer_factory import run_cli
+from tests.inference.infer_factory import run_cli
 
 DEMO = Path(__file__).resolve().parents[2] / "medseg" / "assets" / "default_model.pt"
 NEW = "brain_008"  # not copied into the dataset: the new patient

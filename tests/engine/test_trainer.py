@@ -248,7 +248,7 @@ def _fake_trainer(loss_value: float) -> Any:
 
     return SimpleNamespace(
         device=CPU,
-        augmenter=None,
+        batches=SimpleNamespace(augment=lambda x, y: (x, y)),
         channels_last=False,
         amp_dtype=None,
         train_model=lambda x: x,

@@ -16,7 +16,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter):
-    from seeds import COUNTS
+    from tests.fuzz.seeds import COUNTS
 
     if COUNTS:
         terminalreporter.write_line("fuzz inputs per format (valid result / MedsegError):")

@@ -3,15 +3,13 @@ mutating in each (offsets for binary headers, key lines for text headers)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-from dicom_factory import write_slice
+from tests.io.dicom_factory import write_slice
 
 # NIfTI-1 header fields: (offset, struct format) - dims, datatype, bitpix, pixdim,
 # vox_offset, scl_slope/inter, qform/sform codes, quaternion, srow
@@ -83,9 +81,7 @@ def write_format_seeds(folder: Path) -> dict[str, Path]:
     from medseg.inference.dicom_seg import write_dicom_seg
     from medseg.io import Volume, read_volume
     from medseg.models import build_model
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-    from dicom_factory import write_series
+    from tests.io.dicom_factory import write_series
 
     folder.mkdir(parents=True, exist_ok=True)
     seeds: dict[str, Path] = {}

@@ -15,9 +15,7 @@ import pytest
 from medseg.data.config import load_data_config
 from medseg.errors import CheckpointError, ConfigError, CorruptFileError, UnsupportedFormatError
 from medseg.io import read_volume
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-from dicom_factory import write_slice
+from tests.io.dicom_factory import write_slice
 
 
 def _slice(tmp_path: Path) -> Path:
@@ -198,7 +196,7 @@ def _series_zip(tmp_path: Path, **kwargs) -> bytes:
     import io
     import zipfile
 
-    from dicom_factory import write_series
+    from tests.io.dicom_factory import write_series
 
     folder, _ = write_series(tmp_path / "series", n=3, shape=(6, 4))
     out = io.BytesIO()
@@ -274,10 +272,9 @@ def test_training_config_that_is_not_utf8_is_a_config_error(tmp_path):
 
 @pytest.fixture
 def seg_file(tmp_path: Path) -> Path:
-    from dicom_factory import write_series
-
     from medseg.inference.dicom_seg import write_dicom_seg
     from medseg.io import Volume
+    from tests.io.dicom_factory import write_series
 
     folder, _ = write_series(tmp_path / "series", n=3, shape=(6, 4))
     image = read_volume(folder)

@@ -34,13 +34,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from seeds import COUNTS, write_format_seeds
 
 from medseg.engine.config import TrainConfig, load_config
 from medseg.errors import MedsegError
 from medseg.inference import Predictor
 from medseg.io import Volume, read_dicom_seg
 from medseg.viewer.loading import read_upload
+from tests.fuzz.seeds import COUNTS, write_format_seeds
 
 PROFILES = {"quick": 100, "long": 1500}
 TIME_LIMIT_S = 20.0
@@ -191,7 +191,7 @@ def zip_mutations(draw) -> bytes:
         elif action == "link":
             entries.append(("link", f"series/{TOKEN}.dcm".encode()))
         elif action == "dicom" and entries and entries[index][1][128:132] == b"DICM":
-            from test_fuzz_readers import _dicom_field
+            from tests.fuzz.test_fuzz_readers import _dicom_field
 
             entries[index] = (entries[index][0], _dicom_field(draw, entries[index][1]))
     out = io.BytesIO()

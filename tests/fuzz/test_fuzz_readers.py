@@ -24,11 +24,11 @@ import pydicom
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from seeds import COUNTS, DICOM_FIELDS, MHA_KEYS, NIFTI_FIELDS, NRRD_KEYS, write_seeds
 
 from medseg.data.config import load_data_config
 from medseg.errors import MedsegError
 from medseg.io import Volume, read_volume
+from tests.fuzz.seeds import COUNTS, DICOM_FIELDS, MHA_KEYS, NIFTI_FIELDS, NRRD_KEYS, write_seeds
 
 PROFILES = {"quick": 60, "long": 1500}
 TIME_LIMIT_S = 20.0  # per input, generous for a shared CPU; a hang would blow far past it
@@ -74,7 +74,9 @@ def mutations(draw, fmt: str) -> bytes:
         edited = bytearray(body)
         for offset, fmt_ in draw(st.lists(st.sampled_from(NIFTI_FIELDS), min_size=1, max_size=3)):
             if fmt_ == "<h":
-                value = draw(st.one_of(st.sampled_from([0, 1, -1, 2, 7, 32767, -32768]),
+                # 1, 32, 128, 1792, 2304: NIfTI datatypes 1-bit, complex64, RGB24, complex128, RGBA32
+                value = draw(st.one_of(st.sampled_from([0, 1, -1, 2, 7, 32, 128, 1792, 2304,
+                                                        32767, -32768]),
                                        st.integers(-32768, 32767)))  # fmt: skip
             else:
                 value = draw(st.floats(width=32, allow_nan=True, allow_infinity=True))
@@ -119,6 +121,9 @@ def _dicom_field(draw, raw: bytes) -> bytes:
 def _valid_volume(volume: Volume) -> None:
     assert isinstance(volume, Volume)
     assert volume.array.ndim == 3
+    # real numbers only: complex or colour voxels must be refused (medseg.io.volume.checked_voxels)
+    assert volume.array.dtype.kind in "iuf", volume.array.dtype
+    assert not volume.array.dtype.names, volume.array.dtype
     assert min(volume.shape) > 0
     assert np.all(np.isfinite(volume.affine))
     assert abs(np.linalg.det(volume.affine[:3, :3])) > 0
@@ -174,6 +179,20 @@ CASES = [pytest.param(f, "quick", id=f"{f}-quick") for f in FORMATS] + [
 def test_reader_contract_under_mutation(fmt: str, profile: str) -> None:
     _fuzz_test(fmt, PROFILES[profile])()
     assert sum(COUNTS[fmt].values()) > 0
+
+
+@pytest.mark.parametrize(
+    ("datatype", "bitpix", "dims"),
+    [(1, 1, (6, 5, 4)), (32, 64, (6, 5, 1)), (128, 24, (4, 5, 4)), (1792, 128, (5, 3, 1)),
+     (2304, 32, (6, 5, 2)), (2, 8, (6, 5, 8))],
+)  # fmt: skip
+def test_nifti_datatype_edits_keep_the_contract(datatype: int, bitpix: int, dims) -> None:
+    """The seed's 240 voxel bytes re-declared as each odd NIfTI type (1-bit, complex64, RGB24,
+    complex128, RGBA32) with a shape that fits them, so the reader decodes them."""
+    raw = bytearray(SEEDS["nii"].read_bytes())
+    struct.pack_into("<hh", raw, 70, datatype, bitpix)
+    struct.pack_into("<4h", raw, 40, 3, *dims)
+    _check_contract("nii", bytes(raw))
 
 
 def test_seeds_are_valid() -> None:

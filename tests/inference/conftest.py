@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from infer_factory import write_tiny_checkpoint
+
+from tests.inference.infer_factory import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pydicom
-from infer_factory import blob_volume, run_cli
 
 from medseg.inference.dicom_seg import REQUIRED_EMPTY_OK, SEG_NOTICE
 from medseg.io import read_volume
 from medseg.io.dicom_write import write_dicom_series
+from tests.inference.infer_factory import blob_volume, run_cli
 
 
 def test_predict_anonymised_dicom_writes_a_readable_seg(tiny_checkpoint, tmp_path, capsys):

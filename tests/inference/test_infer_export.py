@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from infer_factory import blob_volume, run_cli
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.checkpoint import ModelRecord, load_checkpoint
@@ -13,6 +12,7 @@ from medseg.errors import CheckpointError, OverwriteError
 from medseg.inference import Predictor
 from medseg.inference.export import check_parity, export_model, read_export_metadata
 from medseg.models import build_model
+from tests.inference.infer_factory import blob_volume, run_cli
 
 
 @pytest.mark.parametrize(("fmt", "suffix"), [("torchscript", ".pt"), ("onnx", ".onnx")])

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from infer_factory import blob_volume
 from scipy import ndimage
 
 from medseg.data import slabs
@@ -19,6 +18,7 @@ from medseg.inference.slices import batch_slices, first_argmax
 from medseg.io import Volume, read_volume, write_volume
 from medseg.io.volume import release_mapped_pages
 from medseg.metrics import CONNECTIVITY_26
+from tests.inference.infer_factory import blob_volume
 
 REPO = Path(__file__).resolve().parents[2]
 

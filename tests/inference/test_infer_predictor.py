@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from infer_factory import blob_volume
 
 from medseg.checkpoint import ModelRecord
 from medseg.data.preprocessing import PreprocessingParams
 from medseg.errors import CheckpointError, ConfigError, DatasetError, InputNotFoundError
 from medseg.inference import PostprocessConfig, Predictor, default_model_path
 from medseg.io.volume import Volume
+from tests.inference.infer_factory import blob_volume
 
 
 def test_label_on_exact_source_grid(tiny_checkpoint):

@@ -11,9 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from infer_factory import run_cli, write_tiny_checkpoint
 
 from medseg.io import align_to_grid, read_volume
+from tests.inference.infer_factory import run_cli, write_tiny_checkpoint
 
 SCANS = {
     "nifti_ras": "totalseg/example_ct_sm.nii.gz",

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import gzip
 import logging
-import sys
-from pathlib import Path
 
 import pydicom
-from infer_factory import run_cli, write_tiny_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-from dicom_factory import edit, write_series
+from tests.inference.infer_factory import run_cli, write_tiny_checkpoint
+from tests.io.dicom_factory import edit, write_series
 
 NAME_PARTS = ("Quokkafamily", "Zyxwvutgiven")
 PATIENT_ID = "PIDx7h3QUNIQUE"

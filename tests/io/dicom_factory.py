@@ -23,8 +23,11 @@ def write_slice(
     slope: float = 1.0,
     intercept: float = -1024.0,
     instance: int = 1,
+    bits: int = 16,
+    signed: bool = False,
 ) -> Path:
-    """One uncompressed slice; ``pixels`` is ``(rows, columns)`` uint16."""
+    """One uncompressed slice; ``pixels`` is ``(rows, columns)``, stored with ``bits``
+    BitsAllocated (8 or 16) as unsigned, or signed (PixelRepresentation 1) when ``signed``."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -52,11 +55,12 @@ def write_slice(
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.ascontiguousarray(pixels.astype(np.uint16)).tobytes()
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = int(signed)
+    dtype = np.dtype(f"{'i' if signed else 'u'}{bits // 8}")
+    ds.PixelData = np.ascontiguousarray(pixels.astype(dtype)).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return path
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import gzip
 import struct
-import sys
 import tracemalloc
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 
@@ -21,9 +21,7 @@ from medseg.cli.main import main
 from medseg.errors import CorruptFileError
 from medseg.io import read_volume
 from medseg.io.volume import check_affine
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dicom_factory import write_series
+from tests.io.dicom_factory import write_series
 
 DIM_OFFSET, QFORM_CODE, SFORM_CODE, SROW = 40, 252, 254, 280
 
@@ -124,8 +122,7 @@ def test_degenerate_nifti_affine_is_one_error_line(tmp_path, rows, capsys):
 
 
 def test_degenerate_affine_in_predict_is_a_failure_line_not_a_traceback(tmp_path, capsys):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-    from infer_factory import run_cli, write_tiny_checkpoint
+    from tests.inference.infer_factory import run_cli, write_tiny_checkpoint
 
     ckpt = write_tiny_checkpoint(tmp_path / "m.pt")
     path = tmp_path / "bad.nii"
@@ -153,6 +150,20 @@ def test_dicom_with_zero_pixel_spacing_is_refused(tmp_path, capsys):
     with pytest.raises(CorruptFileError, match="degenerate voxel-to-world"):
         read_volume(folder)
     assert "degenerate" in _cli_error(["info", folder], capsys)
+
+
+@pytest.mark.parametrize("command", ["info", "convert"])
+def test_dicom_slice_off_the_slice_line_is_one_error_line(tmp_path, capsys, command):
+    folder, _ = write_series(tmp_path / "series", n=4)
+    odd = sorted(folder.iterdir())[0]
+    ds = pydicom.dcmread(odd)
+    x, y, z = (float(v) for v in ds.ImagePositionPatient)
+    ds.ImagePositionPatient = [x, y + 5.0, z]
+    ds.save_as(odd)
+    out = tmp_path / "out.nii.gz"
+    line = _cli_error([command, folder] + ([out] if command == "convert" else []), capsys)
+    assert f"{odd}: lies 5.00 mm off the line" in line
+    assert not out.exists()
 
 
 def test_check_affine_accepts_real_geometries_and_refuses_nan():

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import edit, write_series, write_slice
 
 from medseg.errors import (
     DicomSeriesError,
@@ -16,6 +15,7 @@ from medseg.errors import (
     UnsupportedFormatError,
 )
 from medseg.io import list_dicom_series, read_volume
+from tests.io.dicom_factory import edit, write_series, write_slice
 
 
 def test_series_sorted_by_position_not_file_name(tmp_path):
@@ -300,3 +300,78 @@ def test_header_without_modality_or_rows_is_ignored(tmp_path):
     index.SeriesInstanceUID = pydicom.uid.generate_uid()
     index.save_as(folder / "INDEX", enforce_file_format=True)
     assert read_volume(folder).shape == (4, 6, 3)
+
+
+# ---- per-slice checks: position on the slice line, bits and sign -------------------------
+
+
+def _slice_at(folder: Path, z: float) -> Path:
+    return next(
+        f for f in folder.iterdir() if float(pydicom.dcmread(f).ImagePositionPatient[2]) == z
+    )
+
+
+@pytest.mark.parametrize("z", [5.0, 9.0, 13.0])  # first, middle and last slice along the normal
+def test_slice_shifted_off_the_slice_line_is_refused_naming_it(tmp_path, z):
+    folder, _ = write_series(tmp_path / "s", n=5, step=2.0)
+    odd = _slice_at(folder, z)
+    edit(odd, ImagePositionPatient=[-10.0 + 5.0, 20.0, z])  # 5 mm along the rows, same z
+    with pytest.raises(DicomSeriesError, match="off the line") as err:
+        read_volume(folder)
+    msg = str(err.value)
+    assert str(odd) in msg
+    assert "5.00 mm" in msg
+
+
+def test_sub_tolerance_jitter_and_gantry_tilt_still_read(tmp_path):
+    folder, _ = write_series(tmp_path / "s", n=5, step=2.0)
+    edit(_slice_at(folder, 9.0), ImagePositionPatient=[-10.0 + 0.02, 20.0, 9.0])  # < 0.1 pixel
+    assert read_volume(folder).shape == (4, 6, 5)
+    tilted = tmp_path / "tilt"  # every slice 0.5 mm further along y: a straight, sheared line
+    tilted.mkdir()
+    for k in range(4):
+        write_slice(
+            tilted / f"{k}.dcm", np.full((6, 4), k), (-10.0, 20.0 + 0.5 * k, 5.0 + 2 * k),
+            series_uid="1.2.3", intercept=0,
+        )  # fmt: skip
+    vol = read_volume(tilted)
+    assert vol.array[0, 0].tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(vol.affine[:3, 2], [0, -0.5, 2.0])  # RAS: y negated
+
+
+def test_slices_with_different_bits_and_sign_are_read_exactly(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    values = [
+        (np.full((6, 4), 200), 8, False),  # the first slice along z: 8 bits unsigned
+        (np.full((6, 4), 446), 16, False),  # 446 would wrap to 190 in uint8
+        (np.full((6, 4), -1450), 16, True),  # -1450 would wrap to 64086 in uint16
+    ]
+    for k, (pixels, bits, signed) in enumerate(values):
+        write_slice(
+            folder / f"{k}.dcm", pixels, (-10.0, 20.0, 5.0 + 2 * k), series_uid="1.2.3",
+            intercept=0, bits=bits, signed=signed,
+        )  # fmt: skip
+    vol = read_volume(folder)
+    assert vol.array[0, 0].tolist() == [200, 446, -1450]
+    assert vol.array.dtype == np.int16
+    # with a CT rescale as well: every slice in HU, whatever its stored type
+    for k in range(3):
+        edit(folder / f"{k}.dcm", RescaleIntercept="-1024")
+    assert read_volume(folder).array[0, 0].tolist() == [200 - 1024, 446 - 1024, -1450 - 1024]
+
+
+def test_slice_with_other_pixel_shape_than_its_header_names_the_file(tmp_path):
+    folder, _ = write_series(tmp_path / "s", n=3)
+    odd = _slice_at(folder, 7.0)
+    ds = pydicom.dcmread(odd)
+    ds.SamplesPerPixel = 3  # a colour slice inside a greyscale series
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.Rows, ds.Columns = 6, 4
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = np.zeros((6, 4, 3), np.uint8).tobytes()
+    ds.save_as(odd)
+    with pytest.raises(UnsupportedFormatError, match="colour") as err:
+        read_volume(folder)
+    assert str(odd) in str(err.value)

@@ -7,7 +7,6 @@ pylibjpeg or pylibjpeg-openjpeg. No GPL decoder (pylibjpeg-libjpeg) is involved.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import gdcm  # a declared dependency: without it JPEG Lossless (.4.70) cannot be decoded
@@ -17,9 +16,7 @@ import pytest
 
 from medseg.errors import CorruptFileError
 from medseg.io import read_volume
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dicom_factory import write_series
+from tests.io.dicom_factory import write_series
 
 SYNTAXES = {
     "1.2.840.10008.1.2.4.70": "JPEGLosslessProcess14_1",  # JPEG Lossless SV1, common in PACS

@@ -1,0 +1,26 @@
+"""``train.time_limit_minutes``: a run that would overrun stops after a validated, saved epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medseg.checkpoint import load_checkpoint
+from medseg.engine.config import build_config
+from medseg.engine.trainer import train
+
+
+def test_time_limit_stops_after_a_validated_epoch(tiny_raw, tmp_path: Path) -> None:
+    tiny_raw["train"].update(epochs=5, val_every=3, time_limit_minutes=1e-4)
+    result = train(build_config(tiny_raw), output=tmp_path / "run", progress=False)
+    assert result.epochs_completed == 1
+    assert result.stopped_early
+    # the cut epoch is validated and saved, although val_every would have skipped it
+    assert "val_mean_dice" in result.history[-1]
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["epoch"] == 1
+
+
+def test_no_time_limit_runs_every_epoch(tiny_raw, tmp_path: Path) -> None:
+    tiny_raw["train"].update(epochs=2)
+    result = train(build_config(tiny_raw), output=tmp_path / "run", progress=False)
+    assert result.epochs_completed == 2
+    assert not result.stopped_early
