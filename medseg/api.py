@@ -99,13 +99,16 @@ def evaluate(
     reference: str | Path,
     labels: Mapping[str, Sequence[int]] | Sequence[str] | None = None,
     output: str | Path | None = None,
+    *,
+    overwrite: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Dice, IoU, HD95/ASSD (mm), volume difference and lesion detection of predicted masks
     against reference masks (files or folders matched by case id).
 
     ``labels``: ``{"tumour": [1], "whole": [1, 2, 3]}``, or the CLI's ``--labels`` strings
     (``["1", "whole=1,2,3"]``); ``None`` scores every label present. With ``output`` (a
-    ``.csv`` path) the per-case table and ``<name>_summary.csv`` are written. Returns
+    ``.csv`` path) the per-case table and ``<name>_summary.csv`` are written (an existing
+    file only with ``overwrite``; never over an input). Returns
     ``(per_case, summary)`` DataFrames.
     """
     from medseg.inference.evaluation import evaluate_paths, parse_labels
@@ -115,7 +118,7 @@ def evaluate(
             labels = [labels]
         labels = parse_labels(list(labels))
     classes = {str(k): [int(v) for v in vs] for k, vs in labels.items()} if labels else None
-    return evaluate_paths(prediction, reference, classes, output)
+    return evaluate_paths(prediction, reference, classes, output, overwrite=overwrite)
 
 
 def plan(

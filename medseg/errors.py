@@ -58,6 +58,16 @@ class OverwriteError(MedsegError):
     """An output would overwrite an input or an existing file without permission."""
 
 
+class OutputWriteError(MedsegError):
+    """The operating system refused to write an output (read-only or full disk, permission,
+    a symbolic-link loop, a folder where a file belongs); ``path`` and ``errno`` say which."""
+
+    def __init__(self, *args: object, path: str = "", errno: int | None = None) -> None:
+        super().__init__(*args)
+        self.path = path
+        self.errno = errno
+
+
 class DatasetError(MedsegError):
     """A training dataset is malformed (missing labels, bad manifest, inconsistent cases)."""
 

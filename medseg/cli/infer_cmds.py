@@ -44,7 +44,12 @@ def predict(
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write <case>_probabilities.nii.gz."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo cases that are already done."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Redo cases that are already done, and replace files in OUTPUT that medseg did "
+        "not write (e.g. ground-truth labels; never an input).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Slices per forward pass."),
     series: str | None = typer.Option(
@@ -118,6 +123,9 @@ def evaluate(
         "--labels",
         help="Labels to score: 1 / 1,2,4 (separate classes) or region=1,2,3,4; repeatable.",
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace existing --output tables (never an input)."
+    ),
 ) -> int:
     """Dice, IoU, HD95 and ASSD (mm), volume difference and lesion detection per class.
 
@@ -127,7 +135,9 @@ def evaluate(
 
     from medseg.inference.evaluation import evaluate_paths, parse_labels
 
-    per_case, summary = evaluate_paths(prediction, reference, parse_labels(labels), output)
+    per_case, summary = evaluate_paths(
+        prediction, reference, parse_labels(labels), output, overwrite=overwrite
+    )
     columns = [
         "case",
         "class",

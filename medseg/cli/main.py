@@ -1,7 +1,11 @@
 """The ``medseg`` command line. Each subcommand is a thin wrapper around one library function.
 
 Errors caused by user input (:class:`medseg.errors.MedsegError`) are printed as one line
-``error: ...`` with exit code 2; ``medseg --debug ...`` shows the full traceback instead.
+``error: ...`` with exit code 2; ``medseg --debug ...`` shows the full traceback instead. So
+is an ``OSError`` (read-only or full disk, permissions, a link loop, a folder where a file
+belongs): writers report ``cannot write PATH: <reason>; <fix>`` themselves
+(:class:`~medseg.errors.OutputWriteError`, temporary files already removed); any other one
+is worded here by :func:`medseg.io.atomic.os_error_message`.
 """
 
 from __future__ import annotations
@@ -77,6 +81,13 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         typer.echo(f"error: {err.for_cli()}", err=True)
+        sys.exit(2)
+    except OSError as err:  # the OS refused a file: one line, not a traceback
+        if debug:
+            raise
+        from medseg.io.atomic import os_error_message  # medseg.io is heavy: not for --help
+
+        typer.echo(f"error: {os_error_message(err)}", err=True)
         sys.exit(2)
     except (click.ClickException, _TyperClickException) as err:
         err.show()

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from medseg.errors import DatasetError, InputNotFoundError, OverwriteError
 from medseg.io import Volume, check_same_grid, write_mask, write_volume
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import write_json
 from medseg.io.cases import labels_of, read_dataset_json
 
 __all__ = ["AppendedCase", "append_case", "dataset_meta", "refuse_existing", "undo_on_error"]
@@ -56,11 +55,6 @@ def undo_on_error(paths: Sequence[Path]) -> Iterator[None]:
         for path in paths:
             path.unlink(missing_ok=True)
         raise
-
-
-def _write_json(payload: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
 
 
 def dataset_meta(meta_path: Path, n_channels: int, mask: Volume) -> dict[str, Any]:
@@ -124,9 +118,9 @@ def append_case(
         if attachment is not None and extra is not None:
             attachment[1](extra)
             named = {"dicom_seg": str(extra.relative_to(destination))}
-        _write_json({**record, "mask": str(label.relative_to(destination)), **named}, review)
+        write_json(review, {**record, "mask": str(label.relative_to(destination)), **named})
         meta["numTraining"] = sum(
             1 for p in (destination / "labelsTr").iterdir() if p.name.endswith(ending)
         )
-        _write_json(meta, meta_path)
+        write_json(meta_path, meta)
     return AppendedCase(label, review, tuple(images), meta_path, extra)

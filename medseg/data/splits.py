@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, DatasetError
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def plan_split(
         _check_settings(plan, path, num_folds, val_fraction, seed)
         added = _add_cases(plan, ids, new_cases, groups)
         if added and write:
-            _write_plan(path, plan)
+            write_json(path, plan)
         return plan
     if inherit is not None and not num_folds:
         plan = _inherited_plan(ids, inherit, val_fraction, seed)
@@ -194,7 +194,7 @@ def plan_split(
     else:
         plan = _new_plan(ids, num_folds, val_fraction, seed, groups)
     if write:
-        _write_plan(path, plan)
+        write_json(path, plan)
         logger.info(
             "recorded a new %s split of %d case(s) (%d validation)%s in %s",
             plan["method"],
@@ -366,11 +366,6 @@ def _add_cases(
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     plan["log"] = [*plan.get("log", []), {"time_utc": stamp, "added": added}]
     return added
-
-
-def _write_plan(path: Path, plan: Mapping[str, Any]) -> None:
-    with atomic_path(path, suffix=".tmp") as tmp:
-        tmp.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
 
 
 def stable_split(

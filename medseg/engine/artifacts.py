@@ -14,7 +14,6 @@ Layout (all written by rank 0 only, each file atomically)::
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,26 +23,18 @@ import numpy as np
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.io.atomic import atomic_path
+from medseg.io.atomic import write_text as write_text  # the trainer writes its texts here
+from medseg.io.tables import write_csv
 
 logger = logging.getLogger(__name__)
 
 PRED_COLOURS = ("red", "orange", "deepskyblue", "magenta", "yellow", "blueviolet")
 
 
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
 def write_metrics_csv(path: Path, history: Sequence[dict[str, Any]]) -> None:
-    """Rewrite the whole CSV from the history (the column set can grow after validation)."""
-    columns: list[str] = []
-    for row in history:
-        columns.extend(k for k in row if k not in columns)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(history)
+    """Rewrite the whole CSV from the history (the column set can grow after validation).
+    A plain log (no notice line): tools and ``pandas.read_csv`` read it without options."""
+    write_csv(history, path, notice=False)
 
 
 def _figure(ncols: int, width: float, height: float):

@@ -46,7 +46,7 @@ from medseg.engine.config import TrainConfig
 from medseg.engine.crossval_join import join_folds
 from medseg.engine.cv_layout import FOLD_DONE, SPLITS_FILE, CrossValSetup, fold_dir
 from medseg.errors import ConfigError, DatasetError
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def cross_validate(
             result.wall_seconds = time.perf_counter() - start
             return result
         if info.is_main:
-            _write_json(
+            write_json(
                 run_dir / FOLD_DONE,
                 {
                     "fold": fold,
@@ -285,12 +285,6 @@ def _announce(
         est["out_of_fold"] / 60,
         RESEARCH_USE_NOTICE,
     )
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
 
 
 def _wait_for_json(path: Path, timeout_s: float = 600.0) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from medseg import RESEARCH_USE_NOTICE
 from medseg.engine.cv_layout import (
     CASES_CSV,
     FIGURES,
@@ -48,7 +47,7 @@ from medseg.engine.cv_stats import (
     pooled_ratio,
 )
 from medseg.errors import DatasetError
-from medseg.io.atomic import atomic_path
+from medseg.io.tables import write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -399,17 +398,12 @@ def _round(x: float | None) -> float | str:
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    import csv
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        handle.write(
-            f"# {RESEARCH_USE_NOTICE} Out-of-fold figures, postprocessing as chosen "
-            "(*_raw: before postprocessing)\n"
-        )
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    write_csv(
+        [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows],
+        path,
+        list(rows[0]),
+        note="Out-of-fold figures, postprocessing as chosen (*_raw: before postprocessing)",
+    )
 
 
 def plot_summary(

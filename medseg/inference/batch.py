@@ -17,20 +17,32 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medseg import RESEARCH_USE_NOTICE
 from medseg.device import DistInfo, barrier, process_group, resolve_device
-from medseg.errors import DatasetError, DimensionError, InputNotFoundError, OverwriteError
+from medseg.errors import (
+    DatasetError,
+    DimensionError,
+    InputNotFoundError,
+    OutputWriteError,
+    OverwriteError,
+)
 from medseg.inference.postprocess import PostprocessConfig
-from medseg.io.atomic import atomic_path, remove_partials
+from medseg.io.atomic import (
+    atomic_group,
+    check_output,
+    make_output_dir,
+    partial_leftovers,
+    remove_partials,
+    write_json,
+)
 from medseg.io.cases import group_channels, is_dicom_folder, is_image_file, is_label_file
-from medseg.io.tables import write_csv
+from medseg.io.tables import is_medseg_table, write_csv
 
 logger = logging.getLogger(__name__)
 
@@ -98,19 +110,6 @@ def case_outputs(output_dir: Path, case_id: str) -> dict[str, Path]:
     }
 
 
-def _write_json(data: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (Path, tuple)):
-        return str(value) if isinstance(value, Path) else list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def read_case(
     case: Case,
     channel_names: Sequence[str] | None,
@@ -166,36 +165,46 @@ def predict_case(
     read_s = time.perf_counter() - t0
     prediction = predictor.predict(channels, return_probabilities=save_probabilities)
     t0 = time.perf_counter()
-    write_mask(prediction.label.array, channels[0], out["mask"], overwrite=True)
-    written = {"mask": out["mask"].name}
-    dicom_files = channels[0].metadata.get("dicom_files")
-    if dicom_files:
-        model_name = (prediction.settings.get("model") or {}).get("name", "medseg")
-        write_dicom_seg(
-            prediction.label,
-            dicom_files,
-            prediction.class_names,
-            out["dicom_seg"],
-            model_name=f"medseg {model_name}",
-            overwrite=True,
-        )
-        written["dicom_seg"] = out["dicom_seg"].name
-    if prediction.probabilities is not None:
-        write_probabilities(
-            prediction.probabilities, channels[0], out["probabilities"], overwrite=True
-        )
-        written["probabilities"] = out["probabilities"].name
-    report = {
-        "case": case.case_id,
-        "status": "ok",
-        "inputs": [str(p) for p in case.inputs],
-        "outputs": written,
-        **prediction.report(),
-        "worker": worker or {"rank": 0, "world_size": 1},
-    }
-    report["timing_s"]["read"] = round(read_s, 4)
-    report["timing_s"]["write"] = round(time.perf_counter() - t0, 4)
-    _write_json(report, out["json"])
+    order = ("mask", "dicom_seg", "probabilities", "json")  # the report last: it commits
+    for name in order:  # the same guard as before the run: inputs are never outputs
+        check_output(out[name], overwrite=True, inputs=case.inputs)
+    # Every file is complete before the first rename, and a failed rename takes the others
+    # back: a full disk never leaves a mask without its report (or the reverse).
+    with atomic_group([out[name] for name in order]) as staged:
+        tmp = dict(zip(order, staged, strict=True))
+        write_mask(prediction.label.array, channels[0], tmp["mask"], overwrite=True)
+        written = {"mask": out["mask"].name}
+        dicom_files = channels[0].metadata.get("dicom_files")
+        if dicom_files:
+            model_name = (prediction.settings.get("model") or {}).get("name", "medseg")
+            write_dicom_seg(
+                prediction.label,
+                dicom_files,
+                prediction.class_names,
+                tmp["dicom_seg"],
+                model_name=f"medseg {model_name}",
+                overwrite=True,
+            )
+            written["dicom_seg"] = out["dicom_seg"].name
+        if prediction.probabilities is not None:
+            write_probabilities(
+                prediction.probabilities, channels[0], tmp["probabilities"], overwrite=True
+            )
+            written["probabilities"] = out["probabilities"].name
+        report = {
+            "case": case.case_id,
+            "status": "ok",
+            "inputs": [str(p) for p in case.inputs],
+            "outputs": written,
+            **prediction.report(),
+            "worker": worker or {"rank": 0, "world_size": 1},
+        }
+        folds = getattr(predictor, "provenance", {}).get("fold_checkpoint_sha256")
+        if folds:  # a model folder: each fold's own hash, verified against model.json
+            report["settings"]["fold_checkpoint_sha256"] = list(folds)
+        report["timing_s"]["read"] = round(read_s, 4)
+        report["timing_s"]["write"] = round(time.perf_counter() - t0, 4)
+        write_json(tmp["json"], report)
     out["failed"].unlink(missing_ok=True)
     return report
 
@@ -212,6 +221,55 @@ def check_output_dir(output_dir: str | Path) -> Path:
             param="output",
         )
     return output_dir
+
+
+def _owned_by_medseg(out: dict[str, Path]) -> bool:
+    """Whether a case's existing outputs were written by ``medseg predict``: its report (or
+    failure record) is there, or a commit of its outputs was interrupted (``kill -9``)."""
+    folder = out["json"].parent
+    return (
+        out["json"].is_file()
+        or out["failed"].is_file()
+        or bool(partial_leftovers(folder, out["mask"].name))
+    )
+
+
+def check_case_outputs(cases: Sequence[Case], output_dir: Path, overwrite: bool) -> None:
+    """The output guard for every case before any work: no output may be an input of the
+    command, a folder, or a file ``medseg predict`` did not write (unless ``overwrite``).
+
+    A case counts as written by medseg only through its own record (``<case>.json`` or
+    ``<case>.failed.json``): a ``labelsTr/<case>.nii.gz`` with no report beside it is the
+    user's ground truth, and predicting into ``labelsTr`` must not replace it.
+    """
+    inputs = [p for case in cases for p in case.inputs]
+    known = {_identity(p) for p in inputs} - {None}  # one stat per input, not per pair
+    taken: list[str] = []
+    for case in cases:
+        out = case_outputs(output_dir, case.case_id)
+        ours = overwrite or _owned_by_medseg(out)
+        for name in ("mask", "dicom_seg", "probabilities", "json", "failed"):
+            path, same = out[name], _identity(out[name])
+            clash = [p for p in inputs if _identity(p) == same] if same in known else []
+            check_output(path, overwrite=True, inputs=[*case.inputs, *clash])
+            if not ours and os.path.lexists(path):
+                taken.append(str(path))
+    if taken:
+        more = f" and {len(taken) - 5} more" if len(taken) > 5 else ""
+        raise OverwriteError(
+            f"output {output_dir}: {', '.join(taken[:5])}{more} already exist and were not "
+            "written by `medseg predict` (no <case>.json report beside them; e.g. ground-truth "
+            "labels); pass --overwrite to replace them, or choose another output folder",
+            param="output",
+        )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def predict_cases(
@@ -238,14 +296,17 @@ def predict_cases(
     """
     from tqdm import tqdm
 
-    output_dir = check_output_dir(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = make_output_dir(check_output_dir(output_dir))
     result = BatchResult()
     mine = list(cases)[rank::world_size]
+    check_case_outputs(mine, output_dir, overwrite)
     bar = tqdm(mine, desc="predict", unit="case", disable=not progress or rank != 0)
     for case in bar:
         bar.set_postfix_str(case.case_id)
         out = case_outputs(output_dir, case.case_id)
+        if not out["json"].is_file() and partial_leftovers(output_dir, out["mask"].name):
+            for name in ("mask", "dicom_seg", "probabilities"):  # a killed commit's, unfinished
+                out[name].unlink(missing_ok=True)
         for path in out.values():  # each case has one owner (rank), so this is safe
             remove_partials(output_dir, path.name)
         if not overwrite and out["json"].is_file() and out["mask"].is_file():
@@ -262,12 +323,15 @@ def predict_cases(
                 channel=channel,
             )
             result.done.append(case.case_id)
+        except OutputWriteError:
+            raise  # the output disk (full, read-only), not the case: every case would fail
         except Exception as err:  # one bad case must never abort the others
             message = f"{type(err).__name__}: {err}"
             logger.error("case %s failed: %s", case.case_id, message)
             logger.debug("case %s traceback", case.case_id, exc_info=True)
             result.failed.append((case.case_id, message))
-            _write_json(
+            write_json(
+                out["failed"],
                 {
                     "case": case.case_id,
                     "status": "failed",
@@ -275,7 +339,6 @@ def predict_cases(
                     "inputs": [str(p) for p in case.inputs],
                     "notice": RESEARCH_USE_NOTICE,
                 },
-                out["failed"],
             )
     return result
 
@@ -290,8 +353,11 @@ def collect_failures(cases: Sequence[Case], output_dir: str | Path) -> list[tupl
     return failures
 
 
-def merge_summary(cases: Sequence[Case], output_dir: str | Path) -> Path:
-    """Merge the per-case JSONs of ``cases`` into ``summary.csv`` and ``lesions.csv``."""
+def merge_summary(
+    cases: Sequence[Case], output_dir: str | Path, *, overwrite: bool = False
+) -> Path:
+    """Merge the per-case JSONs of ``cases`` into ``summary.csv`` and ``lesions.csv`` (an
+    existing one is replaced when medseg wrote it, or with ``overwrite``)."""
     import pandas as pd
 
     output_dir = Path(output_dir)
@@ -314,17 +380,20 @@ def merge_summary(cases: Sequence[Case], output_dir: str | Path) -> Path:
             row["seconds"] = report["timing_s"].get("total")
             row["model"] = (report["settings"].get("model") or {}).get("name")
             row["checkpoint_sha256"] = report["settings"].get("checkpoint_sha256")
+            for k, digest in enumerate(report["settings"].get("fold_checkpoint_sha256") or ()):
+                row[f"fold_{k}_sha256"] = digest
             row["tta"] = report["settings"].get("tta")
             for lesion in report["readouts"]["lesions"]:
                 lesion_rows.append({"case": case.case_id, **lesion})
         else:
             row["error"] = report.get("error")
         rows.append(row)
-    summary = output_dir / "summary.csv"
-    for name in (summary.name, "lesions.csv"):
-        remove_partials(output_dir, name)
+    summary, lesions = output_dir / "summary.csv", output_dir / "lesions.csv"
+    for path in (summary, lesions):  # rewritten on every run, but never over a user's file
+        remove_partials(output_dir, path.name)
+        check_output(path, overwrite=overwrite or is_medseg_table(path))
     write_csv(pd.DataFrame(rows), summary)
-    write_csv(pd.DataFrame(lesion_rows), output_dir / "lesions.csv")
+    write_csv(pd.DataFrame(lesion_rows), lesions)
     return summary
 
 
@@ -392,6 +461,9 @@ def predict_folder(
         )
     torch_device = resolve_device(device, info)
     cases = discover_cases([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    # fail before the model loads (every rank, the same answer): a read-only disk, a user's
+    # file in the way
+    check_case_outputs(cases, make_output_dir(output), overwrite)
     predictor = Predictor.load(
         model or default_model_path(), device=torch_device, tta=tta, axes=axes,
         batch_size=batch_size, postprocess=postprocess,
@@ -403,7 +475,7 @@ def predict_folder(
             channel=channel,
         )  # fmt: skip
         barrier()
-        summary = merge_summary(cases, output) if info.is_main else None
+        summary = merge_summary(cases, output, overwrite=overwrite) if info.is_main else None
         barrier()  # rank 0's summary is complete before anyone reads failures
         failures = collect_failures(cases, output)
     return FolderResult(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from medseg import __version__
 from medseg.errors import GeometryMismatchError, InputNotFoundError
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import atomic_path, check_output
 from medseg.io.volume import LPS_TO_RAS, Volume
 
 logger = logging.getLogger(__name__)
@@ -116,10 +117,8 @@ def write_dicom_seg(
     from pydicom.sr.codedict import codes
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        from medseg.errors import OverwriteError
-
-        raise OverwriteError(f"{path} already exists; pass --overwrite to replace it")
+    sources = [p for p in source_files if isinstance(p, (str, os.PathLike))]
+    check_output(path, overwrite=overwrite, inputs=sources)
     datasets = _source_datasets(source_files)
     rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
     if (cols, rows) != label.shape[:2]:

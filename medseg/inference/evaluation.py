@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ConfigError, InputNotFoundError
+from medseg.io.atomic import check_output
 from medseg.io.cases import IMAGE_SUFFIXES, image_stem, split_channel
 from medseg.io.tables import write_csv
 
@@ -51,6 +52,32 @@ def _index(folder: Path) -> dict[str, Path]:
     return found
 
 
+def _complete_predictions(folder: Path, found: dict[str, Path]) -> dict[str, Path]:
+    """``found`` without the masks of a ``medseg predict`` folder that lack their report.
+
+    A folder where any mask has its ``<case>.json`` is a medseg prediction folder; there the
+    report is what marks a case complete (it is committed after the mask), so a mask without
+    one is an unfinished case (an interrupted or failed write, or a stray file). It is left
+    out with a warning naming it, and its reference then counts as missing (Dice 0, exit
+    code 1): an incomplete batch never scores better than it is, and one bad case does not
+    stop the evaluation of the others. Plain folders of masks (no reports) are used whole.
+    """
+    reported = {case for case in found if (folder / f"{case}.json").is_file()}
+    if not reported:
+        return found
+    unreported = sorted(set(found) - reported)
+    if unreported:
+        logger.warning(
+            "%s is a medseg prediction folder, but %d mask(s) have no <case>.json report "
+            "(unfinished cases; not scored, they count as missing): %s; re-run `medseg "
+            "predict` into this folder to finish them",
+            folder,
+            len(unreported),
+            ", ".join(str(found[c].name) for c in unreported[:10]),
+        )
+    return {case: path for case, path in found.items() if case in reported}
+
+
 def match_cases(pred: Path, ref: Path) -> list[tuple[str, Path | None, Path]]:
     """``(case_id, prediction, reference)`` pairs from two files or two folders; the
     prediction is ``None`` for a reference case with no prediction (scored as missing)."""
@@ -60,7 +87,7 @@ def match_cases(pred: Path, ref: Path) -> list[tuple[str, Path | None, Path]]:
     if pred.is_file() and ref.is_file():
         return [(case_id_of(pred) or pred.stem, pred, ref)]
     if pred.is_dir() and ref.is_dir():
-        preds, refs = _index(pred), _index(ref)
+        preds, refs = _complete_predictions(pred, _index(pred)), _index(ref)
         common = sorted(set(preds) & set(refs))
         if not common:
             raise InputNotFoundError(
@@ -177,17 +204,25 @@ def evaluate_paths(
     ref: str | Path,
     labels: dict[str, list[int]] | None = None,
     output: str | Path | None = None,
+    *,
+    overwrite: bool = False,
 ):
     """Evaluate every matched case; returns ``(per_case, summary)`` DataFrames.
 
     With ``output`` (a ``.csv`` path) the per-case table is written there and the summary
-    beside it as ``<name>_summary.csv`` (both atomically). Reference cases without a
+    beside it as ``<name>_summary.csv`` (both atomically; neither may be an input, and an
+    existing file is replaced only with ``overwrite``). Reference cases without a
     prediction are rows with ``missing`` True and Dice 0 (see the module docstring).
     """
     import pandas as pd
     from tqdm import tqdm
 
     pairs = match_cases(Path(pred), Path(ref))
+    if output is not None:  # before the slow part; never over a mask being scored
+        output = Path(output)
+        inputs = [Path(pred), Path(ref), *(path for pair in pairs for path in pair[1:] if path)]
+        for path in (output, summary_path_of(output)):
+            check_output(path, overwrite=overwrite, inputs=inputs)
     rows = []
     present = [(c, p, r) for c, p, r in pairs if p is not None]
     for case, p, r in tqdm(present, desc="evaluate", unit="case", disable=len(present) < 2):
@@ -207,8 +242,12 @@ def evaluate_paths(
         raise InputNotFoundError(f"{pred}: no labels to evaluate (both masks empty everywhere?)")
     summary = summarize(per_case)
     if output is not None:
-        output = Path(output)
-        summary_path = output.with_name(output.name.removesuffix(".csv") + "_summary.csv")
-        for frame, path in ((per_case, output), (summary, summary_path)):
+        for frame, path in ((per_case, output), (summary, summary_path_of(output))):
             write_csv(frame, path)
     return per_case, summary
+
+
+def summary_path_of(output: str | Path) -> Path:
+    """Where :func:`evaluate_paths` writes the summary of the per-case table ``output``."""
+    output = Path(output)
+    return output.with_name(output.name.removesuffix(".csv") + "_summary.csv")

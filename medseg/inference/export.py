@@ -19,8 +19,8 @@ import torch
 
 from medseg import RESEARCH_USE_NOTICE, __version__
 from medseg.checkpoint import ModelRecord
-from medseg.errors import CheckpointError, OverwriteError, first_line
-from medseg.io.atomic import atomic_path
+from medseg.errors import CheckpointError, first_line
+from medseg.io.atomic import atomic_path, check_output
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,15 @@ def _load_for_export(path: Path) -> tuple[torch.nn.Module, ModelRecord, str, int
     return model_from_checkpoint(payload, path), record, file_sha256(path), 1
 
 
+def _model_files(path: Path) -> list[Path]:
+    """The files a model consists of (a model folder's manifest and fold checkpoints)."""
+    from medseg.inference.model_folder import MODEL_FILE, is_model_folder, read_model_folder
+
+    if path.is_dir() and is_model_folder(path):
+        return [path, path / MODEL_FILE, *read_model_folder(path, verify=False)[1]]
+    return [path]
+
+
 def export_model(
     checkpoint: str | Path,
     output: str | Path,
@@ -91,10 +100,7 @@ def export_model(
     checkpoint, output = Path(checkpoint), Path(output)
     if fmt not in ("torchscript", "onnx"):
         raise CheckpointError(f"export format {fmt!r} is unknown; expected torchscript or onnx")
-    if output.resolve() == checkpoint.resolve():
-        raise OverwriteError(f"{output}: refusing to overwrite the checkpoint; choose another path")
-    if output.exists() and not overwrite:
-        raise OverwriteError(f"{output} already exists; pass --overwrite to replace it")
+    check_output(output, overwrite=overwrite, inputs=_model_files(checkpoint))
     model, record, sha256, folds = _load_for_export(checkpoint)
     meta = _metadata(record, sha256, fmt, folds)
     # Odd H, W: networks that pad to a divisor must take their padding branch while traced,

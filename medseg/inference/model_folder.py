@@ -17,13 +17,16 @@ Checkpoint paths are relative to the folder, so the folder can be moved or copie
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from medseg import RESEARCH_USE_NOTICE, __version__
 from medseg.checkpoint import ModelRecord
 from medseg.errors import CheckpointError, InputNotFoundError
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import write_json
+
+logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.json"
 FORMAT = "medseg-model-folder"
@@ -34,8 +37,15 @@ def is_model_folder(path: str | Path) -> bool:
     return (Path(path) / MODEL_FILE).is_file()
 
 
-def read_model_folder(path: str | Path) -> tuple[ModelRecord, list[Path], dict[str, Any]]:
-    """(record, fold checkpoint paths, the whole model.json) of a model folder."""
+def read_model_folder(
+    path: str | Path, *, verify: bool = True
+) -> tuple[ModelRecord, list[Path], dict[str, Any]]:
+    """(record, fold checkpoint paths, the whole model.json) of a model folder.
+
+    With ``verify`` (the default) every fold checkpoint's SHA-256 must equal the one
+    ``model.json`` recorded for it: a fold replaced or damaged after training would
+    otherwise be used without a word, under the folder's old name.
+    """
     folder = Path(path)
     manifest = folder / MODEL_FILE
     if not manifest.is_file():
@@ -61,7 +71,33 @@ def read_model_folder(path: str | Path) -> tuple[ModelRecord, list[Path], dict[s
             f"{manifest}: fold checkpoint(s) missing: {', '.join(missing) or 'none listed'}; "
             "copy the whole model folder (fold_*/checkpoints/best.pt included)"
         )
+    if verify:
+        verify_fold_hashes(manifest, data["folds"], checkpoints)
     return record, checkpoints, data
+
+
+def verify_fold_hashes(
+    manifest: Path, folds: list[dict[str, Any]], checkpoints: list[Path]
+) -> None:
+    """Raise :class:`CheckpointError` naming the first fold whose checkpoint's SHA-256
+    differs from the one recorded in ``manifest`` (a fold without a recorded hash, from a
+    hand-made manifest, is logged and accepted)."""
+    from medseg.checkpoint import file_sha256
+
+    for fold, ckpt in zip(folds, checkpoints, strict=True):
+        expected = fold.get("sha256") if isinstance(fold, dict) else None
+        name = f"fold {fold.get('fold', '?')}" if isinstance(fold, dict) else "a fold"
+        if not expected:
+            logger.warning("%s: %s has no recorded sha256; not verified", manifest, name)
+            continue
+        found = file_sha256(ckpt)
+        if found != expected:
+            raise CheckpointError(
+                f"{manifest}: {name} checkpoint {ckpt} has SHA-256 {found[:16]}..., but "
+                f"{MODEL_FILE} records {str(expected)[:16]}... (the file was replaced or "
+                "damaged after training); restore the original checkpoint from a backup or "
+                "re-run the cross-validation (`medseg train CONFIG --folds all`)"
+            )
 
 
 def write_model_folder(
@@ -81,6 +117,4 @@ def write_model_folder(
         "folds": folds,
         **sections,
     }
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2), encoding="utf-8")
-    return path
+    return write_json(path, data)

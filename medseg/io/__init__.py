@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import InputNotFoundError, OverwriteError, UnsupportedFormatError
-from medseg.io.atomic import check_not_input
+from medseg.errors import InputNotFoundError, UnsupportedFormatError
+from medseg.io.atomic import check_output
 from medseg.io.dicom import read_dicom_file, read_dicom_folder
 from medseg.io.dicom_seg import read_dicom_seg
 from medseg.io.dicom_series import is_dicom_file, list_dicom_series
@@ -116,24 +116,21 @@ def _inputs_of(volume: Volume) -> list[Path]:
 def check_output_path(
     path: str | Path, *, overwrite: bool = False, inputs: list[Path] | tuple[Path, ...] = ()
 ) -> Path:
-    """Validate an output path before any work: writable format, not an input, no clobbering.
+    """Validate an output path before any work: writable format, then the output guard
+    (:func:`medseg.io.atomic.check_output`: not an input, not a folder, no clobbering).
 
     Raises:
-        OverwriteError: ``path`` is one of ``inputs`` (or inside an input DICOM folder), a
-            folder, or exists and ``overwrite`` is False.
+        OverwriteError: ``path`` is one of ``inputs`` (a link to one included, or inside an
+            input DICOM folder), a folder, or exists and ``overwrite`` is False.
+        OutputWriteError: a link loop or a file among ``path``'s folders.
         UnsupportedFormatError: the suffix is not one medseg writes.
     """
     path = Path(path)
-    check_not_input(path, list(inputs))
-    if path.is_dir():
-        raise OverwriteError(f"{path} is a folder; give an output file name such as out.nii.gz")
-    if not path.name.lower().endswith(WRITE_SUFFIXES):
+    if not path.name.lower().endswith(WRITE_SUFFIXES) and not path.is_dir():
         raise UnsupportedFormatError(
             f"{path}: cannot write this format; use one of {', '.join(WRITE_SUFFIXES)}"
         )
-    if path.exists() and not overwrite:
-        raise OverwriteError(f"{path} already exists; pass overwrite=True (CLI: --overwrite)")
-    return path
+    return check_output(path, overwrite=overwrite, inputs=list(inputs))
 
 
 def write_volume(volume: Volume, path: str | Path, *, overwrite: bool = False) -> Path:

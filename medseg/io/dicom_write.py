@@ -38,7 +38,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from medseg.errors import GeometryMismatchError, OverwriteError, UnsupportedFormatError
+from medseg.errors import GeometryMismatchError, UnsupportedFormatError
+from medseg.io.atomic import check_output, write_error
 from medseg.io.volume import LPS_TO_RAS, Volume
 
 logger = logging.getLogger(__name__)
@@ -238,14 +239,7 @@ def write_dicom_series(
     inputs = [Path(p) for p in volume.metadata.get("dicom_files", [])]
     if volume.metadata.get("source"):
         inputs.append(Path(volume.metadata["source"]))
-    for src in inputs:
-        if folder.resolve() in (src.resolve(), *src.resolve().parents):
-            raise OverwriteError(
-                f"output folder {folder} holds the volume's input {src}; inputs are never "
-                "overwritten: choose another output folder"
-            )
-    if folder.exists() and not overwrite:
-        raise OverwriteError(f"{folder} already exists; choose a new folder or pass overwrite=True")
+    check_output(folder, overwrite=overwrite, inputs=inputs, folder=True)
     geometry = lps_geometry(volume.affine)
     stored, slope, intercept = stored_values(volume.array, modality)
     when = datetime.datetime(2000, 1, 1) if uid_seed else datetime.datetime.now()
@@ -256,9 +250,12 @@ def write_dicom_series(
     base.Rows, base.Columns = volume.shape[1], volume.shape[0]
     _window(base, volume.array, modality)
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private (0700); the series is an ordinary output
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private (0700); the series is an ordinary output
+    except OSError as err:
+        raise write_error(err, folder) from err
     try:
         for k in range(volume.shape[2]):
             sop_uid = _new_uid(uid_seed, "instance", k)
@@ -267,6 +264,8 @@ def write_dicom_series(
             name = hashlib.sha1(sop_uid.encode()).hexdigest()[:16] + ".dcm"
             ds.save_as(tmp / name, enforce_file_format=True)
         _replace_folder(tmp, folder)
+    except OSError as err:  # full or read-only disk: the partial series is removed below
+        raise write_error(err, folder) from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

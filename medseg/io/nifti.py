@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 
 from medseg.errors import CorruptFileError, DimensionError, OverwriteError, UnsupportedFormatError
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import atomic_path, check_output
 from medseg.io.volume import Volume, check_affine, checked_voxels, release_mapped_pages
 
 logger = logging.getLogger(__name__)
@@ -214,10 +214,7 @@ def write_nifti(volume: Volume, path: Path, overwrite: bool = False) -> Path:
     """Write ``volume`` as NIfTI with its exact affine (qform and sform), atomically."""
     path = Path(path)
     source = volume.metadata.get("source")
-    if source and Path(source).resolve() == path.resolve():
-        raise OverwriteError(f"{path}: refusing to overwrite the input file; choose another path")
-    if path.exists() and not overwrite:
-        raise OverwriteError(f"{path} already exists; pass overwrite=True (CLI: --overwrite)")
+    check_output(path, overwrite=overwrite, inputs=[source] if source else [])
     if not is_nifti(path):
         raise OverwriteError(f"{path}: output must end in .nii or .nii.gz")
     return _save(_storable(np.asarray(volume.array)), volume.affine, path)
@@ -235,8 +232,8 @@ def write_nifti_channels(
             f"{path}: channels of shape {channels.shape} do not lie on the grid {like.shape}; "
             "expected (channels, *grid)"
         )
-    if path.exists() and not overwrite:
-        raise OverwriteError(f"{path} already exists; pass overwrite=True (CLI: --overwrite)")
+    source = like.metadata.get("source")
+    check_output(path, overwrite=overwrite, inputs=[source] if source else [])
     if not is_nifti(path):
         raise OverwriteError(f"{path}: output must end in .nii or .nii.gz")
     return _save(np.moveaxis(channels.astype(np.float32, copy=False), 0, -1), like.affine, path)

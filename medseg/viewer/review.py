@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from scipy import ndimage
 from medseg.data.append import append_case, refuse_existing, undo_on_error
 from medseg.errors import MedsegError
 from medseg.io import Volume, write_mask
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import write_json
 
 DECISIONS = ("pending", "accept", "reject", "relabel")
 #: The review order, as stated on the page.
@@ -429,12 +428,6 @@ def _check_case_id(case_id: str) -> None:
         )
 
 
-def _write_json(payload: dict[str, Any], path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    return path
-
-
 def save_reviewed_case(
     mask: Volume,
     record: dict[str, Any],
@@ -479,7 +472,7 @@ def save_reviewed_case(
             if seg is not None:
                 write_reviewed_seg(mask, dicom, class_names, record, seg)
             extra = {"dicom_seg": seg.name} if seg else {}
-            _write_json({**record, "mask": targets[0].name, **extra}, targets[1])
+            write_json(targets[1], {**record, "mask": targets[0].name, **extra})
         return SavedReview(targets[0], targets[1], dicom_seg=seg)
     attachment = None
     if dicom:
