@@ -129,11 +129,10 @@ def _planned(config, overrides, time_budget, device, folds, output, info):
         typer.echo(f"note: {note}")
     cfg = build_config(result.raw, parse_overrides(overrides), source="the plan")
     if output is not None and info.is_main:  # the plan beside the folds, to edit and re-run
-        from medseg.io.atomic import atomic_path
+        from medseg.io.atomic import write_text
 
         output.mkdir(parents=True, exist_ok=True)
-        with atomic_path(output / "plan.yaml") as tmp:
-            Path(tmp).write_text(plan_to_yaml(result), encoding="utf-8")
+        write_text(output / "plan.yaml", plan_to_yaml(result))
     return cfg
 
 

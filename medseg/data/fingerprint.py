@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 
 from medseg.data.datasets import CaseSpec, DatasetSpec
 from medseg.data.preprocessing import load_case
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -308,9 +307,7 @@ def compute_fingerprint(
     }
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        os.chmod(path, 0o644)
+        write_json(path, result)
         logger.info("fingerprint: wrote %s", path)
     return result
 

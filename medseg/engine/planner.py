@@ -33,7 +33,7 @@ from medseg.data.validation import format_problems, validate_dataset
 from medseg.engine import plan_rules as rules
 from medseg.engine.config import TrainConfig, build_config
 from medseg.errors import ConfigError, DatasetError
-from medseg.io.atomic import atomic_path
+from medseg.io.atomic import write_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +199,7 @@ def cached_step_seconds(
     seconds = quantise(measure())
     table[key] = seconds
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+    write_json(path, table)
     return seconds, False
 
 
@@ -567,19 +566,11 @@ def write_plan(
     plan: Plan, path: str | Path, inputs: list[Path] | None = None, overwrite: bool = False
 ) -> Path:
     """Write :func:`plan_to_yaml` to ``path`` atomically (never over an input)."""
-    from medseg.io.atomic import check_not_input
+    from medseg.io.atomic import check_output
 
-    path = Path(path)
-    check_not_input(path, list(inputs or []))
-    if path.exists() and not overwrite:
-        raise ConfigError(
-            f"{path} exists; pass --overwrite to replace it, or choose another --output",
-            param="output",
-        )
+    path = check_output(path, overwrite=overwrite, inputs=list(inputs or []))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(plan_to_yaml(plan), encoding="utf-8")
-    return path
+    return write_text(path, plan_to_yaml(plan))
 
 
 def is_dataset_argument(path: str | Path) -> bool:
