@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from medseg.data.intensity import intensity_plan, needs_statistics
 from medseg.data.intensity import mr_foreground as mr_foreground  # public here since 0.1
+from medseg.data.slicing import plane_axes
 from medseg.errors import CorruptFileError, DatasetError, GeometryMismatchError
 from medseg.io.volume import Volume, check_same_grid, integer_labels
 
@@ -143,7 +144,7 @@ class PreprocessingParams(BaseModel):
     @property
     def inplane_axes(self) -> tuple[int, int]:
         """The two canonical axes resampled by ``target_spacing`` (increasing order)."""
-        return tuple(a for a in range(3) if a != self.slice_axis)  # type: ignore[return-value]
+        return plane_axes(self.slice_axis)
 
 
 @dataclasses.dataclass

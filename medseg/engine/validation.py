@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medseg.data.slicing import plane_axes
 from medseg.device import all_reduce_sum
 from medseg.inference.networks import eval_network
 from medseg.inference.slices import LabelDecoder, infer_slices
@@ -54,8 +55,7 @@ class ValidationResult:
 
 def _overlay_sample(image: np.ndarray, label: np.ndarray, pred: np.ndarray, axis: int) -> dict:
     """The slice along ``axis`` with the most ground-truth foreground (2D arrays for a PNG)."""
-    other = tuple(a for a in range(3) if a != axis)
-    area = (np.asarray(label) > 0).sum(axis=other)
+    area = (np.asarray(label) > 0).sum(axis=plane_axes(axis))
     index = int(area.argmax())
     return {
         "index": index,
