@@ -101,7 +101,7 @@ def cross_validate(
     progress: bool = True,
 ) -> CrossValResult:
     """Train the requested folds into ``output/fold_<k>`` and join when all are finished."""
-    from medseg.engine.trainer import _resume_path, train
+    from medseg.engine.trainer import train
 
     start = time.perf_counter()
     info = info or DistInfo()
@@ -120,7 +120,7 @@ def cross_validate(
         fit = train(
             fold_config(cfg, setup.plan, fold),
             output=run_dir,
-            resume=_resume_path(run_dir) if last.is_file() else None,
+            resume=last if last.is_file() else None,
             device=device,
             info=info,
             progress=progress,
