@@ -113,10 +113,8 @@ def validate(
         if len(result.samples) < num_samples:
             sample = _overlay_sample(case.image, case.label, pred, axes[0])
             result.samples.append({"case_id": case.case_id, **sample})
-    sums = sums.to(device) if device.type == "cuda" else sums  # NCCL needs device tensors
-    sums = all_reduce_sum(sums).cpu()
-    count = torch.tensor([float(len(cases))], dtype=torch.float64)
-    count = all_reduce_sum(count.to(device) if device.type == "cuda" else count).cpu()
+    sums = all_reduce_sum(sums, device)
+    count = all_reduce_sum(torch.tensor([float(len(cases))], dtype=torch.float64), device)
     with np.errstate(invalid="ignore", divide="ignore"):
         result.dice = np.where(sums[1] > 0, (sums[0] / sums[1]).numpy(), np.nan)
     result.num_cases = int(count.item())
