@@ -152,13 +152,6 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
-#: module cycles known today and being removed on another branch (each one a frozenset)
-KNOWN_MODULE_CYCLES: set[frozenset[str]] = {
-    # removed by the crossval helper
-    frozenset({"medseg.engine.crossval", "medseg.engine.crossval_join"}),
-}
-
-
 def module_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
     """Module -> the modules of the package it imports when it runs (at module level or
     inside functions). ``from pkg import sub`` is an import of the module ``pkg.sub``."""
@@ -282,7 +275,7 @@ def test_unit(module: str, expected: str) -> None:
 
 def test_no_module_imports_itself_around_a_cycle() -> None:
     """A file-level cycle makes the import order matter (a half-initialised module)."""
-    cycles = [c for c in module_cycles(module_graph()) if frozenset(c) not in KNOWN_MODULE_CYCLES]
+    cycles = module_cycles(module_graph())
     assert cycles == [], "module import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
