@@ -73,7 +73,7 @@ def neighbour_indices(index: Any, length: Any, context: int) -> Any:
     if hasattr(index, "clamp"):  # a torch tensor: the device-resident sampler's batches
         import torch
 
-        near = index[..., None] + torch.arange(-context, context + 1)
+        near = index[..., None] + torch.arange(-context, context + 1, device=index.device)
         return torch.minimum(near.clamp(min=0), length[..., None] - 1)
     near = np.asarray(index)[..., None] + np.arange(-context, context + 1)
     return np.clip(near, 0, np.asarray(length)[..., None] - 1)
