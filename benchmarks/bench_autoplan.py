@@ -45,15 +45,19 @@ TRAINER = "nnUNetTrainer_medsegBudget"
 # nnU-Net trainer subclass: the epoch count follows from the time left after the first epoch
 TRAINER_SOURCE = '''
 import os, time
+
+import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 
 class nnUNetTrainer_medsegBudget(nnUNetTrainer):
-    """Trains until MEDSEG_BUDGET_DEADLINE (epoch seconds): the schedule is re-sized once the
-    first epoch is timed, so the poly learning rate still reaches its end."""
+    """Trains until MEDSEG_BUDGET_DEADLINE (epoch seconds): after each epoch the epoch count
+    is re-sized to the time left, and the poly schedule with it, so the learning rate still
+    reaches its end when the time does."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_iterations_per_epoch = 50
         self.num_val_iterations_per_epoch = 10
         self.num_epochs = 1000
@@ -65,10 +69,28 @@ class nnUNetTrainer_medsegBudget(nnUNetTrainer):
         super().on_train_epoch_start()
 
     def on_epoch_end(self):
-        super().on_epoch_end()
         took = time.time() - self._epoch_started
         left = self._deadline - time.time()
-        self.num_epochs = min(self.num_epochs, self.current_epoch + max(0, int(left // took)))
+        self.num_epochs = min(self.num_epochs, self.current_epoch + 1 + max(0, int(left // took)))
+        self.lr_scheduler.max_steps = self.num_epochs
+        super().on_epoch_end()
+
+    def run_training(self):
+        # the parent loops over a range fixed at the start; this one re-reads num_epochs
+        self.on_train_start()
+        while self.current_epoch < self.num_epochs:
+            self.on_epoch_start()
+            self.on_train_epoch_start()
+            outputs = [self.train_step(next(self.dataloader_train))
+                       for _ in range(self.num_iterations_per_epoch)]
+            self.on_train_epoch_end(outputs)
+            with torch.no_grad():
+                self.on_validation_epoch_start()
+                outputs = [self.validation_step(next(self.dataloader_val))
+                           for _ in range(self.num_val_iterations_per_epoch)]
+                self.on_validation_epoch_end(outputs)
+            self.on_epoch_end()
+        self.on_train_end()
 '''
 
 

@@ -34,6 +34,7 @@ import pydantic
 import torch
 
 from medseg.data.preprocessing import PreprocessingParams
+from medseg.data.slicing import check_axes
 from medseg.errors import CheckpointError, InputNotFoundError, MedsegError, first_line
 from medseg.io.atomic import atomic_path
 
@@ -203,9 +204,7 @@ class ModelRecord(pydantic.BaseModel):
     @pydantic.field_validator("axes")
     @classmethod
     def _canonical_axes(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or any(a not in (0, 1, 2) for a in value) or len(set(value)) != len(value):
-            raise ValueError(f"axes must be distinct canonical axes among 0, 1, 2, got {value}")
-        return tuple(value)
+        return check_axes(value, "axes", ValueError)
 
     @property
     def axis(self) -> int:

@@ -197,13 +197,19 @@ def _initialised() -> bool:
     return dist is not None and dist.is_initialized()
 
 
+def backend_for(device: Any) -> str:
+    """The process-group backend for ``device``: NCCL on CUDA, Gloo otherwise. NCCL reduces
+    device tensors only, so on CUDA the collectives take their tensors to the device."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def init_process_group(info: DistInfo, device: Any, timeout_s: int = 1800) -> None:
     """Join the torchrun job: NCCL on CUDA, Gloo otherwise (no-op for a single process or
     when already initialised)."""
     if not info.enabled or _initialised():
         return
     dist = _dist()
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = backend_for(device)
     dist.init_process_group(
         backend=backend,
         rank=info.rank,
@@ -236,11 +242,14 @@ def barrier() -> None:
         _dist().barrier()
 
 
-def all_reduce_sum(tensor: Any) -> Any:
-    """Sum ``tensor`` over ranks in place and return it (identity without a process group)."""
+def all_reduce_sum(tensor: Any, device: Any = None) -> Any:
+    """Sum ``tensor`` over ranks and return it (identity without a process group). ``device``:
+    the run's device; under NCCL the sum runs there and comes back to ``tensor``'s device."""
     if _initialised():
         dist = _dist()
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        work = tensor.to(device) if device is not None and backend_for(device) == "nccl" else tensor
+        dist.all_reduce(work, op=dist.ReduceOp.SUM)
+        return work.to(tensor.device)
     return tensor
 
 

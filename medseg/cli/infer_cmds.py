@@ -11,17 +11,9 @@ from medseg import RESEARCH_USE_NOTICE
 
 
 def _parse_axes(text: str | None) -> tuple[int, ...] | None:
-    from medseg.errors import ConfigError
+    from medseg.data.slicing import check_axes
 
-    if not text:
-        return None
-    try:
-        axes = tuple(int(a) for a in text.split(","))
-    except ValueError:
-        axes = ()
-    if not axes or any(a not in (0, 1, 2) for a in axes):
-        raise ConfigError(f"--axes {text!r}: expected canonical axes like 2 or 0,1,2")
-    return axes
+    return check_axes(text) if text else None
 
 
 def predict(

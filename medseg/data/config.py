@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from medseg.config_base import StrictConfig, config_error, read_yaml_mapping
 from medseg.data.preprocessing import PreprocessingParams
+from medseg.data.slicing import check_axes
 from medseg.errors import InputNotFoundError
 
 Range = tuple[float, float]
@@ -199,11 +200,7 @@ class DataConfig(StrictConfig):
     @field_validator("slice_axes")
     @classmethod
     def _axes(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and (
-            not value or any(a not in (0, 1, 2) for a in value) or len(set(value)) != len(value)
-        ):
-            raise ValueError(f"slice_axes must be distinct axes among 0, 1, 2, got {value}")
-        return value
+        return None if value is None else list(check_axes(value, "slice_axes", ValueError))
 
     def train_axes(self) -> tuple[int, ...]:
         """The axes training slices along, the primary (``preprocessing.slice_axis``) first."""

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from medseg.data.datasets import CaseSpec, DatasetSpec
 from medseg.data.preprocessing import load_case
+from medseg.data.slicing import plane_axes
 from medseg.io.atomic import write_json
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _extent_mm(mask: np.ndarray, spacing: Sequence[float]) -> list[float] | None
         return None
     extent = []
     for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        hit = np.flatnonzero(mask.any(axis=plane_axes(axis)))
         extent.append(float((hit[-1] - hit[0] + 1) * spacing[axis]))
     return extent
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from medseg.data.intensity import intensity_plan, needs_statistics
 from medseg.data.intensity import mr_foreground as mr_foreground  # public here since 0.1
+from medseg.data.slicing import plane_axes
 from medseg.errors import CorruptFileError, DatasetError, GeometryMismatchError
 from medseg.io.volume import Volume, check_same_grid, integer_labels
 
@@ -143,7 +144,7 @@ class PreprocessingParams(BaseModel):
     @property
     def inplane_axes(self) -> tuple[int, int]:
         """The two canonical axes resampled by ``target_spacing`` (increasing order)."""
-        return tuple(a for a in range(3) if a != self.slice_axis)  # type: ignore[return-value]
+        return plane_axes(self.slice_axis)
 
 
 @dataclasses.dataclass
@@ -220,7 +221,7 @@ def _resampled_affine(affine: np.ndarray, old: Sequence[int], new: Sequence[int]
     return affine @ scale
 
 
-def _interpolate(array: np.ndarray, shape: Sequence[int], mode: str) -> np.ndarray:
+def resample_array(array: np.ndarray, shape: Sequence[int], mode: str) -> np.ndarray:
     """Resample ``(C, X, Y, Z)`` to ``(C, *shape)``; ``mode`` ``"trilinear"`` or ``"nearest-exact"``."""
     if tuple(array.shape[1:]) == tuple(shape):
         return array
@@ -372,7 +373,7 @@ def preprocess_image(
     for c, vol in enumerate(checked):
         canon = vol.to_canonical().array
         if canon.shape != tuple(grid.shape):  # resampling needs floats; otherwise cast on copy
-            canon = _interpolate(canon.astype(np.float32)[None], grid.shape, "trilinear")[0]
+            canon = resample_array(canon.astype(np.float32)[None], grid.shape, "trilinear")[0]
         stats = params.intensity_stats[c] if params.intensity_stats else None
         _normalise_channel(canon, params, stats, out=out[c])
     return out, grid
@@ -409,7 +410,7 @@ def preprocess_label(label: Volume, params: PreprocessingParams, grid: GridInfo)
     labels = map_labels(label.to_canonical().array, params, source)
     if tuple(labels.shape) != grid.shape:
         # nearest on float32 is exact for class indices up to 2**24
-        labels = _interpolate(labels[None].astype(np.float32), grid.shape, "nearest-exact")[0]
+        labels = resample_array(labels[None].astype(np.float32), grid.shape, "nearest-exact")[0]
         labels = labels.astype(np.int16)
     return np.ascontiguousarray(labels, dtype=np.int16)
 
@@ -423,7 +424,7 @@ def restore_labels(labels: np.ndarray, grid: GridInfo) -> np.ndarray:
         )
     dtype = labels.dtype
     if grid.resampled:
-        labels = _interpolate(
+        labels = resample_array(
             labels[None].astype(np.float32), grid.canonical_shape, "nearest-exact"
         )[0]
     return _to_source_order(labels.astype(dtype, copy=False), grid)
@@ -455,7 +456,7 @@ def restore_probabilities(probs: np.ndarray, grid: GridInfo) -> np.ndarray:
         raise GeometryMismatchError(
             f"probabilities of shape {tuple(probs.shape)} do not match (K, *{grid.shape})"
         )
-    probs = _interpolate(probs, grid.canonical_shape, "trilinear")
+    probs = resample_array(probs, grid.canonical_shape, "trilinear")
     return _to_source_order(probs, grid)
 
 

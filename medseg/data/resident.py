@@ -27,6 +27,7 @@ import torch
 
 from medseg.data.cache import CachedCase
 from medseg.data.seeds import RESIDENT_STREAM, epoch_seed
+from medseg.data.slicing import channel_major, neighbour_indices, plane_axes
 from medseg.device import DistInfo
 from medseg.errors import ConfigError
 
@@ -183,7 +184,7 @@ class ResidentSlices:
                 torch.from_numpy(counts),
                 torch.from_numpy(np.concatenate(per_case)),  # their foreground slices
             )
-            other = tuple(d for d in (1, 2, 3) if d != a + 1)
+            other = tuple(d + 1 for d in plane_axes(a))  # image axes: channel first
             mins = [np.asarray(c.image).min(axis=other) for c in cases]  # (C, L) each
             self.plane_min[a] = torch.from_numpy(np.concatenate(mins, axis=1)).to(dev)
             self.fg_pixels[a] = _foreground_pixels(cases, a, self.slice_start[a])
@@ -315,8 +316,7 @@ class ResidentSlices:
         CPU (a few thousand numbers), the copy runs on the device."""
         dev, (ch, cw), k = self.device, self.crop, self.context
         b, c = case.shape[0], self.num_channels
-        offsets = torch.arange(-k, k + 1)
-        neighbours = torch.minimum((index[:, None] + offsets).clamp(min=0), length[:, None] - 1)
+        neighbours = neighbour_indices(index, length, k)  # (B, 2k+1), as slice_stack
         rows = row0[:, None] + torch.arange(ch)  # (B, H)
         cols = col0[:, None] + torch.arange(cw)  # (B, W)
         row_ok = (rows >= 0) & (rows < height[:, None])
@@ -331,7 +331,7 @@ class ResidentSlices:
         image = self._windows(self.images, image_starts, c_st).view(b, c, 2 * k + 1, ch, cw)
         label = self._windows(self.labels, label_starts, c_st).view(b, ch, cw).long()
         if bool(row_ok.all()) and bool(col_ok.all()):  # no padding in this batch
-            return image.view(b, c * (2 * k + 1), ch, cw), label
+            return channel_major(image), label
         # padding: each plane's own minimum (what lies outside the body), as SliceDataset pads
         mins = torch.zeros(b, c, 2 * k + 1, device=dev)
         for a in self.axes:
@@ -346,7 +346,7 @@ class ResidentSlices:
         ok = to_dev(row_ok[:, :, None] & col_ok[:, None, :], dev)  # (B, H, W)
         image = torch.where(ok[:, None, None], image, mins[..., None, None])
         label = torch.where(ok, label, 0)
-        return image.reshape(b, c * (2 * k + 1), ch, cw), label
+        return channel_major(image), label
 
     def _windows(self, buffer: torch.Tensor, starts: torch.Tensor, stride: torch.Tensor):
         """``buffer[start + j * stride[b]]`` for ``j < W``: ``(B, R, W)`` rows for the window
@@ -373,12 +373,6 @@ class ResidentSlices:
             f"device-resident training data on {self.device}: {len(self.case_ids)} case(s), "
             f"{(self.images.numel() * 4 + self.labels.numel() * self.labels.element_size()) / 2**20:.0f} MiB"
         )
-
-
-def plane_axes(axis: int) -> tuple[int, int]:
-    """The canonical axes of a slice along ``axis``: ``(rows, columns)``."""
-    rows, cols = (d for d in (0, 1, 2) if d != axis)
-    return rows, cols
 
 
 def to_dev(t: torch.Tensor, device: torch.device) -> torch.Tensor:

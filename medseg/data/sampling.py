@@ -24,15 +24,10 @@ import torch
 from torch.utils.data import Dataset
 
 from medseg.data.cache import CachedCase
-from medseg.data.slicing import label_slice, slice_stack
+from medseg.data.slicing import check_axes, label_slice, plane_shape, slice_stack
 from medseg.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-
-def _plane_shape(shape: Sequence[int], axis: int) -> tuple[int, int]:
-    rest = [s for a, s in enumerate(shape) if a != axis]
-    return int(rest[0]), int(rest[1])
 
 
 def _pad_to(
@@ -103,11 +98,7 @@ class SliceDataset(Dataset):
     ) -> None:
         if not cases:
             raise ConfigError("SliceDataset needs at least one case; the split left none")
-        axes = (axis,) if isinstance(axis, int) else tuple(int(a) for a in axis)
-        if not axes or any(a not in (0, 1, 2) for a in axes):
-            raise ConfigError(
-                f"slice axis {axis} invalid; expected 0 (sagittal), 1 (coronal) or 2 (axial)"
-            )
+        axes = check_axes([axis] if isinstance(axis, int) else axis, "axis")
         self.cases = list(cases)
         self.axes, self.axis = axes, axes[0]
         self.context, self.crop_size = context, crop_size
@@ -124,7 +115,7 @@ class SliceDataset(Dataset):
         }
         # whole training slices of every axis must pad to one size so batches stack
         pad_axes = axes if train else (self.axis,)
-        planes = [_plane_shape(c.label.shape, a) for c in self.cases for a in pad_axes]
+        planes = [plane_shape(c.label.shape, a) for c in self.cases for a in pad_axes]
         ceil = lambda n: -(-n // pad_multiple) * pad_multiple  # noqa: E731
         self.pad_size = (ceil(max(p[0] for p in planes)), ceil(max(p[1] for p in planes)))
 

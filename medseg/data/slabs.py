@@ -27,11 +27,11 @@ from medseg.data.preprocessing import (
     CANONICAL,
     GridInfo,
     PreprocessingParams,
-    _interpolate,
     check_channels,
     check_finite,
     make_grid,
     preprocess_image,
+    resample_array,
 )
 from medseg.io.volume import Volume, release_mapped_pages
 
@@ -99,7 +99,7 @@ class SlabImage:
         shape = list(self.grid.shape)
         shape[axis] = stop - start
         if self.grid.resampled:
-            canon = _interpolate(canon.astype(np.float32)[None], shape, "trilinear")[0]
+            canon = resample_array(canon.astype(np.float32)[None], shape, "trilinear")[0]
         out = np.empty(shape, dtype=np.float32)
         out[...] = canon
         release_mapped_pages(source)

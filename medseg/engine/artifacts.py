@@ -37,7 +37,8 @@ def write_metrics_csv(path: Path, history: Sequence[dict[str, Any]]) -> None:
     write_csv(history, path, notice=False)
 
 
-def _figure(ncols: int, width: float, height: float):
+def new_figure(ncols: int, width: float, height: float):
+    """A headless figure ``width`` x ``height`` inches with one row of ``ncols`` axes."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -48,7 +49,8 @@ def _figure(ncols: int, width: float, height: float):
     return fig, axes
 
 
-def _save_figure(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` as PNG, atomically, with the research-use notice on it."""
     fig.text(0.5, 0.005, RESEARCH_USE_NOTICE, ha="center", va="bottom", fontsize=7, color="0.3")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Disclaimer": RESEARCH_USE_NOTICE})
@@ -56,7 +58,7 @@ def _save_figure(fig, path: Path) -> None:
 
 def plot_curves(path: Path, history: Sequence[dict[str, Any]], class_names: Sequence[str]) -> None:
     """``curves.png``: training loss (left) and validation Dice per class + mean (right)."""
-    fig, (ax_loss, ax_dice) = _figure(2, 10, 4)
+    fig, (ax_loss, ax_dice) = new_figure(2, 10, 4)
     epochs = [row["epoch"] for row in history]
     ax_loss.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train loss")
     ax_loss.set_xlabel("epoch")
@@ -72,7 +74,7 @@ def plot_curves(path: Path, history: Sequence[dict[str, Any]], class_names: Sequ
     ax_dice.set_ylabel("validation Dice (per volume, 3D)")
     ax_dice.legend()
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def plot_overlays(
@@ -82,7 +84,7 @@ def plot_overlays(
     class); shows the slice with the most ground-truth foreground of each case."""
     if not samples:
         return
-    fig, axes = _figure(len(samples), 4 * len(samples), 4.6)
+    fig, axes = new_figure(len(samples), 4 * len(samples), 4.6)
     for ax, sample in zip(axes, samples, strict=False):
         # transpose so the first in-plane axis (R-L for axial) runs horizontally
         ax.imshow(sample["image"].T, cmap="gray", origin="lower")
@@ -101,7 +103,7 @@ def plot_overlays(
     )
     fig.suptitle(f"epoch {epoch}: truth green; prediction {legend}", fontsize=9)
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 class TensorBoardLogger:

@@ -101,7 +101,7 @@ def cross_validate(
     progress: bool = True,
 ) -> CrossValResult:
     """Train the requested folds into ``output/fold_<k>`` and join when all are finished."""
-    from medseg.engine.trainer import _resume_path, train
+    from medseg.engine.trainer import train
 
     start = time.perf_counter()
     info = info or DistInfo()
@@ -120,7 +120,7 @@ def cross_validate(
         fit = train(
             fold_config(cfg, setup.plan, fold),
             output=run_dir,
-            resume=_resume_path(run_dir) if last.is_file() else None,
+            resume=last if last.is_file() else None,
             device=device,
             info=info,
             progress=progress,
@@ -218,7 +218,7 @@ def estimate_seconds(
     of the configured network (a throw-away copy) at the configured batch and crop size."""
     import torch
 
-    from medseg.data.slicing import num_input_planes
+    from medseg.data.slicing import num_input_planes, plane_shape
     from medseg.device import resolve_device
     from medseg.models import build_model
 
@@ -228,7 +228,8 @@ def estimate_seconds(
     model = model.to(dev).train()
     optim = torch.optim.SGD(model.parameters(), lr=1e-6)
     shape0 = setup.cached[0].label.shape if setup.cached else (240, 240, 155)
-    crop = cfg.data.crop_size or tuple(s for a, s in enumerate(shape0) if a != 2)
+    axis = cfg.data.train_axes()[0]  # what the trainer counts slices and crops along
+    crop = cfg.data.crop_size or plane_shape(shape0, axis)
     batch = torch.randn(cfg.train.batch_size, planes, *crop, device=dev)
     times = []
     for _ in range(3):
@@ -242,13 +243,13 @@ def estimate_seconds(
         times.append(time.perf_counter() - t0)
     step = float(np.median(times[1:]))
     n_val = max(1, math.ceil(len(setup.cached) / max(setup.num_folds, 1)))
-    slices = float(np.mean([c.label.shape[2] for c in setup.cached])) if setup.cached else 155.0
+    slices = float(np.mean([c.label.shape[axis] for c in setup.cached] or [shape0[axis]]))
     samples = cfg.data.samples_per_epoch or int(slices * max(1, len(setup.cached) - n_val))
     steps = cfg.train.epochs * max(1, samples // cfg.train.batch_size)
     # data loading and augmentation on the same cores: ~25 % on top of the pure step (measured
     # pipeline ratio 0.75-0.8 on a 2-core CPU), forward-only ~1/3 of a training step
     train_s = steps * step * 1.25
-    area = float(np.prod(shape0)) / max(float(np.prod(crop)) * shape0[2], 1.0)
+    area = float(np.prod(shape0)) / max(float(np.prod(crop)) * shape0[axis], 1.0)
     per_case = slices * len(cfg.data.train_axes()) * step / cfg.train.batch_size / 3 * area
     n_vals = math.ceil(cfg.train.epochs / cfg.train.val_every)
     val_s = n_vals * n_val * per_case

@@ -415,10 +415,10 @@ def plot_summary(
     """Out-of-fold Dice and false-positive lesions per case and structure, raw vs
     postprocessed (one PNG); with ``summary``, each structure's mean Dice and interval in the
     legend and the few-cases warning on top."""
-    from medseg.engine.artifacts import _figure, _save_figure
+    from medseg.engine.artifacts import new_figure, save_figure
 
     cases = list(dict.fromkeys(r["case"] for r in rows))
-    fig, axes = _figure(2, 6.0, 3.6)
+    fig, axes = new_figure(2, 6.0, 3.6)
     width = 0.8 / max(len(structures), 1)
     x = np.arange(len(cases))
     for i, s in enumerate(structures):
@@ -451,4 +451,4 @@ def plot_summary(
     axes[0].legend(fontsize=7)
     if summary is not None and summary["warning"]:
         fig.suptitle(f"warning: {summary['warning']}", fontsize=8, color="darkred", wrap=True)
-    _save_figure(fig, path)
+    save_figure(fig, path)

@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from medseg.data.slicing import AXIS_NAMES, plane_axes
+
 # median spacing ratio (largest / smallest) from which a dataset counts as anisotropic and is
 # sliced across its low-resolution axis (nnU-Net switches to low-res handling at 3; slicing a
 # 2:1 volume across the thick axis already keeps every plane at full resolution)
@@ -37,16 +39,12 @@ def slice_axis(median_spacing: Sequence[float]) -> tuple[int, str]:
     ratio = max(median_spacing) / min(median_spacing)
     if ratio >= ANISOTROPY_THRESHOLD:
         axis = int(max(range(3), key=lambda a: median_spacing[a]))
-        names = ("sagittal (axis 0)", "coronal (axis 1)", "axial (axis 2)")
         return axis, (
             f"anisotropic: median spacing {_mm(median_spacing)}, ratio {ratio:.1f} >= "
-            f"{ANISOTROPY_THRESHOLD}; slices are {names[axis]}, across the thick axis"
+            f"{ANISOTROPY_THRESHOLD}; slices are {AXIS_NAMES[axis]} (axis {axis}), across the "
+            "thick axis"
         )
     return 2, f"near-isotropic (median spacing {_mm(median_spacing)}, ratio {ratio:.1f}): axial"
-
-
-def inplane_axes(axis: int) -> tuple[int, int]:
-    return tuple(a for a in range(3) if a != axis)  # type: ignore[return-value]
 
 
 def target_spacing(
@@ -60,7 +58,7 @@ def target_spacing(
     only when the body (``body_mm``: the extent of non-background voxels per canonical axis)
     would exceed the device's whole-slice size, and never so coarse that the smallest
     structure (its largest object per case) spans fewer than :data:`MIN_OBJECT_PIXELS`."""
-    axes = inplane_axes(axis)
+    axes = plane_axes(axis)
     base = [float(median_spacing[a]) for a in axes]
     fov = [float(body_mm[a]) for a in axes]
     limit = MAX_SLICE_PIXELS.get(device_type, MAX_SLICE_PIXELS["cpu"])
@@ -82,7 +80,7 @@ def slice_pixels(
     shape: Sequence[float], spacing3: Sequence[float], axis: int, target: Sequence[float]
 ) -> tuple[int, int]:
     """In-plane size (pixels) of a slice of a volume of ``shape``/``spacing3`` at ``target``."""
-    axes = inplane_axes(axis)
+    axes = plane_axes(axis)
     return tuple(  # type: ignore[return-value]
         max(1, round(float(shape[a]) * float(spacing3[a]) / t))
         for a, t in zip(axes, target, strict=True)

@@ -29,6 +29,7 @@ from medseg import RESEARCH_USE_NOTICE, __version__
 from medseg.data.datasets import DatasetSpec, load_dataset
 from medseg.data.fingerprint import cached_fingerprint, compute_fingerprint
 from medseg.data.pipeline import default_cache_dir
+from medseg.data.slicing import plane_axes
 from medseg.data.validation import format_problems, validate_dataset
 from medseg.engine import plan_rules as rules
 from medseg.engine.config import TrainConfig, build_config
@@ -273,7 +274,7 @@ def make_plan(
     obj_px = _object_p95_pixels(fp, axis, target)
     body_px = [
         fp["body_extent_mm"]["p95"][a] / t
-        for a, t in zip(rules.inplane_axes(axis), target, strict=True)
+        for a, t in zip(plane_axes(axis), target, strict=True)
     ]
     crop, reasons["data.crop_size"] = rules.crop_size(body_px, max_slice, obj_px, dtype)
     options, reasons["model.options"] = rules.network(crop, dtype)
@@ -447,7 +448,7 @@ def _fingerprint_notes(fp: dict[str, Any]) -> list[str]:
 
 
 def _smallest_object_mm(fp: dict[str, Any], axis: int) -> float | None:
-    axes = rules.inplane_axes(axis)
+    axes = plane_axes(axis)
     sizes = [
         min(c["largest_object_extent_mm"][a] for a in axes)
         for c in fp["classes"]
@@ -469,7 +470,7 @@ def _object_p95_pixels(
     ext = fp["foreground_extent_mm"]["p95"]
     if not ext:
         return None
-    return [ext[a] / t for a, t in zip(rules.inplane_axes(axis), target, strict=True)]
+    return [ext[a] / t for a, t in zip(plane_axes(axis), target, strict=True)]
 
 
 def _val_area_ratio(max_slice: tuple[int, int], crop: tuple[int, int]) -> float:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medseg.data.slicing import plane_axes
 from medseg.device import all_reduce_sum
 from medseg.inference.networks import eval_network
 from medseg.inference.slices import LabelDecoder, infer_slices
@@ -54,8 +55,7 @@ class ValidationResult:
 
 def _overlay_sample(image: np.ndarray, label: np.ndarray, pred: np.ndarray, axis: int) -> dict:
     """The slice along ``axis`` with the most ground-truth foreground (2D arrays for a PNG)."""
-    other = tuple(a for a in range(3) if a != axis)
-    area = (np.asarray(label) > 0).sum(axis=other)
+    area = (np.asarray(label) > 0).sum(axis=plane_axes(axis))
     index = int(area.argmax())
     return {
         "index": index,
@@ -113,10 +113,8 @@ def validate(
         if len(result.samples) < num_samples:
             sample = _overlay_sample(case.image, case.label, pred, axes[0])
             result.samples.append({"case_id": case.case_id, **sample})
-    sums = sums.to(device) if device.type == "cuda" else sums  # NCCL needs device tensors
-    sums = all_reduce_sum(sums).cpu()
-    count = torch.tensor([float(len(cases))], dtype=torch.float64)
-    count = all_reduce_sum(count.to(device) if device.type == "cuda" else count).cpu()
+    sums = all_reduce_sum(sums, device)
+    count = all_reduce_sum(torch.tensor([float(len(cases))], dtype=torch.float64), device)
     with np.errstate(invalid="ignore", divide="ignore"):
         result.dice = np.where(sums[1] > 0, (sums[0] / sums[1]).numpy(), np.nan)
     result.num_cases = int(count.item())

@@ -52,8 +52,10 @@ import torch
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.checkpoint import ModelRecord
+from medseg.data.slicing import AXIS_NAMES
+from medseg.data.slicing import check_axes as check_canonical_axes
 from medseg.device import resolve_device
-from medseg.errors import CheckpointError, ConfigError, DatasetError
+from medseg.errors import CheckpointError, ConfigError
 from medseg.inference.model_folder import is_model_folder, read_model_folder
 from medseg.inference.networks import OnnxNetwork, TorchNetwork
 from medseg.inference.postprocess import (
@@ -414,9 +416,6 @@ class Predictor:
         )
 
 
-AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
-
-
 def check_axes(
     axes: Sequence[int] | None, record: ModelRecord, source: str | Path = "model"
 ) -> tuple[int, ...]:
@@ -425,10 +424,7 @@ def check_axes(
     trained = tuple(record.axes)
     if not axes:
         return trained
-    axes = tuple(int(a) for a in axes)
-    bad = [a for a in axes if a not in (0, 1, 2)]
-    if bad:
-        raise DatasetError(f"axes {axes}: expected canonical axes among 0, 1, 2", param="axes")
+    axes = check_canonical_axes(axes)
     unseen = [a for a in axes if a not in trained]
     if unseen:
         names = ", ".join(f"{a} ({AXIS_NAMES[a]})" for a in trained)

@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from medseg.data.slicing import plane_axes
 from medseg.io.volume import Volume
 from medseg.metrics import CONNECTIVITY_26
 
@@ -144,8 +145,8 @@ def _plane_frame(affine_bytes: bytes) -> tuple[int, list[int], np.ndarray]:
     """
     affine = np.frombuffer(affine_bytes, dtype=float).reshape(4, 4)
     ax = axial_axis(affine)
-    plane_axes = [a for a in range(3) if a != ax]
-    return ax, plane_axes, np.linalg.qr(affine[:3, plane_axes])[1]
+    inplane = list(plane_axes(ax))
+    return ax, inplane, np.linalg.qr(affine[:3, inplane])[1]
 
 
 def longest_axial_diameter(
@@ -156,9 +157,9 @@ def longest_axial_diameter(
     ``mask`` may be a crop of the full grid starting at voxel ``offset``. Returns the
     diameter and the (full-grid) slice index along the axial voxel axis where it was found.
     """
-    ax, plane_axes, r = _plane_frame(np.asarray(affine, dtype=float).tobytes())
+    ax, inplane, r = _plane_frame(np.asarray(affine, dtype=float).tobytes())
     best, best_slice = 0.0, int(offset[ax])
-    for s in np.flatnonzero(mask.any(axis=tuple(plane_axes))):
+    for s in np.flatnonzero(mask.any(axis=tuple(inplane))):
         corners = _slice_corners(np.take(mask, s, axis=ax))
         d = _max_pairwise_distance(corners @ r.T)
         if d > best:
@@ -170,14 +171,7 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
     """Mean voxel index of a 3D boolean mask, from its three axis projections (cheap)."""
     total = max(int(mask.sum()), 1)
     return (
-        np.array(
-            [
-                float(
-                    np.arange(mask.shape[a]) @ mask.sum(axis=tuple(b for b in range(3) if b != a))
-                )
-                for a in range(3)
-            ]
-        )
+        np.array([float(np.arange(mask.shape[a]) @ mask.sum(axis=plane_axes(a))) for a in range(3)])
         / total
     )
 

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medseg.models import check_choice, register_model
 from medseg.models.encoders import adapt_first_conv, load_encoder_weights, resolve_pretrained
+from medseg.models.registry import check_choice, register_model
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:

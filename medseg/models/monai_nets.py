@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from torch import nn
 
 from medseg.errors import ConfigError
-from medseg.models import check_choice, check_range, register_model
 from medseg.models.padding import PadToDivisor
+from medseg.models.registry import check_choice, check_range, register_model
 
 MONAI_NORMS = ("batch", "instance")
 

@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from medseg.models import register_model
 from medseg.models.encoders import (
     adapt_first_conv,
     load_encoder_weights,
     replace_module,
     resolve_pretrained,
 )
+from medseg.models.registry import register_model
 
 
 class TorchvisionSegmentation(nn.Module):

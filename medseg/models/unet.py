@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medseg.models import check_choice, check_range, register_model
 from medseg.models.padding import PadToDivisor
+from medseg.models.registry import check_choice, check_range, register_model
 
 NORMS = ("batch", "instance", "none")
 

@@ -192,13 +192,10 @@ def sidebar_prediction(config: ViewerConfig, shown: DisplayCase) -> MaskLayer | 
     choices = _model_choices(config)
     name = st.sidebar.selectbox("Checkpoint", list(choices), key="model_choice")
     path = choices[name]
+    # the common choices plus the one asked for (``--device cuda:1``), never replaced by auto
+    devices = list(dict.fromkeys(("auto", "cpu", "cuda", config.device)))
     device = st.sidebar.selectbox(
-        "Device",
-        ["auto", "cpu", "cuda"],
-        key="device",
-        index=["auto", "cpu", "cuda"].index(config.device)
-        if config.device in ("auto", "cpu", "cuda")
-        else 0,
+        "Device", devices, key="device", index=devices.index(config.device)
     )
     tta = st.sidebar.checkbox("Test-time augmentation (flips, 4x slower)", key="tta")
     auto = st.sidebar.checkbox("Predict automatically", value=True, key="auto_predict")

@@ -31,6 +31,7 @@ import urllib.request
 import webbrowser
 from pathlib import Path
 
+from medseg.device import check_device_name
 from medseg.errors import InputNotFoundError, MedsegError
 
 TOKEN_ENV = "MEDSEG_VIEW_TOKEN"  # the same name as medseg.viewer.access (no streamlit import here)
@@ -64,6 +65,10 @@ class ViewerConfig:
     device: str = "auto"
     more_paths: tuple[Path, ...] = ()
     case_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # medseg's one device vocabulary: "CUDA:1" -> "cuda:1"; a typo fails before the server
+        object.__setattr__(self, "device", check_device_name(self.device))
 
 
 def default_sample_root() -> Path | None:

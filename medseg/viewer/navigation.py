@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.slicing import plane_axes
 from medseg.viewer.render import VIEW_AXIS, pixel_spacing
 
 
@@ -111,10 +112,8 @@ def slice_areas_mm2(
     """Foreground area in mm^2 on every slice along ``view`` (length = number of slices)."""
     keep = [int(v) for v in (include if include is not None else np.unique(labels)) if int(v) > 0]
     foreground = label_mask(labels, keep)
-    axis = VIEW_AXIS[view]
-    other = tuple(a for a in range(3) if a != axis)
     rows_mm, cols_mm = pixel_spacing(spacing, view)
-    return foreground.sum(axis=other).astype(np.float64) * rows_mm * cols_mm
+    return foreground.sum(axis=plane_axes(VIEW_AXIS[view])).astype(np.float64) * rows_mm * cols_mm
 
 
 def neighbour_lesion(
