@@ -65,7 +65,14 @@ def _root(
 
 
 for module in (
-    io_cmds, sample_cmds, data_cmds, plan_cmds, train_cmds, model_cmds, infer_cmds, view_cmds
+    io_cmds,
+    sample_cmds,
+    data_cmds,
+    plan_cmds,
+    train_cmds,
+    model_cmds,
+    infer_cmds,
+    view_cmds,
 ):
     module.register(app)
 

@@ -273,8 +273,7 @@ def make_plan(
     max_slice = _max_slice_pixels(fp, axis, target)
     obj_px = _object_p95_pixels(fp, axis, target)
     body_px = [
-        fp["body_extent_mm"]["p95"][a] / t
-        for a, t in zip(plane_axes(axis), target, strict=True)
+        fp["body_extent_mm"]["p95"][a] / t for a, t in zip(plane_axes(axis), target, strict=True)
     ]
     crop, reasons["data.crop_size"] = rules.crop_size(body_px, max_slice, obj_px, dtype)
     options, reasons["model.options"] = rules.network(crop, dtype)
