@@ -160,6 +160,19 @@ def export_model(
     return run(model or default_model_path(), output, fmt, overwrite=overwrite)  # type: ignore[arg-type]
 
 
+def merge_prediction_parts(
+    output: str | Path, *, overwrite: bool = False
+) -> tuple[Path, list[tuple[str, str]]]:
+    """Write ``output/summary.csv`` and ``lesions.csv`` of a finished job-array run
+    (``predict_folder(..., num_parts=N, part_id=K)`` for every ``K``; ``medseg predict
+    --merge-parts OUT``). Returns the summary's path and the ``(case, error)`` failures."""
+    from medseg.inference.batch import Case, collect_failures
+    from medseg.inference.parts import merge_parts
+
+    summary, ids = merge_parts(output, overwrite=overwrite)
+    return summary, collect_failures([Case(i, []) for i in ids], output)
+
+
 def validate_data(
     dataset: str | Path, config: str | Path | None = None, progress: bool = False
 ) -> tuple[DatasetSpec, list[Problem]]:
@@ -248,6 +261,7 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "evaluate": ("medseg.api", "evaluate"),
     "plan": ("medseg.api", "plan"),
     "export_model": ("medseg.api", "export_model"),
+    "merge_prediction_parts": ("medseg.api", "merge_prediction_parts"),
     "validate_data": ("medseg.api", "validate_data"),
     "preview_data": ("medseg.api", "preview_data"),
     "describe_models": ("medseg.api", "describe_models"),

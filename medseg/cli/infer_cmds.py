@@ -26,10 +26,10 @@ def _parse_axes(text: str | None) -> tuple[int, ...] | None:
 
 def predict(
     inputs: list[Path] = typer.Argument(
-        ...,
+        None,
         help="NIfTI/NRRD/MHA files, DICOM series folders, or folders of cases (CASE_0000.nii.gz ...).",
     ),
-    output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
+    output: Path = typer.Option(None, "--output", "-o", help="Output folder."),
     model: Path | None = typer.Option(
         None,
         "--model",
@@ -74,12 +74,31 @@ def predict(
         help="Skip the model's own postprocessing (chosen by cross-validation, in model.json).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    num_parts: int = typer.Option(
+        1, "--num-parts", help="Split the cases into N parts (a job array); see --part-id."
+    ),
+    part_id: int = typer.Option(
+        0, "--part-id", help="Predict part K (0 to N-1) of --num-parts, e.g. $SLURM_ARRAY_TASK_ID."
+    ),
+    merge_parts: Path | None = typer.Option(
+        None,
+        "--merge-parts",
+        help="Write OUT/summary.csv of a finished --num-parts run (no INPUTS needed).",
+    ),
 ) -> int:
     """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
     from medseg.device import DistInfo
+    from medseg.errors import ConfigError
     from medseg.inference import PostprocessConfig
     from medseg.inference.batch import predict_folder
 
+    if merge_parts is not None:
+        return _merge_parts(merge_parts, overwrite)
+    if not inputs or output is None:
+        raise ConfigError(
+            "predict: expected INPUTS and --output DIR (or --merge-parts OUT to merge the "
+            "summary of a finished --num-parts run)"
+        )
     info = DistInfo.from_env()
     postprocess = None  # the model's own rules (a model folder's, chosen on out-of-fold data)
     if no_postprocessing or largest_component or min_lesion_ml:
@@ -98,18 +117,34 @@ def predict(
         "series": series,
         "progress": not quiet,
         "channel": channel,
+        "num_parts": num_parts,
+        "part_id": part_id,
     }
     result = predict_folder(inputs, output, info=info, **options)
     if info.is_main:
+        part = f"part {part_id} of {num_parts}: " if num_parts != 1 else ""
+        summary = result.summary or "written when every part has finished (or --merge-parts)"
         typer.echo(
-            f"{len(result.cases)} case(s): {len(result.done)} predicted, {len(result.skipped)} "
-            f"already done (--overwrite to redo){' on rank 0' if info.enabled else ''}, "
-            f"{len(result.failures)} failed; summary: {result.summary}"
+            f"{part}{len(result.cases)} case(s): {len(result.done)} predicted, "
+            f"{len(result.skipped)} already done (--overwrite to redo)"
+            f"{' on rank 0' if info.enabled else ''}, {len(result.failures)} failed; "
+            f"summary: {summary}"
         )
         for case, error in result.failures:
             typer.echo(f"failed: {case}: {error}", err=True)
         typer.echo(RESEARCH_USE_NOTICE)
     return 1 if result.failures else 0
+
+
+def _merge_parts(output: Path, overwrite: bool) -> int:
+    from medseg.api import merge_prediction_parts
+
+    summary, failures = merge_prediction_parts(output, overwrite=overwrite)
+    typer.echo(f"merged {summary} ({len(failures)} failed case(s))")
+    for case, error in failures:
+        typer.echo(f"failed: {case}: {error}", err=True)
+    typer.echo(RESEARCH_USE_NOTICE)
+    return 1 if failures else 0
 
 
 def evaluate(

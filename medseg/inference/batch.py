@@ -32,6 +32,7 @@ from medseg.errors import (
     OutputWriteError,
     OverwriteError,
 )
+from medseg.inference.parts import case_list_sha256, check_part, check_same_run, finish_part
 from medseg.inference.postprocess import PostprocessConfig
 from medseg.io.atomic import (
     atomic_group,
@@ -427,6 +428,8 @@ def predict_folder(
     info: DistInfo | None = None,
     progress: bool = True,
     channel: int | None = None,
+    num_parts: int = 1,
+    part_id: int = 0,
 ) -> FolderResult:
     """Segment every case in ``inputs`` into the folder ``output`` (what ``medseg predict`` runs).
 
@@ -445,6 +448,9 @@ def predict_folder(
             channel count is its channel stack (:func:`read_case`).
         info: this process's place in a torchrun job (``DistInfo.from_env()`` at the entry
             point); ranks share the cases and rank 0 writes the summary.
+        num_parts, part_id: predict only part ``part_id`` of ``num_parts`` (a job array;
+            :mod:`medseg.inference.parts`): record it in ``output/parts/``; the last part
+            to finish writes the summary.
 
     Errors name the parameter at fault (``output ...``, ``device ...``); nothing is loaded
     before the output folder and the device are checked.
@@ -459,8 +465,14 @@ def predict_folder(
             "TorchScript .pt) or a model folder, or leave it out for the bundled demo model",
             param="model",
         )
+    parted = num_parts != 1 or part_id != 0
+    if parted:
+        check_part(output, part_id, num_parts)
     torch_device = resolve_device(device, info)
     cases = discover_cases([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    all_ids = [c.case_id for c in cases]
+    if parted:  # discover_cases sorts by case id, so this is parts.part_share
+        cases = cases[part_id::num_parts]
     # fail before the model loads (every rank, the same answer): a read-only disk, a user's
     # file in the way
     check_case_outputs(cases, make_output_dir(output), overwrite)
@@ -468,6 +480,9 @@ def predict_folder(
         model or default_model_path(), device=torch_device, tta=tta, axes=axes,
         batch_size=batch_size, postprocess=postprocess,
     )  # fmt: skip
+    model_sha256 = predictor.provenance.get("checkpoint_sha256")
+    if parted:  # before any case: one model and one case list across the parts
+        check_same_run(output, model_sha256, case_list_sha256(all_ids))
     with process_group(info, torch_device):
         result = predict_cases(
             predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
@@ -475,7 +490,13 @@ def predict_folder(
             channel=channel,
         )  # fmt: skip
         barrier()
-        summary = merge_summary(cases, output, overwrite=overwrite) if info.is_main else None
+        summary = None
+        if info.is_main and parted:
+            summary, _ = finish_part(
+                output, part_id, num_parts, cases, all_ids, model_sha256, overwrite=overwrite
+            )
+        elif info.is_main:
+            summary = merge_summary(cases, output, overwrite=overwrite)
         barrier()  # rank 0's summary is complete before anyone reads failures
         failures = collect_failures(cases, output)
     return FolderResult(
