@@ -210,9 +210,9 @@ def evaluate(
 
 def export(
     output: Path = typer.Option(
-        ..., "--output", "-o", help="Output file (.onnx or .pt for TorchScript)."
+        ..., "--output", "-o", help="Output file (.onnx, .pt for TorchScript, .zip for a package)."
     ),
-    fmt: str = typer.Option(..., "--format", "-f", help="torchscript or onnx."),
+    fmt: str = typer.Option(..., "--format", "-f", help="torchscript, onnx or package."),
     model: Path | None = typer.Option(
         None,
         "--model",
@@ -221,12 +221,23 @@ def export(
         "default: bundled demo model.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    version: str = typer.Option(
+        "1.0.0", "--package-version", help="The package's version (--format package)."
+    ),
 ) -> None:
-    """Export a checkpoint to TorchScript or ONNX with its preprocessing and class metadata."""
-    from medseg.inference import default_model_path
-    from medseg.inference.export import export_model
+    """Export a checkpoint to TorchScript or ONNX with its preprocessing and class metadata,
+    or as a package to ship (--format package: model, model card, metadata, checksums)."""
+    from medseg.api import export_model, export_package
 
-    meta = export_model(model or default_model_path(), output, fmt, overwrite=overwrite)  # type: ignore[arg-type]
+    if fmt == "package":
+        manifest = export_package(output, model, version=version, overwrite=overwrite)
+        typer.echo(
+            f"wrote {output} (package {manifest['name']} {manifest['version']}, medseg "
+            f"{manifest['medseg_version']}); install it with `medseg models install {output}`"
+        )
+        typer.echo(RESEARCH_USE_NOTICE)
+        return
+    meta = export_model(output, fmt, model, overwrite=overwrite)
     typer.echo(
         f"wrote {output} ({fmt}); max |logit difference| vs PyTorch on CPU: {meta['max_abs_diff']:.2e}; "
         f"classes: {', '.join(meta['class_names'])}"

@@ -458,11 +458,15 @@ def predict_folder(
     from medseg.inference.predictor import Predictor, default_model_path
 
     info = info or DistInfo()
+    from medseg.inference.store import resolve_model
+
     output = check_output_dir(output)
+    model = resolve_model(model)
     if model is not None and not Path(model).exists():
         raise InputNotFoundError(
             f"model {model} does not exist; pass a checkpoint (.pt), an export (.onnx, "
-            "TorchScript .pt) or a model folder, or leave it out for the bundled demo model",
+            "TorchScript .pt), a model folder or the name of an installed model (`medseg "
+            "models list`), or leave it out for the bundled demo model",
             param="model",
         )
     parted = num_parts != 1 or part_id != 0
