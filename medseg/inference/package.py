@@ -15,6 +15,7 @@ A package is a zip holding::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -25,7 +26,7 @@ from typing import Any
 
 from medseg import RESEARCH_USE_NOTICE, __version__
 from medseg.checkpoint import ModelRecord, file_sha256, load_checkpoint, load_record
-from medseg.errors import CheckpointError
+from medseg.errors import CheckpointError, first_line
 from medseg.io.atomic import atomic_path, check_output
 
 logger = logging.getLogger(__name__)
@@ -104,53 +105,24 @@ def _task(record: ModelRecord) -> str:
     return f"segmentation of {targets} in {modality + ' ' if modality else ''}scans".strip()
 
 
-def model_card(
-    name: str,
-    version: str,
-    record: ModelRecord,
-    data: dict[str, Any],
-    cv: dict[str, Any],
-    description: str | None,
-    sha256: str,
-) -> str:
-    """``model_card.md``: task, classes, channels, training data and its licence,
-    out-of-fold figures with their intervals, intended use, the research-only notice."""
-    unknown = "not recorded"
-    lines = [
-        f"# {name} {version}",
-        "",
-        f"**{RESEARCH_USE_NOTICE}**",
-        "",
-        f"Task: {_task(record)}.",
-        "",
-    ]
-    if description:
-        lines += [description, ""]
-    lines += ["## Model", "", f"- network: `{record.name}` {json.dumps(record.options)}"]
-    lines += [f"- input channels, in order: {', '.join(record.channel_names)}"]
-    lines += [
-        f"- classes (label value: name): {', '.join(f'{i}: {c}' for i, c in enumerate(record.class_names))}"
-    ]
-    if record.regions:
-        lines += [f"- regions (sigmoid outputs): {json.dumps(record.regions)}"]
-    lines += [
-        f"- modality: {record.preprocessing.modality}; slice axes {list(record.axes)}, "
-        f"2.5D context {record.context}",
-        f"- model SHA-256: `{sha256}`; written by medseg {__version__}",
-        "",
-        "## Training data",
-        "",
-        f"- dataset: {data.get('name') or unknown}",
-        f"- licence: {data.get('licence') or unknown + ' (check the dataset terms before sharing)'}",
-        f"- reference: {data.get('reference') or unknown}",
-    ]
-    if data.get("training_cases"):
-        lines += [
-            f"- cases: {data['training_cases']} training, {data['validation_cases']} validation"
-        ]
-    if data.get("description"):
-        lines += [f"- description: {data['description']}"]
-    lines += ["", "## Out-of-fold figures", ""]
+@dataclasses.dataclass(frozen=True)
+class PackageInfo:
+    """What the card and the metadata describe: the package's ``name`` and ``version``, the
+    model's record and SHA-256, its training data (:func:`training_data`), the out-of-fold
+    summary of a model folder (``{}`` for a checkpoint) and the checkpoint's description."""
+
+    name: str
+    version: str
+    record: ModelRecord
+    data: dict[str, Any]
+    cv: dict[str, Any]
+    description: str | None
+    sha256: str
+
+
+def _figure_lines(cv: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """The card's figures: out-of-fold with intervals, or one split's validation Dice."""
+    lines: list[str] = []
     structures = cv.get("structures") or {}
     if not structures:
         lines += [
@@ -172,39 +144,91 @@ def model_card(
                 for k, v in figures.items()
                 if isinstance(v, dict) and "text" in v and not k.endswith("_raw")
             ]
+    return lines
+
+
+def model_card(info: PackageInfo) -> str:
+    """``model_card.md``: task, classes, channels, training data and its licence,
+    out-of-fold figures with their intervals, intended use, the research-only notice."""
+    record, data = info.record, info.data
+    unknown = "not recorded"
+    lines = [
+        f"# {info.name} {info.version}",
+        "",
+        f"**{RESEARCH_USE_NOTICE}**",
+        "",
+        f"Task: {_task(record)}.",
+        "",
+    ]
+    if info.description:
+        lines += [info.description, ""]
+    lines += ["## Model", "", f"- network: `{record.name}` {json.dumps(record.options)}"]
+    lines += [f"- input channels, in order: {', '.join(record.channel_names)}"]
+    lines += [
+        f"- classes (label value: name): {', '.join(f'{i}: {c}' for i, c in enumerate(record.class_names))}"
+    ]
+    if record.regions:
+        lines += [f"- regions (sigmoid outputs): {json.dumps(record.regions)}"]
+    lines += [
+        f"- modality: {record.preprocessing.modality}; slice axes {list(record.axes)}, "
+        f"2.5D context {record.context}",
+        f"- model SHA-256: `{info.sha256}`; written by medseg {__version__}",
+        "",
+        "## Training data",
+        "",
+        f"- dataset: {data.get('name') or unknown}",
+        f"- licence: {data.get('licence') or unknown + ' (check the dataset terms before sharing)'}",
+        f"- reference: {data.get('reference') or unknown}",
+    ]
+    if data.get("training_cases"):
+        lines += [
+            f"- cases: {data['training_cases']} training, {data['validation_cases']} validation"
+        ]
+    if data.get("description"):
+        lines += [f"- description: {data['description']}"]
+    lines += ["", "## Out-of-fold figures", "", *_figure_lines(info.cv, data)]
     lines += ["", "## Intended use", "", INTENDED_USE, "", RESEARCH_USE_NOTICE, ""]
     return "\n".join(lines)
 
 
-def bundle_metadata(
-    name: str,
-    version: str,
-    record: ModelRecord,
-    data: dict[str, Any],
-    cv: dict[str, Any],
-    description: str | None,
-) -> dict[str, Any]:
+def _network_data_format(record: ModelRecord, outputs: list[str]) -> dict[str, Any]:
+    """The network's tensors as MONAI's ``network_data_format``: 2D slices of any size
+    (a multiple of the network's divisor), ``channels x (2k+1)`` neighbouring planes in."""
+    from medseg.models import model_info
+
+    divisor = model_info(record.name).get("divisor") or 1
+    spatial = [f"{divisor}*n", f"{divisor}*n"] if divisor > 1 else ["*", "*"]
+    planes = [
+        f"{ch} slice {d:+d}"
+        for ch in record.channel_names
+        for d in range(-record.context, record.context + 1)
+    ]
+    common = {"spatial_shape": spatial, "dtype": "float32", "value_range": [],
+              "is_patch_data": False, "type": "image"}  # fmt: skip
+    return {
+        "inputs": {"image": {
+            "format": "magnitude", "modality": record.preprocessing.modality,
+            "num_channels": record.in_channels, **common,
+            "channel_def": {str(i): p for i, p in enumerate(planes)},
+        }},
+        "outputs": {"pred": {
+            "format": "sigmoid" if record.regions else "segmentation",
+            "num_channels": record.num_outputs, **common,
+            "channel_def": {str(i): c for i, c in enumerate(outputs)},
+        }},
+    }  # fmt: skip
+
+
+def bundle_metadata(info: PackageInfo) -> dict[str, Any]:
     """medseg's record as a MONAI-bundle-style ``metadata.json`` (the fields other tools
     read: version and changelog, package versions, task, data source, class definitions,
     evaluation figures, intended use, and the network's input and output tensors)."""
     import numpy
     import torch
 
-    from medseg.models import model_info
-
-    divisor = model_info(record.name).get("divisor") or 1
-    spatial = [f"{divisor}*n", f"{divisor}*n"] if divisor > 1 else ["*", "*"]
-    planes = 2 * record.context + 1
-    inputs = {
-        f"{c}": f"{ch} slice {d:+d}"
-        for c, (ch, d) in enumerate(
-            (ch, d)
-            for ch in record.channel_names
-            for d in range(-record.context, record.context + 1)
-        )
-    }
-    outputs = list(record.regions) if record.regions else record.class_names
-    structures = cv.get("structures") or {}
+    record, data, version = info.record, info.data, info.version
+    outputs = list(record.regions) if record.regions else list(record.class_names)
+    structures = info.cv.get("structures") or {}
     return {
         "version": version,
         "changelog": {version: f"packaged with medseg {__version__}"},
@@ -212,15 +236,15 @@ def bundle_metadata(
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": numpy.__version__,
         "required_packages_version": {"medseg": f">={__version__}"},
-        "name": name,
+        "name": info.name,
         "task": _task(record),
-        "description": description or _task(record),
+        "description": info.description or _task(record),
         "data_source": data.get("name"),
         "data_licence": data.get("licence"),
         "data_type": "nifti, nrrd, mha or dicom (read by medseg)",
         "image_classes": f"{len(record.channel_names)} channel(s): "
-        f"{', '.join(record.channel_names)}; {planes} neighbouring slice(s) each, normalised "
-        f"for {record.preprocessing.modality}",
+        f"{', '.join(record.channel_names)}; {2 * record.context + 1} neighbouring slice(s) "
+        f"each, normalised for {record.preprocessing.modality}",
         "label_classes": ", ".join(f"{i} is {c}" for i, c in enumerate(record.class_names)),
         "pred_classes": f"{len(outputs)} channel logits: {', '.join(outputs)}",
         "eval_metrics": {
@@ -228,33 +252,7 @@ def bundle_metadata(
         },
         "intended_use": f"{INTENDED_USE} {RESEARCH_USE_NOTICE}",
         "references": [r for r in (data.get("reference"),) if r],
-        "network_data_format": {
-            "inputs": {
-                "image": {
-                    "type": "image",
-                    "format": "magnitude",
-                    "modality": record.preprocessing.modality,
-                    "num_channels": record.in_channels,
-                    "spatial_shape": spatial,
-                    "dtype": "float32",
-                    "value_range": [],
-                    "is_patch_data": False,
-                    "channel_def": inputs,
-                }
-            },
-            "outputs": {
-                "pred": {
-                    "type": "image",
-                    "format": "sigmoid" if record.regions else "segmentation",
-                    "num_channels": record.num_outputs,
-                    "spatial_shape": spatial,
-                    "dtype": "float32",
-                    "value_range": [],
-                    "is_patch_data": False,
-                    "channel_def": {str(i): c for i, c in enumerate(outputs)},
-                }
-            },
-        },
+        "network_data_format": _network_data_format(record, outputs),
         "medseg_record": record.model_dump(mode="json"),
     }
 
@@ -277,10 +275,11 @@ def export_package(
     check_output(output, overwrite=overwrite, inputs=[model, *(f for f, _ in files)])
     model_path = f"{MODEL_DIR}/{model.name}" if not folder_data else MODEL_DIR
     sha256 = file_sha256(files[0][0])
-    data, cv = training_data(payload), _cv_figures(folder_data)
-    description = (
-        payload.get("description") if isinstance(payload.get("description"), str) else None
-    )
+    description = payload.get("description")
+    info = PackageInfo(
+        name, version, record, training_data(payload), _cv_figures(folder_data),
+        description if isinstance(description, str) else None, sha256,
+    )  # fmt: skip
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -298,11 +297,8 @@ def export_package(
     }
     texts = {
         MANIFEST: json.dumps(manifest, indent=2) + "\n",
-        "model_card.md": model_card(name, version, record, data, cv, description, sha256),
-        "metadata.json": json.dumps(
-            bundle_metadata(name, version, record, data, cv, description), indent=2
-        )
-        + "\n",
+        "model_card.md": model_card(info),
+        "metadata.json": json.dumps(bundle_metadata(info), indent=2) + "\n",
     }
     sums = {arc: file_sha256(src) for src, arc in files}
     sums |= {arc: hashlib.sha256(text.encode()).hexdigest() for arc, text in texts.items()}
@@ -328,7 +324,7 @@ def read_manifest(zf: zipfile.ZipFile, source: Path) -> dict[str, Any]:
     except (KeyError, ValueError, TypeError, AttributeError) as err:
         raise CheckpointError(
             f"{source}: not a medseg model package ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:160] if str(err) else ''}); expected a zip written by "
+            f"{first_line(err, 160)}); expected a zip written by "
             "`medseg export --model DIR --format package -o model.zip`"
         ) from err
     return manifest
