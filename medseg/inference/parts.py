@@ -103,10 +103,9 @@ def check_same_run(output: str | Path, model_sha256: str | None, cases_sha256: s
             )
         if record.get("case_list_sha256") != cases_sha256:
             raise ConfigError(
-                f"inputs: the case list differs from the one {where} was split from "
+                f"INPUTS: the case list differs from the one {where} was split from "
                 f"({record.get('total_cases')} cases); every part must see the same inputs, "
-                "otherwise parts overlap or miss cases",
-                param="inputs",
+                "otherwise parts overlap or miss cases"
             )
 
 

@@ -120,3 +120,16 @@ def test_a_different_model_is_refused(finished, scans, tmp_path, capsys):
     assert "part_0_of_2.json" in error
     recorded = json.loads(record_path(out, 0, 2).read_text())["model_sha256"]
     assert json.loads((out / "c0.json").read_text())["settings"]["checkpoint_sha256"] == recorded
+
+
+def test_a_different_case_list_is_refused(finished, scans, ckpt, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(finished, out)
+    more = tmp_path / "more"
+    shutil.copytree(scans, more)
+    write_volume(blob_volume(shape=(24, 20, 4), seed=9), more / "c5.nii.gz")
+    assert run_cli(_part(more, out, ckpt, 1)) == 2
+    error = _error(capsys)
+    assert error.startswith("error: INPUTS: the case list differs")
+    assert "(5 cases)" in error
+    assert not (out / "c5.nii.gz").exists()
