@@ -34,7 +34,13 @@ def register(app: typer.Typer) -> None:
             _installed(name, package, install_name, overwrite, as_json)
             return
         from medseg.api import describe_models
+        from medseg.errors import ConfigError
 
+        if package is not None:
+            raise ConfigError(
+                f"models {name} {package}: a second argument only follows `install` "
+                "(medseg models install model.zip)"
+            )
         infos = describe_models(name)
         if as_json:
             typer.echo(json.dumps(infos if not name else infos[0], indent=2, default=str))

@@ -69,7 +69,21 @@ def resolve_model(model: str | Path | None, root: str | Path | None = None) -> P
     manifest = entry / MANIFEST
     if not manifest.is_file():
         return path  # the caller's "does not exist" names it
-    return entry / json.loads(manifest.read_text(encoding="utf-8"))["model_path"]
+    return entry / _installed_manifest(entry)["model_path"]
+
+
+def _installed_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        str(manifest["model_path"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"{path}: the installed model's manifest is damaged ({type(err).__name__}); "
+            f"install the package again: medseg models install PACKAGE --name {folder.name} "
+            "--overwrite"
+        ) from err
+    return manifest
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -207,7 +221,7 @@ def _swap_into_place(staging: Path, target: Path) -> None:
 
 
 def _entry(folder: Path) -> dict[str, Any]:
-    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    manifest = _installed_manifest(folder)
     installed = folder / INSTALLED
     info = json.loads(installed.read_text(encoding="utf-8")) if installed.is_file() else {}
     return {
