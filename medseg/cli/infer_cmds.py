@@ -93,6 +93,11 @@ def predict(
     from medseg.inference.batch import predict_folder
 
     if merge_parts is not None:
+        if inputs or output is not None:
+            raise ConfigError(
+                f"--merge-parts {merge_parts}: merges the reports already in that folder and "
+                "takes no INPUTS or --output; run it alone: medseg predict --merge-parts OUT"
+            )
         return _merge_parts(merge_parts, overwrite)
     if not inputs or output is None:
         raise ConfigError(
