@@ -216,8 +216,7 @@ def merge_prediction_parts(
     """Write ``output/summary.csv`` and ``lesions.csv`` of a finished job-array run
     (``predict_folder(..., num_parts=N, part_id=K)`` for every ``K``; ``medseg predict
     --merge-parts OUT``). Returns the summary's path and the ``(case, error)`` failures."""
-    from medseg.inference.batch import Case, collect_failures
-    from medseg.inference.parts import merge_parts
+    from medseg.inference.batch import Case, collect_failures, merge_parts
 
     summary, ids = merge_parts(output, overwrite=overwrite)
     return summary, collect_failures([Case(i, []) for i in ids], output)

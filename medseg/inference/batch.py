@@ -29,10 +29,18 @@ from medseg.errors import (
     DatasetError,
     DimensionError,
     InputNotFoundError,
+    MedsegError,
     OutputWriteError,
     OverwriteError,
 )
-from medseg.inference.parts import case_list_sha256, check_part, check_same_run, finish_part
+from medseg.inference.parts import (
+    case_list_sha256,
+    check_part,
+    check_same_run,
+    merged_case_ids,
+    missing_parts,
+    write_record,
+)
 from medseg.inference.postprocess import PostprocessConfig
 from medseg.io.atomic import (
     atomic_group,
@@ -396,6 +404,37 @@ def merge_summary(
     write_csv(pd.DataFrame(rows), summary)
     write_csv(pd.DataFrame(lesion_rows), lesions)
     return summary
+
+
+def merge_parts(output: str | Path, *, overwrite: bool = False) -> tuple[Path, list[str]]:
+    """Write ``output/summary.csv`` and ``lesions.csv`` of a finished parts run from the
+    per-case reports (``medseg predict --merge-parts OUT``); returns the summary's path and
+    the case ids. Refused while a part has no record or when the parts disagree."""
+    ids = merged_case_ids(output)
+    return merge_summary([Case(i, []) for i in ids], output, overwrite=overwrite), ids
+
+
+def finish_part(
+    output: Path, part_id: int, num_parts: int, cases: Sequence[Case], all_ids: Sequence[str],
+    model_sha256: str | None, *, overwrite: bool = False,
+) -> tuple[Path | None, list[tuple[str, str]]]:  # fmt: skip
+    """Record this part, then merge the summary if it is the last part to finish (every
+    record present); returns ``(summary or None, this part's failures)``."""
+    failures = collect_failures(cases, output)
+    done = [c.case_id for c in cases if case_outputs(output, c.case_id)["json"].is_file()]
+    write_record(
+        output, part_id, num_parts, model_sha256=model_sha256, all_ids=all_ids,
+        cases=[c.case_id for c in cases], done=done, failed=failures,
+    )  # fmt: skip
+    # Each part writes its record before looking at the others', so the last one to finish
+    # sees them all; two finishing together both merge the same reports (atomic renames).
+    if missing_parts(output)[1]:
+        return None, failures
+    try:
+        return merge_parts(output, overwrite=overwrite)[0], failures
+    except MedsegError as err:  # e.g. a stale record: leave it to --merge-parts to report
+        logger.warning("not merging the parts' summary: %s", err)
+        return None, failures
 
 
 @dataclasses.dataclass

@@ -26,15 +26,12 @@ from typing import Any
 
 from medseg import RESEARCH_USE_NOTICE, __version__
 from medseg.checkpoint import ModelRecord, file_sha256, load_checkpoint, load_record
-from medseg.errors import CheckpointError, first_line
+from medseg.inference.store import CHECKSUMS, FORMAT, MANIFEST, check_name, resolve_model
 from medseg.io.atomic import atomic_path, check_output
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "medseg-model-package"
 FORMAT_VERSION = 1
-MANIFEST = "medseg_package.json"
-CHECKSUMS = "checksums.sha256"
 MODEL_DIR = "model"
 INTENDED_USE = (
     "Research: segmenting the classes listed in this card in scans like the training data (same "
@@ -267,8 +264,6 @@ def export_package(
 ) -> dict[str, Any]:
     """Write the package zip of ``model`` (a checkpoint ``.pt`` or a model folder) to
     ``output`` atomically; ``name`` defaults to the zip's stem. Returns its manifest."""
-    from medseg.inference.store import check_name, resolve_model
-
     model, output = resolve_model(model), Path(output)
     name = check_name(name or output.stem.removesuffix(".zip"))
     record, payload, files, folder_data = _model_contents(model)
@@ -310,21 +305,4 @@ def export_package(
         for src, arc in files:  # torch files are zips already: stored, not compressed again
             zf.write(src, arc, compress_type=zipfile.ZIP_STORED)
     logger.info("packaged %s -> %s (%d files)", model, output, len(sums) + 1)
-    return manifest
-
-
-def read_manifest(zf: zipfile.ZipFile, source: Path) -> dict[str, Any]:
-    """The package manifest in an open zip (``CheckpointError`` when it is not a package)."""
-    try:
-        manifest = json.loads(zf.read(MANIFEST))
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"format is {manifest.get('format')!r}, expected {FORMAT!r}")
-        str(manifest["model_path"])
-        str(manifest["requires_medseg"])
-    except (KeyError, ValueError, TypeError, AttributeError) as err:
-        raise CheckpointError(
-            f"{source}: not a medseg model package ({type(err).__name__}: "
-            f"{first_line(err, 160)}); expected a zip written by "
-            "`medseg export --model DIR --format package -o model.zip`"
-        ) from err
     return manifest

@@ -28,12 +28,15 @@ from medseg.errors import (
     CorruptFileError,
     InputNotFoundError,
     OverwriteError,
+    first_line,
 )
-from medseg.inference.package import CHECKSUMS, MANIFEST, read_manifest
 from medseg.io.atomic import write_error, write_json
 
 logger = logging.getLogger(__name__)
 
+FORMAT = "medseg-model-package"
+MANIFEST = "medseg_package.json"
+CHECKSUMS = "checksums.sha256"
 INSTALLED = "installed.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -82,6 +85,23 @@ def _installed_manifest(folder: Path) -> dict[str, Any]:
             f"{path}: the installed model's manifest is damaged ({type(err).__name__}); "
             f"install the package again: medseg models install PACKAGE --name {folder.name} "
             "--overwrite"
+        ) from err
+    return manifest
+
+
+def read_manifest(zf: zipfile.ZipFile, source: Path) -> dict[str, Any]:
+    """The package manifest in an open zip (``CheckpointError`` when it is not a package)."""
+    try:
+        manifest = json.loads(zf.read(MANIFEST))
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"format is {manifest.get('format')!r}, expected {FORMAT!r}")
+        str(manifest["model_path"])
+        str(manifest["requires_medseg"])
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"{source}: not a medseg model package ({type(err).__name__}: "
+            f"{first_line(err, 160)}); expected a zip written by "
+            "`medseg export --model DIR --format package -o model.zip`"
         ) from err
     return manifest
 
