@@ -76,32 +76,38 @@ def resolve_model(model: str | Path | None, root: str | Path | None = None) -> P
 
 
 def _installed_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / MANIFEST
+    fix = (
+        f"install the package again: medseg models install PACKAGE --name {folder.name} --overwrite"
+    )
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        str(manifest["model_path"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(
-            f"{path}: the installed model's manifest is damaged ({type(err).__name__}); "
-            f"install the package again: medseg models install PACKAGE --name {folder.name} "
-            "--overwrite"
-        ) from err
-    return manifest
+        raw = (folder / MANIFEST).read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{folder / MANIFEST}: cannot be read ({err}); {fix}") from err
+    return parse_manifest(raw, folder / MANIFEST, fix)
 
 
 def read_manifest(zf: zipfile.ZipFile, source: Path) -> dict[str, Any]:
     """The package manifest in an open zip (``CheckpointError`` when it is not a package)."""
     try:
-        manifest = json.loads(zf.read(MANIFEST))
+        raw = zf.read(MANIFEST)
+    except KeyError:
+        raw = b"{}"  # reported below as a missing format
+    fix = "expected a zip written by `medseg export --model DIR --format package -o model.zip`"
+    return parse_manifest(raw, source, fix)
+
+
+def parse_manifest(raw: bytes, source: Path, fix: str) -> dict[str, Any]:
+    """A package manifest's JSON, checked for what installing and resolving need."""
+    try:
+        manifest = json.loads(raw)
         if manifest.get("format") != FORMAT:
             raise ValueError(f"format is {manifest.get('format')!r}, expected {FORMAT!r}")
         str(manifest["model_path"])
         str(manifest["requires_medseg"])
     except (KeyError, ValueError, TypeError, AttributeError) as err:
         raise CheckpointError(
-            f"{source}: not a medseg model package ({type(err).__name__}: "
-            f"{first_line(err, 160)}); expected a zip written by "
-            "`medseg export --model DIR --format package -o model.zip`"
+            f"{source}: not a valid medseg model package manifest ({type(err).__name__}: "
+            f"{first_line(err, 160)}); {fix}"
         ) from err
     return manifest
 

@@ -194,3 +194,13 @@ def test_an_installed_name_needs_overwrite(default_package, store, capsys):
     assert not (store / "demo" / "stale.txt").exists()
     assert json.loads((store / "demo" / "installed.json").read_text())["name"] == before["name"]
     assert [p.name for p in store.iterdir()] == ["demo"]  # no staging or old copy left
+
+
+def test_a_zip_that_is_no_package_is_refused(store, tmp_path, capsys):
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    assert run_cli(["models", "install", other]) == 2
+    error = _error(capsys)
+    assert "not a valid medseg model package manifest" in error
+    assert "medseg export --model DIR --format package" in error
