@@ -9,7 +9,8 @@
     per_case, summary = medseg.evaluate("predictions/", "labels/")
 
 Each function is the one the matching CLI command calls (``train``, ``cross_validate`` for
-``train --folds``, ``evaluate``, ``export_model``, ``validate_data``, ``preview_data``,
+``train --folds``, ``evaluate``, ``export_model`` / ``export_package``, ``install_model``,
+``installed_models``, ``merge_prediction_parts``, ``validate_data``, ``preview_data``,
 ``describe_models``; ``predict_folder``, ``read_volume``/``write_volume`` are re-exported);
 the CLI only parses arguments and prints.
 Errors are :class:`~medseg.errors.MedsegError` subclasses whose message starts with the name
@@ -153,11 +154,72 @@ def export_model(
     """Export ``model`` (a checkpoint or a model folder, whose folds become one averaged
     network; default: the bundled demo model) to TorchScript (``fmt="torchscript"``, ``.pt``)
     or ONNX (``"onnx"``) at ``output``, with its preprocessing and class metadata. Returns
-    that metadata plus ``max_abs_diff``, the logit difference to PyTorch on CPU."""
+    that metadata plus ``max_abs_diff``, the logit difference to PyTorch on CPU.
+    ``fmt="package"``: the shippable zip of :func:`export_package` (returns its manifest).
+    ``model`` may also name an installed model (:func:`install_model`)."""
     from medseg.inference.export import export_model as run
     from medseg.inference.predictor import default_model_path
 
+    if fmt == "package":
+        return export_package(output, model, overwrite=overwrite)
     return run(model or default_model_path(), output, fmt, overwrite=overwrite)  # type: ignore[arg-type]
+
+
+def export_package(
+    output: str | Path,
+    model: str | Path | None = None,
+    *,
+    name: str | None = None,
+    version: str = "1.0.0",
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Write ``model`` (a checkpoint or a model folder; default: the bundled demo model) as
+    a shippable zip at ``output``: the model, ``model_card.md``, a MONAI-bundle-style
+    ``metadata.json``, ``checksums.sha256`` and the medseg version (``medseg export
+    --format package``). ``name`` (default: the zip's stem) is the name it installs under.
+    Returns the package manifest."""
+    from medseg.inference.package import export_package as run
+    from medseg.inference.predictor import default_model_path
+
+    return run(model or default_model_path(), output, name=name, version=version,
+               overwrite=overwrite)  # fmt: skip
+
+
+def install_model(
+    package: str | Path,
+    name: str | None = None,
+    *,
+    overwrite: bool = False,
+    store: str | Path | None = None,
+) -> dict[str, Any]:
+    """Verify a model package (checksums, required medseg version, no paths escaping the
+    target) and unpack it into the model store (``store``, else ``$MEDSEG_MODELS``, else
+    ``~/.local/share/medseg/models``) as ``NAME`` (``medseg models install``); then
+    ``model=NAME`` works wherever a model path does. Returns its :func:`installed_models`
+    entry."""
+    from medseg.inference.store import install_package
+
+    return install_package(package, name, overwrite=overwrite, root=store)
+
+
+def installed_models(store: str | Path | None = None) -> list[dict[str, Any]]:
+    """The installed model packages (``medseg models list``): name, classes, channels,
+    version, ``medseg_version``, ``installed`` (UTC date) and ``path``."""
+    from medseg.inference.store import list_installed
+
+    return list_installed(store)
+
+
+def merge_prediction_parts(
+    output: str | Path, *, overwrite: bool = False
+) -> tuple[Path, list[tuple[str, str]]]:
+    """Write ``output/summary.csv`` and ``lesions.csv`` of a finished job-array run
+    (``predict_folder(..., num_parts=N, part_id=K)`` for every ``K``; ``medseg predict
+    --merge-parts OUT``). Returns the summary's path and the ``(case, error)`` failures."""
+    from medseg.inference.batch import Case, collect_failures, merge_parts
+
+    summary, ids = merge_parts(output, overwrite=overwrite)
+    return summary, collect_failures([Case(i, []) for i in ids], output)
 
 
 def validate_data(
@@ -248,6 +310,10 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "evaluate": ("medseg.api", "evaluate"),
     "plan": ("medseg.api", "plan"),
     "export_model": ("medseg.api", "export_model"),
+    "merge_prediction_parts": ("medseg.api", "merge_prediction_parts"),
+    "export_package": ("medseg.api", "export_package"),
+    "install_model": ("medseg.api", "install_model"),
+    "installed_models": ("medseg.api", "installed_models"),
     "validate_data": ("medseg.api", "validate_data"),
     "preview_data": ("medseg.api", "preview_data"),
     "describe_models": ("medseg.api", "describe_models"),

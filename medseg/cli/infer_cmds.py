@@ -18,10 +18,10 @@ def _parse_axes(text: str | None) -> tuple[int, ...] | None:
 
 def predict(
     inputs: list[Path] = typer.Argument(
-        ...,
+        None,
         help="NIfTI/NRRD/MHA files, DICOM series folders, or folders of cases (CASE_0000.nii.gz ...).",
     ),
-    output: Path = typer.Option(..., "--output", "-o", help="Output folder."),
+    output: Path = typer.Option(None, "--output", "-o", help="Output folder."),
     model: Path | None = typer.Option(
         None,
         "--model",
@@ -66,12 +66,36 @@ def predict(
         help="Skip the model's own postprocessing (chosen by cross-validation, in model.json).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    num_parts: int = typer.Option(
+        1, "--num-parts", help="Split the cases into N parts (a job array); see --part-id."
+    ),
+    part_id: int = typer.Option(
+        0, "--part-id", help="Predict part K (0 to N-1) of --num-parts, e.g. $SLURM_ARRAY_TASK_ID."
+    ),
+    merge_parts: Path | None = typer.Option(
+        None,
+        "--merge-parts",
+        help="Write OUT/summary.csv of a finished --num-parts run (no INPUTS needed).",
+    ),
 ) -> int:
     """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
     from medseg.device import DistInfo
+    from medseg.errors import ConfigError
     from medseg.inference import PostprocessConfig
     from medseg.inference.batch import predict_folder
 
+    if merge_parts is not None:
+        if inputs or output is not None:
+            raise ConfigError(
+                f"--merge-parts {merge_parts}: merges the reports already in that folder and "
+                "takes no INPUTS or --output; run it alone: medseg predict --merge-parts OUT"
+            )
+        return _merge_parts(merge_parts, overwrite)
+    if not inputs or output is None:
+        raise ConfigError(
+            "predict: expected INPUTS and --output DIR (or --merge-parts OUT to merge the "
+            "summary of a finished --num-parts run)"
+        )
     info = DistInfo.from_env()
     postprocess = None  # the model's own rules (a model folder's, chosen on out-of-fold data)
     if no_postprocessing or largest_component or min_lesion_ml:
@@ -90,18 +114,34 @@ def predict(
         "series": series,
         "progress": not quiet,
         "channel": channel,
+        "num_parts": num_parts,
+        "part_id": part_id,
     }
     result = predict_folder(inputs, output, info=info, **options)
     if info.is_main:
+        part = f"part {part_id} of {num_parts}: " if num_parts != 1 else ""
+        summary = result.summary or "written when every part has finished (or --merge-parts)"
         typer.echo(
-            f"{len(result.cases)} case(s): {len(result.done)} predicted, {len(result.skipped)} "
-            f"already done (--overwrite to redo){' on rank 0' if info.enabled else ''}, "
-            f"{len(result.failures)} failed; summary: {result.summary}"
+            f"{part}{len(result.cases)} case(s): {len(result.done)} predicted, "
+            f"{len(result.skipped)} already done (--overwrite to redo)"
+            f"{' on rank 0' if info.enabled else ''}, {len(result.failures)} failed; "
+            f"summary: {summary}"
         )
         for case, error in result.failures:
             typer.echo(f"failed: {case}: {error}", err=True)
         typer.echo(RESEARCH_USE_NOTICE)
     return 1 if result.failures else 0
+
+
+def _merge_parts(output: Path, overwrite: bool) -> int:
+    from medseg.api import merge_prediction_parts
+
+    summary, failures = merge_prediction_parts(output, overwrite=overwrite)
+    typer.echo(f"merged {summary} ({len(failures)} failed case(s))")
+    for case, error in failures:
+        typer.echo(f"failed: {case}: {error}", err=True)
+    typer.echo(RESEARCH_USE_NOTICE)
+    return 1 if failures else 0
 
 
 def evaluate(
@@ -167,9 +207,9 @@ def evaluate(
 
 def export(
     output: Path = typer.Option(
-        ..., "--output", "-o", help="Output file (.onnx or .pt for TorchScript)."
+        ..., "--output", "-o", help="Output file (.onnx, .pt for TorchScript, .zip for a package)."
     ),
-    fmt: str = typer.Option(..., "--format", "-f", help="torchscript or onnx."),
+    fmt: str = typer.Option(..., "--format", "-f", help="torchscript, onnx or package."),
     model: Path | None = typer.Option(
         None,
         "--model",
@@ -178,12 +218,23 @@ def export(
         "default: bundled demo model.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    version: str = typer.Option(
+        "1.0.0", "--package-version", help="The package's version (--format package)."
+    ),
 ) -> None:
-    """Export a checkpoint to TorchScript or ONNX with its preprocessing and class metadata."""
-    from medseg.inference import default_model_path
-    from medseg.inference.export import export_model
+    """Export a checkpoint to TorchScript or ONNX with its preprocessing and class metadata,
+    or as a package to ship (--format package: model, model card, metadata, checksums)."""
+    from medseg.api import export_model, export_package
 
-    meta = export_model(model or default_model_path(), output, fmt, overwrite=overwrite)  # type: ignore[arg-type]
+    if fmt == "package":
+        manifest = export_package(output, model, version=version, overwrite=overwrite)
+        typer.echo(
+            f"wrote {output} (package {manifest['name']} {manifest['version']}, medseg "
+            f"{manifest['medseg_version']}); install it with `medseg models install {output}`"
+        )
+        typer.echo(RESEARCH_USE_NOTICE)
+        return
+    meta = export_model(output, fmt, model, overwrite=overwrite)
     typer.echo(
         f"wrote {output} ({fmt}); max |logit difference| vs PyTorch on CPU: {meta['max_abs_diff']:.2e}; "
         f"classes: {', '.join(meta['class_names'])}"

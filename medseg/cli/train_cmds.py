@@ -72,7 +72,9 @@ def train_command(
     if not info.is_main:  # only rank 0 talks to the user
         logging.getLogger().setLevel(logging.WARNING)
     if init_from is not None:
-        overrides = [*overrides, f"train.init_from={init_from}"]
+        from medseg.inference.store import resolve_model
+
+        overrides = [*overrides, f"train.init_from={resolve_model(init_from)}"]  # or a name
     planned = _planned(config, overrides, time_budget, device, folds, output, info)
     # a planned config already holds the --set overrides
     source, extra = (planned, ()) if planned is not None else (config, overrides)

@@ -75,7 +75,7 @@ def view(
         case_id=case,
         gt=gt,
         data_root=data_root,
-        model=model,
+        model=_installed_or_path(model),
         runs_dir=runs_dir if runs_dir is not None else Path.cwd() / "runs",
         sample_root=default_sample_root(),
         device=device,
@@ -87,6 +87,15 @@ def view(
     code = launch(config, port=port, open_browser=not no_browser, host=host, token=token)
     if code not in (0, -2, 130):  # Ctrl-C is a normal way to stop the server
         raise typer.Exit(code)
+
+
+def _installed_or_path(model: Path | None) -> Path | None:
+    """``--model``, or the installed model it names (imports torch only when given)."""
+    if model is None:
+        return None
+    from medseg.inference.store import resolve_model
+
+    return resolve_model(model)
 
 
 def register(app: typer.Typer) -> None:

@@ -29,8 +29,17 @@ from medseg.errors import (
     DatasetError,
     DimensionError,
     InputNotFoundError,
+    MedsegError,
     OutputWriteError,
     OverwriteError,
+)
+from medseg.inference.parts import (
+    case_list_sha256,
+    check_part,
+    check_same_run,
+    merged_case_ids,
+    missing_parts,
+    write_record,
 )
 from medseg.inference.postprocess import PostprocessConfig
 from medseg.io.atomic import (
@@ -397,6 +406,37 @@ def merge_summary(
     return summary
 
 
+def merge_parts(output: str | Path, *, overwrite: bool = False) -> tuple[Path, list[str]]:
+    """Write ``output/summary.csv`` and ``lesions.csv`` of a finished parts run from the
+    per-case reports (``medseg predict --merge-parts OUT``); returns the summary's path and
+    the case ids. Refused while a part has no record or when the parts disagree."""
+    ids = merged_case_ids(output)
+    return merge_summary([Case(i, []) for i in ids], output, overwrite=overwrite), ids
+
+
+def finish_part(
+    output: Path, part_id: int, num_parts: int, cases: Sequence[Case], all_ids: Sequence[str],
+    model_sha256: str | None, *, overwrite: bool = False,
+) -> tuple[Path | None, list[tuple[str, str]]]:  # fmt: skip
+    """Record this part, then merge the summary if it is the last part to finish (every
+    record present); returns ``(summary or None, this part's failures)``."""
+    failures = collect_failures(cases, output)
+    done = [c.case_id for c in cases if case_outputs(output, c.case_id)["json"].is_file()]
+    write_record(
+        output, part_id, num_parts, model_sha256=model_sha256, all_ids=all_ids,
+        cases=[c.case_id for c in cases], done=done, failed=failures,
+    )  # fmt: skip
+    # Each part writes its record before looking at the others', so the last one to finish
+    # sees them all; two finishing together both merge the same reports (atomic renames).
+    if missing_parts(output)[1]:
+        return None, failures
+    try:
+        return merge_parts(output, overwrite=overwrite)[0], failures
+    except MedsegError as err:  # e.g. a stale record: leave it to --merge-parts to report
+        logger.warning("not merging the parts' summary: %s", err)
+        return None, failures
+
+
 @dataclasses.dataclass
 class FolderResult:
     """What :func:`predict_folder` did: every case found, this rank's share of the work, the
@@ -427,6 +467,8 @@ def predict_folder(
     info: DistInfo | None = None,
     progress: bool = True,
     channel: int | None = None,
+    num_parts: int = 1,
+    part_id: int = 0,
 ) -> FolderResult:
     """Segment every case in ``inputs`` into the folder ``output`` (what ``medseg predict`` runs).
 
@@ -445,6 +487,9 @@ def predict_folder(
             channel count is its channel stack (:func:`read_case`).
         info: this process's place in a torchrun job (``DistInfo.from_env()`` at the entry
             point); ranks share the cases and rank 0 writes the summary.
+        num_parts, part_id: predict only part ``part_id`` of ``num_parts`` (a job array;
+            :mod:`medseg.inference.parts`): record it in ``output/parts/``; the last part
+            to finish writes the summary.
 
     Errors name the parameter at fault (``output ...``, ``device ...``); nothing is loaded
     before the output folder and the device are checked.
@@ -452,15 +497,25 @@ def predict_folder(
     from medseg.inference.predictor import Predictor, default_model_path
 
     info = info or DistInfo()
+    from medseg.inference.store import resolve_model
+
     output = check_output_dir(output)
+    model = resolve_model(model)
     if model is not None and not Path(model).exists():
         raise InputNotFoundError(
             f"model {model} does not exist; pass a checkpoint (.pt), an export (.onnx, "
-            "TorchScript .pt) or a model folder, or leave it out for the bundled demo model",
+            "TorchScript .pt), a model folder or the name of an installed model (`medseg "
+            "models list`), or leave it out for the bundled demo model",
             param="model",
         )
+    parted = num_parts != 1 or part_id != 0
+    if parted:
+        check_part(output, part_id, num_parts)
     torch_device = resolve_device(device, info)
     cases = discover_cases([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+    all_ids = [c.case_id for c in cases]
+    if parted:  # discover_cases sorts by case id, so this is parts.part_share
+        cases = cases[part_id::num_parts]
     # fail before the model loads (every rank, the same answer): a read-only disk, a user's
     # file in the way
     check_case_outputs(cases, make_output_dir(output), overwrite)
@@ -468,6 +523,9 @@ def predict_folder(
         model or default_model_path(), device=torch_device, tta=tta, axes=axes,
         batch_size=batch_size, postprocess=postprocess,
     )  # fmt: skip
+    model_sha256 = predictor.provenance.get("checkpoint_sha256")
+    if parted:  # before any case: one model and one case list across the parts
+        check_same_run(output, model_sha256, case_list_sha256(all_ids))
     with process_group(info, torch_device):
         result = predict_cases(
             predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
@@ -475,7 +533,13 @@ def predict_folder(
             channel=channel,
         )  # fmt: skip
         barrier()
-        summary = merge_summary(cases, output, overwrite=overwrite) if info.is_main else None
+        summary = None
+        if info.is_main and parted:
+            summary, _ = finish_part(
+                output, part_id, num_parts, cases, all_ids, model_sha256, overwrite=overwrite
+            )
+        elif info.is_main:
+            summary = merge_summary(cases, output, overwrite=overwrite)
         barrier()  # rank 0's summary is complete before anyone reads failures
         failures = collect_failures(cases, output)
     return FolderResult(

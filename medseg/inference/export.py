@@ -95,9 +95,10 @@ def export_model(
     """Export ``checkpoint`` (a ``.pt`` file or a model folder, whose folds become one
     averaged network) to ``output``; returns the embedded metadata plus the parity check
     (``max_abs_diff`` of logits between PyTorch and the export on CPU)."""
+    from medseg.inference.store import resolve_model
     from medseg.models import model_info
 
-    checkpoint, output = Path(checkpoint), Path(output)
+    checkpoint, output = resolve_model(checkpoint), Path(output)
     if fmt not in ("torchscript", "onnx"):
         raise CheckpointError(f"export format {fmt!r} is unknown; expected torchscript or onnx")
     check_output(output, overwrite=overwrite, inputs=_model_files(checkpoint))

@@ -206,8 +206,11 @@ class Predictor:
     @classmethod
     def load(cls, path: str | Path, **kwargs: Any) -> Predictor:
         """A checkpoint (``.pt`` from ``medseg train``), a TorchScript or ONNX export, or a
-        model folder (``model.json``: the ensemble of its folds), by content."""
-        path = Path(path)
+        model folder (``model.json``: the ensemble of its folds), by content; or the name
+        of an installed model package (:func:`medseg.inference.store.resolve_model`)."""
+        from medseg.inference.store import resolve_model
+
+        path = resolve_model(path)
         if path.is_dir() and is_model_folder(path):
             return cls.from_model_folder(path, **kwargs)
         if path.suffix.lower() == ".onnx" or (path.is_file() and _is_torchscript(path)):
