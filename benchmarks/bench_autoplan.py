@@ -179,12 +179,14 @@ def evaluate(preds: Path, test: Path, out: Path) -> dict:
             str(csv),
         ],
         check=False,  # exit 1 flags missing predictions; they are scored as Dice 0
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     rows = pd.read_csv(csv, comment="#")
-    per_case = rows.groupby("case_id")
+    per_case = rows.groupby("case")
     tp, fn = rows["tp"].sum(), rows["fn"].sum()
     return {
-        "cases": int(rows["case_id"].nunique()),
+        "cases": int(rows["case"].nunique()),
         "dice": float(rows["dice"].mean()),
         "dice_per_class": rows.groupby("class")["dice"].mean().round(3).to_dict(),
         "hd95_mm": float(rows["hd95_mm"].mean()),

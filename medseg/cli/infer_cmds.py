@@ -165,11 +165,9 @@ def evaluate(
     """
     import pandas as pd
 
-    from medseg.inference.evaluation import evaluate_paths, parse_labels
+    from medseg.api import evaluate as run
 
-    per_case, summary = evaluate_paths(
-        prediction, reference, parse_labels(labels), output, overwrite=overwrite
-    )
+    per_case, summary = run(prediction, reference, labels, output, overwrite=overwrite)
     columns = [
         "case",
         "class",
