@@ -20,9 +20,12 @@ bombs, and temporary files are removed before the function returns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import logging
+import os
 import re
 import stat
 import tempfile
@@ -178,10 +181,10 @@ def _flat_cases(folder: Path) -> list[CaseRef]:
     return cases
 
 
-def _inside(root: Path, path: Path) -> bool:
+def _inside(root: Path, path: Path, members: bool = False) -> bool:
     """True when ``path`` (symlinks followed) exists inside ``root``; see :func:`resolve_in_root`."""
     try:
-        resolve_in_root(root, path)
+        resolve_in_root(root, path, members=members)
     except (DataRootError, InputNotFoundError):
         return False
     return True
@@ -189,7 +192,7 @@ def _inside(root: Path, path: Path) -> bool:
 
 def _case_inside(root: Path, ref: CaseRef) -> bool:
     paths = [*ref.images, *([ref.label] if ref.label is not None else [])]
-    if all(_inside(root, p) for p in paths):
+    if all(_inside(root, p, members=True) for p in paths):
         return True
     logger.warning("%s: skipped; a file of it resolves outside the data root %s", ref.name, root)
     return False
@@ -264,11 +267,43 @@ def load_case(ref: CaseRef) -> Case:
     return Case(ref.name, channels, names, truth, list(ref.class_names), ref.named_channels)
 
 
-def resolve_in_root(root: Path, relative: str | Path) -> Path:
+def _files_read_for(path: Path) -> list[Path]:
+    """Every entry a reader of ``path`` may open: the file (and an ``.mhd``'s data file), or
+    everything under a folder (the DICOM reader scans it recursively)."""
+    if path.is_dir():
+        return sorted(path.rglob("*"))
+    found = [path]
+    if path.suffix.lower() == ".mhd":
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            for line in path.read_text(encoding="latin-1").splitlines():
+                key, _, value = line.partition("=")
+                data = value.strip()
+                if key.strip() == "ElementDataFile" and data not in ("LOCAL", "LIST") and data:
+                    found.append(path.parent / data.split()[0])
+    return found
+
+
+def _check_members(root: Path, path: Path, relative: str | Path) -> None:
+    for member in _files_read_for(path):
+        real = Path(os.path.realpath(member))
+        if real != root and root not in real.parents:
+            shown = member.relative_to(path) if path in member.parents else member.name
+            raise DataRootError(
+                f"{relative}: reads {shown}, which resolves to {real}, outside the data root "
+                f"{root}; every file read "
+                "must lie inside the folder given with --data-root. Replace the link with a "
+                "copy of the file, or open the case from its own path (medseg view PATH)"
+            )
+
+
+def resolve_in_root(root: Path, relative: str | Path, *, members: bool = True) -> Path:
     """``root / relative`` resolved (symlinks followed), refused if it leaves ``root``.
 
-    Raises :class:`DataRootError` for ``..`` escapes, absolute paths elsewhere and symlinks
-    pointing outside, and :class:`InputNotFoundError` when the path does not exist.
+    With ``members`` every file a reader would open for it must resolve inside ``root`` too:
+    each entry under a folder (a DICOM series of links to files elsewhere) and an ``.mhd``
+    header's data file. Raises :class:`DataRootError` for ``..`` escapes, absolute paths
+    elsewhere and symlinks pointing outside, and :class:`InputNotFoundError` when the path
+    does not exist.
     """
     root = Path(root).resolve()
     candidate = (root / relative).resolve()
@@ -279,6 +314,8 @@ def resolve_in_root(root: Path, relative: str | Path) -> Path:
         )
     if not candidate.exists():
         raise InputNotFoundError(f"{relative}: not found inside the data root {root}")
+    if members:
+        _check_members(root, candidate, relative)
     return candidate
 
 
@@ -311,9 +348,8 @@ def safe_extract(archive: Path, target: Path, upload_name: str) -> None:
                 )
             total = sum(i.file_size for i in infos)
             if total > MAX_UNZIPPED_MB * 2**20:
-                raise UploadError(
-                    f"{upload_name}: unpacks to {total / 2**20:.0f} MB, more than "
-                    f"{MAX_UNZIPPED_MB} MB; upload a single series"
+                raise _too_big(
+                    upload_name, f"its entries unpack to {total / 2**20:,.0f} MB", MAX_UNZIPPED_MB
                 )
             for info in infos:
                 _check_zip_member(info, upload_name)
@@ -349,12 +385,92 @@ def _dicom_headers(files: list[str]) -> list[Any]:
     return [pydicom.dcmread(str(f), stop_before_pixels=True) for f in files]
 
 
-def read_upload(name: str, data: bytes, max_mb: float = MAX_UPLOAD_MB) -> Volume:
+def _too_big(name: str, found: str, cap_mb: float) -> UploadError:
+    return UploadError(
+        f"{name}: {found}, more than the viewer's {cap_mb:,.0f} MB limit for an unpacked "
+        "upload; open the scan from its path instead (medseg view SCAN, or a file under "
+        "--data-root), which has no upload limit"
+    )
+
+
+def _declared_nifti_bytes(head: bytes) -> int | None:
+    """Bytes a NIfTI-1/2 header says the file holds (voxel offset + voxels x bytes per
+    voxel), or None when ``head`` is no NIfTI header (the reader then names the fault)."""
+    import nibabel as nib
+
+    classes = {348: nib.Nifti1Header, 540: nib.Nifti2Header}
+    sizes = {int.from_bytes(head[:4], order) for order in ("little", "big")}
+    header_class = next((classes[s] for s in sizes if s in classes), None)
+    if header_class is None:
+        return None
+    try:
+        header = header_class.from_fileobj(io.BytesIO(head), check=False)
+        shape = header.get_data_shape()
+        itemsize = header.get_data_dtype().itemsize
+    except (nib.spatialimages.HeaderDataError, ValueError, TypeError, KeyError):
+        return None
+    voxels = int(np.prod([max(int(s), 0) for s in shape], dtype=object))
+    return int(header.get_data_offset()) + voxels * itemsize
+
+
+def _gunzip_chunks(data: bytes, size: int = 1 << 20):
+    """The decompressed bytes of the gzip ``data`` (every member), ``size`` bytes at most per
+    chunk: a bomb never gets to fill memory. A truncated stream just ends early."""
+    pending = data
+    while pending[:2] == b"\x1f\x8b":
+        stream = zlib.decompressobj(wbits=31)  # gzip framing
+        tail = pending
+        while tail and not stream.eof:
+            chunk = stream.decompress(tail, size)
+            tail = stream.unconsumed_tail
+            if chunk:
+                yield chunk
+        pending = stream.unused_data
+
+
+def gunzip_capped(name: str, data: bytes, target: Path, cap_mb: float) -> None:
+    """Decompress the gzip ``data`` of a ``.nii.gz`` upload into ``target``, refusing it when
+    its NIfTI header declares more than ``cap_mb`` (checked before the body is unpacked) or
+    when the stream itself unpacks past ``cap_mb`` (a header that lies)."""
+    cap = int(cap_mb * 2**20)
+    head, written = b"", 0
+    try:
+        with target.open("wb") as out:
+            for chunk in _gunzip_chunks(data):
+                if len(head) < 540:  # NIfTI-2's header size; NIfTI-1 needs 348
+                    head += chunk[: 540 - len(head)]
+                    declared = _declared_nifti_bytes(head) if len(head) == 540 else None
+                    if declared is not None and declared > cap:
+                        raise _too_big(
+                            name,
+                            f"its header declares {declared / 2**20:,.0f} MB of voxel data",
+                            cap_mb,
+                        )
+                written += len(chunk)
+                if written > cap:
+                    raise _too_big(
+                        name, f"its gzip stream unpacked past {written / 2**20:,.0f} MB", cap_mb
+                    )
+                out.write(chunk)
+    except zlib.error as err:
+        raise UploadError(
+            f"{name}: not valid gzip data (zlib.error: {first_line(err)}); upload the "
+            ".nii.gz file again, or the uncompressed .nii"
+        ) from err
+
+
+def read_upload(
+    name: str,
+    data: bytes,
+    max_mb: float = MAX_UPLOAD_MB,
+    max_unpacked_mb: float = MAX_UNZIPPED_MB,
+) -> Volume:
     """A Volume from uploaded bytes: a NIfTI file or a zipped DICOM series.
 
     The bytes go to a private temporary folder that is deleted before returning (the arrays
-    are read fully into memory first). Errors are :class:`MedsegError` subclasses with a
-    message fit for the page.
+    are read fully into memory first). A ``.nii.gz`` may unpack to at most
+    ``max_unpacked_mb`` MB (zips: :data:`MAX_UNZIPPED_MB`). Errors are :class:`MedsegError`
+    subclasses with a message fit for the page.
     """
     size_mb = len(data) / 2**20
     if size_mb > max_mb:
@@ -369,8 +485,13 @@ def read_upload(name: str, data: bytes, max_mb: float = MAX_UPLOAD_MB) -> Volume
     safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name) or "upload"
     with tempfile.TemporaryDirectory(prefix="medseg-upload-") as tmp:
         path = Path(tmp) / safe_name
-        path.write_bytes(data)
         source: Path = path
+        if lower.endswith(".nii.gz") and data[:2] == b"\x1f\x8b":
+            # unpacked here, under the cap, rather than by the reader without one
+            source = path.with_name(safe_name[: -len(".gz")])
+            gunzip_capped(name, data, source, max_unpacked_mb)
+        else:
+            path.write_bytes(data)
         if is_zip:
             safe_extract(path, Path(tmp) / "series", name)
             path.unlink()
