@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from medseg.data.slicing import plane_axes
+from medseg.inference.components import ComponentStats, ComponentSweep
 from medseg.io.volume import Volume
-from medseg.metrics import CONNECTIVITY_26
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +59,8 @@ def axial_axis(affine: np.ndarray) -> int:
 
 
 #: voxels counted per np.bincount call: bincount copies its input to int64 (8 bytes per
-#: voxel), so a whole CT at once would cost 4x the source volume
-COUNT_CHUNK = 1 << 22
+#: voxel), so a whole CT at once would cost 4x the source volume (8 MiB per call here)
+COUNT_CHUNK = 1 << 20
 
 
 def label_counts(label: np.ndarray, minlength: int = 0) -> np.ndarray:
@@ -167,19 +166,142 @@ def longest_axial_diameter(
     return best, best_slice
 
 
-def _centroid(mask: np.ndarray) -> np.ndarray:
-    """Mean voxel index of a 3D boolean mask, from its three axis projections (cheap)."""
-    total = max(int(mask.sum()), 1)
-    return (
-        np.array([float(np.arange(mask.shape[a]) @ mask.sum(axis=plane_axes(a))) for a in range(3)])
-        / total
-    )
-
-
 def _bbox_mm(affine: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[list[float]]:
     corners = np.array(list(itertools.product(*zip(lo - 0.5, hi + 0.5, strict=True))))
     world = corners @ affine[:3, :3].T + affine[:3, 3]
     return [world.min(0).round(3).tolist(), world.max(0).round(3).tolist()]
+
+
+#: lesions listed per class in the readouts (largest first); the rest are summarised
+DEFAULT_MAX_LESIONS = 100
+
+#: unlisted lesions are counted in decades of voxels: 1-9, 10-99, 100-999, ...
+_DECADES = 12
+
+
+@dataclasses.dataclass
+class _Largest:
+    """The ``limit`` largest components seen so far (ties: raster order, as ``ndimage.label``
+    numbers them) and a count, voxel total and size histogram of all of them."""
+
+    limit: int | None
+    kept: ComponentStats = dataclasses.field(default_factory=ComponentStats.empty)
+    count: int = 0
+    voxels: int = 0
+    decades: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((2, _DECADES)))
+
+    def add(self, stats: ComponentStats) -> None:
+        self.count += len(stats)
+        self.voxels += int(stats.voxels.sum())
+        self._histogram(stats.voxels, +1)
+        kept = ComponentStats.concat([self.kept, stats])
+        order = np.lexsort((kept.first, -kept.voxels))
+        self.kept = kept.take(order if self.limit is None else order[: self.limit])
+
+    def _histogram(self, voxels: np.ndarray, sign: int) -> None:
+        decade = np.minimum(np.log10(np.maximum(voxels, 1)).astype(int), _DECADES - 1)
+        self.decades[0] += sign * np.bincount(decade, minlength=_DECADES)
+        self.decades[1] += sign * np.bincount(decade, weights=voxels, minlength=_DECADES)
+
+    def unlisted(self, voxel_ml: float) -> dict[str, Any]:
+        """Count, volume and size histogram of the components not kept."""
+        self._histogram(self.kept.voxels, -1)
+        bins = [
+            {
+                "voxels_from": 10**d,
+                "voxels_to": 10 ** (d + 1) - 1,
+                "lesions": int(self.decades[0, d]),
+                "volume_ml": round(float(self.decades[1, d]) * voxel_ml, 4),
+            }
+            for d in range(_DECADES)
+            if self.decades[0, d] > 0
+        ]
+        self._histogram(self.kept.voxels, +1)
+        rest = self.voxels - int(self.kept.voxels.sum())
+        return {
+            "lesions": self.count - len(self.kept),
+            "volume_ml": round(rest * voxel_ml, 4),
+            "size_histogram": bins,
+        }
+
+
+def _diameters(
+    sweep: ComponentSweep, kept: ComponentStats, affine: np.ndarray
+) -> list[tuple[float, int]]:
+    """Longest axial diameter (and its slice) of each kept component, from a second pass
+    over the axial slabs: only the planes a kept component spans are looked at."""
+    ax, inplane, r = _plane_frame(np.asarray(affine, dtype=float).tobytes())
+    best = [(0.0, int(lo[ax])) for lo in kept.lo]
+    if not len(kept):
+        return best
+    order = np.argsort(kept.root)
+    roots = kept.root[order]
+    start, stop = int(kept.lo[:, ax].min()), int(kept.hi[:, ax].max()) + 1
+    origin = [s.start for s in sweep.box]
+    for slab, local, local_roots in sweep.relabel(start, stop):
+        pos = np.searchsorted(roots, local_roots).clip(max=len(roots) - 1)
+        rank = np.where(roots[pos] == local_roots, order[pos], -1)
+        rank[0] = -1
+        for t in range(slab[ax].start, slab[ax].stop):
+            active = np.flatnonzero((kept.lo[:, ax] <= t) & (kept.hi[:, ax] >= t))
+            if not len(active):
+                continue
+            plane = rank[local[t - slab[ax].start]]  # sweep axis first
+            for i in active:
+                lo, hi = kept.lo[i], kept.hi[i]
+                crop = tuple(slice(lo[a] - origin[a], hi[a] + 1 - origin[a]) for a in inplane)
+                mask2d = plane[crop] == i
+                if mask2d.any():
+                    d = _max_pairwise_distance(_slice_corners(mask2d) @ r.T)
+                    if d > best[i][0]:
+                        best[i] = (d, t)
+    return best
+
+
+def _class_lesions(
+    label: np.ndarray,
+    affine: np.ndarray,
+    cls: int,
+    name: str,
+    max_lesions: int | None,
+) -> tuple[list[Lesion], _Largest] | None:
+    """The ``max_lesions`` largest lesions of class ``cls`` (all with None) and the tally of
+    every lesion of it; None when the class is absent."""
+    region = class_box(label, cls)
+    if region is None:
+        return None
+    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+    ax = axial_axis(affine)
+    # components of the class's bounding box, slab by slab along the axial axis: no
+    # whole-volume component map, and each axial plane lies in one slab for the diameters
+    sweep = ComponentSweep(label, (cls,), region, axis=ax)
+    largest = _Largest(max_lesions)
+    sweep.run(largest.add)
+    kept = largest.kept
+    lesions = []
+    for i, (diameter, d_slice) in enumerate(_diameters(sweep, kept, affine)):
+        voxels, lo, hi = int(kept.voxels[i]), kept.lo[i], kept.hi[i]
+        centroid_voxel = (kept.sums[i] - voxels * lo) / voxels + lo
+        lesions.append(
+            Lesion(
+                label=int(cls),
+                class_name=name,
+                index=i + 1,
+                volume_ml=float(voxels) * voxel_ml,
+                voxels=voxels,
+                longest_axial_diameter_mm=round(diameter, 3),
+                diameter_slice=d_slice,
+                centroid_ras_mm=(affine[:3, :3] @ centroid_voxel + affine[:3, 3]).round(3).tolist(),
+                bbox_voxel=[lo.tolist(), hi.tolist()],
+                bbox_ras_mm=_bbox_mm(affine, lo, hi),
+                slice_range=[int(lo[ax]), int(hi[ax])],
+            )
+        )
+    return lesions, largest
+
+
+def _present_classes(label: np.ndarray) -> list[int]:
+    return [int(c) for c in np.flatnonzero(label_counts(label)) if c > 0]
 
 
 def find_lesions(
@@ -187,90 +309,77 @@ def find_lesions(
     affine: np.ndarray,
     class_names: Sequence[str],
     classes: Sequence[int] | None = None,
+    max_lesions: int | None = None,
 ) -> list[Lesion]:
-    """All lesions (26-connected components) of every foreground class in ``label`` (I, J, K).
+    """Lesions (26-connected components) of every foreground class in ``label`` (I, J, K),
+    largest first per class; the ``max_lesions`` largest of each class (None: all).
 
     ``affine`` is the voxel -> RAS mm matrix of the grid ``label`` lives on (the source grid,
-    so volumes and diameters are in true physical units).
+    so volumes and diameters are in true physical units). Memory stays bounded whatever the
+    mask (:mod:`medseg.inference.components`).
     """
     affine = np.asarray(affine, dtype=float)
-    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
-    ax = axial_axis(affine)
-    if classes is None:
-        classes = [int(c) for c in np.flatnonzero(label_counts(label)) if c > 0]
     lesions: list[Lesion] = []
-    for cls in classes:
+    for cls in _present_classes(label) if classes is None else classes:
         name = class_names[cls] if 0 <= cls < len(class_names) else f"class_{cls}"
-        region = class_box(label, cls)
-        if region is None:
-            continue
-        # components of the class's bounding box only: the int32 component map of a whole
-        # CT would be twice the size of the scan itself
-        origin = np.array([r.start for r in region])
-        components, _ = ndimage.label(label[region] == cls, structure=CONNECTIVITY_26)
-        found = []
-        for comp_id, box in enumerate(ndimage.find_objects(components), start=1):
-            crop = components[box] == comp_id
-            voxels = int(np.count_nonzero(crop))
-            lo = np.array([b.start for b in box]) + origin
-            hi = np.array([b.stop - 1 for b in box]) + origin
-            diameter, d_slice = longest_axial_diameter(crop, affine, lo)
-            centroid = affine[:3, :3] @ (_centroid(crop) + lo) + affine[:3, 3]
-            found.append(
-                Lesion(
-                    label=int(cls),
-                    class_name=name,
-                    index=0,
-                    volume_ml=float(voxels) * voxel_ml,
-                    voxels=voxels,
-                    longest_axial_diameter_mm=round(diameter, 3),
-                    diameter_slice=d_slice,
-                    centroid_ras_mm=centroid.round(3).tolist(),
-                    bbox_voxel=[lo.tolist(), hi.tolist()],
-                    bbox_ras_mm=_bbox_mm(affine, lo, hi),
-                    slice_range=[int(lo[ax]), int(hi[ax])],
-                )
-            )
-        del components
-        found.sort(key=lambda les: -les.voxels)
-        for i, les in enumerate(found, start=1):
-            les.index = i
-        lesions.extend(found)
+        found = _class_lesions(label, affine, int(cls), name, max_lesions)
+        if found is not None:
+            lesions.extend(found[0])
     return lesions
 
 
-def compute_readouts(label: Volume, class_names: Sequence[str]) -> dict[str, Any]:
-    """Per-class volume (mL), lesion count and lesion list of a label ``Volume``."""
+def compute_readouts(
+    label: Volume, class_names: Sequence[str], max_lesions: int | None = DEFAULT_MAX_LESIONS
+) -> dict[str, Any]:
+    """Per-class volume (mL), lesion count and the ``max_lesions`` largest lesions per class.
+
+    Lesions beyond ``max_lesions`` (None: list all) are summarised per class under
+    ``unlisted``: their count, total volume and a histogram by decades of voxels.
+    ``lesions`` stays the count of every lesion; ``largest_lesion_diameter_mm`` is the
+    largest among the listed ones.
+    """
     counts = label_counts(label.array, minlength=len(class_names))
     num_classes = counts.size
-    volumes = [float(c) * label.voxel_volume_ml for c in counts]
-    present = [int(c) for c in np.flatnonzero(counts) if c > 0]
-    lesions = find_lesions(label.array, label.affine, class_names, classes=present)
+    voxel_ml = label.voxel_volume_ml
+    affine = np.asarray(label.affine, dtype=float)
     per_class = {}
+    listed: list[Lesion] = []
     for cls in range(1, num_classes):
         name = class_names[cls] if cls < len(class_names) else f"class_{cls}"
-        of_class = [les for les in lesions if les.label == cls]
+        found = _class_lesions(label.array, affine, cls, name, max_lesions) if counts[cls] else None
+        lesions, tally = found if found is not None else ([], _Largest(max_lesions))
+        listed.extend(lesions)
         per_class[name] = {
             "label": cls,
-            "volume_ml": round(volumes[cls], 4),
-            "lesions": len(of_class),
+            "volume_ml": round(float(counts[cls]) * voxel_ml, 4),
+            "lesions": tally.count,
             "largest_lesion_diameter_mm": max(
-                (les.longest_axial_diameter_mm for les in of_class), default=0.0
+                (les.longest_axial_diameter_mm for les in lesions), default=0.0
             ),
+            "lesions_listed": len(lesions),
+            "unlisted": tally.unlisted(voxel_ml),
         }
     return {
-        "voxel_volume_ml": label.voxel_volume_ml,
+        "voxel_volume_ml": voxel_ml,
+        "max_lesions_per_class": max_lesions,
         "classes": per_class,
-        "lesions": [les.as_dict() for les in lesions],
+        "lesions": [les.as_dict() for les in listed],
     }
 
 
-def lesion_table(label_volume: Volume, class_names: Sequence[str]):
-    """Lesions of ``label_volume`` as a pandas DataFrame (one row per lesion, mm / mL)."""
+def lesion_table(
+    label_volume: Volume,
+    class_names: Sequence[str],
+    max_lesions: int | None = DEFAULT_MAX_LESIONS,
+):
+    """The ``max_lesions`` largest lesions per class of ``label_volume`` (None: all) as a
+    pandas DataFrame (one row per lesion, mm / mL)."""
     import pandas as pd
 
     rows = []
-    for les in find_lesions(label_volume.array, label_volume.affine, class_names):
+    for les in find_lesions(
+        label_volume.array, label_volume.affine, class_names, max_lesions=max_lesions
+    ):
         row = les.as_dict()
         row["centroid_ras_mm"] = ", ".join(f"{v:.1f}" for v in les.centroid_ras_mm)
         row["bbox_voxel"] = " - ".join(str(tuple(b)) for b in les.bbox_voxel)
