@@ -21,9 +21,8 @@ from typing import Literal
 
 import numpy as np
 import pydantic
-from scipy import ndimage
 
-from medseg.metrics import CONNECTIVITY_26
+from medseg.inference.components import ComponentStats, ComponentSweep
 
 logger = logging.getLogger(__name__)
 
@@ -159,23 +158,37 @@ def remove_components(
     min_ml: float | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """``label`` with ``structure``'s components removed (in place on a copy the caller
-    owns); returns (labels, removed components, removed voxels)."""
-    components, n = ndimage.label(np.isin(label, structure.values), structure=CONNECTIVITY_26)
-    if n == 0:
+    owns); returns (labels, removed components, removed voxels).
+
+    Components are found slab by slab (:class:`~medseg.inference.components.ComponentSweep`):
+    no whole-volume component map, whatever the number of components. Of equal largest
+    components the first in raster order is kept.
+    """
+    sweep = ComponentSweep(label, structure.values)
+    found: list[ComponentStats] = []
+    sweep.run(found.append)
+    if not found:
         return label, 0, 0
-    sizes = np.bincount(components.ravel())[1:]
-    drop = np.zeros(n + 1, dtype=bool)
-    if largest and n > 1:
-        drop[1:] = True
-        drop[int(np.argmax(sizes)) + 1] = False
+    stats = ComponentStats.concat(found)
+    drop = np.zeros(len(stats), dtype=bool)
+    if largest and len(stats) > 1:
+        drop[:] = True
+        drop[np.lexsort((stats.first, -stats.voxels))[0]] = False
     min_voxels = (min_ml or 0.0) / voxel_ml if voxel_ml > 0 else 0.0
     if min_voxels > 0:
-        drop[1:] |= sizes < min_voxels
+        drop |= stats.voxels < min_voxels
     if not drop.any():
         return label, 0, 0
-    removed = drop[components]
-    label[removed] = structure.fill
-    return label, int(drop.sum()), int(removed.sum())
+    dropped = np.sort(stats.root[drop])
+    removed = 0
+    for slab, local, roots in sweep.relabel():
+        pos = np.searchsorted(dropped, roots).clip(max=len(dropped) - 1)
+        gone = dropped[pos] == roots
+        gone[0] = False
+        hit = gone[local]  # slab voxels to clear, sweep axis first
+        np.moveaxis(label[slab], sweep.axis, 0)[hit] = structure.fill
+        removed += int(np.count_nonzero(hit))
+    return label, int(drop.sum()), removed
 
 
 def postprocess_labels(
