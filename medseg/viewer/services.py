@@ -114,11 +114,15 @@ def run_inference(
     return ViewerPrediction(prediction.label, class_names, readouts, model_name, uncertainty, sha)
 
 
-def compute_readouts(label: Volume, class_names: list[str]) -> dict[str, Any]:
-    """Per-class mL and lesion list (``medseg.inference.readouts.compute_readouts``)."""
+def compute_readouts(
+    label: Volume, class_names: list[str], max_lesions: int | None = None
+) -> dict[str, Any]:
+    """Per-class mL and the largest lesions (``medseg.inference.readouts.compute_readouts``;
+    ``max_lesions`` None: its default bound)."""
+    from medseg.inference.readouts import DEFAULT_MAX_LESIONS
     from medseg.inference.readouts import compute_readouts as library_readouts
 
-    return library_readouts(label, class_names)
+    return library_readouts(label, class_names, max_lesions or DEFAULT_MAX_LESIONS)
 
 
 def class_names_for(label: Volume | None, names: list[str] | None) -> list[str]:
@@ -193,13 +197,15 @@ def lesion_rows(
 
 
 def class_rows(readouts: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per-class volume table rows from the readouts."""
+    """Per-class volume table rows from the readouts (``listed``: lesions in the lesion
+    table; the readouts list the largest ones only, see ``compute_readouts``)."""
     return [
         {
             "class": name,
             "label": info["label"],
             "volume_ml": round(float(info["volume_ml"]), 3),
             "lesions": info["lesions"],
+            "listed": info.get("lesions_listed", info["lesions"]),
         }
         for name, info in readouts.get("classes", {}).items()
     ]

@@ -17,6 +17,7 @@ from medseg.inference import compute_readouts, find_lesions
 from medseg.inference.components import ComponentSweep
 from medseg.io.volume import Volume
 from medseg.metrics import CONNECTIVITY_26
+from medseg.viewer import services
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ["background", "tumour", "oedema"]
@@ -58,6 +59,10 @@ def test_only_the_largest_lesions_are_listed_and_the_rest_summarised():
     assert oedema["unlisted"] == {"lesions": 0, "volume_ml": 0.0, "size_histogram": []}
     # the default bound lists all of an ordinary mask
     assert compute_readouts(vol, NAMES)["lesions"] == full["lesions"]
+    # the viewer's class table says how many of them its lesion table lists
+    rows = {r["class"]: r for r in services.class_rows(read)}
+    assert (rows["tumour"]["lesions"], rows["tumour"]["listed"]) == (5, 2)
+    assert len(services.lesion_rows(read)) == 3
 
 
 @pytest.mark.parametrize("seed", range(6))
