@@ -99,31 +99,38 @@ def _boundary_edges(prev: np.ndarray, cur: np.ndarray, n: int) -> np.ndarray:
 
 
 class _Forest:
-    """Growable parent array of the join forest over slab-local component ids."""
+    """Parent array of the join forest over slab-local component ids (``parent[i] <= i``:
+    a group's representative is its smallest id).
 
-    def __init__(self, dtype: type = np.int64) -> None:
-        self.parent = np.zeros(1024, dtype)
+    Allocated zeroed at its upper bound: the kernel maps untouched zero pages lazily, so only
+    the ids in use are resident, and growing never copies (a doubling copy of 30 M ids, what
+    one-plane slabs of a noisy 1024 x 1024 x 400 mask give, would be a 3x transient).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        dtype = np.int32 if capacity < 2**31 - 1 else np.int64
+        self.parent = np.zeros(capacity + 1, dtype)
         self.size = 1  # id 0: background
 
     def extend(self, n: int) -> int:
         """Reserve ``n`` new ids; returns the offset (ids ``offset+1 .. offset+n``)."""
         offset = self.size - 1
-        if self.size + n > len(self.parent):
-            grown = np.zeros(max(2 * len(self.parent), self.size + n), self.parent.dtype)
-            grown[: self.size] = self.parent[: self.size]
-            self.parent = grown
         self.parent[self.size : self.size + n] = np.arange(self.size, self.size + n)
         self.size += n
         return offset
 
-    def resolve(self) -> np.ndarray:
-        """Root of every id (pointer jumping until stable)."""
+    def resolve(self, chunk: int = 1 << 20) -> np.ndarray:
+        """Root of every id, in place: ascending chunks of pointer jumping (a parent is never
+        larger than its id, so earlier chunks are final when a later one reads them)."""
         parent = self.parent[: self.size]
-        while True:
-            jumped = parent[parent]
-            if np.array_equal(jumped, parent):
-                return parent
-            parent = jumped
+        for start in range(0, self.size, chunk):
+            part = parent[start : start + chunk]
+            while True:
+                jumped = parent[part]
+                if np.array_equal(jumped, part):
+                    break
+                part[...] = jumped
+        return parent
 
 
 class ComponentSweep:
@@ -149,8 +156,10 @@ class ComponentSweep:
         sizes = [s.stop - s.start for s in self.box]
         plane = math.prod(n for a, n in enumerate(sizes) if a != axis)
         self.step = max(1, (chunk_voxels or COMPONENT_CHUNK) // max(plane, 1))
-        # one id per slab-local component, fewer than the voxels: int32 unless 2**31 or more
-        self._forest = _Forest(np.int32 if label.size < 2**31 - 1 else np.int64)
+        # at most one slab-local component per 2 x 2 x 2 cell of each slab
+        self._forest = _Forest(
+            sum(math.prod((b.stop - b.start + 1) // 2 for b in slab) for slab in self._slab_boxes())
+        )
         self._offsets: list[int] = []
         self._roots: np.ndarray | None = None
 
@@ -263,9 +272,9 @@ class ComponentSweep:
             open_ = merged.take(kept)
             prev_plane = None
             if len(open_):
-                index = np.zeros(count, np.int64)
+                index = np.zeros(count, np.int32)
                 index[kept] = np.arange(1, len(kept) + 1)
-                prev_plane = np.concatenate([[0], index[group[m:]]])[last]
+                prev_plane = np.concatenate([np.zeros(1, np.int32), index[group[m:]]])[last]
             del local, last
         self._roots = self._forest.resolve()
 

@@ -240,7 +240,7 @@ def _diameters(
     origin = [s.start for s in sweep.box]
     for slab, local, local_roots in sweep.relabel(start, stop):
         pos = np.searchsorted(roots, local_roots).clip(max=len(roots) - 1)
-        rank = np.where(roots[pos] == local_roots, order[pos], -1)
+        rank = np.where(roots[pos] == local_roots, order[pos], -1).astype(np.int32)
         rank[0] = -1
         for t in range(slab[ax].start, slab[ax].stop):
             active = np.flatnonzero((kept.lo[:, ax] <= t) & (kept.hi[:, ax] >= t))
