@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import sys
 import zlib
 from pathlib import Path
 
@@ -15,9 +14,7 @@ import pytest
 
 from medseg.io import Volume, write_volume
 from medseg.viewer import loading
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
-from dicom_factory import write_series
+from tests.io.dicom_factory import write_series
 
 
 def _header(shape: tuple[int, ...], dtype=np.int16) -> bytes:
