@@ -7,7 +7,7 @@ components. :class:`ComponentSweep` labels one slab of planes at a time (about
 (26-connectivity: the 3 x 3 neighbours in the next plane) and hands every finished
 component's statistics to a callback as soon as no later slab can reach it. What it keeps
 between slabs is the previous slab's last plane, the statistics of the components still
-open there and one int64 per slab-local component (the join forest), never a per-voxel
+open there and one integer per slab-local component (the join forest), never a per-voxel
 array of the volume. A second pass (:meth:`ComponentSweep.relabel`) labels the slabs again
 (identically) and says which component each slab-local label belongs to, for work that
 needs the voxels of a few chosen components (the readouts' diameters, post-processing).

@@ -26,6 +26,7 @@ from scipy.spatial import ConvexHull, QhullError
 from medseg.data.slicing import plane_axes
 from medseg.inference.components import ComponentStats, ComponentSweep
 from medseg.io.volume import Volume
+from medseg.metrics import CONNECTIVITY_26  # noqa: F401  (the viewer's review imports it here)
 
 logger = logging.getLogger(__name__)
 
