@@ -108,9 +108,11 @@ def test_review_reject_brush_save_into_dataset(
     # reject the first lesion in review order
     _ok(at.radio(key=f"rv_decision_{first.id}").set_value("reject").run())
     assert session.lesions[first.id].decision == "reject"
-    # the readouts' lesion table updates at once
+    # the readouts update at once (they list the largest lesions of each class and count all)
     lesion_table = next(df.value for df in at.dataframe if "slice_range" in df.value.columns)
-    assert len(lesion_table) == lesions_before - 1
+    class_table = next(df.value for df in at.dataframe if "listed" in df.value.columns)
+    assert class_table["lesions"].sum() == lesions_before - 1
+    assert len(lesion_table) == class_table["listed"].sum()
     # one brush stroke of two clicks on the current axial slice, radius 0.5 mm = one voxel each
     _ok(at.radio(key="rv_tool").set_value("brush").run())
     _ok(at.slider(key="rv_radius").set_value(0.5).run())
