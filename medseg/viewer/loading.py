@@ -278,8 +278,10 @@ def _files_read_for(path: Path) -> list[Path]:
             for line in path.read_text(encoding="latin-1").splitlines():
                 key, _, value = line.partition("=")
                 data = value.strip()
-                if key.strip() == "ElementDataFile" and data not in ("LOCAL", "LIST") and data:
-                    found.append(path.parent / data.split()[0])
+                if key.strip() == "ElementDataFile" and data not in ("LOCAL", "LIST", ""):
+                    # a file name, or a printf pattern followed by its numbers
+                    whole = path.parent / data
+                    found.append(whole if whole.exists() else path.parent / data.split()[0])
     return found
 
 
@@ -290,9 +292,9 @@ def _check_members(root: Path, path: Path, relative: str | Path) -> None:
             shown = member.relative_to(path) if path in member.parents else member.name
             raise DataRootError(
                 f"{relative}: reads {shown}, which resolves to {real}, outside the data root "
-                f"{root}; every file read "
-                "must lie inside the folder given with --data-root. Replace the link with a "
-                "copy of the file, or open the case from its own path (medseg view PATH)"
+                f"{root}; every file read must lie inside the folder given with --data-root. "
+                "Replace the link with a copy of the file, or open the case from its own path "
+                "(medseg view PATH)"
             )
 
 
