@@ -180,48 +180,61 @@ DEFAULT_MAX_LESIONS = 100
 _DECADES = 12
 
 
+def _size_histogram(voxels: np.ndarray) -> np.ndarray:
+    """(2, decades): number of components and their voxels per decade of size."""
+    decade = np.minimum(np.log10(np.maximum(voxels, 1)).astype(int), _DECADES - 1)
+    return np.stack(
+        [
+            np.bincount(decade, minlength=_DECADES),
+            np.bincount(decade, weights=voxels, minlength=_DECADES),
+        ]
+    )
+
+
 @dataclasses.dataclass
 class _Largest:
-    """The ``limit`` largest components seen so far (ties: raster order, as ``ndimage.label``
-    numbers them) and a count, voxel total and size histogram of all of them."""
+    """The ``limit`` largest components seen so far (all with None; ties in raster order, as
+    ``ndimage.label`` numbers them) and a count, voxel total and size histogram of all."""
 
     limit: int | None
-    kept: ComponentStats = dataclasses.field(default_factory=ComponentStats.empty)
     count: int = 0
     voxels: int = 0
     decades: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((2, _DECADES)))
+    _parts: list[ComponentStats] = dataclasses.field(default_factory=list)
 
     def add(self, stats: ComponentStats) -> None:
         self.count += len(stats)
         self.voxels += int(stats.voxels.sum())
-        self._histogram(stats.voxels, +1)
-        kept = ComponentStats.concat([self.kept, stats])
-        order = np.lexsort((kept.first, -kept.voxels))
-        self.kept = kept.take(order if self.limit is None else order[: self.limit])
+        self.decades += _size_histogram(stats.voxels)
+        self._parts.append(stats)
+        if self.limit is not None:  # keep only the candidates: memory stays O(limit)
+            self._parts = [self.kept]
 
-    def _histogram(self, voxels: np.ndarray, sign: int) -> None:
-        decade = np.minimum(np.log10(np.maximum(voxels, 1)).astype(int), _DECADES - 1)
-        self.decades[0] += sign * np.bincount(decade, minlength=_DECADES)
-        self.decades[1] += sign * np.bincount(decade, weights=voxels, minlength=_DECADES)
+    @property
+    def kept(self) -> ComponentStats:
+        """The kept components, largest first."""
+        kept = ComponentStats.concat([ComponentStats.empty(), *self._parts])
+        order = np.lexsort((kept.first, -kept.voxels))
+        self._parts = [kept.take(order if self.limit is None else order[: self.limit])]
+        return self._parts[0]
 
     def unlisted(self, voxel_ml: float) -> dict[str, Any]:
         """Count, volume and size histogram of the components not kept."""
-        self._histogram(self.kept.voxels, -1)
+        kept = self.kept
+        rest = self.decades - _size_histogram(kept.voxels)
         bins = [
             {
                 "voxels_from": 10**d,
                 "voxels_to": 10 ** (d + 1) - 1,
-                "lesions": int(self.decades[0, d]),
-                "volume_ml": round(float(self.decades[1, d]) * voxel_ml, 4),
+                "lesions": int(rest[0, d]),
+                "volume_ml": round(float(rest[1, d]) * voxel_ml, 4),
             }
             for d in range(_DECADES)
-            if self.decades[0, d] > 0
+            if rest[0, d] > 0
         ]
-        self._histogram(self.kept.voxels, +1)
-        rest = self.voxels - int(self.kept.voxels.sum())
         return {
-            "lesions": self.count - len(self.kept),
-            "volume_ml": round(rest * voxel_ml, 4),
+            "lesions": self.count - len(kept),
+            "volume_ml": round((self.voxels - int(kept.voxels.sum())) * voxel_ml, 4),
             "size_histogram": bins,
         }
 
