@@ -47,8 +47,8 @@ PIPELINE_OVERHEAD = 1.15
 FOLD_OVERHEAD_S = 20.0
 # a model's training stops at this multiple of its planned time (train.time_limit_minutes)
 TIME_LIMIT_SLACK = 1.25
-# the shortest useful fold: a few hundred optimiser steps
-MIN_FOLD_STEPS = 300
+# the shortest useful fold: fewer, longer-trained folds beat many short ones on a budget
+MIN_FOLD_STEPS = 1000
 
 # nnU-Net-strength augmentation, as the BraTS recipe (configs/brats_2d.yaml) uses it
 AUGMENTATION: dict[str, Any] = {

@@ -73,10 +73,10 @@ def test_crop_covers_twice_the_object_when_the_body_is_large():
 @pytest.mark.parametrize(
     ("crop", "device", "depth", "base"),
     [
-        ((48, 64), "cpu", 3, 32),
+        ((48, 64), "cpu", 3, 16),
         ((128, 128), "cpu", 4, 16),
         ((256, 256), "cuda", 5, 32),
-        ((16, 16), "cpu", 2, 32),
+        ((16, 16), "cpu", 2, 16),
     ],
 )
 def test_network_depth_keeps_a_bottleneck_of_at_least_4_pixels(crop, device, depth, base):
