@@ -43,6 +43,10 @@ STEP_TIMES_FILE = "step_times.json"
 # the batched pipeline and augmentation add this share to a pure training step (measured
 # resident pipeline ratio 0.89-0.94 on the 2-core CPU, docs/performance.md)
 PIPELINE_OVERHEAD = 1.15
+# out-of-fold cost per case beyond the network: reading, writing the mask, scoring every
+# postprocessing candidate (~1 s for a small MR case on the 2-core CPU, measured with
+# `medseg predict` on 20 cases of 36 x 50 x 36 voxels)
+OOF_CASE_S = 1.0
 # fixed costs per fold: start-up, checkpoints, overlays (s)
 FOLD_OVERHEAD_S = 20.0
 # a model's training stops at this multiple of its planned time (train.time_limit_minutes)
@@ -318,7 +322,7 @@ def make_plan(
     val_cases = max(1, n_labelled // max(n_folds, 2)) if n_labelled > 1 else 0
     val_pass_s = val_cases * axis_slices * per_slice_fwd * area_ratio
     oof_s = (
-        (n_labelled * axis_slices * per_slice_fwd * area_ratio + 5.0 * n_labelled)
+        (n_labelled * axis_slices * per_slice_fwd * area_ratio + OOF_CASE_S * n_labelled)
         if n_folds
         else 0.0
     )
