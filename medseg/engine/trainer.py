@@ -49,7 +49,7 @@ from medseg.device import (
 )
 from medseg.engine import artifacts
 from medseg.engine.config import TrainConfig, config_to_yaml
-from medseg.engine.optim import build_optimizer, build_scheduler
+from medseg.engine.optim import build_optimizer, build_scheduler, lr_factor
 from medseg.engine.state import capture_rng_state, restore_rng_state, seed_everything
 from medseg.engine.validation import ValidationResult, validate
 from medseg.errors import CheckpointError, OverwriteError
@@ -292,18 +292,12 @@ class Trainer:
                     )
                     break
                 self.on_train_epoch_end(epoch, row)
-                out_of_time = self._out_of_time(started, epoch)
-                stop_early = self._end_epoch(epoch, row, last=epoch + 1 == end or out_of_time)
+                end = self._epochs_in_time(started, epoch, end)
+                last = epoch + 1 >= end
+                stop_early = self._end_epoch(epoch, row, last=last)
                 result.epochs_completed = self.start_epoch = epoch + 1
-                if out_of_time and epoch + 1 < end:
-                    result.stopped_early = True
-                    logger.warning(
-                        "time limit: %.1f min reached after epoch %d of %d; kept the best "
-                        "validated epoch (train.time_limit_minutes)",
-                        self.cfg.train.time_limit_minutes,
-                        epoch + 1,
-                        end,
-                    )
+                if last:
+                    result.stopped_early = end < cfg.epochs and max_epochs is None
                     break
                 if stop_early:
                     result.stopped_early = True
@@ -319,15 +313,33 @@ class Trainer:
         self.on_train_end(result)
         return result
 
-    def _out_of_time(self, started: float, epoch: int) -> bool:
-        """Whether another epoch (at this call's mean epoch time) would pass
-        ``train.time_limit_minutes``; every rank takes the same decision."""
+    def _epochs_in_time(self, started: float, epoch: int, end: int) -> int:
+        """The run's last epoch (exclusive) under ``train.time_limit_minutes``: ``end``, or
+        fewer when the epochs left do not fit at this call's mean epoch time. Shortening
+        re-sizes the learning-rate schedule so it still anneals by the new end (a cut-off
+        run would stop at a high learning rate). Every rank takes the same decision."""
         limit = self.cfg.train.time_limit_minutes
         if limit is None:
-            return False
+            return end
         elapsed = time.perf_counter() - started
         per_epoch = elapsed / (epoch + 1 - self._first_epoch_of_call)
-        return any_rank(elapsed + per_epoch > 60.0 * limit, self.device)
+        fit = epoch + 1 + max(0, int((60.0 * limit - elapsed) // per_epoch))
+        fit = int(min(all_gather_objects(fit)))  # type: ignore[type-var]
+        if fit >= end:
+            return end
+        base_lr = self.scheduler.base_lrs[0]
+        warmup = round(self.cfg.schedule.warmup_epochs * self.steps_per_epoch)
+        total = fit * self.steps_per_epoch
+        self.scheduler.lr_lambdas = [lr_factor(self.cfg.schedule, total, warmup, base_lr)]
+        logger.warning(
+            "time limit %.1f min: %.0f s per epoch here, so the run ends after epoch %d of %d; "
+            "the learning-rate schedule is re-sized to end there (train.time_limit_minutes)",
+            limit,
+            per_epoch,
+            fit,
+            self.cfg.train.epochs,
+        )
+        return fit
 
     # ----------------------------------------------------------------- hooks
     def on_train_start(self) -> None:

@@ -24,3 +24,28 @@ def test_no_time_limit_runs_every_epoch(tiny_raw, tmp_path: Path) -> None:
     result = train(build_config(tiny_raw), output=tmp_path / "run", progress=False)
     assert result.epochs_completed == 2
     assert not result.stopped_early
+
+
+def test_a_slow_run_is_shortened_and_its_schedule_still_anneals(
+    tiny_raw, tmp_path: Path, monkeypatch
+) -> None:
+    import types
+
+    import medseg.engine.trainer as trainer_module
+
+    clock = {"t": 0.0}
+
+    def fake_clock() -> float:  # every reading is 5 s later: epochs "take" tens of seconds
+        clock["t"] += 5.0
+        return clock["t"]
+
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=fake_clock))
+    tiny_raw["train"].update(epochs=8, time_limit_minutes=1.0)
+    tiny_raw["optim"] = {"lr": 0.01}
+    result = train(build_config(tiny_raw), output=tmp_path / "run", progress=False)
+    assert 1 < result.epochs_completed < 8
+    assert result.stopped_early
+    # the re-sized poly schedule ends near zero at the new last epoch; the 8-epoch one would
+    # still be at (1 - epochs / 8) ** 0.9 of the base rate
+    unshortened = (1 - result.epochs_completed / 8) ** 0.9 * 0.01
+    assert result.history[-1]["lr"] < 0.5 * unshortened
