@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 # voxels per slab of the streamed MR fit (whole planes, at least one): ~4 MiB of float32 and
 # ~8 MiB of float64 deviations at a time
 STAT_SLAB_VOXELS = 1 << 20
+_DEVIATION_CHUNK = 1 << 16  # float64 deviations are made this many voxels at a time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +133,8 @@ def mr_plan(
     channel ``shape`` (NaN/Inf replaced by 0), C-contiguous; it is called for each of
     :func:`stat_slabs` twice. Pass 1: minimum, voxels at it, non-zero voxels and the float64 sum
     (which decide the fill rule exactly as :func:`mr_foreground`); pass 2: the float64 sum of
-    squared deviations from the mean over the foreground. The statistics depend only on the
+    squared deviations from the mean over the foreground. One slab is alive at a time, plus
+    float64 deviations of :data:`_DEVIATION_CHUNK` voxels. The statistics depend only on the
     slabs' values, so any caller reading the same values gets bit-identical constants.
     """
     slabs = stat_slabs(shape, axis)
@@ -147,6 +149,7 @@ def mr_plan(
             at_low += count
         nonzero += int(np.count_nonzero(part))
         total += float(np.sum(part, dtype=np.float64))
+        del part  # before the next read: one slab alive at a time
     size = int(np.prod(shape))
     fill = low if low != 0.0 and at_low > fill_fraction * size else None
     n = nonzero - (at_low if fill is not None else 0)
@@ -160,10 +163,13 @@ def mr_plan(
         foreground = part != 0
         if fill is not None:
             foreground &= part != fill
-        dev = part.astype(np.float64)
-        dev -= mean
-        np.square(dev, out=dev)
-        squares += float(np.sum(dev, where=foreground))
+        flat, keep = part.reshape(-1), foreground.reshape(-1)
+        for i in range(0, flat.size, _DEVIATION_CHUNK):
+            dev = flat[i : i + _DEVIATION_CHUNK].astype(np.float64)
+            dev -= mean
+            np.square(dev, out=dev)
+            squares += float(np.sum(dev, where=keep[i : i + _DEVIATION_CHUNK]))
+        del part, flat, foreground, keep
     std = float(np.sqrt(squares / n))
     return IntensityPlan(shift=mean, divide=max(std, 1e-8), foreground_only=True, fill=fill)
 
