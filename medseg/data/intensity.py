@@ -23,10 +23,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# voxels per slab of the streamed MR fit (whole planes, at least one): ~4 MiB of float32 and
-# ~8 MiB of float64 deviations at a time
+# voxels per slab of the streamed MR fit (whole planes, at least one): ~4 MiB of float32
 STAT_SLAB_VOXELS = 1 << 20
-_DEVIATION_CHUNK = 1 << 16  # float64 deviations are made this many voxels at a time
+_DEVIATION_CHUNK = 1 << 16  # float64 deviations are made this many voxels at a time (512 KiB)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +35,9 @@ class IntensityPlan:
     Applied in this order by :meth:`apply`: clip to ``clip``, subtract ``shift``, divide by
     ``divide`` or multiply by ``multiply``, subtract ``offset``; for MR, voxels that were
     background (0, or the constant fill value ``fill``) are then set to 0. The constants are
-    fitted on the channel's voxels (:func:`intensity_plan`, :func:`mr_plan`); applying them is elementwise, so a
-    slab of slices normalises exactly as the whole volume does (:mod:`medseg.data.slabs`).
+    fitted on the channel's voxels (:func:`intensity_plan`, :func:`mr_plan`); applying them is
+    elementwise, so a slab of slices normalises exactly as the whole volume does
+    (:mod:`medseg.data.slabs`).
     """
 
     clip: tuple[float, float] | None = None

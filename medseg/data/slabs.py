@@ -11,15 +11,17 @@ source are released after each slab (:func:`medseg.io.volume.release_mapped_page
 source does not stay resident either.
 
 Fitting the intensity constants: CT uses its recorded window and statistics and reads nothing
-in advance; MR reads each channel twice more, slab by slab (:func:`~medseg.data.intensity.mr_plan`
-over :func:`~medseg.data.intensity.stat_slabs`, ~4 MiB of float32 at a time), the same slabs
-the whole-volume path sums, so the constants are bit-identical. Only ``other`` (percentile
+in advance; MR reads each channel twice more, slab by slab
+(:func:`~medseg.data.intensity.mr_plan` over :func:`~medseg.data.intensity.stat_slabs`, ~4 MiB
+of float32 at a time), the same slabs the whole-volume path sums, so the constants are
+bit-identical. Only ``other`` (percentile
 clip, rarely used) still builds one transient float32 copy per channel, freed before
 inference.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import nibabel as nib
@@ -85,8 +87,7 @@ class SlabImage:
             return intensity_plan(None, self.params, stats)
         axis = self.params.slice_axis  # streamed whether or not the case is resampled
         if self.params.modality == "mr":
-            return mr_plan(lambda start, stop: self._prepared(c, axis, start, stop),
-                           self.grid.shape, axis)  # fmt: skip
+            return mr_plan(functools.partial(self._prepared, c, axis), self.grid.shape, axis)
         # percentiles need the whole channel: build it once (float32), fit, free it
         whole = self._prepared(c, axis, 0, self.grid.shape[axis])
         return intensity_plan(whole, self.params, stats)
