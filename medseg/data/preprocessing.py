@@ -324,8 +324,9 @@ def _normalise_channel(
 ) -> np.ndarray:
     """Normalise one canonical channel ``(X, Y, Z)`` into float32 ``out`` and return it.
 
-    Works in place on ``out`` (one float32 volume; only MR's foreground mask and the
-    percentiles of ``other`` need temporaries of that size).
+    Works in place on ``out`` (one float32 volume); MR's constants are fitted over slabs of
+    it (:func:`~medseg.data.intensity.mr_plan`, as :mod:`medseg.data.slabs` does), only the
+    percentiles of ``other`` need temporaries of the whole size.
     """
     if out is None:
         out = np.empty(data.shape, dtype=np.float32)

@@ -10,19 +10,24 @@ them, with the same arithmetic as the whole-volume path. Pages of a read-only me
 source are released after each slab (:func:`medseg.io.volume.release_mapped_pages`), so the
 source does not stay resident either.
 
-What still needs the whole channel once: MR and ``other`` normalisation fit their constants
-on the case's own voxels (one transient float32 copy per channel, freed before inference);
-CT uses its recorded window and statistics and reads nothing in advance.
+Fitting the intensity constants: CT uses its recorded window and statistics and reads nothing
+in advance; MR reads each channel twice more, slab by slab
+(:func:`~medseg.data.intensity.mr_plan` over :func:`~medseg.data.intensity.stat_slabs`, ~4 MiB
+of float32 at a time), the same slabs the whole-volume path sums, so the constants are
+bit-identical. Only ``other`` (percentile
+clip, rarely used) still builds one transient float32 copy per channel, freed before
+inference.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import nibabel as nib
 import numpy as np
 
-from medseg.data.intensity import IntensityPlan, intensity_plan, needs_statistics
+from medseg.data.intensity import IntensityPlan, intensity_plan, mr_plan, needs_statistics
 from medseg.data.preprocessing import (
     CANONICAL,
     GridInfo,
@@ -80,10 +85,11 @@ class SlabImage:
         stats = self.params.intensity_stats[c] if self.params.intensity_stats else None
         if not needs_statistics(self.params):
             return intensity_plan(None, self.params, stats)
-        # the constants come from the whole channel: build it once (float32), fit, free it
-        whole = self._prepared(
-            c, self.params.slice_axis, 0, self.grid.shape[self.params.slice_axis]
-        )
+        axis = self.params.slice_axis  # streamed whether or not the case is resampled
+        if self.params.modality == "mr":
+            return mr_plan(functools.partial(self._prepared, c, axis), self.grid.shape, axis)
+        # percentiles need the whole channel: build it once (float32), fit, free it
+        whole = self._prepared(c, axis, 0, self.grid.shape[axis])
         return intensity_plan(whole, self.params, stats)
 
     def _prepared(self, c: int, axis: int, start: int, stop: int) -> np.ndarray:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medseg.data.preprocessing import PreprocessingParams, preprocess_image
+from medseg.data import intensity
+from medseg.data.intensity import mr_plan, stat_slabs
+from medseg.data.preprocessing import PreprocessingParams, mr_foreground, preprocess_image
 from medseg.data.slabs import SlabImage
 from medseg.errors import CorruptFileError, DatasetError
 from medseg.io import Volume
@@ -83,3 +85,44 @@ def test_nonfinite_voxels_follow_the_one_rule():
 def test_wrong_channel_count_is_refused():
     with pytest.raises(DatasetError, match="expected 2"):
         SlabImage(_channels(RAS, n=1), _params("mr"))
+
+
+def _fill_background(channels, fill=-3.6):
+    # a z-scored copy: background is a constant at the minimum (the BraTS copies in shared/)
+    return [
+        Volume(np.where(c.array == 0, np.float32(fill), c.array), c.affine, c.metadata)
+        for c in channels
+    ]
+
+
+@pytest.mark.parametrize("slab_voxels", [1, 500, 2000, 1 << 20])
+@pytest.mark.parametrize("spacing", [None, (1.0, 0.8)], ids=["native", "resampled"])
+@pytest.mark.parametrize("fill", [False, True], ids=["zero-bg", "fill-bg"])
+def test_streamed_mr_fit_is_identical_in_both_paths(slab_voxels, spacing, fill, monkeypatch):
+    """The MR constants are fitted over slabs of one to many planes; the whole-volume path
+    sums the same slabs, so both paths still agree bit for bit."""
+    monkeypatch.setattr(intensity, "STAT_SLAB_VOXELS", slab_voxels)
+    channels = _channels(PERMUTED)
+    if fill:
+        channels = _fill_background(channels)
+    _assert_slabs_equal(channels, _params("mr", spacing=spacing), axes=(2,))
+
+
+@pytest.mark.parametrize("fill", [False, True], ids=["zero-bg", "fill-bg"])
+def test_streamed_mr_constants_match_numpy_over_the_whole_channel(fill, monkeypatch):
+    monkeypatch.setattr(intensity, "STAT_SLAB_VOXELS", 3000)  # two planes
+    data = _channels(RAS, n=1)[0]
+    data = (_fill_background([data]) if fill else [data])[0].array
+    assert len(stat_slabs(data.shape, 2)) == 5
+    plan = mr_plan(lambda a, b: np.ascontiguousarray(data[:, :, a:b]), data.shape, 2)
+    fg = mr_foreground(data)
+    assert plan.fill == (np.float32(-3.6) if fill else None)
+    assert plan.shift == pytest.approx(data.mean(where=fg, dtype=np.float64), rel=1e-13)
+    assert plan.divide == pytest.approx(data.std(where=fg, dtype=np.float64), rel=1e-12)
+
+
+def test_stat_slabs_are_whole_planes_covering_the_axis(monkeypatch):
+    monkeypatch.setattr(intensity, "STAT_SLAB_VOXELS", 100)
+    assert stat_slabs((4, 5, 7), 2) == [(0, 5), (5, 7)]  # 20-voxel planes: five a slab
+    assert stat_slabs((4, 50, 7), 0) == [(0, 1), (1, 2), (2, 3), (3, 4)]  # one plane at least
+    assert stat_slabs((4, 5, 0), 2) == []

@@ -3,10 +3,7 @@ summarised; components are found slab by slab, never with a whole-volume compone
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,8 +15,8 @@ from medseg.inference.components import ComponentSweep
 from medseg.io.volume import Volume
 from medseg.metrics import CONNECTIVITY_26
 from medseg.viewer import services
+from tests.peak_memory import peak_extra
 
-REPO = Path(__file__).resolve().parents[2]
 NAMES = ["background", "tumour", "oedema"]
 
 
@@ -103,7 +100,7 @@ def test_find_lesions_bounded_is_a_prefix_of_the_full_list():
     assert find_lesions(label, affine, NAMES, max_lesions=3) == [*full[:3], full[-1]]
 
 
-CHILD = r"""
+CHILD_SETUP = """
 import json, sys
 import numpy as np
 from medseg.inference.postprocess import Structure, remove_components
@@ -115,19 +112,9 @@ rng = np.random.default_rng(0)
 mask = np.empty(shape, np.uint8)
 for i in range(shape[0]):  # plane by plane: no full-size float temporary before the baseline
     mask[i] = rng.random(shape[1:]) < 0.15
+"""
 
-def status(key):  # kB; VmHWM is this process's own peak (ru_maxrss keeps the forking
-    # parent's RSS across fork + exec, so under a big pytest process it reads the parent's)
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith(key + ":"))
-    return int(line.split()[1]) * 1024
-
-try:  # "5": the peak restarts from here (import-time transients left out)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-except OSError:
-    pass
-before = status("VmRSS")
+CHILD_MEASURED = """
 if sys.argv[1] == "readouts":
     volume = Volume(mask, np.diag([0.8, 0.8, 2.0, 1.0]))
     readouts = compute_readouts(volume, ["background", "lesion"])
@@ -138,8 +125,7 @@ else:  # in place, as postprocess_labels does on its copy
     _, removed, _ = remove_components(mask, Structure(name="lesion", values=(1,)), 0.0013,
                                       min_ml=0.01)
     found = {"components": removed, "left": int(mask.sum())}
-peak = status("VmHWM")
-print(json.dumps({"extra": peak - before, "mask": mask.nbytes, **found}))
+found["mask"] = mask.nbytes
 """
 
 
@@ -150,11 +136,7 @@ def test_components_of_a_noise_mask_stay_within_1_5x_the_mask(mode):
     and of small-component removal, in a fresh process, stays under 1.5x the mask's bytes
     (whole-volume labelling took 11x and 14x, and the readouts listed every component: a
     30 MB JSON)."""
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, mode],
-        capture_output=True, text=True, check=True, timeout=600, cwd=REPO,
-    ).stdout  # fmt: skip
-    res = json.loads(out.strip().splitlines()[-1])
+    res = peak_extra(CHILD_SETUP, CHILD_MEASURED, mode)
     assert res["extra"] <= 1.5 * res["mask"], f"{res['extra'] / res['mask']:.2f}x the mask"
     assert res["components"] > 50_000
     if mode == "readouts":
