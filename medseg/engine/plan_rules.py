@@ -92,7 +92,7 @@ def network(crop: Sequence[int], device_type: str) -> tuple[dict[str, Any], str]
     pooling rule) and width from the compute available: 32 base channels on a GPU (nnU-Net's
     width), 16 on a CPU, where a time budget buys ~2.5x more training steps at 16 (measured:
     0.78 vs 1.9 s per step for a 32 x 48 x 64 batch, the same machine and load)."""
-    depth = int(math.floor(math.log2(max(min(crop), 8) / 4)))
+    depth = math.floor(math.log2(max(min(crop), 8) / 4))
     depth = max(2, min(depth, 5 if device_type == "cuda" else 4))
     base = 32 if device_type == "cuda" else 16
     return (
