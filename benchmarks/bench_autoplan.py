@@ -94,12 +94,6 @@ class nnUNetTrainer_medsegBudget(nnUNetTrainer):
 '''
 
 
-def parse_minutes(text: str) -> float:
-    from medseg.engine.planner import parse_duration
-
-    return parse_duration(text)
-
-
 def make_dataset(name: str, root: Path, n_train: int) -> tuple[Path, Path]:
     """(training dataset folder, held-out folder with imagesTr/labelsTr) for ``name``."""
     from medseg.synthetic import stress
@@ -342,7 +336,9 @@ def main() -> None:
         "--curve", action="store_true", help="data-size curve on 'tiny' (5/10/20/40 cases)"
     )
     args = parser.parse_args()
-    budget = parse_minutes(args.budget)
+    from medseg.engine.planner import parse_duration
+
+    budget = parse_duration(args.budget)
     args.output.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     for index, name in enumerate(args.datasets):

@@ -32,11 +32,12 @@ from medseg.data.datasets import CaseSpec, DatasetSpec
 from medseg.data.preprocessing import load_case
 from medseg.data.slicing import plane_axes
 from medseg.io.atomic import write_json
+from medseg.metrics import CONNECTIVITY_26
 
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
-FINGERPRINT_VERSION = 3
+FINGERPRINT_VERSION = 4
 # foreground voxels sampled per case and channel (nnU-Net samples 10,000 as well)
 SAMPLES_PER_CASE = 10_000
 # a channel whose low percentile reaches below this is CT in Hounsfield units (air is -1000)
@@ -77,10 +78,11 @@ def case_fingerprint(case: CaseSpec, label_values: Sequence[int], seed: int = 0)
         out["classes"] = _class_figures(lab, ref.spacing, label_values)
         out["foreground_extent_mm"] = _extent_mm(mask, ref.spacing)
         out["foreground_fraction"] = float(mask.mean())
-    out["body_extent_mm"] = _extent_mm(_body(ref.array), ref.spacing) or [
+    out["channels"] = [_channel_figures(v.array, mask, rng) for v in canonical]
+    body = _body(ref.array, out["channels"][0])
+    out["body_extent_mm"] = _extent_mm(body, ref.spacing) or [
         float(n * s) for n, s in zip(ref.shape, ref.spacing, strict=True)
     ]
-    out["channels"] = [_channel_figures(v.array, mask, rng) for v in canonical]
     return out
 
 
@@ -94,26 +96,25 @@ def _extent_mm(mask: np.ndarray, spacing: Sequence[float]) -> list[float] | None
     return extent
 
 
-def _body(array: np.ndarray) -> np.ndarray:
+def _body(array: np.ndarray, figures: dict[str, Any]) -> np.ndarray:
     """Voxels above the background: a tenth of the way from the minimum (air in CT, the zero
-    fill of skull-stripped MR) to the 99th percentile."""
-    data = np.asarray(array, np.float32)
-    low, high = float(np.nanmin(data)), float(np.nanpercentile(data, 99))
-    return data > low + 0.1 * (high - low)
+    fill of skull-stripped MR) to the 99th percentile (``figures``: the channel's
+    :func:`_channel_figures`)."""
+    low, high = figures["min"], figures["p99"]
+    return np.asarray(array) > low + 0.1 * (high - low)
 
 
 def _class_figures(
     lab: np.ndarray, spacing: Sequence[float], values: Sequence[int]
 ) -> dict[str, Any]:
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    structure = np.ones((3, 3, 3), bool)
     figures: dict[str, Any] = {}
     for value in values:
         mask = lab == value
         count = int(mask.sum())
         entry: dict[str, Any] = {"voxels": count, "fraction": count / mask.size, "objects": []}
         if count:
-            components, n = ndimage.label(mask, structure=structure)
+            components, n = ndimage.label(mask, structure=CONNECTIVITY_26)
             sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
             for index, box in enumerate(ndimage.find_objects(components)):
                 if box is None:
@@ -135,11 +136,13 @@ def _channel_figures(
     if sel.size > SAMPLES_PER_CASE:
         sel = rng.choice(sel, SAMPLES_PER_CASE, replace=False)
     whole = data[finite]
+    p01, p99 = (float(v) for v in np.percentile(whole, [1, 99])) if whole.size else (0.0, 0.0)
     return {
         "samples": sel.astype(np.float32).tolist(),
         "min": float(whole.min()) if whole.size else 0.0,
         "max": float(whole.max()) if whole.size else 0.0,
-        "p01": float(np.percentile(whole, 1)) if whole.size else 0.0,
+        "p01": p01,
+        "p99": p99,
         "integer": bool(whole.size and np.all(np.mod(whole[:1000], 1) == 0)),
     }
 

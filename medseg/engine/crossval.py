@@ -214,34 +214,30 @@ def prepare_crossval(
 def estimate_seconds(
     cfg: TrainConfig, setup: CrossValSetup, folds: int, device: str | None
 ) -> dict[str, float]:
-    """Expected wall time of ``folds`` folds on this machine, from two timed training steps
-    of the configured network (a throw-away copy) at the configured batch and crop size."""
-    import torch
-
+    """Expected wall time of ``folds`` folds on this machine, from timed training steps of
+    the configured network (a throw-away copy) at the configured batch and crop size, in
+    the trainer's precision and memory layout (:func:`medseg.engine.planner.time_training_step`)."""
     from medseg.data.slicing import num_input_planes, plane_shape
     from medseg.device import resolve_device
-    from medseg.models import build_model
+    from medseg.engine.planner import time_training_step
 
     dev = resolve_device(device or cfg.device, DistInfo())
     planes = num_input_planes(len(setup.params.channel_names), cfg.data.context)
-    model = build_model(cfg.model.name, planes, setup.params.num_outputs, **cfg.model.options)
-    model = model.to(dev).train()
-    optim = torch.optim.SGD(model.parameters(), lr=1e-6)
     shape0 = setup.cached[0].label.shape if setup.cached else (240, 240, 155)
     axis = cfg.data.train_axes()[0]  # what the trainer counts slices and crops along
     crop = cfg.data.crop_size or plane_shape(shape0, axis)
-    batch = torch.randn(cfg.train.batch_size, planes, *crop, device=dev)
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        loss = model(batch).float().mean()
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    step = float(np.median(times[1:]))
+    step = time_training_step(
+        cfg.model.name,
+        dict(cfg.model.options),
+        planes,
+        setup.params.num_outputs,
+        cfg.train.batch_size,
+        tuple(crop),
+        dev,
+        amp=cfg.train.amp,
+        channels_last=cfg.train.channels_last,
+        repeats=3,
+    )
     n_val = max(1, math.ceil(len(setup.cached) / max(setup.num_folds, 1)))
     slices = float(np.mean([c.label.shape[axis] for c in setup.cached] or [shape0[axis]]))
     samples = cfg.data.samples_per_epoch or int(slices * max(1, len(setup.cached) - n_val))

@@ -40,11 +40,11 @@ def slice_axis(median_spacing: Sequence[float]) -> tuple[int, str]:
     if ratio >= ANISOTROPY_THRESHOLD:
         axis = int(max(range(3), key=lambda a: median_spacing[a]))
         return axis, (
-            f"anisotropic: median spacing {_mm(median_spacing)}, ratio {ratio:.1f} >= "
+            f"anisotropic: median spacing {mm_text(median_spacing)}, ratio {ratio:.1f} >= "
             f"{ANISOTROPY_THRESHOLD}; slices are {AXIS_NAMES[axis]} (axis {axis}), across the "
             "thick axis"
         )
-    return 2, f"near-isotropic (median spacing {_mm(median_spacing)}, ratio {ratio:.1f}): axial"
+    return 2, f"near-isotropic (median spacing {mm_text(median_spacing)}, ratio {ratio:.1f}): axial"
 
 
 def target_spacing(
@@ -63,13 +63,13 @@ def target_spacing(
     fov = [float(body_mm[a]) for a in axes]
     limit = MAX_SLICE_PIXELS.get(device_type, MAX_SLICE_PIXELS["cpu"])
     scale = max(1.0, max(f / s for f, s in zip(fov, base, strict=True)) / limit)
-    reason = f"median in-plane spacing {_mm(base)}"
+    reason = f"median in-plane spacing {mm_text(base)}"
     if scale > 1.0:
         if smallest_object_mm:
             scale = min(scale, max(1.0, smallest_object_mm / MIN_OBJECT_PIXELS / max(base)))
         if scale > 1.0:
             reason += (
-                f"; coarsened x{scale:.2f} so the body ({_mm(fov)} in-plane) fits "
+                f"; coarsened x{scale:.2f} so the body ({mm_text(fov)} in-plane) fits "
                 f"{limit} px on {device_type}"
             )
     spacing = tuple(round(s * scale, 3) for s in base)
@@ -224,5 +224,5 @@ def rare_classes(classes: list[dict[str, Any]], labelled: int) -> list[str]:
     ]
 
 
-def _mm(values: Sequence[float]) -> str:
+def mm_text(values: Sequence[float]) -> str:
     return "x".join(f"{float(v):.3g}" for v in values) + " mm"

@@ -28,7 +28,8 @@ import yaml
 from medseg import RESEARCH_USE_NOTICE, __version__
 from medseg.data.datasets import DatasetSpec, load_dataset
 from medseg.data.fingerprint import cached_fingerprint, compute_fingerprint
-from medseg.data.pipeline import default_cache_dir
+from medseg.data.pipeline import default_cache_dir, resolve_params
+from medseg.data.preprocessing import PreprocessingParams
 from medseg.data.slicing import plane_axes
 from medseg.data.validation import format_problems, validate_dataset
 from medseg.engine import plan_rules as rules
@@ -145,6 +146,7 @@ def time_training_step(
     crop: tuple[int, int],
     device: Any,
     amp: str = "auto",
+    channels_last: bool = True,
     repeats: int = 4,
 ) -> float:
     """Seconds of one optimiser step of a throw-away network, with the trainer's precision
@@ -157,7 +159,7 @@ def time_training_step(
 
     net = build_model(model, planes, outputs, **options).to(device).train()
     dtype = resolve_amp_dtype(amp, device, training=True)
-    layout = use_channels_last(True, device, training=True)
+    layout = use_channels_last(channels_last, device, training=True)
     if layout:
         net = net.to(memory_format=torch.channels_last)
     optim = torch.optim.AdamW(net.parameters(), lr=1e-6)
@@ -287,7 +289,7 @@ def make_plan(
     modality, reasons["data.preprocessing.modality"] = rules.normalisation(fp["channels"])
     k, reasons["data.context"] = rules.context(axis_slices, fp["anisotropy"])
     regions = _regions(spec)
-    class_names = _class_names(spec)
+    class_names = resolve_params(PreprocessingParams(), spec).class_names
     outputs = len(regions) if regions else len(class_names)
     planes = len(spec.channel_names) * (2 * k + 1)
 
@@ -437,7 +439,7 @@ def _fingerprint_notes(fp: dict[str, Any]) -> list[str]:
     lo, hi = fp["min_spacing"], fp["max_spacing"]
     if any(h > 1.1 * low for low, h in zip(lo, hi, strict=True)):
         notes.append(
-            f"spacing varies across cases ({rules._mm(lo)} to {rules._mm(hi)}): every case is "
+            f"spacing varies across cases ({rules.mm_text(lo)} to {rules.mm_text(hi)}): every case is "
             "resampled in-plane to the target spacing"
         )
     if len(fp["orientations"]) > 1:
@@ -491,11 +493,6 @@ def _regions(spec: DatasetSpec) -> dict[str, list[int]] | None:
     labels = meta.get("labels") or {}
     regions = {str(k): [int(x) for x in v] for k, v in labels.items() if isinstance(v, list)}
     return regions or None
-
-
-def _class_names(spec: DatasetSpec) -> list[str]:
-    n = max(spec.labels) + 1 if spec.labels else 2
-    return [spec.labels.get(i, f"class{i}" if i else "background") for i in range(n)]
 
 
 # ------------------------------------------------------------------ writing and explaining
