@@ -156,23 +156,45 @@ def predict_case(
     *,
     series: str | None,
     save_probabilities: bool,
-    worker: dict[str, int] | None = None,
+    worker: dict[str, Any] | None = None,
     channel: int | None = None,
 ) -> dict[str, Any]:
     """Predict one case and write its outputs; returns the JSON report written.
 
+    The three steps are the per-case stages every engine runs (local, torchrun, Ray):
+    :func:`read_case`, ``predictor.predict`` and :func:`write_case`.
     ``channel``: index to take from 4D inputs (see :func:`read_case`)."""
-    from medseg.inference.dicom_seg import write_dicom_seg
-    from medseg.io import write_mask, write_probabilities
-
-    out = case_outputs(output_dir, case.case_id)
     # <case>.json marks a complete case: drop an older one before its outputs are replaced,
     # so an interrupted redo (--overwrite) never pairs a new mask with an old report
-    out["json"].unlink(missing_ok=True)
+    case_outputs(output_dir, case.case_id)["json"].unlink(missing_ok=True)
     t0 = time.perf_counter()
     channels = read_case(case, getattr(predictor, "channel_names", None), series, channel)
     read_s = time.perf_counter() - t0
     prediction = predictor.predict(channels, return_probabilities=save_probabilities)
+    folds = getattr(predictor, "provenance", {}).get("fold_checkpoint_sha256")
+    return write_case(
+        case, channels[0], prediction, output_dir, read_s=read_s, worker=worker, folds=folds
+    )
+
+
+def write_case(
+    case: Case,
+    reference,
+    prediction,
+    output_dir: Path,
+    *,
+    read_s: float,
+    worker: dict[str, Any] | None = None,
+    folds: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Write one case's mask (on ``reference``'s grid), DICOM-SEG (when ``reference`` came
+    from DICOM), probabilities (when predicted) and, last, its report; returns the report.
+
+    ``folds``: each fold checkpoint's SHA-256 of a model folder, recorded in the report."""
+    from medseg.inference.dicom_seg import write_dicom_seg
+    from medseg.io import write_mask, write_probabilities
+
+    out = case_outputs(output_dir, case.case_id)
     t0 = time.perf_counter()
     order = ("mask", "dicom_seg", "probabilities", "json")  # the report last: it commits
     for name in order:  # the same guard as before the run: inputs are never outputs
@@ -181,9 +203,9 @@ def predict_case(
     # back: a full disk never leaves a mask without its report (or the reverse).
     with atomic_group([out[name] for name in order]) as staged:
         tmp = dict(zip(order, staged, strict=True))
-        write_mask(prediction.label.array, channels[0], tmp["mask"], overwrite=True)
+        write_mask(prediction.label.array, reference, tmp["mask"], overwrite=True)
         written = {"mask": out["mask"].name}
-        dicom_files = channels[0].metadata.get("dicom_files")
+        dicom_files = reference.metadata.get("dicom_files")
         if dicom_files:
             model_name = (prediction.settings.get("model") or {}).get("name", "medseg")
             write_dicom_seg(
@@ -197,7 +219,7 @@ def predict_case(
             written["dicom_seg"] = out["dicom_seg"].name
         if prediction.probabilities is not None:
             write_probabilities(
-                prediction.probabilities, channels[0], tmp["probabilities"], overwrite=True
+                prediction.probabilities, reference, tmp["probabilities"], overwrite=True
             )
             written["probabilities"] = out["probabilities"].name
         report = {
@@ -208,7 +230,6 @@ def predict_case(
             **prediction.report(),
             "worker": worker or {"rank": 0, "world_size": 1},
         }
-        folds = getattr(predictor, "provenance", {}).get("fold_checkpoint_sha256")
         if folds:  # a model folder: each fold's own hash, verified against model.json
             report["settings"]["fold_checkpoint_sha256"] = list(folds)
         report["timing_s"]["read"] = round(read_s, 4)
@@ -216,6 +237,34 @@ def predict_case(
         write_json(tmp["json"], report)
     out["failed"].unlink(missing_ok=True)
     return report
+
+
+def write_failure(output_dir: Path, case: Case, message: str) -> Path:
+    """Record a failed case in ``<case>.failed.json`` (it never stops the others)."""
+    logger.error("case %s failed: %s", case.case_id, message)
+    return write_json(
+        case_outputs(output_dir, case.case_id)["failed"],
+        {
+            "case": case.case_id,
+            "status": "failed",
+            "error": message,
+            "inputs": [str(p) for p in case.inputs],
+            "notice": RESEARCH_USE_NOTICE,
+        },
+    )
+
+
+def case_to_do(output_dir: Path, case: Case, overwrite: bool) -> bool:
+    """Whether ``case`` still needs predicting: not when its report and mask are there
+    (unless ``overwrite``). Clears what an interrupted write left of its outputs first (the
+    caller must own the case: one rank, part or driver per case)."""
+    out = case_outputs(output_dir, case.case_id)
+    if not out["json"].is_file() and partial_leftovers(output_dir, out["mask"].name):
+        for name in ("mask", "dicom_seg", "probabilities"):  # a killed commit's, unfinished
+            out[name].unlink(missing_ok=True)
+    for path in out.values():
+        remove_partials(output_dir, path.name)
+    return overwrite or not (out["json"].is_file() and out["mask"].is_file())
 
 
 def check_output_dir(output_dir: str | Path) -> Path:
@@ -312,13 +361,7 @@ def predict_cases(
     bar = tqdm(mine, desc="predict", unit="case", disable=not progress or rank != 0)
     for case in bar:
         bar.set_postfix_str(case.case_id)
-        out = case_outputs(output_dir, case.case_id)
-        if not out["json"].is_file() and partial_leftovers(output_dir, out["mask"].name):
-            for name in ("mask", "dicom_seg", "probabilities"):  # a killed commit's, unfinished
-                out[name].unlink(missing_ok=True)
-        for path in out.values():  # each case has one owner (rank), so this is safe
-            remove_partials(output_dir, path.name)
-        if not overwrite and out["json"].is_file() and out["mask"].is_file():
+        if not case_to_do(output_dir, case, overwrite):  # each case has one owner (rank)
             result.skipped.append(case.case_id)
             continue
         try:
@@ -336,19 +379,9 @@ def predict_cases(
             raise  # the output disk (full, read-only), not the case: every case would fail
         except Exception as err:  # one bad case must never abort the others
             message = f"{type(err).__name__}: {err}"
-            logger.error("case %s failed: %s", case.case_id, message)
             logger.debug("case %s traceback", case.case_id, exc_info=True)
             result.failed.append((case.case_id, message))
-            write_json(
-                out["failed"],
-                {
-                    "case": case.case_id,
-                    "status": "failed",
-                    "error": message,
-                    "inputs": [str(p) for p in case.inputs],
-                    "notice": RESEARCH_USE_NOTICE,
-                },
-            )
+            write_failure(output_dir, case, message)
     return result
 
 
@@ -497,6 +530,63 @@ def predict_folder(
     from medseg.inference.predictor import Predictor, default_model_path
 
     info = info or DistInfo()
+    plan = plan_run(
+        inputs, output, model, overwrite=overwrite, num_parts=num_parts, part_id=part_id,
+        device=device, info=info,
+    )  # fmt: skip
+    predictor = Predictor.load(
+        plan.model or default_model_path(), device=plan.device, tta=tta, axes=axes,
+        batch_size=batch_size, postprocess=postprocess,
+    )  # fmt: skip
+    model_sha256 = predictor.provenance.get("checkpoint_sha256")
+    check_plan_model(plan, model_sha256)
+    with process_group(info, plan.device):
+        result = predict_cases(
+            predictor, plan.cases, plan.output, overwrite=overwrite,
+            save_probabilities=save_probabilities, series=series, rank=info.rank,
+            world_size=info.world_size, progress=progress, channel=channel,
+        )  # fmt: skip
+        barrier()
+        summary = finish_run(plan, model_sha256, overwrite=overwrite) if info.is_main else None
+        barrier()  # rank 0's summary is complete before anyone reads failures
+        failures = collect_failures(plan.cases, plan.output)
+    return FolderResult(
+        plan.cases, result.done, result.skipped, failures, summary, info.rank, info.world_size
+    )
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """A checked ``medseg predict`` run, before any model is loaded: the output folder,
+    the model path (``None``: the demo model), this part's cases and the whole case list."""
+
+    output: Path
+    model: Path | None
+    cases: list[Case]
+    all_ids: list[str]
+    num_parts: int = 1
+    part_id: int = 0
+    device: Any = None
+
+    @property
+    def parted(self) -> bool:
+        return self.num_parts != 1 or self.part_id != 0
+
+
+def plan_run(
+    inputs: str | Path | Sequence[str | Path],
+    output: str | Path,
+    model: str | Path | None,
+    *,
+    overwrite: bool,
+    num_parts: int = 1,
+    part_id: int = 0,
+    device: str | None = None,
+    info: DistInfo | None = None,
+) -> RunPlan:
+    """Every check of a run that needs no model, in the order the user sees them: the
+    output folder, the model path, the part, the device (unless ``None``), the cases and
+    the output guard of every case (which creates the output folder)."""
     from medseg.inference.store import resolve_model
 
     output = check_output_dir(output)
@@ -508,40 +598,32 @@ def predict_folder(
             "models list`), or leave it out for the bundled demo model",
             param="model",
         )
-    parted = num_parts != 1 or part_id != 0
-    if parted:
+    plan = RunPlan(output, model, [], [], num_parts, part_id)
+    if plan.parted:
         check_part(output, part_id, num_parts)
-    torch_device = resolve_device(device, info)
+    if device is not None:
+        plan.device = resolve_device(device, info or DistInfo())
     cases = discover_cases([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
-    all_ids = [c.case_id for c in cases]
-    if parted:  # discover_cases sorts by case id, so this is parts.part_share
-        cases = cases[part_id::num_parts]
+    plan.all_ids = [c.case_id for c in cases]
+    # discover_cases sorts by case id, so this is parts.part_share
+    plan.cases = cases[part_id::num_parts] if plan.parted else cases
     # fail before the model loads (every rank, the same answer): a read-only disk, a user's
     # file in the way
-    check_case_outputs(cases, make_output_dir(output), overwrite)
-    predictor = Predictor.load(
-        model or default_model_path(), device=torch_device, tta=tta, axes=axes,
-        batch_size=batch_size, postprocess=postprocess,
-    )  # fmt: skip
-    model_sha256 = predictor.provenance.get("checkpoint_sha256")
-    if parted:  # before any case: one model and one case list across the parts
-        check_same_run(output, model_sha256, case_list_sha256(all_ids))
-    with process_group(info, torch_device):
-        result = predict_cases(
-            predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
-            series=series, rank=info.rank, world_size=info.world_size, progress=progress,
-            channel=channel,
-        )  # fmt: skip
-        barrier()
-        summary = None
-        if info.is_main and parted:
-            summary, _ = finish_part(
-                output, part_id, num_parts, cases, all_ids, model_sha256, overwrite=overwrite
-            )
-        elif info.is_main:
-            summary = merge_summary(cases, output, overwrite=overwrite)
-        barrier()  # rank 0's summary is complete before anyone reads failures
-        failures = collect_failures(cases, output)
-    return FolderResult(
-        cases, result.done, result.skipped, failures, summary, info.rank, info.world_size
-    )
+    check_case_outputs(plan.cases, make_output_dir(output), overwrite)
+    return plan
+
+
+def check_plan_model(plan: RunPlan, model_sha256: str | None) -> None:
+    """Before any case of a part: one model and one case list across the parts."""
+    if plan.parted:
+        check_same_run(plan.output, model_sha256, case_list_sha256(plan.all_ids))
+
+
+def finish_run(plan: RunPlan, model_sha256: str | None, *, overwrite: bool) -> Path | None:
+    """The summary of a finished run (``None`` while other parts are still running)."""
+    if plan.parted:
+        return finish_part(
+            plan.output, plan.part_id, plan.num_parts, plan.cases, plan.all_ids, model_sha256,
+            overwrite=overwrite,
+        )[0]  # fmt: skip
+    return merge_summary(plan.cases, plan.output, overwrite=overwrite)
