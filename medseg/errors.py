@@ -80,6 +80,11 @@ class CheckpointError(MedsegError):
     """A checkpoint or exported model cannot be loaded or lacks required metadata."""
 
 
+class ClusterError(MedsegError):
+    """A compute cluster cannot run the job: Ray is not installed, the cluster does not
+    answer, or its workers cannot see the output folder."""
+
+
 class UnknownNameError(MedsegError, KeyError):
     """A name looked up in a registry (model, loss, transform) does not exist."""
 

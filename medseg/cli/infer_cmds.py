@@ -77,6 +77,18 @@ def predict(
         "--merge-parts",
         help="Write OUT/summary.csv of a finished --num-parts run (no INPUTS needed).",
     ),
+    engine: str = typer.Option(
+        "local", "--engine", help="local, or ray: a Ray cluster (pip install medseg[cluster])."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: local)."
+    ),
+    gpus_per_worker: float = typer.Option(
+        1.0, "--gpus-per-worker", help="GPUs per Ray model worker (0.5: two share a GPU)."
+    ),
+    cpu_workers: int = typer.Option(
+        1, "--cpu-workers", help="Ray model workers when the cluster has no GPU."
+    ),
 ) -> int:
     """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
     from medseg.device import DistInfo
@@ -117,6 +129,8 @@ def predict(
         "num_parts": num_parts,
         "part_id": part_id,
     }
+    if engine != "local":
+        return _predict_ray(engine, inputs, output, options, address, gpus_per_worker, cpu_workers)
     result = predict_folder(inputs, output, info=info, **options)
     if info.is_main:
         part = f"part {part_id} of {num_parts}: " if num_parts != 1 else ""
@@ -130,6 +144,28 @@ def predict(
         for case, error in result.failures:
             typer.echo(f"failed: {case}: {error}", err=True)
         typer.echo(RESEARCH_USE_NOTICE)
+    return 1 if result.failures else 0
+
+
+def _predict_ray(engine, inputs, output, options, address, gpus_per_worker, cpu_workers) -> int:
+    from medseg.errors import ConfigError
+    from medseg.inference.ray_engine import format_stage_summary, predict_folder_ray
+
+    if engine != "ray":
+        raise ConfigError(f"--engine {engine}: expected local or ray")
+    result = predict_folder_ray(
+        inputs, output, address=address, gpus_per_worker=gpus_per_worker,
+        cpu_workers=cpu_workers, **options,
+    )  # fmt: skip
+    summary = result.summary or "written when every part has finished (or --merge-parts)"
+    typer.echo(
+        f"{len(result.cases)} case(s): {len(result.done)} predicted, {len(result.skipped)} "
+        f"already done (--overwrite to redo), {len(result.failures)} failed; summary: {summary}"
+    )
+    typer.echo("\n".join(["per stage (ray):", *format_stage_summary(result)]))
+    for case, error in result.failures:
+        typer.echo(f"failed: {case}: {error}", err=True)
+    typer.echo(RESEARCH_USE_NOTICE)
     return 1 if result.failures else 0
 
 

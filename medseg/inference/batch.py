@@ -172,23 +172,26 @@ def predict_case(
     read_s = time.perf_counter() - t0
     prediction = predictor.predict(channels, return_probabilities=save_probabilities)
     folds = getattr(predictor, "provenance", {}).get("fold_checkpoint_sha256")
+    dicom_files = channels[0].metadata.get("dicom_files")
     return write_case(
-        case, channels[0], prediction, output_dir, read_s=read_s, worker=worker, folds=folds
-    )
+        case, prediction, output_dir, dicom_files=dicom_files, read_s=read_s, worker=worker,
+        folds=folds,
+    )  # fmt: skip
 
 
 def write_case(
     case: Case,
-    reference,
     prediction,
     output_dir: Path,
     *,
+    dicom_files: Sequence[Any] | None,
     read_s: float,
     worker: dict[str, Any] | None = None,
     folds: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Write one case's mask (on ``reference``'s grid), DICOM-SEG (when ``reference`` came
-    from DICOM), probabilities (when predicted) and, last, its report; returns the report.
+    """Write one case's mask (on the source grid, ``prediction.label``'s), DICOM-SEG (for
+    DICOM input: ``dicom_files``, the series read), probabilities (when predicted) and, last,
+    its report; returns the report.
 
     ``folds``: each fold checkpoint's SHA-256 of a model folder, recorded in the report."""
     from medseg.inference.dicom_seg import write_dicom_seg
@@ -203,9 +206,8 @@ def write_case(
     # back: a full disk never leaves a mask without its report (or the reverse).
     with atomic_group([out[name] for name in order]) as staged:
         tmp = dict(zip(order, staged, strict=True))
-        write_mask(prediction.label.array, reference, tmp["mask"], overwrite=True)
+        write_mask(prediction.label.array, prediction.label, tmp["mask"], overwrite=True)
         written = {"mask": out["mask"].name}
-        dicom_files = reference.metadata.get("dicom_files")
         if dicom_files:
             model_name = (prediction.settings.get("model") or {}).get("name", "medseg")
             write_dicom_seg(
@@ -219,7 +221,7 @@ def write_case(
             written["dicom_seg"] = out["dicom_seg"].name
         if prediction.probabilities is not None:
             write_probabilities(
-                prediction.probabilities, reference, tmp["probabilities"], overwrite=True
+                prediction.probabilities, prediction.label, tmp["probabilities"], overwrite=True
             )
             written["probabilities"] = out["probabilities"].name
         report = {
@@ -257,14 +259,20 @@ def write_failure(output_dir: Path, case: Case, message: str) -> Path:
 def case_to_do(output_dir: Path, case: Case, overwrite: bool) -> bool:
     """Whether ``case`` still needs predicting: not when its report and mask are there
     (unless ``overwrite``). Clears what an interrupted write left of its outputs first (the
-    caller must own the case: one rank, part or driver per case)."""
+    caller must own the case: one rank, part or driver per case), and drops the report of a
+    case about to be redone."""
     out = case_outputs(output_dir, case.case_id)
     if not out["json"].is_file() and partial_leftovers(output_dir, out["mask"].name):
         for name in ("mask", "dicom_seg", "probabilities"):  # a killed commit's, unfinished
             out[name].unlink(missing_ok=True)
     for path in out.values():
         remove_partials(output_dir, path.name)
-    return overwrite or not (out["json"].is_file() and out["mask"].is_file())
+    if not overwrite and out["json"].is_file() and out["mask"].is_file():
+        return False
+    # <case>.json marks a complete case: drop an older one before its outputs are replaced,
+    # so an interrupted redo (--overwrite) never pairs a new mask with an old report
+    out["json"].unlink(missing_ok=True)
+    return True
 
 
 def check_output_dir(output_dir: str | Path) -> Path:
