@@ -222,6 +222,9 @@ def prepare_data(
         if failures:
             raise DatasetError(f"preparing the data failed on another rank: {failures[0]}")
     assert params is not None  # set by rank 0's turn or passed in
+    # Nodes with their own data.cache_dir fit and split on their own: all must have got
+    # rank 0's answer, or each would train on other cases or other intensities.
+    check_ranks_agree(all_gather_objects(data_digest(split, params)), cache_dir)
     by_id = {c.case_id: c for c in cached}
     logger.info(
         "%d training and %d validation cases; classes %s; channels %s",
@@ -239,6 +242,24 @@ def prepare_data(
         spec=spec,
         split=split,
     )
+
+
+def data_digest(split: Split, params: PreprocessingParams) -> str:
+    """SHA-256 of what every rank of one run must share: its split and fitted preprocessing."""
+    text = repr((sorted(split.train), sorted(split.val), params.model_dump_json()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_ranks_agree(digests: list[Any], cache_dir: Path) -> None:
+    """Refuse a run whose ranks prepared different data (:func:`data_digest`, rank order)."""
+    odd = [rank for rank, digest in enumerate(digests) if digest != digests[0]]
+    if odd:
+        raise DatasetError(
+            f"data.cache_dir {cache_dir}: rank(s) {odd} prepared a different split or "
+            "preprocessing than rank 0 (a cache per node whose split file or dataset copy "
+            "differs); copy rank 0's split file and dataset to every node, or put "
+            "data.cache_dir (or data.split_file) on a file system all nodes share"
+        )
 
 
 def build_train_loader(
