@@ -1,6 +1,6 @@
 """The one GPU suite: every speed check a lent GPU machine should run, as one command.
 
-Steps (each with its own time limit, 8 min in all, so one slow step cannot eat the
+Steps (each with its own time limit, 9.5 min in all, so one slow step cannot eat the
 machine's minutes):
 
 1. ``pytest -m gpu``: the GPU tests;
@@ -11,14 +11,16 @@ machine's minutes):
    (``bench_train.py --recipe configs/brats_2d.yaml``);
 4. time to Dice, medseg recipe vs the MONAI peer, for a fixed short budget
    (``bench_time_to_dice.py``; needs ../shared/data);
-5. CT inference timing and the MONAI SliceInferer comparison (``bench_infer.py``).
+5. CT inference timing and the MONAI SliceInferer comparison (``bench_infer.py``);
+6. cohort throughput, local predict vs ``--engine ray`` on the GPU (``bench_cohort.py``, needs
+   ``medseg[cluster]``; not in ``--quick``).
 
 Writes ``OUTPUT/gpu_suite_<stamp>.json`` (each step's command, exit code, seconds, the JSON
 figures it wrote and its output tail) and ``OUTPUT/gpu_suite_<stamp>.md``. ``--quick`` runs
 every step at toy sizes on the CPU in about a minute (the test suite runs it, so the suite
 cannot rot); its figures mean nothing.
 
-    bash benchmarks/gpu_suite.sh                    # on the GPU machine, <= 8 min on one H100/H200
+    bash benchmarks/gpu_suite.sh                    # on the GPU machine, <= 9.5 min on one H100/H200
     bash benchmarks/gpu_suite.sh --quick --output /tmp/suite
 """
 
@@ -71,6 +73,8 @@ def steps(device: str, quick: bool, out: Path) -> list[tuple[str, list[str], int
                           "--json", str(out / "time_to_dice.json")], 105),
         ("inference", [py, str(BENCH / "bench_infer.py"), "--device", device,
                        "--only", "timing"], 120),
+        ("cohort", [py, str(BENCH / "bench_cohort.py"), "--device", device, "--cases", "200",
+                    "--json", str(out / "cohort.json")], 90),
     ]  # fmt: skip
 
 

@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 #: recorded as failed; a case that always kills its worker must not stall the cohort
 ACTOR_TASK_RETRIES = 2
 STAGES = ("read", "model", "write")
+#: CPUs each read / write task asks for (file I/O and compression; the model stage computes)
+STAGE_TASK_CPUS = 0.25
 INSTALL_HINT = "pip install medseg[cluster]"
 
 
@@ -352,11 +354,17 @@ def model_pool(ray: Any, gpus_per_worker: float, cpu_workers: int, device: str) 
             "positive GPU share (e.g. 1 or 0.5) and at least one CPU worker",
             param="gpus_per_worker",
         )
-    gpus = float(ray.cluster_resources().get("GPU", 0.0)) if device == "auto" else 0.0
+    resources = ray.cluster_resources()
+    gpus = float(resources.get("GPU", 0.0)) if device == "auto" else 0.0
     if gpus >= gpus_per_worker:
-        return {"concurrency": int(gpus // gpus_per_worker), "num_gpus": gpus_per_worker,
-                "device": "cuda"}  # fmt: skip
-    return {"concurrency": cpu_workers, "num_gpus": 0, "device": "cpu"}
+        workers, num_gpus, kind = int(gpus // gpus_per_worker), gpus_per_worker, "cuda"
+    else:
+        workers, num_gpus, kind = cpu_workers, 0, "cpu"
+    # Actors hold their CPUs for the whole run: leave room for the read and write tasks, or
+    # a small cluster (1-2 CPUs) would wait forever for a CPU to read the next case.
+    spare = float(resources.get("CPU", 1.0)) - 2 * STAGE_TASK_CPUS
+    num_cpus = min(1.0, max(spare, STAGE_TASK_CPUS) / workers)
+    return {"concurrency": workers, "num_gpus": num_gpus, "num_cpus": num_cpus, "device": kind}
 
 
 def run_pipeline(
@@ -374,15 +382,17 @@ def run_pipeline(
     try:
         items = [{"case_id": c.case_id, "inputs": [str(p) for p in c.inputs]} for c in todo]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map(read_stage, fn_kwargs=stage_args["read"])
+        ds = ds.map(read_stage, fn_kwargs=stage_args["read"], num_cpus=STAGE_TASK_CPUS)
         with warnings.catch_warnings():  # Ray Data has no named parameter for the retries yet
             warnings.simplefilter("ignore", DeprecationWarning)
             ds = ds.map(
                 ModelStage, fn_constructor_kwargs={**stage_args["model"], "device": pool["device"]},
                 compute=ray.data.ActorPoolStrategy(size=pool["concurrency"]),
-                num_gpus=pool["num_gpus"], max_restarts=-1, max_task_retries=ACTOR_TASK_RETRIES,
+                num_gpus=pool["num_gpus"], num_cpus=pool["num_cpus"], max_restarts=-1,
+                max_task_retries=ACTOR_TASK_RETRIES,
             )  # fmt: skip
-        ds = ds.map(write_stage, fn_kwargs={**stage_args["write"], "output": str(output)})
+        ds = ds.map(write_stage, fn_kwargs={**stage_args["write"], "output": str(output)},
+                    num_cpus=STAGE_TASK_CPUS)  # fmt: skip
         rows = []
         with tqdm(total=len(items), desc="predict (ray)", unit="case", disable=not progress) as bar:
             for row in ds.iter_rows():
