@@ -16,21 +16,23 @@ from medseg.errors import ClusterError, ConfigError
 from medseg.inference.batch import predict_folder
 from medseg.inference.parts import write_record
 from medseg.io import write_volume
-from tests.inference.infer_factory import blob_volume, run_cli, write_tiny_checkpoint
+from tests.inference.infer_factory import blob_volume, run_cli
 
 CASES = ["c0", "c1", "c2", "c3"]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", context=0)
+def ckpt(checkpoint_factory) -> Path:
+    return checkpoint_factory(context=0)
 
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory) -> Path:
+    """Four small MR-like cases (the blobs of the parts tests)."""
     folder = tmp_path_factory.mktemp("scans")
-    for n, name in enumerate(CASES):
-        write_volume(blob_volume(shape=(24, 20, 4), seed=n), folder / f"{name}.nii.gz")
+    for seed, case_id in enumerate(CASES):
+        path = folder / f"{case_id}.nii.gz"
+        write_volume(blob_volume(shape=(24, 20, 4), seed=seed), path)
     return folder
 
 
