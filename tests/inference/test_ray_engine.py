@@ -4,6 +4,7 @@ cluster, failed and killed workers, and the errors raised before any case runs."
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,6 +62,14 @@ def _masks(out: Path, cases=CASES) -> dict[str, np.ndarray]:
 
 def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_ray_is_imported_only_when_the_engine_runs():
+    code = ("import sys, medseg.cli.main, medseg.api, medseg.inference.ray_engine; "
+            "print('ray' in sys.modules)")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=120)  # fmt: skip
+    assert proc.stdout.strip() == "False", proc.stderr[-2000:]
 
 
 def test_ray_missing_says_how_to_install(scans, ckpt, tmp_path, monkeypatch, capsys):
