@@ -29,7 +29,12 @@ def predict(
         help="Checkpoint (.pt), export (.onnx / TorchScript .pt) or model folder (model.json: "
         "the cross-validation ensemble); default: bundled demo model.",
     ),
-    tta: bool = typer.Option(False, "--tta", help="Average over in-plane flips (4x slower)."),
+    tta: bool | None = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Average over the four in-plane flips (4x slower); default: as the model was "
+        "trained (on for models planned by `medseg plan`).",
+    ),
     axes: str | None = typer.Option(
         None, "--axes", help="Ensemble over canonical axes, e.g. 0,1,2."
     ),

@@ -457,7 +457,7 @@ def predict_folder(
     *,
     model: str | Path | None = None,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | None = None,
     axes: Sequence[int] | None = None,
     batch_size: int = 16,
     postprocess: PostprocessConfig | None = None,
