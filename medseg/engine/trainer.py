@@ -343,7 +343,7 @@ class Trainer:
         total = fit * self.steps_per_epoch
         self.scheduler.lr_lambdas = [lr_factor(self.cfg.schedule, total, warmup, base_lr)]
         logger.log(
-            logging.WARNING if fit < end else logging.INFO,
+            logging.WARNING if fit < self.cfg.train.epochs else logging.INFO,
             "time limit %.1f min: %.0f s per epoch here, so the run ends after epoch %d "
             "(configured: %d); the learning-rate schedule is re-sized to end there "
             "(train.time_limit_minutes%s)",
@@ -351,7 +351,7 @@ class Trainer:
             per_epoch,
             fit,
             self.cfg.train.epochs,
-            ", train.fill_time_limit" if fit > end else "",
+            ", train.fill_time_limit" if fit > self.cfg.train.epochs else "",
         )
         return fit
 
