@@ -178,9 +178,12 @@ def predict_dicomweb(
     server = DicomwebServer(
         url, credentials=credentials, ca_bundle=ca_bundle, timeout=timeout, retries=retries
     )
+    known: dict[str, list[SeriesInfo]] = {}
     if study is not None:
         studies = [check_uid(study, "--study")]
         series = None if series is None else check_uid(series, "--series")
+        # the server, the credentials and the study are checked before anything is written
+        known[studies[0]] = server.series_of(studies[0])
     else:
         cap = None if all_studies else (limit or DEFAULT_QUERY_LIMIT)
         studies = server.study_uids(parse_query(query or ""), cap)
@@ -193,6 +196,7 @@ def predict_dicomweb(
             tta=tta, axes=axes, batch_size=batch_size, postprocess=postprocess,
         )  # fmt: skip
         options = {"overwrite": overwrite, "save_probabilities": save_probabilities}
+        todo = [(s, known.get(s)) for s in todo]
         _predict_studies(server, predictor, todo, series, output, result, progress, options)
     result.summary = merge_summary([Case(s, []) for s in studies], output, overwrite=overwrite)
     if push:
@@ -206,7 +210,7 @@ def predict_dicomweb(
 def _predict_studies(
     server: DicomwebServer,
     predictor: Any,
-    studies: list[str],
+    studies: list[tuple[str, list[SeriesInfo] | None]],
     series: str | None,
     output: Path,
     result: PacsResult,
@@ -218,10 +222,10 @@ def _predict_studies(
     modality = predictor.params.modality
     check_channels(len(predictor.channel_names))
     with tempfile.TemporaryDirectory(prefix="medseg-dicomweb-") as tmp:  # mode 0700
-        for study in studies:
+        for study, listed in studies:
             where = f"{PREFIX}{server.url}: study {study}"
             try:
-                chosen = choose_series(where, server.series_of(study), series, modality)
+                chosen = choose_series(where, listed or server.series_of(study), series, modality)
             except DicomwebError as err:
                 if len(studies) == 1:
                     raise

@@ -194,7 +194,6 @@ class DicomwebServer:
         retries: int = 3,
         backoff_s: float = 0.5,
     ) -> None:
-        import requests
         from dicomweb_client import DICOMwebClient
         from requests.adapters import HTTPAdapter
         from urllib3.util.retry import Retry
@@ -203,14 +202,12 @@ class DicomwebServer:
         self.credentials = credentials
         self.retries = retries
         self.timeout = timeout
-        session = requests.Session()
-        if ca_bundle is not None:
-            if not Path(ca_bundle).is_file():
-                raise DicomwebError(
-                    f"--ca-bundle {ca_bundle} does not exist; give the PEM file of the CA that "
-                    "signed the server's certificate (ask the PACS administrators)"
-                )
-            session.verify = str(ca_bundle)
+        if ca_bundle is not None and not Path(ca_bundle).is_file():
+            raise DicomwebError(
+                f"--ca-bundle {ca_bundle} does not exist; give the PEM file of the CA that "
+                "signed the server's certificate (ask the PACS administrators)"
+            )
+        session = _session_class()(None if ca_bundle is None else str(ca_bundle))
         if credentials is not None:
             session.auth = (
                 BearerAuth(credentials.secret)
@@ -377,6 +374,27 @@ class DicomwebServer:
                 "allowed? the study's UID?) and rerun with --push"
             )
         return str(ds.SeriesInstanceUID)
+
+
+def _session_class() -> type:
+    import requests
+
+    class PinnedSession(requests.Session):
+        """A session whose ``ca_bundle`` wins over REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in
+        the environment (requests lets those replace ``session.verify``); proxies still come
+        from the environment (HTTPS_PROXY, NO_PROXY)."""
+
+        def __init__(self, ca_bundle: str | None) -> None:
+            super().__init__()
+            self.ca_bundle = ca_bundle
+
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if self.ca_bundle is not None:
+                settings["verify"] = self.ca_bundle
+            return settings
+
+    return PinnedSession
 
 
 class BearerAuth:

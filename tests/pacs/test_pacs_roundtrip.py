@@ -11,21 +11,13 @@ import tempfile
 import nibabel as nib
 import numpy as np
 import pydicom
-import pytest
 
 from medseg.io import align_to_grid, read_volume
 from medseg.io.dicomweb import DicomwebServer
-from tests.inference.infer_factory import run_cli, write_tiny_checkpoint
+from tests.inference.infer_factory import run_cli
 from tests.pacs.conftest import upload
 
 SERIES = "dcmqi/ct-3slice"  # 3 real CT slices, 512 x 512
-
-
-@pytest.fixture(scope="module")
-def ct_checkpoint(tmp_path_factory):
-    return write_tiny_checkpoint(
-        tmp_path_factory.mktemp("ckpt_ct") / "ct.pt", modality="ct", target_spacing=(2.0, 2.0)
-    )
 
 
 def test_predict_from_and_back_to_orthanc(
