@@ -17,7 +17,7 @@ from medseg.errors import DicomwebError
 from medseg.inference import pacs
 from medseg.io.dicomweb import Credentials, DicomwebServer, credentials_from
 from tests.inference.infer_factory import run_cli, write_tiny_checkpoint
-from tests.io.dicom_factory import write_series
+from tests.io.dicom_factory import edit, write_series
 from tests.pacs.conftest import PASSWORD, USER, _free_port, upload
 
 CT = "dcmqi/ct-3slice"
@@ -77,12 +77,12 @@ def test_unknown_study(orthanc, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_query_matching_too_many_studies(
-    orthanc, shared_data, ct_checkpoint, tmp_path, capsys, monkeypatch
-):
-    upload(orthanc, (shared_data / CT).glob("*.dcm"))
-    folder, _ = write_series(tmp_path / "synthetic", n=4, shape=(24, 20))
-    upload(orthanc, folder.glob("*.dcm"))
+def test_query_matching_too_many_studies(orthanc, ct_checkpoint, tmp_path, capsys, monkeypatch):
+    for k in range(2):  # two small synthetic CT studies
+        folder, _ = write_series(tmp_path / f"s{k}", n=4, shape=(24, 20))
+        for path in folder.glob("*.dcm"):
+            edit(path, StudyInstanceUID=f"1.2.826.0.1.3680043.8.498.{100 + k}")
+        upload(orthanc, folder.glob("*.dcm"))
     query = ["--query", "ModalitiesInStudy=CT"]
     assert _predict(orthanc.medseg_url, tmp_path / "out", *query, "--limit", "1") == 2
     line = _error(capsys)
@@ -94,7 +94,7 @@ def test_query_matching_too_many_studies(
     assert not (tmp_path / "out").exists()
     # allowed: both studies predicted, one summary
     out = tmp_path / "out"
-    assert _predict(orthanc.medseg_url, out, *query, "--all", model=ct_checkpoint) == 0
+    assert _predict(orthanc.medseg_url, out, *query, "--limit", "2", model=ct_checkpoint) == 0
     assert "2 study(ies): 2 predicted" in capsys.readouterr().out
     assert len(list(out.glob("*.nii.gz"))) == 2
 
