@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import logging
 import netrc
 import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -423,16 +425,20 @@ def _reason(err: BaseException) -> str:
 
 
 def study_rows(
-    items: Sequence[Mapping[str, Any]], show_identifiers: bool = False
+    items: Sequence[Mapping[str, Any]], show_identifiers: bool = False, key: bytes | None = None
 ) -> list[dict[str, str]]:
-    """One row per QIDO-RS study: ``patient`` (a pseudonym: 8 hex digits of the SHA-256 of
-    PatientID; the name and ID themselves only with ``show_identifiers``), ``date``,
-    ``modalities``, ``description``, ``study_uid``."""
+    """One row per QIDO-RS study: ``patient`` (a pseudonym: 8 hex digits of an HMAC-SHA-256
+    of PatientID under ``key``, default a random key per call, so the same patient has the
+    same pseudonym within one listing and an ID cannot be recovered by hashing candidates),
+    ``date``, ``modalities``, ``description``, ``study_uid``; the patient's name and ID
+    themselves only with ``show_identifiers``."""
+    key = key if key is not None else secrets.token_bytes(32)
     rows = []
     for item in items:
         patient_id = str(value_of(item, "00100020") or "")
+        digest = hmac.new(key, patient_id.encode(), hashlib.sha256).hexdigest()[:8]
         row = {
-            "patient": hashlib.sha256(patient_id.encode()).hexdigest()[:8] if patient_id else "",
+            "patient": digest if patient_id else "",
             "date": str(value_of(item, "00080020") or ""),
             "modalities": "/".join(str(m) for m in (item.get("00080061") or {}).get("Value", [])),
             "description": str(value_of(item, "00081030") or ""),
@@ -446,3 +452,11 @@ def study_rows(
             row["patient_id"] = patient_id
         rows.append(row)
     return rows
+
+
+def list_studies(
+    server: DicomwebServer, limit: int = 100, show_identifiers: bool = False
+) -> list[dict[str, str]]:
+    """The server's studies (at most ``limit``) as :func:`study_rows`."""
+    fields = ("PatientID", "StudyDate", "ModalitiesInStudy", "StudyDescription")
+    return study_rows(server.search_studies({}, limit, fields), show_identifiers)
