@@ -39,6 +39,7 @@ AUTH_HINT = (
 )
 # a DICOM UID: digits and dots, at most 64 characters; it names output files, so nothing else
 UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # QIDO-RS paging parameters: medseg sets them itself (--limit, --all)
 RESERVED_QUERY_KEYS = {"limit", "offset", "includefield", "fuzzymatching"}
 
@@ -224,6 +225,13 @@ class DicomwebServer:
         )  # fmt: skip
         for scheme in ("http://", "https://"):
             session.mount(scheme, HTTPAdapter(max_retries=retry))
+        parts = urlsplit(self.url)
+        if credentials and parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:
+            logger.warning(
+                "sending credentials to %s over plain HTTP (readable on the network); use "
+                "dicomweb+https://",
+                parts.hostname,
+            )
         self.client = DICOMwebClient(self.url, session=session, timeout=timeout)
         self.client.set_http_retry_params(
             retry=retries > 0,

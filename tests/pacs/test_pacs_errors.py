@@ -6,6 +6,7 @@ server refuses and an untrusted TLS certificate."""
 from __future__ import annotations
 
 import http.server
+import logging
 import shutil
 import ssl
 import subprocess
@@ -44,7 +45,8 @@ def test_server_down(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_wrong_and_missing_credentials(orthanc_auth_server, tmp_path, capsys, monkeypatch):
+def test_wrong_and_missing_credentials(orthanc_auth_server, tmp_path, capsys, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
     url = orthanc_auth_server.medseg_url
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.delenv("MEDSEG_DICOMWEB_TOKEN", raising=False)
@@ -69,6 +71,9 @@ def test_wrong_and_missing_credentials(orthanc_auth_server, tmp_path, capsys, mo
     assert "study 1.2.3 not found" in _error(capsys)
     creds = credentials_from({}, url, netrc)
     assert DicomwebServer(url, credentials=creds, retries=0).search_studies({}) == []
+    assert "wrong-pw-9" not in caplog.text
+    assert PASSWORD not in caplog.text
+    assert len(caplog.records) > 0
 
 
 def test_unknown_study(orthanc, tmp_path, capsys):

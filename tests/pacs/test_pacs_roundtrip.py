@@ -5,12 +5,12 @@ onto the source grid. A rerun skips the study and pushes nothing twice."""
 
 from __future__ import annotations
 
+import json
 import stat
 import tempfile
 
 import nibabel as nib
 import numpy as np
-import pydicom
 
 from medseg.io import align_to_grid, read_volume
 from medseg.io.dicomweb import DicomwebServer
@@ -60,7 +60,10 @@ def test_predict_from_and_back_to_orthanc(
     local_mask = nib.load(local / f"{source.name}.nii.gz")
     np.testing.assert_array_equal(np.asarray(remote_mask.dataobj), np.asarray(local_mask.dataobj))
     np.testing.assert_allclose(remote_mask.affine, local_mask.affine, atol=1e-6)
+    assert 0 < np.count_nonzero(np.asarray(remote_mask.dataobj)) < remote_mask.shape[0] ** 2 * 3
     assert (out / "summary.csv").is_file()
+    report = json.loads((out / f"{study}.json").read_text())
+    assert report["inputs"] == [f"{orthanc.medseg_url}/studies/{study}/series/{series}"]
 
     # one SEG series on the server, the one printed, referencing the source series
     segs = client.client.search_for_series(search_filters={"Modality": "SEG"})
@@ -84,5 +87,5 @@ def test_predict_from_and_back_to_orthanc(
     assert "0 predicted, 1 already done" in capsys.readouterr().out
     assert modes == []
     assert len(client.client.search_for_series(search_filters={"Modality": "SEG"})) == 1
-    report = pydicom.dcmread(seg_path)  # re-read: the file the server returned is intact
-    assert report.Modality == "SEG"
+    report = json.loads((out / f"{study}.json").read_text())
+    assert report["pushed"]["series_uid"] == seg_series
