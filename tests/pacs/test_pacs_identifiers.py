@@ -18,11 +18,11 @@ def test_pacs_prediction_prints_and_writes_no_identifiers(orthanc, tmp_path, cap
     series, _ = write_series(tmp_path / "patient" / "ct", n=6, shape=(24, 20))
     for path in series.glob("*.dcm"):
         edit(path, PatientName="^".join(NAME_PARTS), PatientID=PATIENT_ID, **OTHER)
-    study, _ = upload(orthanc, series.glob("*.dcm"))
+    study, series_uid = upload(orthanc, series.glob("*.dcm"))
     ckpt = write_tiny_checkpoint(tmp_path / "m.pt", modality="ct")
     out = tmp_path / "out"
     caplog.set_level(logging.DEBUG)
-    args = ["--verbose", "predict", orthanc.medseg_url, "--study", study, "-o", out,
+    args = ["--verbose", "predict", orthanc.medseg_url, "--study", study, "--series", series_uid, "-o", out,
             "--model", ckpt, "--device", "cpu", "--push", "--save-probabilities"]  # fmt: skip
     code = run_cli(args)
     captured = capsys.readouterr()
