@@ -80,6 +80,11 @@ class CheckpointError(MedsegError):
     """A checkpoint or exported model cannot be loaded or lacks required metadata."""
 
 
+class DicomwebError(MedsegError):
+    """A DICOMweb server (PACS) is unreachable, refuses the credentials or a request, or
+    holds nothing the command can use (no such study, no usable image series)."""
+
+
 class UnknownNameError(MedsegError, KeyError):
     """A name looked up in a registry (model, loss, transform) does not exist."""
 

@@ -218,6 +218,12 @@ def predict_case(
     return report
 
 
+def case_done(out: dict[str, Path]) -> bool:
+    """The skip rule of a rerun: a case whose report and mask (:func:`case_outputs`) are both
+    there is done."""
+    return out["json"].is_file() and out["mask"].is_file()
+
+
 def check_output_dir(output_dir: str | Path) -> Path:
     """``output_dir`` as a Path; it must be a folder (existing or not), never an existing file."""
     output_dir = Path(output_dir)
@@ -318,7 +324,7 @@ def predict_cases(
                 out[name].unlink(missing_ok=True)
         for path in out.values():  # each case has one owner (rank), so this is safe
             remove_partials(output_dir, path.name)
-        if not overwrite and out["json"].is_file() and out["mask"].is_file():
+        if not overwrite and case_done(out):
             result.skipped.append(case.case_id)
             continue
         try:

@@ -67,6 +67,8 @@ def _source_datasets(files: Sequence[Any]) -> list:
             ds.SOPClassUID = meta.get("MediaStorageSOPClassUID", "")
         if not ds.get("SOPInstanceUID") and meta is not None:
             ds.SOPInstanceUID = meta.get("MediaStorageSOPInstanceUID", "")
+        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
+            del ds.SpecificCharacterSet  # empty means the default repertoire; highdicom refuses ''
         for keyword in REQUIRED_EMPTY_OK:
             if keyword not in ds:
                 setattr(ds, keyword, "")
