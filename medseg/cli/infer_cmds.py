@@ -36,6 +36,11 @@ def predict(
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write <case>_probabilities.nii.gz."
     ),
+    dicom_formats: str = typer.Option(
+        "seg",
+        "--format",
+        help="DICOM output for DICOM inputs: seg (DICOM-SEG), rtstruct (RTSTRUCT) or seg,rtstruct.",
+    ),
     overwrite: bool = typer.Option(
         False,
         "--overwrite",
@@ -78,7 +83,7 @@ def predict(
         help="Write OUT/summary.csv of a finished --num-parts run (no INPUTS needed).",
     ),
 ) -> int:
-    """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
+    """Segment scans: masks on the source grid, DICOM-SEG/RTSTRUCT for DICOM input, readouts JSON + summary.csv."""
     from medseg.device import DistInfo
     from medseg.errors import ConfigError
     from medseg.inference import PostprocessConfig
@@ -96,6 +101,12 @@ def predict(
             "predict: expected INPUTS and --output DIR (or --merge-parts OUT to merge the "
             "summary of a finished --num-parts run)"
         )
+    from medseg.inference.batch import check_dicom_formats
+
+    try:
+        formats = check_dicom_formats(dicom_formats)
+    except ConfigError as err:  # the library names its parameter; here it is --format
+        raise ConfigError(str(err).replace("dicom_formats", "--format", 1)) from err
     info = DistInfo.from_env()
     postprocess = None  # the model's own rules (a model folder's, chosen on out-of-fold data)
     if no_postprocessing or largest_component or min_lesion_ml:
@@ -116,6 +127,7 @@ def predict(
         "channel": channel,
         "num_parts": num_parts,
         "part_id": part_id,
+        "dicom_formats": formats,
     }
     result = predict_folder(inputs, output, info=info, **options)
     if info.is_main:

@@ -343,6 +343,8 @@ def source_datasets(files: Sequence[Any]) -> list[pydicom.Dataset]:
         for keyword in REQUIRED_EMPTY_OK:
             if keyword not in ds:
                 setattr(ds, keyword, "")
+        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
+            del ds.SpecificCharacterSet  # empty means the default (ASCII); highdicom refuses ''
     return datasets
 
 
