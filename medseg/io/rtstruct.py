@@ -125,15 +125,18 @@ def read_rtstruct(path: str | Path) -> StructureSet:
                 skipped += 1
                 continue
             data = np.asarray([float(v) for v in contour.ContourData], dtype=np.float64)
-            if data.size < 9 or data.size % 3:
+            if data.size % 3:
                 raise CorruptFileError(
                     f"{path}: ROI {names.get(number, number)!r} has a contour of {data.size} "
-                    "coordinates; expected x, y, z triples of at least 3 points"
+                    "coordinates; expected x, y, z triples: export the structure set again"
                 )
+            if data.size < 9:  # one or two points enclose no voxel centre (some writers' specks)
+                skipped += 1
+                continue
             contours.append(data.reshape(-1, 3))
         rois.append(Roi(number, names.get(number, f"ROI {number}"), contours))
     if skipped:
-        logger.info("%s: skipped %d point/open contour(s)", path, skipped)
+        logger.info("%s: skipped %d point/open/degenerate contour(s)", path, skipped)
     frames = ds.get("ReferencedFrameOfReferenceSequence", ())
     frame_uid = str(frames[0].get("FrameOfReferenceUID", "")) if frames else ""
     return StructureSet(path, rois, referenced_series(ds), frame_uid, identifiers_of(ds))
@@ -211,8 +214,8 @@ def _contour_slice(voxels: np.ndarray, reference: Volume, where: str) -> int:
         extent = f"{voxels.min(axis=0).round(1).tolist()} to {voxels.max(axis=0).round(1).tolist()}"
         raise GeometryMismatchError(
             f"{where}: contour points reach voxels {extent} (i, j, k), outside the image "
-            f"{list(reference.shape)}; the RTSTRUCT was drawn on another series or crops: give "
-            "the series it references, or fix the contour in the planning system"
+            f"{list(reference.shape)}; the RTSTRUCT was drawn on another (larger) series: give the "
+            "series it references, or fix the contour in the planning system"
         )
     slice_k = round(float(np.median(k)))
     if np.max(np.abs(k - slice_k)) > SLICE_TOLERANCE:
