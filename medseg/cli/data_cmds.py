@@ -61,7 +61,7 @@ def preview_data(
 
 
 def import_dicom(
-    sources: list[Path] = typer.Argument(
+    sources: list[str] = typer.Argument(  # str: a Path would mangle a URL's '//'
         ..., help="Study folders (subfolders scanned): image series + DICOM-SEG or RTSTRUCT."
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Dataset folder to create."),

@@ -216,3 +216,15 @@ def test_predict_format_rtstruct(tmp_path, capsys):
     np.testing.assert_array_equal(masks[name], mask == 1)
     assert run_cli([*args, "--format", "rtstrct"]) == 2
     assert "error: --format rtstrct: expected seg, rtstruct" in capsys.readouterr().err
+
+
+def test_seg_for_a_series_with_an_empty_character_set(ct_and_labels, tmp_path):
+    """The dcmqi CT has SpecificCharacterSet '' (allowed: the default); highdicom refused it."""
+    import highdicom as hd
+
+    from medseg.inference.dicom_seg import write_dicom_seg
+
+    ct, _, _, liver = ct_and_labels
+    assert pydicom.dcmread(ct.metadata["dicom_files"][0]).SpecificCharacterSet == ""
+    path = write_dicom_seg(liver, ct.metadata["dicom_files"], ["bg", "Liver"], tmp_path / "s.dcm")
+    assert int(hd.seg.segread(str(path)).pixel_array.sum()) == int(liver.array.sum())
