@@ -74,6 +74,10 @@ def test_round_trip_on_real_ct_is_exact(ct_and_labels, tmp_path):
             )
             assert around.any(axis=1).all()
             assert (~around).any(axis=1).all()
+            # ... halfway between them: one coordinate on a pixel edge (x.5), as the 0.5
+            # iso-line of the mask runs (not through boundary pixel centres)
+            halfway = np.abs(voxels[:, :2] - np.floor(voxels[:, :2]) - 0.5).min(axis=1)
+            np.testing.assert_allclose(halfway, 0.0, atol=1e-3)
 
 
 def test_holes_and_separate_components_round_trip():
