@@ -176,7 +176,7 @@ def _study_pairs(
         kind = LABEL_KINDS.get(series.modality.upper())
         if kind:
             objects[kind] += [(series, path) for path in series.files]
-    folder = study[0][1]
+    folder = study[0][0].files[0].parent  # the study's own folder, not the whole SRC
     if not any(s.is_image for s, _ in study) and not any(objects.values()):
         return []  # neither images nor labels (e.g. a report): nothing to import
     kinds = [labels_from] if labels_from else [k for k in ("seg", "rtstruct") if objects[k]]
@@ -218,8 +218,7 @@ def parse_name_map(text: str | None) -> dict[str, str]:
         name, sep, target = (x.strip() for x in part.partition("="))
         if not sep or not name or not target:
             raise DatasetError(
-                f'--map entry {part!r} is not NAME=CLASS; write e.g. --map "GTV=tumour,Liver=2"',
-                param="map",
+                f'--map entry {part!r} is not NAME=CLASS; write e.g. --map "GTV=tumour,Liver=2"'
             )
         mapping[name] = target
     return mapping
@@ -242,8 +241,7 @@ def label_values(
         raise DatasetError(
             f"--map leaves {len(unmapped)} name(s) found in the label objects unmapped: "
             f"{', '.join(repr(n) for n in unmapped)}; add them (NAME=CLASS) or pass "
-            "--ignore-unmapped to leave them out as background",
-            param="map",
+            "--ignore-unmapped to leave them out as background"
         )
     classes: dict[str, int] = {}
     for name, target in mapping.items():
@@ -346,7 +344,7 @@ def _check_id_map(id_map: Path, dataset: Path, folders: Sequence[Path], overwrit
     inside = id_map.resolve().is_relative_to(dataset.resolve())
     if inside:
         raise DatasetError(
-            f"--id-map {id_map} lies inside the dataset {dataset}; the id map links case ids "
+            f"id_map {id_map} lies inside the dataset {dataset}; the id map links case ids "
             "to patients and must be kept apart: choose a path outside it",
             param="id_map",
         )
