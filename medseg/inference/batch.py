@@ -213,26 +213,17 @@ def predict_case(
         written = {"mask": out["mask"].name}
         dicom_files = channels[0].metadata.get("dicom_files")
         model_name = (prediction.settings.get("model") or {}).get("name", "medseg")
-        if dicom_files and "seg" in dicom_formats:
-            write_dicom_seg(
+        writers = {"seg": ("dicom_seg", write_dicom_seg), "rtstruct": ("rtstruct", write_rtstruct)}
+        for key, writer in (writers[f] for f in dicom_formats if dicom_files):
+            writer(
                 prediction.label,
                 dicom_files,
                 prediction.class_names,
-                tmp["dicom_seg"],
+                tmp[key],
                 model_name=f"medseg {model_name}",
                 overwrite=True,
             )
-            written["dicom_seg"] = out["dicom_seg"].name
-        if dicom_files and "rtstruct" in dicom_formats:
-            write_rtstruct(
-                prediction.label,
-                dicom_files,
-                prediction.class_names,
-                tmp["rtstruct"],
-                model_name=f"medseg {model_name}",
-                overwrite=True,
-            )
-            written["rtstruct"] = out["rtstruct"].name
+            written[key] = out[key].name
         if prediction.probabilities is not None:
             write_probabilities(
                 prediction.probabilities, channels[0], tmp["probabilities"], overwrite=True

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,9 +19,8 @@ from typing import Any
 import numpy as np
 
 from medseg import __version__
-from medseg.errors import GeometryMismatchError
-from medseg.io.atomic import atomic_path, check_output
-from medseg.io.dicom_series import REQUIRED_EMPTY_OK, slice_indices, source_datasets  # noqa: F401
+from medseg.io.atomic import atomic_path
+from medseg.io.dicom_series import REQUIRED_EMPTY_OK, checked_sources  # noqa: F401
 from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -53,16 +51,7 @@ def write_dicom_seg(
     from pydicom.sr.codedict import codes
 
     path = Path(path)
-    sources = [p for p in source_files if isinstance(p, (str, os.PathLike))]
-    check_output(path, overwrite=overwrite, inputs=sources)
-    datasets = source_datasets(source_files)
-    rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
-    if (cols, rows) != label.shape[:2]:
-        raise GeometryMismatchError(
-            f"mask in-plane shape {label.shape[:2]} (columns, rows) != source images "
-            f"({cols}, {rows}); the mask must be on the source series' grid"
-        )
-    order = slice_indices(datasets, label)
+    datasets, order = checked_sources(label, source_files, path, overwrite=overwrite)
     frames = np.stack([label.array[:, :, k].T for k in order]).astype(np.uint8)  # (F, rows, cols)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_name[:64], version=__version__, family=codes.DCM.ArtificialIntelligence

@@ -27,6 +27,7 @@ from medseg.errors import (
     InputNotFoundError,
     UnsupportedFormatError,
 )
+from medseg.io.atomic import check_output
 from medseg.io.volume import LPS_TO_RAS, Volume
 
 logger = logging.getLogger(__name__)
@@ -369,3 +370,21 @@ def slice_indices(datasets: Sequence[pydicom.Dataset], label: Volume) -> list[in
             f"every slice 0..{label.shape[2] - 1} of the mask exactly once"
         )
     return order
+
+
+def checked_sources(
+    label: Volume, source_files: Sequence[Any], path: str | os.PathLike, *, overwrite: bool
+) -> tuple[list[pydicom.Dataset], list[int]]:
+    """For an object derived from a series (DICOM-SEG, RTSTRUCT) written to ``path``: the
+    output guard, then the series' headers (:func:`source_datasets`) and the slice ``k`` of
+    each (:func:`slice_indices`), once ``label`` is known to lie on their grid."""
+    sources = [f for f in source_files if isinstance(f, (str, os.PathLike))]
+    check_output(Path(path), overwrite=overwrite, inputs=sources)
+    datasets = source_datasets(source_files)
+    rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
+    if (cols, rows) != label.shape[:2]:
+        raise GeometryMismatchError(
+            f"mask in-plane shape {label.shape[:2]} (columns, rows) != source images "
+            f"({cols}, {rows}); the mask must be on the source series' grid"
+        )
+    return datasets, slice_indices(datasets, label)

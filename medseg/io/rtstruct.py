@@ -29,15 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medseg import RESEARCH_USE_NOTICE, __version__
 from medseg.errors import CorruptFileError, GeometryMismatchError, UnsupportedFormatError
-from medseg.io.atomic import atomic_path, check_output
-from medseg.io.dicom_series import dcmread_bounded, identifiers_of, slice_indices, source_datasets
+from medseg.io.atomic import atomic_path
+from medseg.io.dicom_series import checked_sources, dcmread_bounded, identifiers_of
 from medseg.io.volume import LPS_TO_RAS, Volume
 
 logger = logging.getLogger(__name__)
@@ -332,16 +331,8 @@ def write_rtstruct(
     research output: SeriesDescription, StructureSetDescription and ApprovalStatus UNAPPROVED.
     """
     path = Path(path)
-    sources = [p for p in source_files if not isinstance(p, pydicom.Dataset)]
-    check_output(path, overwrite=overwrite, inputs=sources)
-    datasets = source_datasets(source_files)
-    rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
-    if (cols, rows) != label.shape[:2]:
-        raise GeometryMismatchError(
-            f"mask in-plane shape {label.shape[:2]} (columns, rows) != source images "
-            f"({cols}, {rows}); the mask must be on the source series' grid"
-        )
-    images = dict(zip(slice_indices(datasets, label), datasets, strict=True))
+    datasets, order = checked_sources(label, source_files, path, overwrite=overwrite)
+    images = dict(zip(order, datasets, strict=True))
     first = images[0]
     ds = _base(first, f"{model_name} RTSTRUCT, {RTSTRUCT_NOTICE}")
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([_frame_of_reference(first, datasets)])
