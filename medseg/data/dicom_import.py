@@ -24,12 +24,13 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from medseg import RESEARCH_USE_NOTICE
+from medseg.data.datasets import load_dataset
+from medseg.data.validation import Problem, validate_dataset
 from medseg.errors import (
     DatasetError,
     GeometryMismatchError,
@@ -51,7 +52,8 @@ ID_MAP_NOTE = (
     "ID map: it links the pseudonymised case ids to patients; keep it apart from the dataset"
 )
 # loggers that name source folders or files while reading (folder names may be names of people)
-_READ_LOGGERS = ("medseg.io.dicom", "medseg.io.dicom_seg", "medseg.io.rtstruct", "highdicom")
+_READ_LOGGERS = ("medseg.io.dicom", "medseg.io.dicom_series", "medseg.io.dicom_seg",
+                 "medseg.io.rtstruct", "highdicom")  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -89,7 +91,7 @@ class ImportResult:
     cases: list[str]
     labels: dict[str, int]
     ignored: list[str]
-    problems: list[Any]
+    problems: list[Problem]
 
 
 def resolve_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
@@ -258,10 +260,11 @@ def label_values(
 
 @contextlib.contextmanager
 def _quiet_readers() -> Iterator[None]:
-    """The readers log source paths at INFO; here only case ids may reach the log."""
+    """The readers log source paths (at INFO, a SEG's overlap at WARNING); here only case ids
+    may reach the log: :func:`read_labels` reports overlaps itself."""
     saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in _READ_LOGGERS]
     for log, level in saved:
-        log.setLevel(max(level, logging.WARNING))
+        log.setLevel(max(level, logging.ERROR))
     try:
         yield
     finally:
@@ -279,9 +282,13 @@ def _check_frame(pair: LabelledSeries, image: Volume, frame_uid: str) -> None:
         )
 
 
-def read_labels(pair: LabelledSeries, image: Volume, values: dict[str, int]) -> np.ndarray:
+def read_labels(
+    pair: LabelledSeries, image: Volume, values: dict[str, int], case_id: str = ""
+) -> np.ndarray:
     """The label array of ``pair`` on ``image``'s grid (uint8/uint16), names mapped by
-    ``values`` (names not in it stay background; on overlap the higher value wins)."""
+    ``values`` (names not in it stay background; on overlap the higher value wins, logged
+    with ``case_id``)."""
+    overlap = 0
     if pair.kind == "seg":
         seg, segments = read_dicom_seg(pair.label_file, reference=image)
         _check_frame(pair, image, seg.metadata.get("frame_of_reference_uid", ""))
@@ -291,6 +298,7 @@ def read_labels(pair: LabelledSeries, image: Volume, values: dict[str, int]) -> 
                 f"references ({pair.image.label()}); expected a SEG on the source grid (mixed "
                 "geometry): export the SEG again from that series"
             )
+        overlap = int(seg.metadata.get("overlapping_voxels", 0))  # segments merged on reading
         masks = {}
         for segment in segments:
             name = segment["label"] or str(segment["number"])
@@ -305,10 +313,12 @@ def read_labels(pair: LabelledSeries, image: Volume, values: dict[str, int]) -> 
     for name in sorted((n for n in masks if n in values), key=lambda n: values[n]):
         labels[masks[name]] = values[name]
         covered += masks[name]
-    overlap = int(np.count_nonzero(covered > 1))
+    overlap += int(np.count_nonzero(covered > 1))
     if overlap:
         logger.warning(
-            "%d voxel(s) lie in several structures; the higher label value was kept", overlap
+            "%s: %d voxel(s) lie in several structures; the higher label value was kept",
+            case_id or "a case",
+            overlap,
         )
     return labels
 
@@ -330,7 +340,7 @@ def dataset_json(
 
 def _write_case(pair: LabelledSeries, root: Path, case_id: str, values: dict[str, int]) -> None:
     image = read_dicom_series(pair.image, pair.image_folder)
-    labels = read_labels(pair, image, values)
+    labels = read_labels(pair, image, values, case_id)
     write_volume(image, root / "imagesTr" / f"{case_id}_0000.nii.gz")
     write_mask(labels, image, root / "labelsTr" / f"{case_id}.nii.gz")
 
@@ -383,28 +393,44 @@ def import_dicom(
     dataset = check_output(Path(dataset), overwrite=overwrite, inputs=folders, folder=True)
     id_map = Path(id_map) if id_map is not None else default_id_map(dataset)
     _check_id_map(id_map, dataset, folders, overwrite)
-    pairs = find_labelled_series(folders, labels_from)
-    if not pairs:
-        raise DatasetError(
-            f"{', '.join(map(str, folders))}: no image series with a DICOM-SEG or RTSTRUCT found; "
-            "expected study folders holding both"
+    with _quiet_readers():
+        pairs = find_labelled_series(folders, labels_from)
+        if not pairs:
+            raise DatasetError(
+                f"{', '.join(map(str, folders))}: no image series with a DICOM-SEG or RTSTRUCT "
+                "found; expected study folders holding both"
+            )
+        mapping = parse_name_map(name_map) if not isinstance(name_map, dict) else dict(name_map)
+        values, classes, ignored = label_values(
+            [n for p in pairs for n in p.names], mapping, ignore_unmapped
         )
-    mapping = parse_name_map(name_map) if not isinstance(name_map, dict) else dict(name_map)
-    values, classes, ignored = label_values(
-        [n for p in pairs for n in p.names], mapping, ignore_unmapped
-    )
-    if ignored:
-        logger.warning("left out as background (not in --map): %s", ", ".join(ignored))
-    case_ids = [f"case_{n:04d}" for n in range(1, len(pairs) + 1)]
+        if ignored:
+            logger.warning("left out as background (not in --map): %s", ", ".join(ignored))
+        case_ids = _build(dataset, id_map, pairs, values, classes, progress)
+    logger.info("imported %d case(s) into %s", len(pairs), dataset)
+    return ImportResult(dataset, id_map, case_ids, classes, ignored, _validate(dataset))
+
+
+def _build(
+    dataset: Path,
+    id_map: Path,
+    pairs: list[LabelledSeries],
+    values: dict[str, int],
+    classes: dict[str, int],
+    progress: bool,
+) -> list[str]:
+    """Write every case, ``dataset.json`` and the id map; the dataset appears whole or not at
+    all (built in a temporary folder beside it). Returns the case ids."""
     modalities = sorted({p.image.modality.upper() for p in pairs})
     if len(modalities) > 1:
         raise DatasetError(
             f"the sources mix modalities {modalities}; one dataset channel holds one modality: "
             "import each modality into its own dataset"
         )
+    case_ids = [f"case_{n:04d}" for n in range(1, len(pairs) + 1)]
     dataset.parent.mkdir(parents=True, exist_ok=True)
     remove_partials(dataset.parent, dataset.name)
-    with _quiet_readers(), atomic_path(dataset) as root:
+    with atomic_path(dataset) as root:
         root.mkdir()
         steps = list(zip(pairs, case_ids, strict=True))
         for pair, case_id in tqdm(steps, desc="import", unit="case", disable=not progress):
@@ -416,12 +442,8 @@ def import_dicom(
         write_csv(rows, id_map, note=ID_MAP_NOTE)  # before the dataset: never one without it
         if dataset.exists():  # overwrite: the old dataset goes into the temporary folder
             os.replace(dataset, root.parent / f"replaced-{dataset.name}")
-    logger.info("imported %d case(s) into %s", len(pairs), dataset)
-    return ImportResult(dataset, id_map, case_ids, classes, ignored, _validate(dataset))
+    return case_ids
 
 
-def _validate(dataset: Path) -> list[Any]:
-    from medseg.data.datasets import load_dataset
-    from medseg.data.validation import validate_dataset
-
+def _validate(dataset: Path) -> list[Problem]:
     return validate_dataset(load_dataset(dataset))
