@@ -42,6 +42,11 @@ def predict(
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write <case>_probabilities.nii.gz."
     ),
+    dicom_formats: str = typer.Option(
+        "seg",
+        "--format",
+        help="DICOM output for DICOM inputs: seg (DICOM-SEG), rtstruct (RTSTRUCT) or seg,rtstruct.",
+    ),
     overwrite: bool = typer.Option(
         False,
         "--overwrite",
@@ -100,7 +105,7 @@ def predict(
     timeout: float = typer.Option(30.0, "--timeout", min=1, help="PACS: seconds per request."),
     retries: int = typer.Option(3, "--retries", min=0, help="PACS: retries with backoff."),
 ) -> int:
-    """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
+    """Segment scans: masks on the source grid, DICOM-SEG/RTSTRUCT for DICOM input, readouts JSON + summary.csv."""
     from medseg.device import DistInfo
     from medseg.errors import ConfigError
     from medseg.inference import PostprocessConfig
@@ -121,6 +126,12 @@ def predict(
         )
     pacs = {"study": study, "query": query, "limit": limit, "all_studies": all_studies,
             "push": push, "ca_bundle": ca_bundle, "timeout": timeout, "retries": retries}  # fmt: skip
+    from medseg.inference.batch import check_dicom_formats
+
+    try:
+        formats = check_dicom_formats(dicom_formats)
+    except ConfigError as err:  # the library names its parameter; here it is --format
+        raise ConfigError(str(err).replace("dicom_formats", "--format", 1)) from err
     info = DistInfo.from_env()
     postprocess = None  # the model's own rules (a model folder's, chosen on out-of-fold data)
     if no_postprocessing or largest_component or min_lesion_ml:
@@ -141,6 +152,7 @@ def predict(
         "channel": channel,
         "num_parts": num_parts,
         "part_id": part_id,
+        "dicom_formats": formats,
     }
     if any(is_dicomweb_url(i) for i in inputs):
         return _predict_dicomweb(inputs, output, options, pacs)

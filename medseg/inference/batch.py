@@ -1,8 +1,8 @@
 """Multi-case prediction runner behind ``medseg predict`` (also used under ``torchrun``).
 
 Outputs per case in ``DIR``: ``<case>.nii.gz`` (mask on the source grid), ``<case>_seg.dcm``
-(DICOM-SEG, DICOM input only), ``<case>_probabilities.nii.gz`` (optional, 4D float32
-``(I, J, K, classes)``), ``<case>.json`` (readouts and settings; written last, so its
+(DICOM-SEG) and/or ``<case>_rtstruct.dcm`` (RTSTRUCT) for DICOM input (``dicom_formats``),
+``<case>_probabilities.nii.gz`` (optional, 4D float32 ``(I, J, K, classes)``), ``<case>.json`` (readouts and settings; written last, so its
 presence means the case is complete). A failed case gets ``<case>.failed.json`` instead and
 never stops the others. ``summary.csv`` (one row per case) and ``lesions.csv`` (one row per
 lesion) merge the per-case JSONs.
@@ -26,6 +26,7 @@ from typing import Any
 from medseg import RESEARCH_USE_NOTICE
 from medseg.device import DistInfo, barrier, process_group, resolve_device
 from medseg.errors import (
+    ConfigError,
     DatasetError,
     DimensionError,
     InputNotFoundError,
@@ -115,8 +116,26 @@ def case_outputs(output_dir: Path, case_id: str) -> dict[str, Path]:
         "json": output_dir / f"{case_id}.json",
         "failed": output_dir / f"{case_id}.failed.json",
         "dicom_seg": output_dir / f"{case_id}_seg.dcm",
+        "rtstruct": output_dir / f"{case_id}_rtstruct.dcm",
         "probabilities": output_dir / f"{case_id}_probabilities.nii.gz",
     }
+
+
+DICOM_FORMATS = ("seg", "rtstruct")
+
+
+def check_dicom_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """``"seg"``, ``"rtstruct"``, ``"seg,rtstruct"`` (or a sequence) checked, as a tuple."""
+    names = formats.split(",") if isinstance(formats, str) else list(formats)
+    names = [n.strip().lower() for n in names if n.strip()]
+    bad = [n for n in names if n not in DICOM_FORMATS]
+    if bad or not names:
+        raise ConfigError(
+            f"dicom_formats {','.join(bad) or '(none)'}: expected seg, rtstruct or "
+            "seg,rtstruct (the DICOM outputs written for DICOM inputs)",
+            param="dicom_formats",
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def read_case(
@@ -158,12 +177,15 @@ def predict_case(
     save_probabilities: bool,
     worker: dict[str, int] | None = None,
     channel: int | None = None,
+    dicom_formats: Sequence[str] = ("seg",),
 ) -> dict[str, Any]:
     """Predict one case and write its outputs; returns the JSON report written.
 
-    ``channel``: index to take from 4D inputs (see :func:`read_case`)."""
+    ``channel``: index to take from 4D inputs (see :func:`read_case`); ``dicom_formats``:
+    the DICOM outputs of a DICOM input (``seg``, ``rtstruct``)."""
     from medseg.inference.dicom_seg import write_dicom_seg
     from medseg.io import write_mask, write_probabilities
+    from medseg.io.rtstruct import write_rtstruct
 
     out = case_outputs(output_dir, case.case_id)
     # <case>.json marks a complete case: drop an older one before its outputs are replaced,
@@ -174,7 +196,13 @@ def predict_case(
     read_s = time.perf_counter() - t0
     prediction = predictor.predict(channels, return_probabilities=save_probabilities)
     t0 = time.perf_counter()
-    order = ("mask", "dicom_seg", "probabilities", "json")  # the report last: it commits
+    order = (
+        "mask",
+        "dicom_seg",
+        "rtstruct",
+        "probabilities",
+        "json",
+    )  # the report last: it commits
     for name in order:  # the same guard as before the run: inputs are never outputs
         check_output(out[name], overwrite=True, inputs=case.inputs)
     # Every file is complete before the first rename, and a failed rename takes the others
@@ -184,17 +212,18 @@ def predict_case(
         write_mask(prediction.label.array, channels[0], tmp["mask"], overwrite=True)
         written = {"mask": out["mask"].name}
         dicom_files = channels[0].metadata.get("dicom_files")
-        if dicom_files:
-            model_name = (prediction.settings.get("model") or {}).get("name", "medseg")
-            write_dicom_seg(
+        model_name = (prediction.settings.get("model") or {}).get("name", "medseg")
+        writers = {"seg": ("dicom_seg", write_dicom_seg), "rtstruct": ("rtstruct", write_rtstruct)}
+        for key, writer in (writers[f] for f in dicom_formats if dicom_files):
+            writer(
                 prediction.label,
                 dicom_files,
                 prediction.class_names,
-                tmp["dicom_seg"],
+                tmp[key],
                 model_name=f"medseg {model_name}",
                 overwrite=True,
             )
-            written["dicom_seg"] = out["dicom_seg"].name
+            written[key] = out[key].name
         if prediction.probabilities is not None:
             write_probabilities(
                 prediction.probabilities, channels[0], tmp["probabilities"], overwrite=True
@@ -263,7 +292,7 @@ def check_case_outputs(cases: Sequence[Case], output_dir: Path, overwrite: bool)
     for case in cases:
         out = case_outputs(output_dir, case.case_id)
         ours = overwrite or _owned_by_medseg(out)
-        for name in ("mask", "dicom_seg", "probabilities", "json", "failed"):
+        for name in ("mask", "dicom_seg", "rtstruct", "probabilities", "json", "failed"):
             path, same = out[name], _identity(out[name])
             clash = [p for p in inputs if _identity(p) == same] if same in known else []
             check_output(path, overwrite=True, inputs=[*case.inputs, *clash])
@@ -299,6 +328,7 @@ def predict_cases(
     world_size: int = 1,
     progress: bool = True,
     channel: int | None = None,
+    dicom_formats: Sequence[str] = ("seg",),
 ) -> BatchResult:
     """Predict this rank's share of ``cases`` (``cases[rank::world_size]``) into ``output_dir``.
 
@@ -320,7 +350,7 @@ def predict_cases(
         bar.set_postfix_str(case.case_id)
         out = case_outputs(output_dir, case.case_id)
         if not out["json"].is_file() and partial_leftovers(output_dir, out["mask"].name):
-            for name in ("mask", "dicom_seg", "probabilities"):  # a killed commit's, unfinished
+            for name in ("mask", "dicom_seg", "rtstruct", "probabilities"):  # a killed commit's
                 out[name].unlink(missing_ok=True)
         for path in out.values():  # each case has one owner (rank), so this is safe
             remove_partials(output_dir, path.name)
@@ -336,6 +366,7 @@ def predict_cases(
                 save_probabilities=save_probabilities,
                 worker={"rank": rank, "world_size": world_size},
                 channel=channel,
+                dicom_formats=dicom_formats,
             )
             result.done.append(case.case_id)
         except OutputWriteError:
@@ -475,6 +506,7 @@ def predict_folder(
     channel: int | None = None,
     num_parts: int = 1,
     part_id: int = 0,
+    dicom_formats: str | Sequence[str] = ("seg",),
 ) -> FolderResult:
     """Segment every case in ``inputs`` into the folder ``output`` (what ``medseg predict`` runs).
 
@@ -496,6 +528,8 @@ def predict_folder(
         num_parts, part_id: predict only part ``part_id`` of ``num_parts`` (a job array;
             :mod:`medseg.inference.parts`): record it in ``output/parts/``; the last part
             to finish writes the summary.
+        dicom_formats: DICOM outputs of DICOM inputs: ``seg`` (DICOM-SEG), ``rtstruct``, or
+            both (``"seg,rtstruct"``).
 
     Errors name the parameter at fault (``output ...``, ``device ...``); nothing is loaded
     before the output folder and the device are checked.
@@ -505,6 +539,7 @@ def predict_folder(
     info = info or DistInfo()
     from medseg.inference.store import resolve_model
 
+    dicom_formats = check_dicom_formats(dicom_formats)
     output = check_output_dir(output)
     model = resolve_model(model)
     if model is not None and not Path(model).exists():
@@ -536,7 +571,7 @@ def predict_folder(
         result = predict_cases(
             predictor, cases, output, overwrite=overwrite, save_probabilities=save_probabilities,
             series=series, rank=info.rank, world_size=info.world_size, progress=progress,
-            channel=channel,
+            channel=channel, dicom_formats=dicom_formats,
         )  # fmt: skip
         barrier()
         summary = None

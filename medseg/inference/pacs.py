@@ -151,13 +151,14 @@ def predict_dicomweb(
     retries: int = 3,
     model: str | Path | None = None,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | None = None,
     axes: Sequence[int] | None = None,
     batch_size: int = 16,
     postprocess: PostprocessConfig | None = None,
     save_probabilities: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    dicom_formats: Sequence[str] = ("seg",),
 ) -> PacsResult:
     """Segment one study (``study``, optionally ``series``) or every study a QIDO-RS
     ``query`` finds (``"ModalitiesInStudy=MR&StudyDate=20260101-"``; more than ``limit``
@@ -174,6 +175,11 @@ def predict_dicomweb(
     from medseg.inference.store import resolve_model
 
     _check_selection(study, series, query, limit, all_studies)
+    if push and "seg" not in dicom_formats:
+        raise ConfigError(
+            "--push stores the DICOM-SEG of each study, but --format asks for "
+            f"{','.join(dicom_formats)} only: add seg (--format seg,rtstruct)"
+        )
     output = check_output_dir(output)
     server = DicomwebServer(
         url, credentials=credentials, ca_bundle=ca_bundle, timeout=timeout, retries=retries
@@ -195,7 +201,11 @@ def predict_dicomweb(
             resolve_model(model) or default_model_path(), device=resolve_device(device),
             tta=tta, axes=axes, batch_size=batch_size, postprocess=postprocess,
         )  # fmt: skip
-        options = {"overwrite": overwrite, "save_probabilities": save_probabilities}
+        options = {
+            "overwrite": overwrite,
+            "save_probabilities": save_probabilities,
+            "dicom_formats": dicom_formats,
+        }
         todo = [(s, known.get(s)) for s in todo]
         _predict_studies(server, predictor, todo, series, output, result, progress, options)
     result.summary = merge_summary([Case(s, []) for s in studies], output, overwrite=overwrite)
