@@ -58,6 +58,9 @@ class nnUNetTrainer_medsegBudget(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        # nnU-Net sets one thread per core of the machine; a benchmark pinned to fewer cores
+        # (taskset) gets as many threads as it may use, as medseg does with OMP_NUM_THREADS
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", len(os.sched_getaffinity(0)))))
         self.num_iterations_per_epoch = 50
         self.num_val_iterations_per_epoch = 10
         self.num_epochs = 1000
@@ -260,7 +263,7 @@ def run_nnunet(
     log = out / "nnunet.log"
     start = time.time()
     env["MEDSEG_BUDGET_DEADLINE"] = str(start + budget_s)
-    env["nnUNet_n_proc_DA"] = "2"
+    env.setdefault("nnUNet_n_proc_DA", str(len(os.sched_getaffinity(0))))
     run(
         [str(bindir / "nnUNetv2_plan_and_preprocess"), "-d", str(ident), "-c", "2d", "-np", "2"],
         env,

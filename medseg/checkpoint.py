@@ -186,6 +186,8 @@ class ModelRecord(pydantic.BaseModel):
         context: 2.5D half-context ``k``.
         postprocessing: component rules applied by default after prediction (JSON form of
             :class:`medseg.inference.postprocess.ComponentRule`), ``[]`` = none.
+        tta: predict with test-time augmentation (the four in-plane flips) by default, as
+            trained (``train.test_time_augmentation``) and as its out-of-fold figures were made.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
@@ -200,6 +202,7 @@ class ModelRecord(pydantic.BaseModel):
     axes: tuple[int, ...] = (2,)
     context: int = pydantic.Field(0, ge=0)
     postprocessing: list[dict[str, Any]] = pydantic.Field(default_factory=list)
+    tta: bool = False
 
     @pydantic.field_validator("axes")
     @classmethod
@@ -233,6 +236,7 @@ class ModelRecord(pydantic.BaseModel):
                 axes=tuple(sampling.get("axes") or (axis,)),
                 context=int(sampling.get("context", 0)),
                 postprocessing=list(payload.get("postprocessing") or []),
+                tta=bool(payload.get("tta", False)),
             )
         # RuntimeError: a tensor where a list belongs; OverflowError: int(inf)
         except (
@@ -259,6 +263,7 @@ class ModelRecord(pydantic.BaseModel):
             "class_names": list(self.class_names),
             "channel_names": list(self.channel_names),
             "postprocessing": list(self.postprocessing),
+            "tta": self.tta,
         }
 
     def same_model_family(self, other: ModelRecord) -> list[str]:

@@ -85,6 +85,11 @@ class ClusterError(MedsegError):
     answer, or its workers cannot see the output folder."""
 
 
+class DicomwebError(MedsegError):
+    """A DICOMweb server (PACS) is unreachable, refuses the credentials or a request, or
+    holds nothing the command can use (no such study, no usable image series)."""
+
+
 class UnknownNameError(MedsegError, KeyError):
     """A name looked up in a registry (model, loss, transform) does not exist."""
 

@@ -1,5 +1,6 @@
-"""CLI commands for the training data pipeline: ``validate-data`` and ``preview-data``
-(thin wrappers over :func:`medseg.api.validate_data` and :func:`medseg.api.preview_data`)."""
+"""CLI commands for the training data pipeline: ``validate-data``, ``preview-data`` and
+``import-dicom`` (thin wrappers over :func:`medseg.api.validate_data`,
+:func:`medseg.api.preview_data` and :func:`medseg.data.dicom_import.import_dicom`)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,61 @@ def preview_data(
     typer.echo(f"wrote {path}")
 
 
+def import_dicom(
+    sources: list[str] = typer.Argument(  # str: a Path would mangle a URL's '//'
+        ..., help="Study folders (subfolders scanned): image series + DICOM-SEG or RTSTRUCT."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Dataset folder to create."),
+    labels_from: str | None = typer.Option(
+        None, "--labels-from", help="seg or rtstruct (default: whichever each study holds)."
+    ),
+    name_map: str | None = typer.Option(
+        None,
+        "--map",
+        help='Segment/ROI name -> class, e.g. "GTV=tumour,GTVn=tumour,Liver=2" '
+        "(default: sorted names -> 1..N).",
+    ),
+    ignore_unmapped: bool = typer.Option(
+        False, "--ignore-unmapped", help="Leave names missing from --map out (background)."
+    ),
+    id_map: Path | None = typer.Option(
+        None, "--id-map", help="Case id -> patient/study CSV (default: DATASET.id_map.csv)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing dataset and id map."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> int:
+    """Turn DICOM studies with DICOM-SEG or RTSTRUCT labels into an nnU-Net v2 dataset."""
+    from medseg import RESEARCH_USE_NOTICE
+    from medseg.data.dicom_import import import_dicom as run
+    from medseg.data.validation import format_problems
+
+    result = run(
+        sources, output, labels_from=labels_from, name_map=name_map,
+        ignore_unmapped=ignore_unmapped, id_map=id_map, overwrite=overwrite, progress=not quiet,
+    )  # fmt: skip
+    labels = ", ".join(f"{v} {name}" for name, v in result.labels.items())
+    how = "--map" if name_map else "sorted names; change with --map"
+    typer.echo(f"labels: {labels} ({how})")
+    if result.ignored:
+        typer.echo(f"left out (not in --map): {', '.join(result.ignored)}")
+    typer.echo(f"wrote {result.dataset}: {len(result.cases)} case(s), case ids are pseudonyms")
+    typer.echo(
+        f"id map: {result.id_map} links case ids to patients: keep it apart from the dataset "
+        "and do not share it"
+    )
+    if result.problems:
+        typer.echo(f"validate-data: {len(result.problems)} problem(s); fix them before training")
+        typer.echo(format_problems(result.problems))
+    else:
+        typer.echo("validate-data: dataset OK")
+    typer.echo(RESEARCH_USE_NOTICE)
+    return 1 if result.problems else 0
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's subcommands to the medseg app."""
     app.command("validate-data")(validate_data)
     app.command("preview-data")(preview_data)
+    app.command("import-dicom")(import_dicom)

@@ -17,9 +17,10 @@ def _parse_axes(text: str | None) -> tuple[int, ...] | None:
 
 
 def predict(
-    inputs: list[Path] = typer.Argument(
+    inputs: list[str] = typer.Argument(
         None,
-        help="NIfTI/NRRD/MHA files, DICOM series folders, or folders of cases (CASE_0000.nii.gz ...).",
+        help="NIfTI/NRRD/MHA files, DICOM series folders, or folders of cases (CASE_0000.nii.gz ...); "
+        "or a PACS: dicomweb+https://HOST/dicom-web with --study or --query (docs/pacs.md).",
     ),
     output: Path = typer.Option(None, "--output", "-o", help="Output folder."),
     model: Path | None = typer.Option(
@@ -29,12 +30,22 @@ def predict(
         help="Checkpoint (.pt), export (.onnx / TorchScript .pt) or model folder (model.json: "
         "the cross-validation ensemble); default: bundled demo model.",
     ),
-    tta: bool = typer.Option(False, "--tta", help="Average over in-plane flips (4x slower)."),
+    tta: bool | None = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Average over the four in-plane flips (4x slower); default: as the model was "
+        "trained (on for models planned by `medseg plan`).",
+    ),
     axes: str | None = typer.Option(
         None, "--axes", help="Ensemble over canonical axes, e.g. 0,1,2."
     ),
     save_probabilities: bool = typer.Option(
         False, "--save-probabilities", help="Also write <case>_probabilities.nii.gz."
+    ),
+    dicom_formats: str = typer.Option(
+        "seg",
+        "--format",
+        help="DICOM output for DICOM inputs: seg (DICOM-SEG), rtstruct (RTSTRUCT) or seg,rtstruct.",
     ),
     overwrite: bool = typer.Option(
         False,
@@ -89,12 +100,29 @@ def predict(
     cpu_workers: int = typer.Option(
         1, "--cpu-workers", help="Ray model workers when the cluster has no GPU."
     ),
+    study: str | None = typer.Option(None, "--study", help="PACS: the StudyInstanceUID."),
+    query: str | None = typer.Option(
+        None,
+        "--query",
+        help='PACS: QIDO-RS search, e.g. "ModalitiesInStudy=MR&StudyDate=20260101-".',
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", help="PACS: allow a --query to match up to N studies (default 10)."
+    ),
+    all_studies: bool = typer.Option(False, "--all", help="PACS: every study --query matches."),
+    push: bool = typer.Option(False, "--push", help="PACS: store each DICOM-SEG back (STOW-RS)."),
+    ca_bundle: Path | None = typer.Option(
+        None, "--ca-bundle", help="PACS: PEM file of the CA that signed the server's certificate."
+    ),
+    timeout: float = typer.Option(30.0, "--timeout", min=1, help="PACS: seconds per request."),
+    retries: int = typer.Option(3, "--retries", min=0, help="PACS: retries with backoff."),
 ) -> int:
-    """Segment scans: masks on the source grid, DICOM-SEG for DICOM input, readouts JSON + summary.csv."""
+    """Segment scans: masks on the source grid, DICOM-SEG/RTSTRUCT for DICOM input, readouts JSON + summary.csv."""
     from medseg.device import DistInfo
     from medseg.errors import ConfigError
     from medseg.inference import PostprocessConfig
     from medseg.inference.batch import predict_folder
+    from medseg.io.dicomweb import is_dicomweb_url
 
     if merge_parts is not None:
         if inputs or output is not None:
@@ -108,6 +136,14 @@ def predict(
             "predict: expected INPUTS and --output DIR (or --merge-parts OUT to merge the "
             "summary of a finished --num-parts run)"
         )
+    pacs = {"study": study, "query": query, "limit": limit, "all_studies": all_studies,
+            "push": push, "ca_bundle": ca_bundle, "timeout": timeout, "retries": retries}  # fmt: skip
+    from medseg.inference.batch import check_dicom_formats
+
+    try:
+        formats = check_dicom_formats(dicom_formats)
+    except ConfigError as err:  # the library names its parameter; here it is --format
+        raise ConfigError(str(err).replace("dicom_formats", "--format", 1)) from err
     info = DistInfo.from_env()
     postprocess = None  # the model's own rules (a model folder's, chosen on out-of-fold data)
     if no_postprocessing or largest_component or min_lesion_ml:
@@ -128,10 +164,21 @@ def predict(
         "channel": channel,
         "num_parts": num_parts,
         "part_id": part_id,
+        "dicom_formats": formats,
     }
+    if any(is_dicomweb_url(i) for i in inputs):
+        return _predict_dicomweb(inputs, output, options, pacs)
+    if study or query or push or limit or all_studies or ca_bundle:
+        raise ConfigError(
+            "--study, --query, --limit, --all, --push and --ca-bundle apply to a PACS "
+            "(INPUTS: dicomweb+https://HOST/dicom-web); see docs/pacs.md"
+        )
     if engine != "local":
-        return _predict_ray(engine, inputs, output, options, address, gpus_per_worker, cpu_workers)
-    result = predict_folder(inputs, output, info=info, **options)
+        return _predict_ray(
+            engine, [Path(i) for i in inputs], output, options, address, gpus_per_worker,
+            cpu_workers,
+        )  # fmt: skip
+    result = predict_folder([Path(i) for i in inputs], output, info=info, **options)
     if info.is_main:
         part = f"part {part_id} of {num_parts}: " if num_parts != 1 else ""
         summary = result.summary or "written when every part has finished (or --merge-parts)"
@@ -165,6 +212,40 @@ def _predict_ray(engine, inputs, output, options, address, gpus_per_worker, cpu_
     typer.echo("\n".join(["per stage (ray):", *format_stage_summary(result)]))
     for case, error in result.failures:
         typer.echo(f"failed: {case}: {error}", err=True)
+    typer.echo(RESEARCH_USE_NOTICE)
+    return 1 if result.failures else 0
+
+
+def _predict_dicomweb(inputs: list[str], output: Path, options: dict, pacs: dict) -> int:
+    import os
+
+    from medseg.errors import ConfigError
+    from medseg.inference.pacs import predict_dicomweb
+    from medseg.io.dicomweb import credentials_from
+
+    series = options.pop("series")
+    local = {"--channel": options.pop("channel") is not None, "--num-parts": options.pop("num_parts") != 1,
+             "--part-id": options.pop("part_id") != 0}  # fmt: skip
+    unused = [flag for flag, given in local.items() if given]
+    if len(inputs) != 1 or unused:
+        raise ConfigError(
+            f"predict {inputs[0]}: a PACS is one URL and takes no "
+            f"{', '.join(unused) or 'other INPUTS'}; see docs/pacs.md"
+        )
+    # credentials from the environment or ~/.netrc, never from the command line
+    credentials = credentials_from(os.environ, inputs[0])
+    result = predict_dicomweb(
+        inputs[0], output, series=series, credentials=credentials, **pacs, **options
+    )
+    typer.echo(
+        f"{len(result.studies)} study(ies): {len(result.done)} predicted, {len(result.skipped)} "
+        f"already done (--overwrite to redo), {len(result.failures)} failed; summary: "
+        f"{result.summary}"
+    )
+    for study, series_uid in result.pushed.items():
+        typer.echo(f"pushed: study {study}: DICOM-SEG series {series_uid}")
+    for study, error in result.failures:
+        typer.echo(f"failed: {study}: {error}", err=True)
     typer.echo(RESEARCH_USE_NOTICE)
     return 1 if result.failures else 0
 

@@ -55,6 +55,12 @@ def view(
     no_browser: bool = typer.Option(
         False, "--no-browser", help="Do not open a browser tab (servers, SSH sessions)."
     ),
+    dicomweb: str | None = typer.Option(
+        None, "--dicomweb", help="List the studies of a PACS (dicomweb+https://HOST/dicom-web)."
+    ),
+    show_identifiers: bool = typer.Option(
+        False, "--show-identifiers", help="With --dicomweb: show patient names and IDs."
+    ),
 ) -> None:
     """Open the viewer: scans with predicted masks, slice by slice, in your browser.
 
@@ -64,6 +70,8 @@ def view(
     from medseg.errors import MedsegError
     from medseg.viewer.launch import ViewerConfig, default_sample_root, launch
 
+    if dicomweb is not None:
+        return _list_dicomweb(dicomweb, show_identifiers)
     path = paths[0] if paths else None
     if case is not None and path is None:
         raise MedsegError(
@@ -87,6 +95,23 @@ def view(
     code = launch(config, port=port, open_browser=not no_browser, host=host, token=token)
     if code not in (0, -2, 130):  # Ctrl-C is a normal way to stop the server
         raise typer.Exit(code)
+
+
+def _list_dicomweb(url: str, show_identifiers: bool) -> None:
+    """The PACS's studies, one line each (docs/pacs.md); patients as pseudonyms by default."""
+    import os
+
+    from medseg import RESEARCH_USE_NOTICE
+    from medseg.io.dicomweb import DicomwebServer, credentials_from, list_studies
+
+    server = DicomwebServer(url, credentials=credentials_from(os.environ, url))
+    rows = list_studies(server, show_identifiers=show_identifiers)
+    if rows:
+        widths = {k: max(len(k), *(len(r[k] or "-") for r in rows)) for k in rows[0]}
+        for row in [{k: k for k in widths}, *rows]:
+            typer.echo("  ".join(f"{row[k] or '-':<{w}}" for k, w in widths.items()).rstrip())
+    typer.echo(f"{len(rows)} study(ies); predict one: medseg predict {url} --study UID -o OUT")
+    typer.echo(RESEARCH_USE_NOTICE)
 
 
 def _installed_or_path(model: Path | None) -> Path | None:

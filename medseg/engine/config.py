@@ -81,6 +81,17 @@ class TrainLoopConfig(StrictConfig):
         "(validated and saved as a last epoch); None = no limit. `medseg plan` sets it a "
         "little above its estimate, so a slower machine cannot overrun the budget by much",
     )
+    fill_time_limit: bool = Field(
+        False,
+        description="also grow the run (up to 4x train.epochs) when its epochs leave room under "
+        "train.time_limit_minutes, re-sizing the learning-rate schedule; `medseg plan` sets it "
+        "so a training run fills its share of the time budget on a faster machine",
+    )
+    test_time_augmentation: bool = Field(
+        False,
+        description="predict with the four in-plane flips averaged by default: out-of-fold "
+        "figures and `medseg predict` of the trained model (`--no-tta` turns it off there)",
+    )
     early_stopping_patience: int | Literal["auto"] | None = Field(
         "auto",
         description="validations without a better (smoothed) Dice before stopping; 'auto' = "

@@ -219,7 +219,14 @@ def estimate_seconds(
     the trainer's precision and memory layout (:func:`medseg.engine.planner.time_training_step`)."""
     from medseg.data.slicing import num_input_planes, plane_shape
     from medseg.device import resolve_device
-    from medseg.engine.planner import time_training_step
+    from medseg.engine.planner import (
+        FOLD_OVERHEAD_S,
+        JOIN_S,
+        OOF_CASE_S,
+        OOF_MVOXEL_S,
+        TTA_PASSES,
+        time_training_step,
+    )
 
     dev = resolve_device(device or cfg.device, DistInfo())
     planes = num_input_planes(len(setup.params.channel_names), cfg.data.context)
@@ -249,7 +256,15 @@ def estimate_seconds(
     per_case = slices * len(cfg.data.train_axes()) * step / cfg.train.batch_size / 3 * area
     n_vals = math.ceil(cfg.train.epochs / cfg.train.val_every)
     val_s = n_vals * n_val * per_case
-    oof_s = setup.num_folds * n_val * (per_case + 20.0)
+    limit = cfg.train.time_limit_minutes
+    if limit is not None:  # the trainer fits (and with fill_time_limit fills) this time
+        fold_s = 60.0 * limit if cfg.train.fill_time_limit else min(train_s + val_s, 60.0 * limit)
+        share = fold_s / (train_s + val_s)
+        train_s, val_s = train_s * share, val_s * share
+    passes = TTA_PASSES if cfg.train.test_time_augmentation else 1
+    mvoxels = float(np.prod(shape0)) / 1e6
+    oof_case = passes * per_case + OOF_CASE_S + OOF_MVOXEL_S * mvoxels
+    oof_s = setup.num_folds * n_val * oof_case + JOIN_S + folds * FOLD_OVERHEAD_S
     return {
         "step_seconds": step,
         "train": folds * train_s,

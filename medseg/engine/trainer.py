@@ -57,6 +57,8 @@ from medseg.io.atomic import remove_partials
 from medseg.models import architecture_options
 
 logger = logging.getLogger(__name__)
+# train.fill_time_limit grows a run to at most this many times its configured epochs
+FILL_MAX_FACTOR = 4
 
 
 @dataclass
@@ -279,7 +281,9 @@ class Trainer:
         started = time.perf_counter()
         self._first_epoch_of_call = self.start_epoch
         with _StopSignals(self):
-            for epoch in range(self.start_epoch, end):
+            epoch = self.start_epoch
+            # a while loop: train.fill_time_limit may move `end` past the configured epochs
+            while epoch < end:
                 row = self._train_epoch(epoch)
                 if self._stop_signal is not None:
                     self._save("last.pt", epoch, row, complete=False)
@@ -292,7 +296,7 @@ class Trainer:
                     )
                     break
                 self.on_train_epoch_end(epoch, row)
-                end = self._epochs_in_time(started, epoch, end)
+                end = self._epochs_in_time(started, epoch, end, grow=max_epochs is None)
                 last = epoch + 1 >= end
                 stop_early = self._end_epoch(epoch, row, last=last)
                 result.epochs_completed = self.start_epoch = epoch + 1
@@ -305,6 +309,7 @@ class Trainer:
                         "early stopping: no improvement for %d validations", self.bad_validations
                     )
                     break
+                epoch += 1
         self._record_rank_hashes()
         if self.tb is not None:
             self.tb.close()
@@ -313,11 +318,13 @@ class Trainer:
         self.on_train_end(result)
         return result
 
-    def _epochs_in_time(self, started: float, epoch: int, end: int) -> int:
+    def _epochs_in_time(self, started: float, epoch: int, end: int, grow: bool = True) -> int:
         """The run's last epoch (exclusive) under ``train.time_limit_minutes``: ``end``, or
-        fewer when the epochs left do not fit at this call's mean epoch time. Shortening
-        re-sizes the learning-rate schedule so it still anneals by the new end (a cut-off
-        run would stop at a high learning rate). Every rank takes the same decision."""
+        fewer when the epochs left do not fit at this call's mean epoch time, or more with
+        ``train.fill_time_limit`` when they fit with room to spare (up to
+        :data:`FILL_MAX_FACTOR` x the configured epochs). Either change re-sizes the
+        learning-rate schedule so it still anneals by the new end (a cut-off run would stop
+        at a high learning rate). Every rank takes the same decision."""
         limit = self.cfg.train.time_limit_minutes
         if limit is None:
             return end
@@ -325,19 +332,26 @@ class Trainer:
         per_epoch = elapsed / (epoch + 1 - self._first_epoch_of_call)
         fit = epoch + 1 + max(0, int((60.0 * limit - elapsed) // per_epoch))
         fit = int(min(all_gather_objects(fit)))  # type: ignore[type-var]
-        if fit >= end:
+        if self.cfg.train.fill_time_limit and grow:
+            fit = min(fit, FILL_MAX_FACTOR * self.cfg.train.epochs)
+        elif fit >= end:
             return end
+        if fit == end or (fit > end and fit - end < max(1, end // 20)):
+            return end  # growing by under 5% is not worth re-sizing the schedule for
         base_lr = self.scheduler.base_lrs[0]
         warmup = round(self.cfg.schedule.warmup_epochs * self.steps_per_epoch)
         total = fit * self.steps_per_epoch
         self.scheduler.lr_lambdas = [lr_factor(self.cfg.schedule, total, warmup, base_lr)]
-        logger.warning(
-            "time limit %.1f min: %.0f s per epoch here, so the run ends after epoch %d of %d; "
-            "the learning-rate schedule is re-sized to end there (train.time_limit_minutes)",
+        logger.log(
+            logging.WARNING if fit < self.cfg.train.epochs else logging.INFO,
+            "time limit %.1f min: %.0f s per epoch here, so the run ends after epoch %d "
+            "(configured: %d); the learning-rate schedule is re-sized to end there "
+            "(train.time_limit_minutes%s)",
             limit,
             per_epoch,
             fit,
             self.cfg.train.epochs,
+            ", train.fill_time_limit" if fit > self.cfg.train.epochs else "",
         )
         return fit
 
@@ -571,6 +585,7 @@ class Trainer:
             channel_names=list(self.data.channel_names),
             axes=self.cfg.data.train_axes(),
             context=self.cfg.data.context,
+            tta=self.cfg.train.test_time_augmentation,
         )
 
     def _init_weights(self, path: Path, payload: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """Multi-case prediction runner behind ``medseg predict`` (also used under ``torchrun``).
 
 Outputs per case in ``DIR``: ``<case>.nii.gz`` (mask on the source grid), ``<case>_seg.dcm``
-(DICOM-SEG, DICOM input only), ``<case>_probabilities.nii.gz`` (optional, 4D float32
-``(I, J, K, classes)``), ``<case>.json`` (readouts and settings; written last, so its
+(DICOM-SEG) and/or ``<case>_rtstruct.dcm`` (RTSTRUCT) for DICOM input (``dicom_formats``),
+``<case>_probabilities.nii.gz`` (optional, 4D float32 ``(I, J, K, classes)``), ``<case>.json`` (readouts and settings; written last, so its
 presence means the case is complete). A failed case gets ``<case>.failed.json`` instead and
 never stops the others. ``summary.csv`` (one row per case) and ``lesions.csv`` (one row per
 lesion) merge the per-case JSONs.
@@ -26,6 +26,7 @@ from typing import Any
 from medseg import RESEARCH_USE_NOTICE
 from medseg.device import DistInfo, barrier, process_group, resolve_device
 from medseg.errors import (
+    ConfigError,
     DatasetError,
     DimensionError,
     InputNotFoundError,
@@ -115,8 +116,26 @@ def case_outputs(output_dir: Path, case_id: str) -> dict[str, Path]:
         "json": output_dir / f"{case_id}.json",
         "failed": output_dir / f"{case_id}.failed.json",
         "dicom_seg": output_dir / f"{case_id}_seg.dcm",
+        "rtstruct": output_dir / f"{case_id}_rtstruct.dcm",
         "probabilities": output_dir / f"{case_id}_probabilities.nii.gz",
     }
+
+
+DICOM_FORMATS = ("seg", "rtstruct")
+
+
+def check_dicom_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """``"seg"``, ``"rtstruct"``, ``"seg,rtstruct"`` (or a sequence) checked, as a tuple."""
+    names = formats.split(",") if isinstance(formats, str) else list(formats)
+    names = [n.strip().lower() for n in names if n.strip()]
+    bad = [n for n in names if n not in DICOM_FORMATS]
+    if bad or not names:
+        raise ConfigError(
+            f"dicom_formats {','.join(bad) or '(none)'}: expected seg, rtstruct or "
+            "seg,rtstruct (the DICOM outputs written for DICOM inputs)",
+            param="dicom_formats",
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def read_case(
@@ -158,12 +177,14 @@ def predict_case(
     save_probabilities: bool,
     worker: dict[str, Any] | None = None,
     channel: int | None = None,
+    dicom_formats: Sequence[str] = ("seg",),
 ) -> dict[str, Any]:
     """Predict one case and write its outputs; returns the JSON report written.
 
     The three steps are the per-case stages every engine runs (local, torchrun, Ray):
     :func:`read_case`, ``predictor.predict`` and :func:`write_case`.
-    ``channel``: index to take from 4D inputs (see :func:`read_case`)."""
+    ``channel``: index to take from 4D inputs (see :func:`read_case`); ``dicom_formats``:
+    the DICOM outputs of a DICOM input (``seg``, ``rtstruct``)."""
     # <case>.json marks a complete case: drop an older one before its outputs are replaced,
     # so an interrupted redo (--overwrite) never pairs a new mask with an old report
     case_outputs(output_dir, case.case_id)["json"].unlink(missing_ok=True)
@@ -175,7 +196,7 @@ def predict_case(
     dicom_files = channels[0].metadata.get("dicom_files")
     return write_case(
         case, prediction, output_dir, dicom_files=dicom_files, read_s=read_s, worker=worker,
-        folds=folds,
+        folds=folds, dicom_formats=dicom_formats,
     )  # fmt: skip
 
 
@@ -188,18 +209,26 @@ def write_case(
     read_s: float,
     worker: dict[str, Any] | None = None,
     folds: Sequence[str] | None = None,
+    dicom_formats: Sequence[str] = ("seg",),
 ) -> dict[str, Any]:
-    """Write one case's mask (on the source grid, ``prediction.label``'s), DICOM-SEG (for
-    DICOM input: ``dicom_files``, the series read), probabilities (when predicted) and, last,
-    its report; returns the report.
+    """Write one case's mask (on the source grid, ``prediction.label``'s), its DICOM outputs
+    (``dicom_formats``: DICOM-SEG and/or RTSTRUCT, for DICOM input: ``dicom_files``, the
+    series read), probabilities (when predicted) and, last, its report; returns the report.
 
     ``folds``: each fold checkpoint's SHA-256 of a model folder, recorded in the report."""
     from medseg.inference.dicom_seg import write_dicom_seg
     from medseg.io import write_mask, write_probabilities
+    from medseg.io.rtstruct import write_rtstruct
 
     out = case_outputs(output_dir, case.case_id)
     t0 = time.perf_counter()
-    order = ("mask", "dicom_seg", "probabilities", "json")  # the report last: it commits
+    order = (
+        "mask",
+        "dicom_seg",
+        "rtstruct",
+        "probabilities",
+        "json",
+    )  # the report last: it commits
     for name in order:  # the same guard as before the run: inputs are never outputs
         check_output(out[name], overwrite=True, inputs=case.inputs)
     # Every file is complete before the first rename, and a failed rename takes the others
@@ -208,17 +237,18 @@ def write_case(
         tmp = dict(zip(order, staged, strict=True))
         write_mask(prediction.label.array, prediction.label, tmp["mask"], overwrite=True)
         written = {"mask": out["mask"].name}
-        if dicom_files:
-            model_name = (prediction.settings.get("model") or {}).get("name", "medseg")
-            write_dicom_seg(
+        model_name = (prediction.settings.get("model") or {}).get("name", "medseg")
+        writers = {"seg": ("dicom_seg", write_dicom_seg), "rtstruct": ("rtstruct", write_rtstruct)}
+        for key, writer in (writers[f] for f in dicom_formats if dicom_files):
+            writer(
                 prediction.label,
                 dicom_files,
                 prediction.class_names,
-                tmp["dicom_seg"],
+                tmp[key],
                 model_name=f"medseg {model_name}",
                 overwrite=True,
             )
-            written["dicom_seg"] = out["dicom_seg"].name
+            written[key] = out[key].name
         if prediction.probabilities is not None:
             write_probabilities(
                 prediction.probabilities, prediction.label, tmp["probabilities"], overwrite=True
@@ -239,6 +269,12 @@ def write_case(
         write_json(tmp["json"], report)
     out["failed"].unlink(missing_ok=True)
     return report
+
+
+def case_done(out: dict[str, Path]) -> bool:
+    """The skip rule of a rerun: a case whose report and mask (:func:`case_outputs`) are both
+    there is done."""
+    return out["json"].is_file() and out["mask"].is_file()
 
 
 def write_failure(output_dir: Path, case: Case, message: str) -> Path:
@@ -263,11 +299,11 @@ def case_to_do(output_dir: Path, case: Case, overwrite: bool) -> bool:
     case about to be redone."""
     out = case_outputs(output_dir, case.case_id)
     if not out["json"].is_file() and partial_leftovers(output_dir, out["mask"].name):
-        for name in ("mask", "dicom_seg", "probabilities"):  # a killed commit's, unfinished
+        for name in ("mask", "dicom_seg", "rtstruct", "probabilities"):  # a killed commit's
             out[name].unlink(missing_ok=True)
     for path in out.values():
         remove_partials(output_dir, path.name)
-    if not overwrite and out["json"].is_file() and out["mask"].is_file():
+    if not overwrite and case_done(out):
         return False
     # <case>.json marks a complete case: drop an older one before its outputs are replaced,
     # so an interrupted redo (--overwrite) never pairs a new mask with an old report
@@ -314,7 +350,7 @@ def check_case_outputs(cases: Sequence[Case], output_dir: Path, overwrite: bool)
     for case in cases:
         out = case_outputs(output_dir, case.case_id)
         ours = overwrite or _owned_by_medseg(out)
-        for name in ("mask", "dicom_seg", "probabilities", "json", "failed"):
+        for name in ("mask", "dicom_seg", "rtstruct", "probabilities", "json", "failed"):
             path, same = out[name], _identity(out[name])
             clash = [p for p in inputs if _identity(p) == same] if same in known else []
             check_output(path, overwrite=True, inputs=[*case.inputs, *clash])
@@ -350,6 +386,7 @@ def predict_cases(
     world_size: int = 1,
     progress: bool = True,
     channel: int | None = None,
+    dicom_formats: Sequence[str] = ("seg",),
 ) -> BatchResult:
     """Predict this rank's share of ``cases`` (``cases[rank::world_size]``) into ``output_dir``.
 
@@ -381,6 +418,7 @@ def predict_cases(
                 save_probabilities=save_probabilities,
                 worker={"rank": rank, "world_size": world_size},
                 channel=channel,
+                dicom_formats=dicom_formats,
             )
             result.done.append(case.case_id)
         except OutputWriteError:
@@ -498,7 +536,7 @@ def predict_folder(
     *,
     model: str | Path | None = None,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | None = None,
     axes: Sequence[int] | None = None,
     batch_size: int = 16,
     postprocess: PostprocessConfig | None = None,
@@ -510,6 +548,7 @@ def predict_folder(
     channel: int | None = None,
     num_parts: int = 1,
     part_id: int = 0,
+    dicom_formats: str | Sequence[str] = ("seg",),
 ) -> FolderResult:
     """Segment every case in ``inputs`` into the folder ``output`` (what ``medseg predict`` runs).
 
@@ -531,6 +570,8 @@ def predict_folder(
         num_parts, part_id: predict only part ``part_id`` of ``num_parts`` (a job array;
             :mod:`medseg.inference.parts`): record it in ``output/parts/``; the last part
             to finish writes the summary.
+        dicom_formats: DICOM outputs of DICOM inputs: ``seg`` (DICOM-SEG), ``rtstruct``, or
+            both (``"seg,rtstruct"``).
 
     Errors name the parameter at fault (``output ...``, ``device ...``); nothing is loaded
     before the output folder and the device are checked.
@@ -538,6 +579,7 @@ def predict_folder(
     from medseg.inference.predictor import Predictor, default_model_path
 
     info = info or DistInfo()
+    dicom_formats = check_dicom_formats(dicom_formats)
     plan = plan_run(
         inputs, output, model, overwrite=overwrite, num_parts=num_parts, part_id=part_id,
         device=device, info=info,
@@ -553,6 +595,7 @@ def predict_folder(
             predictor, plan.cases, plan.output, overwrite=overwrite,
             save_probabilities=save_probabilities, series=series, rank=info.rank,
             world_size=info.world_size, progress=progress, channel=channel,
+            dicom_formats=dicom_formats,
         )  # fmt: skip
         barrier()
         summary = finish_run(plan, model_sha256, overwrite=overwrite) if info.is_main else None

@@ -10,9 +10,7 @@ cannot misplace a frame.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,79 +19,15 @@ from typing import Any
 import numpy as np
 
 from medseg import __version__
-from medseg.errors import GeometryMismatchError, InputNotFoundError
-from medseg.io.atomic import atomic_path, check_output
-from medseg.io.volume import LPS_TO_RAS, Volume
+from medseg.io.atomic import atomic_path
+from medseg.io.dicom_series import REQUIRED_EMPTY_OK, checked_sources  # noqa: F401
+from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-# highdicom copies these patient/study attributes from the source images and fails when they
-# are absent; anonymisers often delete them. All are type 2 (may be empty) in a DICOM-SEG.
-REQUIRED_EMPTY_OK = (
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-)
 # ContentDescription is a LO element (at most 64 characters): a short notice instead of a
 # truncated RESEARCH_USE_NOTICE.
 SEG_NOTICE = "For research use only. Not for diagnostic use."
-
-
-def _source_datasets(files: Sequence[Any]) -> list:
-    import pydicom
-
-    if not files:
-        raise InputNotFoundError(
-            "no source DICOM files recorded (Volume.metadata['dicom_files']); a DICOM-SEG "
-            "needs the series it segments: read the scan from its DICOM folder"
-        )
-    # Pixel data is not needed to reference the images; skipping it avoids decoding JPEG 2000.
-    # Every dataset is a fresh in-memory read (or a copy of a header kept in memory, e.g. from
-    # an upload whose files are gone), so repairs below never touch the inputs.
-    datasets = [
-        copy.deepcopy(f)
-        if isinstance(f, pydicom.Dataset)
-        else pydicom.dcmread(str(f), stop_before_pixels=True)
-        for f in files
-    ]
-    for ds in datasets:
-        # Some anonymisers blank the SOP UIDs in the dataset but keep them in the file meta
-        # header; highdicom needs them to reference the images.
-        meta = getattr(ds, "file_meta", None)
-        if not ds.get("SOPClassUID") and meta is not None:
-            ds.SOPClassUID = meta.get("MediaStorageSOPClassUID", "")
-        if not ds.get("SOPInstanceUID") and meta is not None:
-            ds.SOPInstanceUID = meta.get("MediaStorageSOPInstanceUID", "")
-        for keyword in REQUIRED_EMPTY_OK:
-            if keyword not in ds:
-                setattr(ds, keyword, "")
-    return datasets
-
-
-def _frame_order(datasets: list, label: Volume) -> list[int]:
-    """Slice index ``k`` of every dataset, checked against the label's affine (mm)."""
-    affine_lps = LPS_TO_RAS @ label.affine
-    inverse = np.linalg.inv(affine_lps)
-    order = []
-    for ds in datasets:
-        position = np.array([float(v) for v in ds.ImagePositionPatient] + [1.0])
-        i, j, k = (inverse @ position)[:3]
-        if abs(i) > 0.05 or abs(j) > 0.05 or abs(k - round(k)) > 0.05:
-            raise GeometryMismatchError(
-                f"{getattr(ds, 'filename', 'DICOM file')}: slice position "
-                f"{position[:3].round(3).tolist()} (LPS mm) does not lie on the label grid; the "
-                "mask must be on the source series' grid (predict from the DICOM folder itself)"
-            )
-        order.append(round(k))
-    if sorted(order) != list(range(label.shape[2])):
-        raise GeometryMismatchError(
-            f"the {len(datasets)} source files cover slices {sorted(set(order))[:5]}..., expected "
-            f"every slice 0..{label.shape[2] - 1} of the mask exactly once"
-        )
-    return order
 
 
 def write_dicom_seg(
@@ -117,16 +51,7 @@ def write_dicom_seg(
     from pydicom.sr.codedict import codes
 
     path = Path(path)
-    sources = [p for p in source_files if isinstance(p, (str, os.PathLike))]
-    check_output(path, overwrite=overwrite, inputs=sources)
-    datasets = _source_datasets(source_files)
-    rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
-    if (cols, rows) != label.shape[:2]:
-        raise GeometryMismatchError(
-            f"mask in-plane shape {label.shape[:2]} (columns, rows) != source images "
-            f"({cols}, {rows}); the mask must be on the source series' grid"
-        )
-    order = _frame_order(datasets, label)
+    datasets, order = checked_sources(label, source_files, path, overwrite=overwrite)
     frames = np.stack([label.array[:, :, k].T for k in order]).astype(np.uint8)  # (F, rows, cols)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_name[:64], version=__version__, family=codes.DCM.ArtificialIntelligence

@@ -147,7 +147,8 @@ class Predictor:
         record: what the model is (:class:`~medseg.checkpoint.ModelRecord`).
         provenance: where it came from (``source``, ``format``, ``checkpoint_sha256``...),
             copied into every prediction's settings.
-        tta: average over the four in-plane flips.
+        tta: average over the four in-plane flips; ``None``: as the model records (on for
+            a model trained with ``train.test_time_augmentation``).
         axes: canonical axes to slice along and ensemble (``None`` = every trained axis);
             each must be one the model was trained on.
         batch_size: slices per forward pass (at most).
@@ -165,7 +166,7 @@ class Predictor:
         record: ModelRecord,
         provenance: dict[str, Any] | None = None,
         *,
-        tta: bool = False,
+        tta: bool | None = None,
         axes: Sequence[int] | None = None,
         batch_size: int = 16,
         postprocess: PostprocessConfig | None = None,
@@ -179,7 +180,7 @@ class Predictor:
         self.axis, self.context = record.axis, record.context
         self.class_names = list(record.class_names)
         self.channel_names = list(record.channel_names)
-        self.tta = bool(tta)
+        self.tta = record.tta if tta is None else bool(tta)
         self.axes = check_axes(axes, record, self.provenance.get("source", "model"))
         self.batch_size = max(1, int(batch_size))
         regions = record.regions

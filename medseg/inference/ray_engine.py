@@ -42,6 +42,7 @@ from medseg.inference.batch import (
     Case,
     FolderResult,
     case_to_do,
+    check_dicom_formats,
     check_plan_model,
     collect_failures,
     finish_run,
@@ -262,7 +263,10 @@ class ModelStage:
         return out
 
 
-def write_stage(row: dict[str, Any], *, output: str, folds: Sequence[str] | None) -> dict:
+def write_stage(
+    row: dict[str, Any], *, output: str, folds: Sequence[str] | None,
+    dicom_formats: Sequence[str],
+) -> dict[str, Any]:  # fmt: skip
     """Stage 3 (CPU task): the case's outputs (or its failure record); a small status row."""
     case = Case(str(row["case_id"]), [Path(p) for p in row["inputs"]])
     output_dir, t0 = Path(output), time.perf_counter()
@@ -276,7 +280,7 @@ def write_stage(row: dict[str, Any], *, output: str, folds: Sequence[str] | None
             worker = {"engine": "ray", "host": socket.gethostname(), "device": row["device"]}
             write_case(
                 case, prediction, output_dir, dicom_files=dicom_files, read_s=row["read_s"],
-                worker=worker, folds=folds,
+                worker=worker, folds=folds, dicom_formats=dicom_formats,
             )  # fmt: skip
     except OutputWriteError as err:  # the disk, not the case: the driver stops the run
         status, error = "write_error", str(err)
@@ -425,6 +429,7 @@ def predict_folder_ray(
     channel: int | None = None,
     num_parts: int = 1,
     part_id: int = 0,
+    dicom_formats: str | Sequence[str] = ("seg",),
     retries: int = 1,
     fault_hook: Callable[[str, int], None] | None = None,
 ) -> RayResult:
@@ -437,6 +442,7 @@ def predict_folder_ray(
     from medseg.inference.predictor import Predictor, default_model_path
 
     ray = import_ray()
+    dicom_formats = check_dicom_formats(dicom_formats)
     if address and address != "auto" and not ray.is_initialized():
         probe_address(address)  # before the output folder is made
     plan = plan_run(
@@ -460,7 +466,8 @@ def predict_folder_ray(
             "model": {"model": str(plan.model) if plan.model else None, "options": options,
                       "retries": retries, "save_probabilities": save_probabilities,
                       "fault_hook": fault_hook},
-            "write": {"folds": local.provenance.get("fold_checkpoint_sha256")},
+            "write": {"folds": local.provenance.get("fold_checkpoint_sha256"),
+                      "dicom_formats": dicom_formats},
         }  # fmt: skip
         del local
         t0 = time.perf_counter()

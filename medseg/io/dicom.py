@@ -17,6 +17,8 @@ exactly, each in its own stored type, into one type holding all of them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import logging
 from collections.abc import Callable
@@ -77,7 +79,21 @@ OFF_LINE_PIXELS = 0.1
 
 
 def _check_consistent(series: DicomSeries, orient: np.ndarray, spacing: np.ndarray) -> None:
-    first = series.headers[0]
+    # compare with the most common geometry, so the error names the odd file even when it
+    # happens to sort first
+    geometry = [slice_geometry(ds, path) for path, ds in zip(series.files, series.headers)]
+    keys = [
+        (ds.get("Rows"), ds.get("Columns"), tuple(np.round(o, 3)), tuple(np.round(s, 4)))
+        for ds, (_, o, s) in zip(series.headers, geometry, strict=True)
+    ]
+    common = max(set(keys), key=keys.count)
+    ref = keys.index(common)
+    first, (_, orient, spacing) = series.headers[ref], geometry[ref]
+    series = dataclasses.replace(
+        series,
+        files=[series.files[ref], *series.files[:ref], *series.files[ref + 1 :]],
+        headers=[first, *series.headers[:ref], *series.headers[ref + 1 :]],
+    )
     size = (first.get("Rows"), first.get("Columns"))
     for path, ds in zip(series.files, series.headers, strict=True):
         if (ds.get("Rows"), ds.get("Columns")) != size:

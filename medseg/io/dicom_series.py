@@ -8,16 +8,27 @@ non-identifying header fields instead.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from medseg.errors import DicomSeriesError, InputNotFoundError, UnsupportedFormatError
+from medseg.errors import (
+    DicomSeriesError,
+    GeometryMismatchError,
+    InputNotFoundError,
+    UnsupportedFormatError,
+)
+from medseg.io.atomic import check_output
+from medseg.io.volume import LPS_TO_RAS, Volume
 
 logger = logging.getLogger(__name__)
 
@@ -290,3 +301,90 @@ def identifiers_of(ds: pydicom.Dataset) -> dict[str, str]:
         if value:
             found[keyword] = value
     return found
+
+
+# Objects derived from a series (DICOM-SEG, RTSTRUCT) copy these patient/study attributes from
+# the source images (highdicom fails when they are absent); anonymisers often delete them.
+# All are type 2 (may be empty) in both objects.
+REQUIRED_EMPTY_OK = (
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+)
+
+
+def source_datasets(files: Sequence[Any]) -> list[pydicom.Dataset]:
+    """In-memory headers of a series' files (paths or Datasets) for an object that references
+    them (DICOM-SEG, RTSTRUCT): SOP UIDs repaired from the file meta, type 2 attributes added."""
+    if not files:
+        raise InputNotFoundError(
+            "no source DICOM files recorded (Volume.metadata['dicom_files']); a DICOM-SEG or "
+            "RTSTRUCT needs the series it segments: read the scan from its DICOM folder"
+        )
+    # Pixel data is not needed to reference the images; skipping it avoids decoding JPEG 2000.
+    # Every dataset is a fresh in-memory read (or a copy of a header kept in memory, e.g. from
+    # an upload whose files are gone), so repairs below never touch the inputs.
+    datasets = [
+        copy.deepcopy(f)
+        if isinstance(f, pydicom.Dataset)
+        else pydicom.dcmread(str(f), stop_before_pixels=True)
+        for f in files
+    ]
+    for ds in datasets:
+        # Some anonymisers blank the SOP UIDs in the dataset but keep them in the file meta
+        # header; references need them.
+        meta = getattr(ds, "file_meta", None)
+        if not ds.get("SOPClassUID") and meta is not None:
+            ds.SOPClassUID = meta.get("MediaStorageSOPClassUID", "")
+        if not ds.get("SOPInstanceUID") and meta is not None:
+            ds.SOPInstanceUID = meta.get("MediaStorageSOPInstanceUID", "")
+        for keyword in REQUIRED_EMPTY_OK:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
+            del ds.SpecificCharacterSet  # empty means the default (ASCII); highdicom refuses ''
+    return datasets
+
+
+def slice_indices(datasets: Sequence[pydicom.Dataset], label: Volume) -> list[int]:
+    """Slice index ``k`` of every dataset on ``label``'s grid, by geometry (ImagePositionPatient
+    vs the affine), never by file order; each slice must be covered exactly once."""
+    inverse = np.linalg.inv(LPS_TO_RAS @ label.affine)
+    order = []
+    for ds in datasets:
+        position = np.array([float(v) for v in ds.ImagePositionPatient] + [1.0])
+        i, j, k = (inverse @ position)[:3]
+        if abs(i) > 0.05 or abs(j) > 0.05 or abs(k - round(k)) > 0.05:
+            raise GeometryMismatchError(
+                f"{getattr(ds, 'filename', 'DICOM file')}: slice position "
+                f"{position[:3].round(3).tolist()} (LPS mm) does not lie on the label grid; the "
+                "mask must be on the source series' grid (predict from the DICOM folder itself)"
+            )
+        order.append(round(k))
+    if sorted(order) != list(range(label.shape[2])):
+        raise GeometryMismatchError(
+            f"the {len(datasets)} source files cover slices {sorted(set(order))[:5]}..., expected "
+            f"every slice 0..{label.shape[2] - 1} of the mask exactly once"
+        )
+    return order
+
+
+def checked_sources(
+    label: Volume, source_files: Sequence[Any], path: str | os.PathLike, *, overwrite: bool
+) -> tuple[list[pydicom.Dataset], list[int]]:
+    """For an object derived from a series (DICOM-SEG, RTSTRUCT) written to ``path``: the
+    output guard, then the series' headers (:func:`source_datasets`) and the slice ``k`` of
+    each (:func:`slice_indices`), once ``label`` is known to lie on their grid."""
+    sources = [f for f in source_files if isinstance(f, (str, os.PathLike))]
+    check_output(Path(path), overwrite=overwrite, inputs=sources)
+    datasets = source_datasets(source_files)
+    rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
+    if (cols, rows) != label.shape[:2]:
+        raise GeometryMismatchError(
+            f"mask in-plane shape {label.shape[:2]} (columns, rows) != source images "
+            f"({cols}, {rows}); the mask must be on the source series' grid"
+        )
+    return datasets, slice_indices(datasets, label)

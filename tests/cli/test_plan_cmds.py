@@ -3,6 +3,7 @@ fingerprint cache; bad input as one error line; planned training to a usable mod
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -52,6 +53,9 @@ def test_plan_writes_a_commented_config_that_trains(brain: Path, tmp_path: Path,
     assert cfg.data.crop_size[0] <= 96
     assert cfg.data.crop_size[1] <= 112
     assert cfg.data.preprocessing.class_names == ["background", "tumour_core", "oedema"]
+    # training fills its share of the budget; prediction averages the four flips
+    assert cfg.train.fill_time_limit and cfg.train.test_time_augmentation
+    assert cfg.train.time_limit_minutes is not None
     lines = {line.split(":")[0].strip(): line for line in text.splitlines() if ":" in line}
     for key in ("slice_axis", "target_spacing", "crop_size", "epochs", "batch_size", "modality"):
         assert "  # " in lines[key], f"{key} has no reason: {lines[key]}"
@@ -166,6 +170,8 @@ def test_train_dataset_with_folds_writes_a_model_folder_predict_uses(
             "data.num_folds=2",
             "--set",
             "train.overlays=0",
+            "--set",
+            "train.fill_time_limit=false",
         ]
     )
     printed = capsys.readouterr().out
@@ -186,6 +192,12 @@ def test_train_dataset_with_folds_writes_a_model_folder_predict_uses(
         ]
     )
     assert any(preds.glob("*.nii.gz"))
+    # planned models predict with the four flips by default, as their out-of-fold figures did
+    record = json.loads((out / "model.json").read_text())["record"]
+    assert record["tta"] is True
+    lines = (preds / "summary.csv").read_text().splitlines()
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    assert [r["tta"] for r in rows] == ["True"]
 
 
 def test_regions_come_from_an_nnunet_v2_dataset_json(brain: Path, tmp_path: Path) -> None:

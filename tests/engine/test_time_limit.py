@@ -49,3 +49,32 @@ def test_a_slow_run_is_shortened_and_its_schedule_still_anneals(
     # still be at (1 - epochs / 8) ** 0.9 of the base rate
     unshortened = (1 - result.epochs_completed / 8) ** 0.9 * 0.01
     assert result.history[-1]["lr"] < 0.5 * unshortened
+
+
+def test_fill_time_limit_grows_a_fast_run_and_anneals_at_the_new_end(
+    tiny_raw, tmp_path: Path, monkeypatch
+) -> None:
+    import types
+
+    import medseg.engine.trainer as trainer_module
+
+    clock = {"t": 0.0}
+
+    def fake_clock() -> float:  # every reading is 0.1 s later: epochs "take" well under 1 s
+        clock["t"] += 0.1
+        return clock["t"]
+
+    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=fake_clock))
+    tiny_raw["train"].update(epochs=2, time_limit_minutes=10.0, fill_time_limit=True)
+    tiny_raw["optim"] = {"lr": 0.01}
+    result = train(build_config(tiny_raw), output=tmp_path / "run", progress=False)
+    # ten minutes hold far more epochs: the run grows to its cap of 4x the configured 2
+    assert result.epochs_completed == trainer_module.FILL_MAX_FACTOR * 2
+    assert not result.stopped_early
+    # the schedule was re-sized: the last epoch runs near zero, not at the 2-epoch end's rate
+    assert result.history[-1]["lr"] < 0.2 * 0.01
+    assert result.history[1]["lr"] > 0.5 * 0.01  # epoch 2 is no longer the annealed end
+    # without fill_time_limit the same run keeps its configured epochs
+    tiny_raw["train"]["fill_time_limit"] = False
+    again = train(build_config(tiny_raw), output=tmp_path / "run2", progress=False)
+    assert again.epochs_completed == 2

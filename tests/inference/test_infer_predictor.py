@@ -156,3 +156,16 @@ def test_cuda_matches_cpu(tiny_checkpoint):
     gpu = Predictor.load(tiny_checkpoint, device="cuda", amp="off").predict(vol)
     assert gpu.settings["device"].startswith("cuda")
     assert (cpu.label.array == gpu.label.array).mean() > 0.999
+
+
+def test_tta_defaults_to_what_the_model_records(checkpoint_factory, tmp_path):
+    import torch
+
+    plain = checkpoint_factory()
+    assert Predictor.load(plain, device="cpu").tta is False
+    payload = torch.load(plain, weights_only=True)
+    payload["tta"] = True  # as written by a run with train.test_time_augmentation
+    planned = tmp_path / "planned.pt"
+    torch.save(payload, planned)
+    assert Predictor.load(planned, device="cpu").tta is True
+    assert Predictor.load(planned, device="cpu", tta=False).tta is False  # --no-tta
