@@ -52,8 +52,8 @@ def _stats(samples: list[float]) -> str:
 
 def bench_render(image, label, affine, repeats: int) -> dict[str, list[float]]:
     from medseg.io import Volume
-    from medseg.viewer import render
-    from medseg.viewer.state import axial_friendly
+    from medseg.viewer.core import render
+    from medseg.viewer.core.state import axial_friendly
 
     shown = render.to_display(Volume(image, affine))
     shown.array = axial_friendly(shown.array)  # as the app stores it

@@ -1,6 +1,6 @@
 """Starting the viewer: app arguments, the ``streamlit run`` command line, the subprocess.
 
-``medseg view`` runs ``python -m streamlit run <medseg/viewer/app.py> [streamlit options] --
+``medseg view`` runs ``python -m streamlit run <medseg/viewer/ui/app.py> [streamlit options] --
 [app arguments]``; Streamlit hands everything after ``--`` to the script as ``sys.argv[1:]``,
 where :func:`parse_app_args` reads it back. The app file ships inside the package, so this
 works from an editable install and from a wheel alike.
@@ -8,7 +8,7 @@ works from an editable install and from a wheel alike.
 Never interactive: the server always runs headless (no first-run e-mail prompt, which
 would stop a run without a terminal) and the browser tab is opened from here once the
 server answers. It binds 127.0.0.1 unless a host is asked for; a non-loopback bind needs an
-access token (:mod:`medseg.viewer.access`), generated and printed when none is given. The
+access token (:mod:`medseg.viewer.ui.access`), generated and printed when none is given. The
 server's stderr is passed through and its last lines are reported when it fails.
 """
 
@@ -34,14 +34,14 @@ from pathlib import Path
 from medseg.device import check_device_name
 from medseg.errors import InputNotFoundError, MedsegError
 
-TOKEN_ENV = "MEDSEG_VIEW_TOKEN"  # the same name as medseg.viewer.access (no streamlit import here)
+TOKEN_ENV = "MEDSEG_VIEW_TOKEN"  # as in medseg.viewer.ui.access (no streamlit import here)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 STDERR_TAIL_LINES = 20
 
 logger = logging.getLogger(__name__)
 
-APP_PATH = Path(__file__).resolve().with_name("app.py")
+APP_PATH = Path(__file__).resolve().parent / "ui" / "app.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ class ViewerConfig:
     checkpoint used instead of the bundled default; ``runs_dir``: where to list training
     checkpoints; ``sample_root``: the sample cases folder; ``device``: torch device string;
     ``more_paths``: further channel files after ``path``; ``case_id``: a case of the dataset
-    at ``path`` (see :func:`medseg.viewer.cases.command_line_case`).
+    at ``path`` (see :func:`medseg.viewer.core.cases.command_line_case`).
     """
 
     path: Path | None = None
@@ -141,7 +141,7 @@ def app_arguments(config: ViewerConfig) -> list[str]:
 def check_config(config: ViewerConfig) -> None:
     """Fail early (before a server starts) on paths that do not exist."""
     if config.path is not None:
-        from medseg.viewer.cases import command_line_case
+        from medseg.viewer.core.cases import command_line_case
 
         command_line_case([config.path, *config.more_paths], config.case_id, config.gt)
     for what, value in (

@@ -21,7 +21,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from medseg import RESEARCH_USE_NOTICE
-from medseg.viewer import services
+from medseg.viewer.core import services
 from medseg.viewer.launch import ViewerConfig
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
@@ -291,7 +291,7 @@ def test_data_root_case_list_hides_symlinks_to_outside(case_root: Path, tmp_path
 def test_identifiers_hidden_by_default(
     case_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from medseg.viewer import loading
+    from medseg.viewer.core import loading
 
     original = loading.load_case
 

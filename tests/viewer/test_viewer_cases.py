@@ -10,7 +10,7 @@ import pytest
 
 from medseg.errors import InputNotFoundError, MedsegError
 from medseg.io import Volume, write_mask, write_volume
-from medseg.viewer.cases import (
+from medseg.viewer.core.cases import (
     ChannelMatchError,
     command_line_case,
     label_scheme_warning,
@@ -19,8 +19,8 @@ from medseg.viewer.cases import (
     parse_labels,
     truth_class_names,
 )
+from medseg.viewer.core.loading import load_case
 from medseg.viewer.launch import ViewerConfig, app_arguments, check_config, parse_app_args
-from medseg.viewer.loading import load_case
 
 
 def _write(path: Path, value: float = 1.0) -> Path:

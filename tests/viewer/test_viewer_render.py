@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from medseg.io import Volume
-from medseg.viewer import render
+from medseg.viewer.core import render
 
 SHAPE = (40, 30, 10)
 SPACING = (1.0, 2.0, 4.0)

@@ -1,4 +1,4 @@
-"""Lesion review, editing and uncertainty maps (medseg.viewer.review, pure numpy)."""
+"""Lesion review, editing and uncertainty maps (medseg.viewer.core.review, pure numpy)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import DatasetError, OverwriteError
 from medseg.io import Volume, write_mask, write_volume
-from medseg.viewer import render
-from medseg.viewer.review import (
+from medseg.viewer.core import render
+from medseg.viewer.core.review import (
     ReviewError,
     ReviewSession,
     brush_plane_pixels,
@@ -308,7 +308,7 @@ def test_the_page_does_not_wait_for_torch_before_its_first_image() -> None:
     import sys
 
     code = (
-        "import sys, medseg.viewer.app, medseg.viewer.review, medseg.viewer.review_panel; "
+        "import sys, medseg.viewer.ui.app, medseg.viewer.core.review, medseg.viewer.ui.review_panel; "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -333,9 +333,9 @@ def fill_holes_on_slice(
     brush becomes a filled region); recorded as an undoable edit. Returns voxels changed.
 
     ``view``/``index`` name the slice as the viewer shows it (display orientation, see
-    :mod:`medseg.viewer.render`); ``source_affine`` is the mask's own grid.
+    :mod:`medseg.viewer.core.render`); ``source_affine`` is the mask's own grid.
     """
-    from medseg.viewer import render
+    from medseg.viewer.core import render
 
     shown = render.to_display(Volume(np.asarray(session.working()), source_affine))
     plane = np.asarray(render.extract_slice(shown.array, view, index)) == label
@@ -352,7 +352,7 @@ def display_to_source(
     """Display-oriented voxel indices ``(N, 3)`` -> the same voxels' source-grid indices.
 
     The display volume is a lossless axis permutation/flip of the source
-    (:func:`medseg.viewer.render.to_display`), so the affines map voxel centres onto voxel
+    (:func:`medseg.viewer.core.render.to_display`), so the affines map voxel centres onto voxel
     centres and rounding only removes float noise.
     """
     idx = np.asarray(indices, dtype=np.float64).reshape(-1, 3)
@@ -380,7 +380,7 @@ class SavedReview:
 def dicom_source_files(channels: Sequence[Volume], mask: Volume | None = None) -> list[Any]:
     """What a DICOM-SEG of the case references: the DICOM files it was read from (first
     channel, else ``mask``), or the headers an upload kept in memory (its temporary files
-    are gone, see :func:`medseg.viewer.loading.read_upload`); ``[]`` when not DICOM."""
+    are gone, see :func:`medseg.viewer.core.loading.read_upload`); ``[]`` when not DICOM."""
     for volume in [*channels[:1], *([mask] if mask is not None else [])]:
         files = [str(f) for f in volume.metadata.get("dicom_files") or []]
         if files and all(Path(f).is_file() for f in files):

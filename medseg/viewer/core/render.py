@@ -455,7 +455,7 @@ def encode_for_screen(rgb: np.ndarray) -> bytes:
 
     ~1.5 ms for a 512x512 view against ~50 ms for PNG on a busy 2-core machine, which is what
     keeps a slice change under 100 ms; label colours stay within a few grey levels. Downloads
-    use lossless PNG (``medseg.viewer.services.png_bytes``).
+    use lossless PNG (``medseg.viewer.core.services.png_bytes``).
     """
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(

@@ -23,10 +23,12 @@ import streamlit as st
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import MedsegError
-from medseg.viewer import cases, loading, render, review_panel, services
-from medseg.viewer.access import require_access
+from medseg.viewer.core import cases, loading, render, services
+from medseg.viewer.core.state import DisplayCase, LRUStore, MaskLayer, make_layer, prepare_case
 from medseg.viewer.launch import ViewerConfig, parse_app_args
-from medseg.viewer.panels import (
+from medseg.viewer.ui import keys, review_panel
+from medseg.viewer.ui.access import require_access
+from medseg.viewer.ui.panels import (
     downloads_panel,
     identifiers_panel,
     image_panel,
@@ -35,11 +37,9 @@ from medseg.viewer.panels import (
     readouts_panel,
     three_plane_panel,
 )
-from medseg.viewer.state import DisplayCase, LRUStore, MaskLayer, make_layer, prepare_case
 
 logger = logging.getLogger(__name__)
 
-CONFIG_KEY = "medseg_config"
 AUTO_WINDOW = "auto (MR percentiles)"
 MANUAL_WINDOW = "manual"
 OVERLAY_MODES = ("prediction", "ground truth", "both", "comparison", "none")
@@ -81,10 +81,10 @@ def _discover(folder: str, confine: bool = True) -> list[loading.CaseRef]:
 # ----------------------------------------------------------------------------- helpers
 def get_config() -> ViewerConfig:
     """Launch arguments (``sys.argv`` after ``--``); tests put a ViewerConfig in session state."""
-    if CONFIG_KEY not in st.session_state:
+    if keys.CONFIG not in st.session_state:
         own_script = Path(sys.argv[0]).name in ("app.py", "viewer.py")
-        st.session_state[CONFIG_KEY] = parse_app_args(sys.argv[1:] if own_script else [])
-    return st.session_state[CONFIG_KEY]
+        st.session_state[keys.CONFIG] = parse_app_args(sys.argv[1:] if own_script else [])
+    return st.session_state[keys.CONFIG]
 
 
 def _ref_key(ref: loading.CaseRef) -> str:
@@ -93,12 +93,10 @@ def _ref_key(ref: loading.CaseRef) -> str:
 
 
 def _reset_on_new_case(digest: str) -> None:
-    if st.session_state.get("_case_digest") != digest:
-        for key in [
-            k for k in st.session_state if str(k).startswith(("slice_", "lesion_", "area_"))
-        ]:
+    if st.session_state.get(keys.CASE_DIGEST) != digest:
+        for key in [k for k in st.session_state if str(k).startswith(keys.PER_CASE_PREFIXES)]:
             del st.session_state[key]
-        st.session_state["_case_digest"] = digest
+        st.session_state[keys.CASE_DIGEST] = digest
 
 
 # ----------------------------------------------------------------------------- sidebar: case
@@ -116,7 +114,7 @@ def _case_from_refs(refs: list[loading.CaseRef], label: str, key: str) -> Displa
 
 def _data_root_case(root: Path) -> DisplayCase | None:
     typed = st.sidebar.text_input(
-        "…or a path inside the data folder", key="root_path", help=f"relative to {root}"
+        "…or a path inside the data folder", key=keys.ROOT_PATH, help=f"relative to {root}"
     )
     if typed:
         path = loading.resolve_in_root(root, typed)
@@ -129,11 +127,11 @@ def _upload_case() -> DisplayCase | None:
     image = st.sidebar.file_uploader(
         "Image: NIfTI or zipped DICOM series",
         type=["nii", "gz", "zip", "nrrd", "mha"],
-        key="upload_image",
+        key=keys.UPLOAD_IMAGE,
         help=f"Up to {loading.MAX_UPLOAD_MB} MB; temporary files are removed after reading.",
     )
     truth = st.sidebar.file_uploader(
-        "Ground-truth mask (optional)", type=["nii", "gz", "nrrd", "mha"], key="upload_gt"
+        "Ground-truth mask (optional)", type=["nii", "gz", "nrrd", "mha"], key=keys.UPLOAD_GT
     )
     if image is None:
         st.info("Upload a scan in the sidebar to start.")
@@ -154,7 +152,7 @@ def sidebar_case(config: ViewerConfig) -> DisplayCase | None:
         + (["data folder"] if config.data_root else [])
         + ["upload"]
     )
-    source = st.sidebar.radio("Source", sources, key="source", horizontal=True)
+    source = st.sidebar.radio("Source", sources, key=keys.SOURCE, horizontal=True)
     try:
         if source == "command line":
             ref = cases.command_line_case(
@@ -190,15 +188,15 @@ def sidebar_prediction(config: ViewerConfig, shown: DisplayCase) -> MaskLayer | 
     """Model picker and inference (with progress bar); the cached prediction or None."""
     st.sidebar.header("Model")
     choices = _model_choices(config)
-    name = st.sidebar.selectbox("Checkpoint", list(choices), key="model_choice")
+    name = st.sidebar.selectbox("Checkpoint", list(choices), key=keys.MODEL_CHOICE)
     path = choices[name]
     # the common choices plus the one asked for (``--device cuda:1``), never replaced by auto
     devices = list(dict.fromkeys(("auto", "cpu", "cuda", config.device)))
     device = st.sidebar.selectbox(
-        "Device", devices, key="device", index=devices.index(config.device)
+        "Device", devices, key=keys.DEVICE, index=devices.index(config.device)
     )
-    tta = st.sidebar.checkbox("Test-time augmentation (flips, 4x slower)", key="tta")
-    auto = st.sidebar.checkbox("Predict automatically", value=True, key="auto_predict")
+    tta = st.sidebar.checkbox("Test-time augmentation (flips, 4x slower)", key=keys.TTA)
+    auto = st.sidebar.checkbox("Predict automatically", value=True, key=keys.AUTO_PREDICT)
     if not path.exists():
         st.sidebar.info(
             f"No model at {path}. The viewer shows the scan and any ground truth; train a model "
@@ -208,7 +206,7 @@ def sidebar_prediction(config: ViewerConfig, shown: DisplayCase) -> MaskLayer | 
     store = _prediction_store()
     key = (shown.digest, str(path), path.stat().st_mtime, device, tta)
     entry = store.get(key)
-    clicked = st.sidebar.button("Run inference", key="run_inference", type="primary")
+    clicked = st.sidebar.button("Run inference", key=keys.RUN_INFERENCE, type="primary")
     # A click retries a failed run; otherwise a cached result (or error) is reused.
     if (entry is None and auto) or (clicked and not isinstance(entry, MaskLayer)):
         entry = _run_inference(shown, path, device, tta, name)
@@ -267,23 +265,23 @@ def sidebar_display(shown: DisplayCase, layers: list[MaskLayer]) -> dict[str, An
     settings["layout"] = st.sidebar.radio(
         "Layout",
         LAYOUTS,
-        key="layout",
+        key=keys.LAYOUT,
         horizontal=True,
         help="Three planes: axial, coronal "
         "and sagittal side by side; a click in one moves the crosshair and the other two.",
     )
-    settings["view"] = st.sidebar.radio("View", render.VIEWS, key="view", horizontal=True)
+    settings["view"] = st.sidebar.radio("View", render.VIEWS, key=keys.VIEW, horizontal=True)
     channel = 0
     if len(shown.images) > 1:
         names = shown.case.channel_names
         channel = st.sidebar.selectbox(
-            "Channel", range(len(names)), format_func=lambda i: names[i], key="channel"
+            "Channel", range(len(names)), format_func=lambda i: names[i], key=keys.CHANNEL
         )
     settings["channel"] = channel
     presets = [AUTO_WINDOW, *render.CT_PRESETS, MANUAL_WINDOW]
     default = "soft tissue" if shown.is_ct[channel] else AUTO_WINDOW
     preset = st.sidebar.selectbox(
-        "Window preset", presets, index=presets.index(default), key=f"preset_{channel}"
+        "Window preset", presets, index=presets.index(default), key=keys.preset(channel)
     )
     window = shown.windows[channel] if preset == AUTO_WINDOW else None
     if preset in render.CT_PRESETS:
@@ -297,14 +295,14 @@ def sidebar_display(shown: DisplayCase, layers: list[MaskLayer]) -> dict[str, An
             span / 100,
             span * 2,
             float(min(max(auto.width, span / 100), span * 2)),
-            key=f"ww_{channel}",
+            key=keys.window_width(channel),
         )
         level = st.sidebar.slider(
             "Window level",
             lo - span / 2,
             hi + span / 2,
             float(np.clip(auto.level, lo - span / 2, hi + span / 2)),
-            key=f"wl_{channel}",
+            key=keys.window_level(channel),
         )
         window = render.Window(width, level)
     settings["window"] = window
@@ -322,9 +320,11 @@ def _overlay_settings(layers: list[MaskLayer], shown: DisplayCase) -> dict[str, 
         modes = (
             ["prediction" if pred is not None else "ground truth", "none"] if layers else ["none"]
         )
-    mode = st.sidebar.radio("Show", modes, key="overlay_mode")
-    style = st.sidebar.radio("Style", ["filled", "contour"], key="overlay_style", horizontal=True)
-    opacity = st.sidebar.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="opacity")
+    mode = st.sidebar.radio("Show", modes, key=keys.OVERLAY_MODE)
+    style = st.sidebar.radio(
+        "Style", ["filled", "contour"], key=keys.OVERLAY_STYLE, horizontal=True
+    )
+    opacity = st.sidebar.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key=keys.OPACITY)
     names = (pred or truth).class_names if (pred or truth) is not None else []
     present = sorted({v for layer in layers for v in layer.present})
     visible = tuple(
@@ -333,7 +333,7 @@ def _overlay_settings(layers: list[MaskLayer], shown: DisplayCase) -> dict[str, 
         if st.sidebar.checkbox(
             f"Show {names[label] if label < len(names) else label}",
             value=True,
-            key=f"show_label_{label}",
+            key=keys.show_label(label),
         )
     )
     return {

@@ -1,7 +1,7 @@
 """Main-area panels of the viewer page: slice controls and image, lesions, readouts, downloads.
 
-Called by :mod:`medseg.viewer.app` on every rerun; everything expensive is memoised on the
-cached :class:`~medseg.viewer.state.DisplayCase` / :class:`~medseg.viewer.state.MaskLayer`,
+Called by :mod:`medseg.viewer.ui.app` on every rerun; everything expensive is memoised on the
+cached :class:`~medseg.viewer.core.state.DisplayCase` / :class:`~medseg.viewer.core.state.MaskLayer`,
 so a rerun after a slider move renders one slice and re-sends small tables.
 """
 
@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from medseg.viewer import navigation, render, services
-from medseg.viewer.state import DisplayCase, MaskLayer
+from medseg.viewer.core import navigation, render, services
+from medseg.viewer.core.state import DisplayCase, MaskLayer
+from medseg.viewer.ui import keys
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -24,21 +25,21 @@ def _step(key: str, delta: int, count: int) -> None:
 
 
 def _goto_lesion(targets: list[navigation.LesionTarget], view: str, step: int = 0) -> None:
-    key = f"slice_{view}"
+    key = keys.slice_of(view)
     if step == 0:
-        number = st.session_state.get("lesion_pick")
+        number = st.session_state.get(keys.LESION_PICK)
         target = next((t for t in targets if t.number == number), None)
     else:
         target = navigation.neighbour_lesion(targets, view, st.session_state.get(key, 0), step)
     if target is not None:
         st.session_state[key] = target.slice_for(view)
-        st.session_state["lesion_pick"] = target.number
+        st.session_state[keys.LESION_PICK] = target.number
 
 
 def _jump_to_area_slice(view: str) -> None:
-    choice = st.session_state.get("area_pick")
+    choice = st.session_state.get(keys.AREA_PICK)
     if choice is not None:
-        st.session_state[f"slice_{view}"] = int(choice)
+        st.session_state[keys.slice_of(view)] = int(choice)
 
 
 # ----------------------------------------------------------------------------- main area
@@ -55,15 +56,17 @@ def _initial_slice(layer: MaskLayer | None, shown: DisplayCase, view: str) -> in
 def slice_controls(shown: DisplayCase, nav: MaskLayer | None, view: str) -> int:
     """Slider with previous/next buttons; returns the current slice index."""
     count = render.num_slices(shown.shape, view)
-    key = f"slice_{view}"
+    key = keys.slice_of(view)
     if key not in st.session_state:
         st.session_state[key] = _initial_slice(nav, shown, view)
     st.session_state[key] = int(np.clip(st.session_state[key], 0, count - 1))
     prev_col, slider_col, next_col = st.columns([1, 10, 1], vertical_alignment="bottom")
     prev_col.button(
-        "◀", key="prev_slice", help="previous slice", on_click=_step, args=(key, -1, count)
+        "◀", key=keys.PREV_SLICE, help="previous slice", on_click=_step, args=(key, -1, count)
     )
-    next_col.button("▶", key="next_slice", help="next slice", on_click=_step, args=(key, 1, count))
+    next_col.button(
+        "▶", key=keys.NEXT_SLICE, help="next slice", on_click=_step, args=(key, 1, count)
+    )
     first = {"axial": "inferior", "coronal": "anterior", "sagittal": "patient's right"}[view]
     slider_col.slider(
         f"{view.capitalize()} slice (0 = most {first})",
@@ -129,7 +132,7 @@ def image_panel(
         # applied at the start of the next rerun against this view and slice.
         from streamlit_image_coordinates import streamlit_image_coordinates
 
-        st.session_state["_brush_ctx"] = {"view": view, "index": index}
+        st.session_state[keys.BRUSH_CONTEXT] = {"view": view, "index": index}
         streamlit_image_coordinates(
             rgb, key=settings["click_key"], image_format="JPEG", jpeg_quality=95,
             cursor="crosshair",
@@ -151,19 +154,19 @@ def image_panel(
 def _crosshair_clicks(shown: DisplayCase) -> None:
     """Move the crosshair (the three slice indices) to the last click in any of the planes."""
     for view in render.VIEWS:
-        click = st.session_state.get(f"xhair_{view}")
-        seen = f"_xhair_seen_{view}"
+        click = st.session_state.get(keys.crosshair_click(view))
+        seen = keys.crosshair_seen(view)
         if not click or click.get("unix_time") == st.session_state.get(seen):
             continue
         st.session_state[seen] = click.get("unix_time")
-        index = int(st.session_state.get(f"slice_{view}", 0))
+        index = int(st.session_state.get(keys.slice_of(view), 0))
         plane_shape = render.extract_slice(shown.images[0], view, index).shape
         size = (click.get("height") or plane_shape[0], click.get("width") or plane_shape[1])
         row, col = render.screen_to_plane(click["x"], click["y"], size, plane_shape)
         pixel = np.array([[min(int(row), plane_shape[0] - 1), min(int(col), plane_shape[1] - 1)]])
         ijk = render.plane_to_volume(view, index, pixel, shown.shape)[0]
         for other in render.VIEWS:
-            st.session_state[f"slice_{other}"] = int(ijk[render.VIEW_AXIS[other]])
+            st.session_state[keys.slice_of(other)] = int(ijk[render.VIEW_AXIS[other]])
 
 
 def three_plane_panel(
@@ -174,11 +177,11 @@ def three_plane_panel(
 
     nav = pred or truth
     for view in render.VIEWS:
-        key = f"slice_{view}"
+        key = keys.slice_of(view)
         if key not in st.session_state:
             st.session_state[key] = _initial_slice(nav, shown, view)
     _crosshair_clicks(shown)
-    point = tuple(int(st.session_state[f"slice_{v}"]) for v in ("sagittal", "coronal", "axial"))
+    point = tuple(int(st.session_state[keys.slice_of(v)]) for v in ("sagittal", "coronal", "axial"))
     columns = st.columns(3)
     for column, view in zip(columns, render.VIEWS, strict=True):
         index = point[render.VIEW_AXIS[view]]
@@ -197,7 +200,11 @@ def three_plane_panel(
         )
         with column:
             streamlit_image_coordinates(
-                rgb, key=f"xhair_{view}", image_format="JPEG", jpeg_quality=90, width="stretch"
+                rgb,
+                key=keys.crosshair_click(view),
+                image_format="JPEG",
+                jpeg_quality=90,
+                width="stretch",
             )
             st.caption(f"{view} {index + 1}/{render.num_slices(shown.shape, view)}")
     st.caption("Three planes: click any view to move the crosshair; the other two follow.")
@@ -208,7 +215,7 @@ def navigation_layer(pred: MaskLayer | None, truth: MaskLayer | None) -> MaskLay
     if pred is None or truth is None:
         return pred or truth
     source = st.radio(
-        "Lesions of", ["prediction", "ground truth"], key="lesion_source", horizontal=True
+        "Lesions of", ["prediction", "ground truth"], key=keys.LESION_SOURCE, horizontal=True
     )
     return pred if source == "prediction" else truth
 
@@ -242,23 +249,27 @@ def lesion_panel(shown: DisplayCase, nav: MaskLayer | None, settings: dict[str, 
         st.selectbox(
             "Lesion",
             list(by_number),
-            key="lesion_pick",
+            key=keys.LESION_PICK,
             format_func=lambda n: (
                 f"{by_number[n].title}, slices "
                 f"{by_number[n].slice_range(view)[0]}-{by_number[n].slice_range(view)[1]}"
             ),
         )
         go, prev, nxt = st.columns(3)
-        go.button("Jump to lesion", key="lesion_go", on_click=_goto_lesion, args=(targets, view, 0))
-        prev.button("◀ Lesion", key="lesion_prev", on_click=_goto_lesion, args=(targets, view, -1))
-        nxt.button("Lesion ▶", key="lesion_next", on_click=_goto_lesion, args=(targets, view, 1))
+        go.button(
+            "Jump to lesion", key=keys.LESION_GO, on_click=_goto_lesion, args=(targets, view, 0)
+        )
+        prev.button(
+            "◀ Lesion", key=keys.LESION_PREV, on_click=_goto_lesion, args=(targets, view, -1)
+        )
+        nxt.button("Lesion ▶", key=keys.LESION_NEXT, on_click=_goto_lesion, args=(targets, view, 1))
     labels = settings["visible"] or tuple(nav.present)
     areas = nav.areas(view, shown.spacing, tuple(labels))
     st.caption(f"Tumour area per {view} slice (mm²)")
     chart = nav.memo(f"chart_{view}_{labels}", lambda: _area_frame(areas))
     # A raw Vega-Lite spec: st.bar_chart builds it through Altair with schema validation,
     # ~30 ms on every slider move.
-    current = int(st.session_state.get(f"slice_{view}", 0))
+    current = int(st.session_state.get(keys.slice_of(view), 0))
     spec = {
         "layer": [
             {**AREA_CHART, "encoding": {**AREA_CHART["encoding"], "x": {
@@ -275,7 +286,7 @@ def lesion_panel(shown: DisplayCase, nav: MaskLayer | None, settings: dict[str, 
         "Go to slice (largest area first)",
         [int(i) for i in ranked],
         index=None,
-        key="area_pick",
+        key=keys.AREA_PICK,
         placeholder=f"{len(with_tumour)} slices with tumour",
         format_func=lambda i: f"slice {i}: {areas[i]:.0f} mm²",
         on_change=_jump_to_area_slice,
@@ -330,7 +341,7 @@ def downloads_panel(
         data=lambda: services.png_bytes(rgb, caption),
         file_name=f"{stem}_{settings['view']}.png",
         mime="image/png",
-        key="dl_png",
+        key=keys.DL_PNG,
     )
     if layer is None:
         return
@@ -340,14 +351,14 @@ def downloads_panel(
         data=services.report_csv(layer.readouts, metrics, layer.targets),
         file_name=f"{stem}_report.csv",
         mime="text/csv",
-        key="dl_csv",
+        key=keys.DL_CSV,
     )
     st.download_button(
         "Report (JSON)",
         data=services.report_json(shown.case.name, model, layer.readouts, metrics),
         file_name=f"{stem}_report.json",
         mime="application/json",
-        key="dl_json",
+        key=keys.DL_JSON,
     )
     if pred is not None:
         st.download_button(
@@ -355,7 +366,7 @@ def downloads_panel(
             data=lambda: pred.memo("nifti", lambda: services.mask_nifti_bytes(pred.source)),
             file_name=f"{stem}_pred.nii.gz",
             mime="application/gzip",
-            key="dl_mask",
+            key=keys.DL_MASK,
         )
 
 
@@ -364,7 +375,7 @@ def identifiers_panel(shown: DisplayCase) -> None:
     ids = shown.case.channels[0].identifiers
     if not ids:
         return
-    if st.sidebar.checkbox("Show patient identifiers", value=False, key="show_ids"):
+    if st.sidebar.checkbox("Show patient identifiers", value=False, key=keys.SHOW_IDS):
         st.sidebar.json(ids)
     else:
         st.sidebar.caption("Patient identifiers hidden.")

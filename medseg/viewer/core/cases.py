@@ -38,7 +38,7 @@ from medseg.io.cases import (
     pick_label,
     split_channel,
 )
-from medseg.viewer.loading import CaseRef, dataset_json_names
+from medseg.viewer.core.loading import CaseRef, dataset_json_names
 
 logger = logging.getLogger(__name__)
 
