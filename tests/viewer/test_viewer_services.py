@@ -114,12 +114,12 @@ def test_lesion_table_uses_display_slices_like_the_slider() -> None:
     assert not shown.array[:, :, 2:4].any()
 
     (row,) = services.lesion_rows(readouts, targets)
-    assert row["slice_range"] == "6-7"
+    assert row["slice_range"] == "7-8"  # the slider numbers slices from 1
     assert row["number"] == targets[0].number == 1
     assert services.lesion_rows(readouts)[0]["slice_range"] == "2-3"  # source-grid fallback
     text = services.report_csv(readouts, None, targets).decode()
     rows = list(csv.DictReader(io.StringIO(text.split("\n", 1)[1])))
-    assert [r["slice_range"] for r in rows if r["kind"] == "lesion"] == ["6-7"]
+    assert [r["slice_range"] for r in rows if r["kind"] == "lesion"] == ["7-8"]
 
 
 def test_checkpoint_listing_and_missing_model(tmp_path: Path) -> None:

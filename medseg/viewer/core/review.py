@@ -206,6 +206,47 @@ class ReviewSession:
         if changed:
             self.version += 1
 
+    # -------------------------------------------------------------- review at scale
+    def progress(self) -> tuple[int, int]:
+        """``(reviewed, total)``: lesions with a decision other than ``pending``, and all."""
+        done = sum(les.decision != "pending" for les in self.lesions.values())
+        return done, len(self.lesions)
+
+    def smaller_than(self, voxels: int, pending_only: bool = True) -> list[int]:
+        """Ids of the lesions under ``voxels`` voxels (still pending ones by default)."""
+        return [
+            les.id
+            for les in self.lesions.values()
+            if les.voxels < voxels and (les.decision == "pending" or not pending_only)
+        ]
+
+    def larger_and_surer(
+        self, volume_ml: float, confidence: float, pending_only: bool = True
+    ) -> list[int]:
+        """Ids of the lesions over ``volume_ml`` mL whose confidence is over ``confidence``
+        (a lesion without one, when the model gave no probabilities, passes only at 0)."""
+
+        def sure(les: ReviewLesion) -> bool:
+            return confidence <= 0 if les.confidence is None else les.confidence > confidence
+
+        return [
+            les.id
+            for les in self.lesions.values()
+            if les.volume_ml > volume_ml
+            and sure(les)
+            and (les.decision == "pending" or not pending_only)
+        ]
+
+    def decide_all(self, lesion_ids: Sequence[int], decision: str) -> int:
+        """Give every lesion of ``lesion_ids`` the same ``decision`` (not ``relabel``: that
+        needs a label per lesion); returns how many lesions changed."""
+        if decision == "relabel":
+            raise ReviewError("relabel lesions one at a time; bulk actions accept or reject")
+        before = self.version
+        for lesion_id in lesion_ids:
+            self.decide(lesion_id, decision, note=self.lesions[lesion_id].note)
+        return self.version - before
+
     def _check_label(self, label: int | None, what: str) -> None:
         if label is None or not 1 <= int(label) < self.num_classes:
             raise ReviewError(

@@ -172,8 +172,8 @@ def lesion_rows(
     """Flat lesion table rows (volume, longest axial diameter, slice range) for display/CSV.
 
     With ``targets`` (the layer's :class:`~medseg.viewer.core.navigation.LesionTarget` list) the
-    ``slice_range`` is the inclusive range of axial *display* slices, i.e. the slider
-    positions the lesion picker jumps to, and ``number`` is the picker's ``#N``. Without
+    ``slice_range`` is the inclusive range of axial *display* slices numbered from 1, i.e.
+    the slider positions the lesion picker jumps to, and ``number`` is the picker's ``#N``. Without
     them it is the range along the source file's third voxel axis, which differs from the
     slider whenever the scan is not stored inferior-to-superior.
     """
@@ -181,7 +181,8 @@ def lesion_rows(
     rows = []
     for les in sorted(readouts.get("lesions", []), key=lambda r: -float(r["volume_ml"])):
         target = by_key.get((int(les["label"]), int(les["index"])))
-        first, last = target.slice_range("axial") if target else les["slice_range"]
+        # the slider numbers slices from 1; the library's range is 0-based voxel indices
+        first, last = (v + 1 for v in target.slice_range("axial")) if target else les["slice_range"]
         row = {"number": target.number} if target else {}
         row.update(
             {

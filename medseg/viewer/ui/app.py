@@ -28,6 +28,7 @@ from medseg.viewer.core.state import DisplayCase, LRUStore, MaskLayer, make_laye
 from medseg.viewer.launch import ViewerConfig, parse_app_args
 from medseg.viewer.ui import keys, review_panel
 from medseg.viewer.ui.access import require_access
+from medseg.viewer.ui.focus import sync_focus
 from medseg.viewer.ui.panels import (
     downloads_panel,
     identifiers_panel,
@@ -100,7 +101,17 @@ def _reset_on_new_case(digest: str) -> None:
 
 
 # ----------------------------------------------------------------------------- sidebar: case
-def _case_from_refs(refs: list[loading.CaseRef], label: str, key: str) -> DisplayCase | None:
+def _open(ref: loading.CaseRef, model_channels: tuple[str, ...]) -> DisplayCase:
+    """Load ``ref`` with the model's channels first (the first image shown is what the model
+    reads, e.g. FLAIR for a FLAIR model, whatever order the files were given in)."""
+    if model_channels:
+        ref = cases.model_first(ref, model_channels)
+    return _load_case(_ref_key(ref), ref)
+
+
+def _case_from_refs(
+    refs: list[loading.CaseRef], label: str, key: str, model_channels: tuple[str, ...]
+) -> DisplayCase | None:
     if not refs:
         st.sidebar.info("No cases found in this folder.")
         return None
@@ -108,19 +119,19 @@ def _case_from_refs(refs: list[loading.CaseRef], label: str, key: str) -> Displa
     default = loading.default_case(refs)
     index = names.index(default.name) if default else 0
     name = st.sidebar.selectbox(label, names, index=index, key=key)
-    ref = refs[names.index(name)]
-    return _load_case(_ref_key(ref), ref)
+    return _open(refs[names.index(name)], model_channels)
 
 
-def _data_root_case(root: Path) -> DisplayCase | None:
+def _data_root_case(root: Path, model_channels: tuple[str, ...]) -> DisplayCase | None:
     typed = st.sidebar.text_input(
         "…or a path inside the data folder", key=keys.ROOT_PATH, help=f"relative to {root}"
     )
     if typed:
         path = loading.resolve_in_root(root, typed)
-        ref = loading.CaseRef(path.name, (path,))
-        return _load_case(_ref_key(ref), ref)
-    return _case_from_refs(_discover(str(root)), "Case in data folder", "root_case")
+        return _open(loading.CaseRef(path.name, (path,)), model_channels)
+    return _case_from_refs(
+        _discover(str(root)), "Case in data folder", keys.ROOT_CASE, model_channels
+    )
 
 
 def _upload_case() -> DisplayCase | None:
@@ -142,8 +153,9 @@ def _upload_case() -> DisplayCase | None:
     return _load_upload(key, image.name, data, truth.name if truth else "", gt)
 
 
-def sidebar_case(config: ViewerConfig) -> DisplayCase | None:
-    """Case picker (command line / sample data / data root / upload); None when nothing."""
+def sidebar_case(config: ViewerConfig, model_channels: tuple[str, ...] = ()) -> DisplayCase | None:
+    """Case picker (command line / sample data / data root / upload); None when nothing.
+    ``model_channels``: the model's input channels, shown first (:func:`_open`)."""
     st.sidebar.header("Case")
     samples = _discover(str(config.sample_root), confine=False) if config.sample_root else []
     sources = (
@@ -156,13 +168,13 @@ def sidebar_case(config: ViewerConfig) -> DisplayCase | None:
     try:
         if source == "command line":
             ref = cases.command_line_case(
-                [config.path, *config.more_paths], config.case_id, config.gt
+                [config.path, *config.more_paths], config.case_id, config.gt, labels=config.labels
             )
-            return _load_case(_ref_key(ref), ref)
+            return _open(ref, model_channels)
         if source == "sample data":
-            return _case_from_refs(samples, "Sample case", "sample_case")
+            return _case_from_refs(samples, "Sample case", keys.SAMPLE_CASE, model_channels)
         if source == "data folder":
-            return _data_root_case(Path(config.data_root))
+            return _data_root_case(Path(config.data_root), model_channels)
         return _upload_case()
     except MedsegError as err:
         st.error(f"Could not open the case: {err}")
@@ -182,6 +194,24 @@ def _model_choices(config: ViewerConfig) -> dict[str, Path]:
     for path in services.list_checkpoints(config.runs_dir):
         choices[str(path.relative_to(config.runs_dir))] = path
     return choices
+
+
+def expected_channels(config: ViewerConfig) -> tuple[str, ...]:
+    """The input channels of the model the page is about to run (its widgets' last values),
+    so the case opens on them. Empty unless it predicts automatically: a model costs seconds
+    to load, which a page that only shows the scan should not wait for."""
+    state = st.session_state
+    if not state.get(keys.AUTO_PREDICT, True):
+        return ()
+    choices = _model_choices(config)
+    path = choices.get(state.get(keys.MODEL_CHOICE, ""), next(iter(choices.values())))
+    if not path.exists():
+        return ()
+    device, tta = state.get(keys.DEVICE, config.device), bool(state.get(keys.TTA, False))
+    try:
+        return tuple(_predictor(str(path), path.stat().st_mtime, device, tta).channel_names)
+    except (MedsegError, RuntimeError, ValueError, OSError):
+        return ()  # sidebar_prediction runs it again and shows the error
 
 
 def sidebar_prediction(config: ViewerConfig, shown: DisplayCase) -> MaskLayer | None:
@@ -271,6 +301,12 @@ def sidebar_display(shown: DisplayCase, layers: list[MaskLayer]) -> dict[str, An
         "and sagittal side by side; a click in one moves the crosshair and the other two.",
     )
     settings["view"] = st.sidebar.radio("View", render.VIEWS, key=keys.VIEW, horizontal=True)
+    settings["crosshair"] = st.sidebar.checkbox(
+        "Crosshair",
+        value=True,
+        key=keys.SHOW_CROSSHAIR,
+        help="The position lesion jumps move to; the caption gives the intensity there.",
+    )
     channel = 0
     if len(shown.images) > 1:
         names = shown.case.channel_names
@@ -306,13 +342,13 @@ def sidebar_display(shown: DisplayCase, layers: list[MaskLayer]) -> dict[str, An
         )
         window = render.Window(width, level)
     settings["window"] = window
-    settings.update(_overlay_settings(layers, shown))
+    settings.update(_overlay_settings(layers))
     return settings
 
 
-def _overlay_settings(layers: list[MaskLayer], shown: DisplayCase) -> dict[str, Any]:
+def _overlay_settings(layers: list[MaskLayer]) -> dict[str, Any]:
     pred = next((layer for layer in layers if layer.model), None)
-    truth = shown_truth(shown)
+    truth = next((layer for layer in layers if not layer.model), None)
     st.sidebar.header("Overlay")
     if pred is not None and truth is not None:
         modes = list(OVERLAY_MODES)
@@ -346,14 +382,56 @@ def _overlay_settings(layers: list[MaskLayer], shown: DisplayCase) -> dict[str, 
     }
 
 
-def shown_truth(shown: DisplayCase) -> MaskLayer | None:
-    """The case's ground truth prepared for display (memoised on the cached case)."""
+def sidebar_truth(
+    config: ViewerConfig, shown: DisplayCase, pred: MaskLayer | None
+) -> MaskLayer | None:
+    """The ground truth for display, its values mapped onto the model's when the user says
+    how (``--gt-map`` or the sidebar box); warns when the two label schemes differ."""
     if shown.case.truth is None:
         return None
-    memo = shown.__dict__.setdefault("_truth_layer", {})
-    if "layer" not in memo:
-        memo["layer"] = make_layer(shown.case.truth, shown, shown.case.class_names)
-    return memo["layer"]
+    st.session_state.setdefault(keys.GT_MAP, config.gt_map or "")
+    text = st.sidebar.text_input(
+        "Map ground-truth labels (FROM=TO,...)",
+        key=keys.GT_MAP,
+        help="When the ground truth numbers its labels differently from the model: e.g. "
+        "1=2,4=3 makes ground-truth 1 the model's 2 and 4 the model's 3.",
+    )
+    try:
+        mapping = cases.parse_label_map(text)
+    except MedsegError as err:
+        st.sidebar.error(str(err))
+        mapping = {}
+    model_names = tuple(pred.class_names) if pred is not None else ()
+    truth = shown_truth(shown, model_names, mapping)
+    if pred is not None and not mapping:
+        present = sorted({*truth.present, *pred.present})
+        warning = cases.label_scheme_warning(truth.class_names, model_names, present)
+        if warning:
+            st.warning(
+                f"{warning}; or map the ground truth onto the model's values with --gt-map "
+                "FROM=TO,... (e.g. 1=2,4=3) or the sidebar box *Map ground-truth labels*."
+            )
+    return truth
+
+
+def shown_truth(
+    shown: DisplayCase, model_names: tuple[str, ...] = (), mapping: dict[int, int] | None = None
+) -> MaskLayer:
+    """The case's ground truth prepared for display (memoised on the cached case, per
+    mapping). Label names: ``--labels``, else the case's dataset.json, else the model's
+    (:func:`cases.truth_class_names`); a mapped truth uses the model's scheme."""
+    mapping = mapping or {}
+    names = cases.truth_class_names(shown.case.class_names, None, model_names)
+    if mapping and model_names:
+        names = model_names
+    memo = shown.__dict__.setdefault("_truth_layers", {})
+    key = (tuple(sorted(mapping.items())), names)
+    if key not in memo:
+        volume = shown.case.truth
+        if mapping:
+            volume = volume.with_array(cases.map_labels(volume.array, mapping))
+        memo[key] = make_layer(volume, shown, list(names))
+    return memo[key]
 
 
 def main() -> None:
@@ -366,7 +444,7 @@ def main() -> None:
     config = get_config()
     st.title("medseg viewer")
     st.warning(RESEARCH_USE_NOTICE, icon=":material/warning:")
-    shown = sidebar_case(config)
+    shown = sidebar_case(config, expected_channels(config))
     if shown is None:
         return
     _reset_on_new_case(shown.digest)
@@ -375,7 +453,7 @@ def main() -> None:
     session, edit_settings = review_panel.sidebar_review(shown, pred)
     if session is not None:
         pred = review_panel.reviewed_layer(session, shown, pred)
-    truth = shown_truth(shown)
+    truth = sidebar_truth(config, shown, pred)
     layers = [layer for layer in (pred, truth) if layer is not None]
     settings = sidebar_display(shown, layers)
     settings.update(review_panel.uncertainty_settings(pred))
@@ -385,20 +463,28 @@ def main() -> None:
         f"**{shown.case.name}** · {' × '.join(map(str, shown.case.channels[0].shape))} voxels "
         f"· {spacing} mm · stored {shown.stored_orientation}"
     )
+    nav = navigation_layer(pred, truth)
+    sync_focus(shown, nav)
     if settings["layout"] == "three planes":
         three_plane_panel(shown, pred, truth, settings)
+    # Reviewing: the review list beside the image, so each decision is seen where it lands.
     left, right = st.columns([3, 2])
     with left:
         rgb = image_panel(shown, pred, truth, settings)
     with right:
-        lesion_panel(shown, navigation_layer(pred, truth), settings)
-    if session is not None:
-        review_panel.review_section(shown, session, pred, config.data_root)
-    readouts_tab, downloads_tab = st.tabs(["Readouts", "Downloads"])
+        if session is not None:
+            review_panel.review_section(shown, session, pred, config.data_root)
+        else:
+            lesion_panel(shown, nav, settings)
+    tabs = ["Readouts", "Downloads"] + (["Lesion navigation"] if session is not None else [])
+    readouts_tab, downloads_tab, *lesions_tab = st.tabs(tabs)
     with readouts_tab:
         metrics = readouts_panel(shown, pred, truth)
     with downloads_tab:
         downloads_panel(shown, pred, truth, rgb, settings, metrics)
+    for tab in lesions_tab:
+        with tab:
+            lesion_panel(shown, nav, settings)
     st.caption(RESEARCH_USE_NOTICE)
 
 

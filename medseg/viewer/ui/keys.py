@@ -59,16 +59,25 @@ def show_label(label: int) -> str:
 
 # ----------------------------------------------------------------------------- position
 #: The canvas position: voxel index ``(x, y, z)`` of the display volume (L, P, S axes, see
-#: ``core.render``). The NiiVue canvas reads and writes it; the slice sliders follow it.
+#: ``core.render``), 0-based. The NiiVue canvas reads and writes it; a new value moves the
+#: slice sliders at the start of the next run (``ui.focus.sync_focus``); lesion lists set it.
 FOCUS = "viewer.focus"
 FOCUS_SEEN = "_focus_seen"  # the FOCUS the sliders were last synced to
 PREV_SLICE = "prev_slice"
 NEXT_SLICE = "next_slice"
 
 
+SHOW_CROSSHAIR = "show_crosshair"
+
+
 def slice_of(view: str) -> str:
-    """Slider of ``view``: the 0-based slice index (shown 1-based)."""
+    """The 0-based slice index along ``view`` (the FOCUS coordinate on that view's axis)."""
     return f"slice_{view}"
+
+
+def slider_of(view: str) -> str:
+    """The slice slider of ``view``: the same slice, numbered from 1 as on screen."""
+    return f"slider_{view}"
 
 
 def crosshair_click(view: str) -> str:
@@ -88,8 +97,8 @@ LESION_GO = "lesion_go"
 LESION_PREV = "lesion_prev"
 LESION_NEXT = "lesion_next"
 AREA_PICK = "area_pick"
-#: keys removed when another case opens (slices, lesion and area picks)
-PER_CASE_PREFIXES = ("slice_", "lesion_", "area_")
+#: keys removed when another case opens (position, slices, lesion and area picks, ROI)
+PER_CASE_PREFIXES = ("slice_", "lesion_", "area_", FOCUS, FOCUS_SEEN, "roi_")
 
 # ----------------------------------------------------------------------------- measurements
 ROI_SHAPE = "roi_shape"

@@ -31,7 +31,7 @@ from medseg.viewer.core.review import (
     save_reviewed_case,
 )
 from medseg.viewer.core.state import DisplayCase, MaskLayer, make_layer
-from medseg.viewer.ui import keys
+from medseg.viewer.ui import focus, keys
 
 TOOLS = ("navigate", "brush", "eraser")
 UNCERTAINTY = ("off", "foreground probability", "entropy")
@@ -180,24 +180,80 @@ def reviewed_layer(session: ReviewSession, shown: DisplayCase, pred: MaskLayer) 
 
 
 # ----------------------------------------------------------------------------- main area
-def _jump(shown: DisplayCase, session: ReviewSession, lesion_id: int) -> None:
+def _jump(shown: DisplayCase, session: ReviewSession, lesion_id: int | None = None) -> None:
+    """Move the position (FOCUS) to a lesion's centre (the picked one by default)."""
+    if lesion_id is None:
+        lesion_id = st.session_state.get(keys.REVIEW_PICK)
+    if lesion_id not in session.lesions:
+        return
     les = session.lesions[lesion_id]
     centre = np.array([[(s.start + s.stop - 1) / 2 for s in les.box]])
     display = display_to_source(centre, shown.case.channels[0].affine, shown.affine)[0]
-    view = st.session_state.get(keys.VIEW, "axial")
-    st.session_state[keys.slice_of(view)] = int(display[render.VIEW_AXIS[view]])
+    focus.focus_on(display, shown.shape)
+
+
+def _bulk(session: ReviewSession, decision: str, lesion_ids: list[int]) -> None:
+    """One decision for many lesions; their decision widgets are dropped so that the next
+    run does not put the old choice back (:func:`_sync_decisions`)."""
+    changed = session.decide_all(lesion_ids, decision)
+    for lesion_id in lesion_ids:
+        st.session_state.pop(keys.decision(lesion_id), None)
+    st.toast(f"{decision}: {len(lesion_ids)} lesion(s), {changed} changed")
+
+
+def _reject_small(session: ReviewSession) -> None:
+    below = int(st.session_state.get(keys.REJECT_BELOW, 0))
+    _bulk(session, "reject", session.smaller_than(below))
+
+
+def _accept_large(session: ReviewSession) -> None:
+    volume = float(st.session_state.get(keys.ACCEPT_ML, 0.0))
+    confidence = float(st.session_state.get(keys.ACCEPT_CONFIDENCE, 0.0))
+    _bulk(session, "accept", session.larger_and_surer(volume, confidence))
+
+
+def _bulk_controls(session: ReviewSession) -> None:
+    """Bulk decisions (pending lesions only: a decision already taken is never overwritten)."""
+    left, right = st.columns(2)
+    left.number_input("Reject all under (voxels)", 0, None, 10, 1, key=keys.REJECT_BELOW)
+    left.button(
+        "Reject small lesions",
+        key=keys.REJECT_BELOW_GO,
+        on_click=_reject_small,
+        args=(session,),
+        help="Every pending lesion with fewer voxels is rejected (specks, noise).",
+    )
+    right.number_input("Accept all over (mL)", 0.0, None, 0.5, 0.1, key=keys.ACCEPT_ML)
+    right.number_input("… and confidence over", 0.0, 1.0, 0.5, 0.05, key=keys.ACCEPT_CONFIDENCE)
+    right.button(
+        "Accept large, confident lesions",
+        key=keys.ACCEPT_GO,
+        on_click=_accept_large,
+        args=(session,),
+        help="Every pending lesion over both thresholds is accepted (confidence: mean "
+        "foreground probability inside; a model without probabilities passes only at 0).",
+    )
 
 
 def review_section(
     shown: DisplayCase, session: ReviewSession, layer: MaskLayer, data_root: Path | None
 ) -> None:
-    """Lesion table in review order, per-lesion decision, and saving."""
+    """Progress, bulk decisions, the size-filtered lesion list (review order) with the
+    per-lesion decision, and saving."""
     names = layer.class_names
     st.subheader("Review")
-    st.caption(REVIEW_ORDER_RULE)
-    rows = session.decisions(names)
+    done, total = session.progress()
+    st.progress(done / total if total else 1.0, text=f"{done} / {total} reviewed")
+    _bulk_controls(session)
+    st.number_input(
+        "List lesions of at least (voxels)", 0, None, 0, 1, key=keys.MIN_VOXELS,
+        help="Hides smaller lesions from the list and the picker (they keep their decision).",
+    )  # fmt: skip
+    smallest = int(st.session_state.get(keys.MIN_VOXELS, 0))
+    rows = [r for r in session.decisions(names) if r["voxels"] >= smallest]
+    st.caption(f"{REVIEW_ORDER_RULE} Showing {len(rows)} of {total}.")
     table = pd.DataFrame(rows).drop(columns=["bbox_voxel", "label", "new_label"], errors="ignore")
-    st.dataframe(table, hide_index=True)
+    st.dataframe(table, hide_index=True, height=min(38 + 35 * len(rows), 280))
     if rows:
         _decision_controls(shown, session, rows, names)
     st.caption(
@@ -217,10 +273,19 @@ def _decision_controls(
         conf = "n/a" if r["confidence"] is None else f"{r['confidence']:.2f}"
         return f"#{lesion_id} {r['class']}, {r['volume_ml']:.3f} mL, confidence {conf}"
 
-    pick = st.selectbox("Lesion to review", list(by_id), key=keys.REVIEW_PICK, format_func=title)
+    if st.session_state.get(keys.REVIEW_PICK) not in by_id:  # filtered out of the list
+        st.session_state.pop(keys.REVIEW_PICK, None)
+    pick = st.selectbox(
+        "Lesion to review (picking one moves the crosshair to it)",
+        list(by_id),
+        key=keys.REVIEW_PICK,
+        format_func=title,
+        on_change=_jump,
+        args=(shown, session),
+    )
     lesion = session.lesions[pick]
     cols = st.columns([3, 2, 3, 1], vertical_alignment="bottom")
-    cols[0].radio(
+    decision = cols[0].radio(
         "Decision",
         DECISIONS,
         index=DECISIONS.index(lesion.decision),
@@ -234,6 +299,8 @@ def _decision_controls(
         index=labels.index(lesion.new_label) if lesion.new_label in labels else 0,
         key=keys.relabel(pick),
         format_func=lambda v: names[v] if v < len(names) else f"label {v}",
+        disabled=decision != "relabel",
+        help="Used when the decision is relabel.",
     )
     cols[2].text_input("Note", value=lesion.note, key=keys.note(pick))
     cols[3].button("Jump", key=keys.REVIEW_JUMP, on_click=_jump, args=(shown, session, pick))
