@@ -14,8 +14,10 @@ from medseg.viewer.core.cases import (
     ChannelMatchError,
     command_line_case,
     label_scheme_warning,
+    map_labels,
     match_channels,
     model_first,
+    parse_label_map,
     parse_labels,
     truth_class_names,
 )
@@ -240,3 +242,62 @@ def test_truth_label_names_and_scheme_warning(tmp_path: Path) -> None:
     assert command_line_case([tmp_path / "pat"]).class_names == ("background", "necrosis")
     named = command_line_case([tmp_path / "pat"], labels="oedema=2")
     assert named.class_names == ("background", "label 1", "oedema")
+
+
+def test_ground_truth_label_map() -> None:
+    assert parse_label_map("1=2, 4=3") == {1: 2, 4: 3}
+    assert parse_label_map("") == {}
+    for bad in ("1-2", "a=2", "1=2,1=3"):
+        with pytest.raises(MedsegError, match="--gt-map 1=2,4=3"):
+            parse_label_map(bad)
+    truth = np.array([0, 1, 2, 4, 4], np.uint8)
+    assert map_labels(truth, {1: 2, 4: 3}).tolist() == [0, 2, 2, 3, 3]
+    assert map_labels(truth, {1: 2, 2: 1}).tolist() == [0, 2, 1, 4, 4]  # a swap, at once
+    assert map_labels(truth, {1: 300}).dtype == np.int32  # the new value needs room
+    assert map_labels(truth, {}) is truth
+
+
+def test_labels_and_gt_map_reach_the_app_and_are_checked_early(tmp_path: Path) -> None:
+    scan = _write(tmp_path / "flair.nii.gz")
+    config = ViewerConfig(path=scan, labels="necrosis=1,oedema=2", gt_map="1=2,4=3")
+    back = parse_app_args(app_arguments(config))
+    assert (back.labels, back.gt_map) == ("necrosis=1,oedema=2", "1=2,4=3")
+    check_config(config)
+    with pytest.raises(MedsegError, match="NAME=VALUE"):
+        check_config(ViewerConfig(path=scan, labels="necrosis"))
+    with pytest.raises(MedsegError, match="FROM=TO"):
+        check_config(ViewerConfig(path=scan, gt_map="1:2"))
+
+
+def test_cli_passes_labels_and_gt_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from medseg.cli.main import main
+
+    scan = _write(tmp_path / "flair.nii.gz")
+    seen = {}
+
+    class FakePopen:
+        def __init__(self, command, env, **kwargs):
+            seen["command"] = command
+            self.stderr = __import__("io").StringIO("")
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    main(["view", str(scan), "--labels", "oedema=2", "--gt-map", "1=2", "--no-browser"])
+    config = parse_app_args(seen["command"][seen["command"].index("--") + 1 :])
+    assert (config.labels, config.gt_map) == ("oedema=2", "1=2")
+
+
+def test_cli_refuses_a_bad_gt_map_with_exit_2(capsys, tmp_path: Path) -> None:
+    from medseg.cli.main import main
+
+    scan = _write(tmp_path / "flair.nii.gz")
+    with pytest.raises(SystemExit) as exc:
+        main(["view", str(scan), "--gt-map", "one=two", "--no-browser"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "--gt-map 'one=two'" in err
