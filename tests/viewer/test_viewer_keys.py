@@ -47,6 +47,26 @@ def test_no_raw_session_state_key_outside_keys_module() -> None:
     assert found == [], "use a constant of medseg.viewer.ui.keys instead:\n" + "\n".join(found)
 
 
+def test_no_key_value_spelled_out_outside_keys_module() -> None:
+    """Also a key passed on positionally (``_case_from_refs(refs, "Case", "root_case")``):
+    no string equal to a distinctive key value (one with ``_`` or ``.``) outside keys.py."""
+    from medseg.viewer.ui import keys
+
+    values = {
+        v
+        for n, v in vars(keys).items()
+        if n.isupper() and isinstance(v, str) and ("_" in v or "." in v)
+    }
+    found = []
+    for path in sorted(UI.rglob("*.py")):
+        if path.name == "keys.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in values:
+                found.append(f"{path.name}:{node.lineno} {node.value!r}")
+    assert found == [], "use the constant of medseg.viewer.ui.keys:\n" + "\n".join(found)
+
+
 def test_checker_finds_each_kind_of_raw_key() -> None:
     source = (
         "st.slider('x', key='slice_axial')\n"
