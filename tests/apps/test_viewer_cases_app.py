@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from medseg.io import Volume, write_mask, write_volume
 from medseg.viewer.core import render
 from medseg.viewer.launch import ViewerConfig
+from tests.apps.viewer_factory import page_ok as _ok
 from tests.apps.viewer_factory import stand_in_model
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
@@ -47,12 +48,6 @@ def case(tmp_path: Path) -> dict[str, Path]:
     }
     paths["seg"] = write_mask(_truth(), Volume(flair, AFFINE), tmp_path / "seg.nii.gz")
     return paths
-
-
-def _ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
 
 
 def _captions(at: AppTest) -> str:

@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from medseg.io import Volume, write_volume
 from medseg.viewer.launch import ViewerConfig
+from tests.apps.viewer_factory import page_ok as _ok
 from tests.apps.viewer_factory import stand_in_model
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
@@ -55,12 +56,6 @@ def scale_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     at.session_state["medseg_config"] = ViewerConfig(
         path=scan, model=model, device="cpu", runs_dir=tmp_path / "none"
     )
-    return at
-
-
-def _ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
     return at
 
 

@@ -125,3 +125,10 @@ def stand_in_model(
     monkeypatch.setattr(services, "load_predictor", load_predictor)
     monkeypatch.setattr(services, "run_inference", run_inference)
     return model, fed
+
+
+def page_ok(at):  # AppTest -> AppTest
+    """``at`` after a run that showed no exception and no error (the values say which)."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at

@@ -145,12 +145,12 @@ def test_cli_case_errors_exit_2(argv, message, capsys, monkeypatch, tmp_path: Pa
     assert message in capsys.readouterr().err
 
 
-def test_cli_passes_channels_and_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _launched(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> ViewerConfig:
+    """The ViewerConfig the page would read after ``medseg <argv>`` (the server is faked)."""
     import subprocess
 
     from medseg.cli.main import main
 
-    a, b = _write(tmp_path / "p_0000.nii.gz"), _write(tmp_path / "p_0001.nii.gz")
     seen = {}
 
     class FakePopen:
@@ -162,9 +162,13 @@ def test_cli_passes_channels_and_case(tmp_path: Path, monkeypatch: pytest.Monkey
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
-    main(["view", str(a), str(b), "--no-browser"])
-    app_args = seen["command"][seen["command"].index("--") + 1 :]
-    config = parse_app_args(app_args)
+    main(argv)
+    return parse_app_args(seen["command"][seen["command"].index("--") + 1 :])
+
+
+def test_cli_passes_channels_and_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = _write(tmp_path / "p_0000.nii.gz"), _write(tmp_path / "p_0001.nii.gz")
+    config = _launched(monkeypatch, ["view", str(a), str(b), "--no-browser"])
     assert config.path == a.resolve()
     assert config.more_paths == (b.resolve(),)
 
@@ -270,24 +274,9 @@ def test_labels_and_gt_map_reach_the_app_and_are_checked_early(tmp_path: Path) -
 
 
 def test_cli_passes_labels_and_gt_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import subprocess
-
-    from medseg.cli.main import main
-
     scan = _write(tmp_path / "flair.nii.gz")
-    seen = {}
-
-    class FakePopen:
-        def __init__(self, command, env, **kwargs):
-            seen["command"] = command
-            self.stderr = __import__("io").StringIO("")
-
-        def wait(self):
-            return 0
-
-    monkeypatch.setattr(subprocess, "Popen", FakePopen)
-    main(["view", str(scan), "--labels", "oedema=2", "--gt-map", "1=2", "--no-browser"])
-    config = parse_app_args(seen["command"][seen["command"].index("--") + 1 :])
+    argv = ["view", str(scan), "--labels", "oedema=2", "--gt-map", "1=2", "--no-browser"]
+    config = _launched(monkeypatch, argv)
     assert (config.labels, config.gt_map) == ("oedema=2", "1=2")
 
 
