@@ -196,14 +196,13 @@ def _model_choices(config: ViewerConfig) -> dict[str, Path]:
     return choices
 
 
-def expected_channels(config: ViewerConfig) -> tuple[str, ...]:
+def expected_channels(config: ViewerConfig, choices: dict[str, Path]) -> tuple[str, ...]:
     """The input channels of the model the page is about to run (its widgets' last values),
     so the case opens on them. Empty unless it predicts automatically: a model costs seconds
     to load, which a page that only shows the scan should not wait for."""
     state = st.session_state
     if not state.get(keys.AUTO_PREDICT, True):
         return ()
-    choices = _model_choices(config)
     path = choices.get(state.get(keys.MODEL_CHOICE, ""), next(iter(choices.values())))
     if not path.exists():
         return ()
@@ -214,10 +213,11 @@ def expected_channels(config: ViewerConfig) -> tuple[str, ...]:
         return ()  # sidebar_prediction runs it again and shows the error
 
 
-def sidebar_prediction(config: ViewerConfig, shown: DisplayCase) -> MaskLayer | None:
+def sidebar_prediction(
+    config: ViewerConfig, shown: DisplayCase, choices: dict[str, Path]
+) -> MaskLayer | None:
     """Model picker and inference (with progress bar); the cached prediction or None."""
     st.sidebar.header("Model")
-    choices = _model_choices(config)
     name = st.sidebar.selectbox("Checkpoint", list(choices), key=keys.MODEL_CHOICE)
     path = choices[name]
     # the common choices plus the one asked for (``--device cuda:1``), never replaced by auto
@@ -444,12 +444,13 @@ def main() -> None:
     config = get_config()
     st.title("medseg viewer")
     st.warning(RESEARCH_USE_NOTICE, icon=":material/warning:")
-    shown = sidebar_case(config, expected_channels(config))
+    choices = _model_choices(config)  # lists --runs-dir once per run
+    shown = sidebar_case(config, expected_channels(config, choices))
     if shown is None:
         return
     _reset_on_new_case(shown.digest)
     identifiers_panel(shown)
-    pred = sidebar_prediction(config, shown)
+    pred = sidebar_prediction(config, shown, choices)
     session, edit_settings = review_panel.sidebar_review(shown, pred)
     if session is not None:
         pred = review_panel.reviewed_layer(session, shown, pred)
