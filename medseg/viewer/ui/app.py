@@ -389,6 +389,7 @@ def sidebar_truth(
     how (``--gt-map`` or the sidebar box); warns when the two label schemes differ."""
     if shown.case.truth is None:
         return None
+    st.sidebar.header("Ground truth")
     st.session_state.setdefault(keys.GT_MAP, config.gt_map or "")
     text = st.sidebar.text_input(
         "Map ground-truth labels (FROM=TO,...)",

@@ -226,7 +226,7 @@ def _bulk_controls(session: ReviewSession) -> None:
     right.number_input("Accept all over (mL)", 0.0, None, 0.5, 0.1, key=keys.ACCEPT_ML)
     right.number_input("… and confidence over", 0.0, 1.0, 0.5, 0.05, key=keys.ACCEPT_CONFIDENCE)
     right.button(
-        "Accept large, confident lesions",
+        "Accept large lesions",
         key=keys.ACCEPT_GO,
         on_click=_accept_large,
         args=(session,),
@@ -284,8 +284,8 @@ def _decision_controls(
         args=(shown, session),
     )
     lesion = session.lesions[pick]
-    cols = st.columns([3, 2, 3, 1], vertical_alignment="bottom")
-    decision = cols[0].radio(
+    # stacked, not side by side: the review column is narrow (it sits beside the image)
+    decision = st.radio(
         "Decision",
         DECISIONS,
         index=DECISIONS.index(lesion.decision),
@@ -293,7 +293,8 @@ def _decision_controls(
         horizontal=True,
     )
     labels = [v for v in range(1, len(names)) if v != lesion.label] or [lesion.label]
-    cols[1].selectbox(
+    relabel, note = st.columns(2)
+    relabel.selectbox(
         "Relabel as",
         labels,
         index=labels.index(lesion.new_label) if lesion.new_label in labels else 0,
@@ -302,8 +303,10 @@ def _decision_controls(
         disabled=decision != "relabel",
         help="Used when the decision is relabel.",
     )
-    cols[2].text_input("Note", value=lesion.note, key=keys.note(pick))
-    cols[3].button("Jump", key=keys.REVIEW_JUMP, on_click=_jump, args=(shown, session, pick))
+    note.text_input("Note", value=lesion.note, key=keys.note(pick))
+    st.button(
+        "Jump to this lesion", key=keys.REVIEW_JUMP, on_click=_jump, args=(shown, session, pick)
+    )
 
 
 def _safe_stem(name: str) -> str:
