@@ -90,6 +90,16 @@ def crosshair_seen(view: str) -> str:
     return f"_xhair_seen_{view}"
 
 
+# ----------------------------------------------------------------------------- canvas
+# The NiiVue canvas (``ui/canvas``): its component state and its bookkeeping, same values as
+# that module used before the keys moved here.
+CANVAS = "viewer.canvas"  # what the page holds, its last crosshair, queued strokes
+IMAGE_AREA = "viewer.image_area"  # canvas or static images
+CANVAS_SYNCED_FOCUS = "_canvas_synced_focus"
+CANVAS_SEEN = "_canvas_seen"
+CANVAS_ACK = "_canvas_ack"
+CANVAS_DRAWING_ALIAS = "_canvas_drawing_alias"
+
 # ----------------------------------------------------------------------------- lesions
 LESION_SOURCE = "lesion_source"  # list lesions of the prediction or the ground truth
 LESION_PICK = "lesion_pick"
