@@ -84,8 +84,14 @@ class nnUNetTrainer_medsegBudget(nnUNetTrainer):
         while self.current_epoch < self.num_epochs:
             self.on_epoch_start()
             self.on_train_epoch_start()
-            outputs = [self.train_step(next(self.dataloader_train))
-                       for _ in range(self.num_iterations_per_epoch)]
+            # the deadline also holds inside an epoch: on a slow CPU one 50-iteration epoch of
+            # a large plan (BraTS) takes longer than the whole budget
+            outputs = []
+            for _ in range(self.num_iterations_per_epoch):
+                outputs.append(self.train_step(next(self.dataloader_train)))
+                if time.time() > self._deadline:
+                    self.num_epochs = self.current_epoch + 1
+                    break
             self.on_train_epoch_end(outputs)
             with torch.no_grad():
                 self.on_validation_epoch_start()

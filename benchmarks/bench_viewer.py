@@ -52,8 +52,8 @@ def _stats(samples: list[float]) -> str:
 
 def bench_render(image, label, affine, repeats: int) -> dict[str, list[float]]:
     from medseg.io import Volume
-    from medseg.viewer import render
-    from medseg.viewer.state import axial_friendly
+    from medseg.viewer.core import render
+    from medseg.viewer.core.state import axial_friendly
 
     shown = render.to_display(Volume(image, affine))
     shown.array = axial_friendly(shown.array)  # as the app stores it
@@ -123,12 +123,12 @@ def bench_apptest(image, label, affine, repeats: int) -> tuple[list[float], floa
         st.image = original_image
         first_image = (seen[0] - t0) if seen else float("nan")
         assert not at.exception, [e.value for e in at.exception]
-        slider = at.slider(key="slice_axial")
+        slider = at.slider(key="slider_axial")  # numbered from 1
         times = []
         for i in range(repeats):
             t0 = time.perf_counter()
-            at.slider(key="slice_axial").set_value(
-                (slider.value + 7 * (i + 1)) % image.shape[2]
+            at.slider(key="slider_axial").set_value(
+                (slider.value - 1 + 7 * (i + 1)) % image.shape[2] + 1
             ).run()
             times.append(time.perf_counter() - t0)
         assert not at.exception

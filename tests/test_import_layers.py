@@ -348,3 +348,33 @@ def test_checker_catches_private_imports(tmp_path: Path) -> None:
         "medseg.engine.join:5 uses _resume_path of medseg.engine.trainer",
         "medseg.engine.join:5 uses _resume_path of medseg.engine.trainer",
     ]
+
+
+VIEWER_CORE = PACKAGE / "viewer" / "core"
+
+
+def test_viewer_core_imports_neither_the_page_nor_streamlit() -> None:
+    """``viewer/core`` is pure logic (loading, rendering, review, measurements) that the
+    page, the CLI, tests and benchmarks share; only ``viewer/ui`` knows Streamlit."""
+    found = []
+    for path in sorted(VIEWER_CORE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            found += [
+                f"{path.name}:{node.lineno} imports {name}"
+                for name in names
+                if name.split(".")[0] == "streamlit" or name.startswith("medseg.viewer.ui")
+            ]
+        found += [
+            f"{path.name}:{line} imports {target}"
+            for target, line, _ in imports_of(path)
+            if target.startswith("medseg.viewer.ui") or target == "medseg.viewer.launch"
+        ]
+    assert len(list(VIEWER_CORE.glob("*.py"))) > 5
+    assert found == [], "viewer/core must stay free of the page:\n" + "\n".join(sorted(set(found)))

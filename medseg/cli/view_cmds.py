@@ -38,6 +38,18 @@ def view(
         None, "--data-root", help="Server-side folder users may browse; never left."
     ),
     gt: Path | None = typer.Option(None, "--gt", help="Ground-truth mask for PATH (same grid)."),
+    labels: str | None = typer.Option(
+        None,
+        "--labels",
+        help="Names of the ground truth's label values, NAME=VALUE,... (e.g. "
+        "necrosis=1,oedema=2,enhancing=4); default: the case's dataset.json, else the model's.",
+    ),
+    gt_map: str | None = typer.Option(
+        None,
+        "--gt-map",
+        help="Map ground-truth values onto the model's, FROM=TO,... (e.g. 1=2,4=3) when the "
+        "two use different label schemes.",
+    ),
     model: Path | None = typer.Option(
         None,
         "--model",
@@ -82,6 +94,8 @@ def view(
         more_paths=tuple(paths[1:]) if paths else (),
         case_id=case,
         gt=gt,
+        labels=labels,
+        gt_map=gt_map,
         data_root=data_root,
         model=_installed_or_path(model),
         runs_dir=runs_dir if runs_dir is not None else Path.cwd() / "runs",

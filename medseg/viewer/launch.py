@@ -1,6 +1,6 @@
 """Starting the viewer: app arguments, the ``streamlit run`` command line, the subprocess.
 
-``medseg view`` runs ``python -m streamlit run <medseg/viewer/app.py> [streamlit options] --
+``medseg view`` runs ``python -m streamlit run <medseg/viewer/ui/app.py> [streamlit options] --
 [app arguments]``; Streamlit hands everything after ``--`` to the script as ``sys.argv[1:]``,
 where :func:`parse_app_args` reads it back. The app file ships inside the package, so this
 works from an editable install and from a wheel alike.
@@ -8,7 +8,7 @@ works from an editable install and from a wheel alike.
 Never interactive: the server always runs headless (no first-run e-mail prompt, which
 would stop a run without a terminal) and the browser tab is opened from here once the
 server answers. It binds 127.0.0.1 unless a host is asked for; a non-loopback bind needs an
-access token (:mod:`medseg.viewer.access`), generated and printed when none is given. The
+access token (:mod:`medseg.viewer.ui.access`), generated and printed when none is given. The
 server's stderr is passed through and its last lines are reported when it fails.
 """
 
@@ -34,14 +34,14 @@ from pathlib import Path
 from medseg.device import check_device_name
 from medseg.errors import InputNotFoundError, MedsegError
 
-TOKEN_ENV = "MEDSEG_VIEW_TOKEN"  # the same name as medseg.viewer.access (no streamlit import here)
+TOKEN_ENV = "MEDSEG_VIEW_TOKEN"  # as in medseg.viewer.ui.access (no streamlit import here)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 STDERR_TAIL_LINES = 20
 
 logger = logging.getLogger(__name__)
 
-APP_PATH = Path(__file__).resolve().with_name("app.py")
+APP_PATH = Path(__file__).resolve().parent / "ui" / "app.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,9 @@ class ViewerConfig:
     checkpoint used instead of the bundled default; ``runs_dir``: where to list training
     checkpoints; ``sample_root``: the sample cases folder; ``device``: torch device string;
     ``more_paths``: further channel files after ``path``; ``case_id``: a case of the dataset
-    at ``path`` (see :func:`medseg.viewer.cases.command_line_case`).
+    at ``path`` (see :func:`medseg.viewer.core.cases.command_line_case`); ``labels``: the
+    ground truth's label names, ``NAME=VALUE,...``; ``gt_map``: ground-truth values mapped
+    onto the model's, ``FROM=TO,...`` (see :mod:`medseg.viewer.core.cases`).
     """
 
     path: Path | None = None
@@ -65,6 +67,8 @@ class ViewerConfig:
     device: str = "auto"
     more_paths: tuple[Path, ...] = ()
     case_id: str | None = None
+    labels: str | None = None
+    gt_map: str | None = None
 
     def __post_init__(self) -> None:
         # medseg's one device vocabulary: "CUDA:1" -> "cuda:1"; a typo fails before the server
@@ -93,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--channel", type=Path, action="append", default=[])
     parser.add_argument("--case")
+    parser.add_argument("--labels")
+    parser.add_argument("--gt-map")
     return parser
 
 
@@ -112,6 +118,8 @@ def parse_app_args(argv: list[str]) -> ViewerConfig:
         device=args.device,
         more_paths=tuple(args.channel),
         case_id=args.case,
+        labels=args.labels,
+        gt_map=args.gt_map,
     )
 
 
@@ -133,17 +141,28 @@ def app_arguments(config: ViewerConfig) -> list[str]:
         args += ["--device", config.device]
     for extra in config.more_paths:
         args += ["--channel", str(Path(extra).resolve())]
-    if config.case_id is not None:
-        args += ["--case", config.case_id]
+    for flag, text in (
+        ("--case", config.case_id),
+        ("--labels", config.labels),
+        ("--gt-map", config.gt_map),
+    ):
+        if text is not None:
+            args += [flag, text]
     return args
 
 
 def check_config(config: ViewerConfig) -> None:
     """Fail early (before a server starts) on paths that do not exist."""
-    if config.path is not None:
-        from medseg.viewer.cases import command_line_case
+    from medseg.viewer.core.cases import command_line_case, parse_label_map, parse_labels
 
-        command_line_case([config.path, *config.more_paths], config.case_id, config.gt)
+    if config.path is not None:
+        command_line_case(
+            [config.path, *config.more_paths], config.case_id, config.gt, labels=config.labels
+        )
+    if config.labels:
+        parse_labels(config.labels)
+    if config.gt_map:
+        parse_label_map(config.gt_map)
     for what, value in (
         ("ground-truth mask (--gt)", config.gt),
         ("checkpoint (--model)", config.model),

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from medseg.viewer.access import TOKEN_ENV, token_matches
 from medseg.viewer.launch import ViewerConfig
+from medseg.viewer.ui.access import TOKEN_ENV, token_matches
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
 TOKEN = "s3cret-Token_for-tests"

@@ -21,7 +21,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from medseg import RESEARCH_USE_NOTICE
-from medseg.viewer import services
+from medseg.viewer.core import services
 from medseg.viewer.launch import ViewerConfig
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
@@ -95,16 +95,21 @@ def test_full_review_flow(
     ]  # fmt: skip
 
     # Slice: opens on the slice with the most tumour; next button and slider move it.
-    start = at.slider(key="slice_axial").value
+    # The slider and the caption number slices from 1; the position is a 0-based index.
+    start = at.slider(key="slider_axial").value
     at.button(key="next_slice").click().run()
-    assert at.slider(key="slice_axial").value == start + 1
-    at.slider(key="slice_axial").set_value(3).run()
-    assert at.slider(key="slice_axial").value == 3
+    assert at.slider(key="slider_axial").value == start + 1
+    at.slider(key="slider_axial").set_value(3).run()
+    assert at.slider(key="slider_axial").value == 3
+    assert at.slider(key="slider_axial").min == 1
+    assert at.session_state["slice_axial"] == 2
+    assert at.session_state["viewer.focus"][2] == 2
+    assert "axial 3/20" in _texts(at)
     assert len(counting_inference) == runs_after_open  # moving the slider never re-infers
 
     # Axis: coronal has its own slider over the A-P axis (56 voxels).
     at.radio(key="view").set_value("coronal").run()
-    assert at.slider(key="slice_coronal").max == 55
+    assert at.slider(key="slider_coronal").max == 56
     assert "coronal" in _texts(at)
 
     # Window preset: MR defaults to automatic percentiles; pick the CT brain window.
@@ -136,15 +141,15 @@ def test_full_review_flow(
     assert len(lesions.options) == 3
     lesions.set_value(3).run()
     at.button(key="lesion_go").click().run()
-    assert at.slider(key="slice_axial").value == 6  # the small oedema spot is centred at k=6
+    assert at.slider(key="slider_axial").value == 7  # the small oedema spot is centred at k=6
     at.button(key="lesion_next").click().run()
-    assert at.slider(key="slice_axial").value == 10  # the main lesion (k=10)
+    assert at.slider(key="slider_axial").value == 11  # the main lesion (k=10)
     at.button(key="lesion_prev").click().run()
-    assert at.slider(key="slice_axial").value == 6
+    assert at.slider(key="slider_axial").value == 7
 
     # Per-slice tumour area: choosing a slice from the ranked list moves the slider.
     at.selectbox(key="area_pick").set_value(10).run()
-    assert at.slider(key="slice_axial").value == 10
+    assert at.slider(key="slider_axial").value == 11
 
     # Readouts: per-class mL, lesion table, Dice/HD95 against the ground truth.
     frames = [df.value for df in at.dataframe]
@@ -188,7 +193,7 @@ def test_run_inference_button_uses_cache(
     assert not at.exception
     assert "prediction" in at.radio(key="overlay_mode").options
     runs = len(counting_inference)
-    at.slider(key="slice_axial").set_value(2).run()
+    at.slider(key="slider_axial").set_value(2).run()
     at.radio(key="view").set_value("sagittal").run()
     assert len(counting_inference) == runs
 
@@ -291,7 +296,7 @@ def test_data_root_case_list_hides_symlinks_to_outside(case_root: Path, tmp_path
 def test_identifiers_hidden_by_default(
     case_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from medseg.viewer import loading
+    from medseg.viewer.core import loading
 
     original = loading.load_case
 

@@ -130,8 +130,9 @@ def test_viewer_in_headless_chromium(viewer_url: str, tmp_path: Path) -> None:
 
     assert shot.stat().st_size > 10_000
     pixels = np.asarray(Image.open(tmp_path / "slice.png").convert("RGB")).astype(int)
-    # Grey levels have R == G == B; the magenta-red label 1 overlay (238, 51, 119) does not.
-    overlay = pixels[..., 0] - pixels[..., 1] > 60
+    # Grey levels have R == G == B; the orange label 1 overlay (230, 159, 0) does not (and
+    # the magenta crosshair, R == B, is not counted).
+    overlay = pixels[..., 0] - pixels[..., 2] > 60
     assert overlay.mean() > 0.05, f"overlay covers only {overlay.mean():.1%} of the image"
 
 

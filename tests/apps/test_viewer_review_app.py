@@ -17,7 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from medseg.io import Volume, write_mask, write_volume
-from medseg.viewer import services
+from medseg.viewer.core import services
 from medseg.viewer.launch import ViewerConfig
 from tests.apps.viewer_factory import CLASS_NAMES, SHAPE, synthetic_brain, write_constant_checkpoint
 from tests.inference.infer_factory import write_tiny_checkpoint
@@ -263,8 +263,8 @@ def test_three_planes_linked_crosshair(tmp_path: Path, two_channel_case) -> None
 def test_fill_button_fills_an_outline_on_the_current_slice(
     tmp_path: Path, two_channel_case: tuple[Path, Path]
 ) -> None:
-    from medseg.viewer import render
-    from medseg.viewer.review import display_to_source
+    from medseg.viewer.core import render
+    from medseg.viewer.core.review import display_to_source
 
     flair, t1c = two_channel_case
     at = _two_channel_app(tmp_path, flair, t1c)

@@ -84,3 +84,51 @@ def write_constant_checkpoint(
         "channel_names": list(channels),
     }
     return save_checkpoint(payload, path)
+
+
+def stand_in_model(
+    monkeypatch,  # pytest.MonkeyPatch
+    folder: Path,
+    label: np.ndarray,
+    affine: np.ndarray,
+    class_names: list[str],
+    foreground: np.ndarray | None = None,
+    channels: tuple[str, ...] = ("flair",),
+) -> tuple[Path, list[list[np.ndarray]]]:
+    """A model file the page lists, whose predictor is replaced: it expects ``channels`` and
+    predicts ``label`` (with ``foreground`` as its probability map). Returns the file and the
+    list that receives the channel arrays of each inference run. AppTests then control every
+    lesion and its confidence, without loading a network."""
+    import types
+
+    from medseg.viewer.core import services
+
+    model = folder / "stand_in.pt"
+    model.write_bytes(b"never read: load_predictor is replaced")
+    fed: list[list[np.ndarray]] = []
+
+    def load_predictor(path, device="auto", tta=False):
+        return types.SimpleNamespace(channel_names=list(channels))
+
+    def run_inference(predictor, volumes, name, progress=None):
+        fed.append([np.asarray(v.array) for v in volumes])
+        maps = {}
+        if foreground is not None:
+            maps = {
+                "foreground probability": foreground.astype(np.float16),
+                "entropy": (1 - foreground).astype(np.float16),
+            }
+        return services.ViewerPrediction(
+            Volume(label, affine), list(class_names), None, name, maps, "0" * 64
+        )
+
+    monkeypatch.setattr(services, "load_predictor", load_predictor)
+    monkeypatch.setattr(services, "run_inference", run_inference)
+    return model, fed
+
+
+def page_ok(at):  # AppTest -> AppTest
+    """``at`` after a run that showed no exception and no error (the values say which)."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at

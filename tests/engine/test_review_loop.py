@@ -18,8 +18,8 @@ import yaml
 
 from medseg.checkpoint import load_checkpoint
 from medseg.io import read_volume
-from medseg.viewer import render
-from medseg.viewer.review import (
+from medseg.viewer.core import render
+from medseg.viewer.core.review import (
     ReviewSession,
     brush_plane_pixels,
     display_to_source,

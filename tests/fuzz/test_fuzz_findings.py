@@ -234,14 +234,14 @@ def _damage_deflate(data: bytes) -> bytes:
     ids=["damaged-deflate", "unknown-method"],
 )
 def test_damaged_zip_upload_is_an_upload_error(tmp_path, mutate, message):
-    from medseg.viewer.loading import UploadError, read_upload
+    from medseg.viewer.core.loading import UploadError, read_upload
 
     with pytest.raises(UploadError, match=rf"scan\.zip: {message}"):
         read_upload("scan.zip", mutate(_series_zip(tmp_path)))
 
 
 def test_zip_entry_name_the_file_system_refuses_is_an_upload_error(tmp_path):
-    from medseg.viewer.loading import UploadError, read_upload
+    from medseg.viewer.core.loading import UploadError, read_upload
 
     data = _series_zip(tmp_path, name="series/" + "a" * 300 + "{}")  # OSError: name too long
     with pytest.raises(UploadError, match=r"scan\.zip: not a valid zip archive \(OSError"):
@@ -252,7 +252,7 @@ def test_empty_zip_upload_names_the_upload(tmp_path):
     import io
     import zipfile
 
-    from medseg.viewer.loading import UploadError, read_upload
+    from medseg.viewer.core.loading import UploadError, read_upload
 
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:

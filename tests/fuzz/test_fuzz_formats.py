@@ -39,7 +39,7 @@ from medseg.engine.config import TrainConfig, load_config
 from medseg.errors import MedsegError
 from medseg.inference import Predictor
 from medseg.io import Volume, read_dicom_seg
-from medseg.viewer.loading import read_upload
+from medseg.viewer.core.loading import read_upload
 from tests.fuzz.seeds import COUNTS, write_format_seeds
 
 PROFILES = {"quick": 100, "long": 1500}

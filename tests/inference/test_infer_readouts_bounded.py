@@ -14,7 +14,7 @@ from medseg.inference import compute_readouts, find_lesions
 from medseg.inference.components import ComponentSweep
 from medseg.io.volume import Volume
 from medseg.metrics import CONNECTIVITY_26
-from medseg.viewer import services
+from medseg.viewer.core import services
 from tests.peak_memory import peak_extra
 
 NAMES = ["background", "tumour", "oedema"]

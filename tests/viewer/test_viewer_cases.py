@@ -10,17 +10,19 @@ import pytest
 
 from medseg.errors import InputNotFoundError, MedsegError
 from medseg.io import Volume, write_mask, write_volume
-from medseg.viewer.cases import (
+from medseg.viewer.core.cases import (
     ChannelMatchError,
     command_line_case,
     label_scheme_warning,
+    map_labels,
     match_channels,
     model_first,
+    parse_label_map,
     parse_labels,
     truth_class_names,
 )
+from medseg.viewer.core.loading import load_case
 from medseg.viewer.launch import ViewerConfig, app_arguments, check_config, parse_app_args
-from medseg.viewer.loading import load_case
 
 
 def _write(path: Path, value: float = 1.0) -> Path:
@@ -143,12 +145,12 @@ def test_cli_case_errors_exit_2(argv, message, capsys, monkeypatch, tmp_path: Pa
     assert message in capsys.readouterr().err
 
 
-def test_cli_passes_channels_and_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _launched(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> ViewerConfig:
+    """The ViewerConfig the page would read after ``medseg <argv>`` (the server is faked)."""
     import subprocess
 
     from medseg.cli.main import main
 
-    a, b = _write(tmp_path / "p_0000.nii.gz"), _write(tmp_path / "p_0001.nii.gz")
     seen = {}
 
     class FakePopen:
@@ -160,9 +162,13 @@ def test_cli_passes_channels_and_case(tmp_path: Path, monkeypatch: pytest.Monkey
             return 0
 
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
-    main(["view", str(a), str(b), "--no-browser"])
-    app_args = seen["command"][seen["command"].index("--") + 1 :]
-    config = parse_app_args(app_args)
+    main(argv)
+    return parse_app_args(seen["command"][seen["command"].index("--") + 1 :])
+
+
+def test_cli_passes_channels_and_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = _write(tmp_path / "p_0000.nii.gz"), _write(tmp_path / "p_0001.nii.gz")
+    config = _launched(monkeypatch, ["view", str(a), str(b), "--no-browser"])
     assert config.path == a.resolve()
     assert config.more_paths == (b.resolve(),)
 
@@ -240,3 +246,47 @@ def test_truth_label_names_and_scheme_warning(tmp_path: Path) -> None:
     assert command_line_case([tmp_path / "pat"]).class_names == ("background", "necrosis")
     named = command_line_case([tmp_path / "pat"], labels="oedema=2")
     assert named.class_names == ("background", "label 1", "oedema")
+
+
+def test_ground_truth_label_map() -> None:
+    assert parse_label_map("1=2, 4=3") == {1: 2, 4: 3}
+    assert parse_label_map("") == {}
+    for bad in ("1-2", "a=2", "1=2,1=3"):
+        with pytest.raises(MedsegError, match="--gt-map 1=2,4=3"):
+            parse_label_map(bad)
+    truth = np.array([0, 1, 2, 4, 4], np.uint8)
+    assert map_labels(truth, {1: 2, 4: 3}).tolist() == [0, 2, 2, 3, 3]
+    assert map_labels(truth, {1: 2, 2: 1}).tolist() == [0, 2, 1, 4, 4]  # a swap, at once
+    assert map_labels(truth, {1: 300}).dtype == np.int32  # the new value needs room
+    assert map_labels(truth, {}) is truth
+
+
+def test_labels_and_gt_map_reach_the_app_and_are_checked_early(tmp_path: Path) -> None:
+    scan = _write(tmp_path / "flair.nii.gz")
+    config = ViewerConfig(path=scan, labels="necrosis=1,oedema=2", gt_map="1=2,4=3")
+    back = parse_app_args(app_arguments(config))
+    assert (back.labels, back.gt_map) == ("necrosis=1,oedema=2", "1=2,4=3")
+    check_config(config)
+    with pytest.raises(MedsegError, match="NAME=VALUE"):
+        check_config(ViewerConfig(path=scan, labels="necrosis"))
+    with pytest.raises(MedsegError, match="FROM=TO"):
+        check_config(ViewerConfig(path=scan, gt_map="1:2"))
+
+
+def test_cli_passes_labels_and_gt_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scan = _write(tmp_path / "flair.nii.gz")
+    argv = ["view", str(scan), "--labels", "oedema=2", "--gt-map", "1=2", "--no-browser"]
+    config = _launched(monkeypatch, argv)
+    assert (config.labels, config.gt_map) == ("oedema=2", "1=2")
+
+
+def test_cli_refuses_a_bad_gt_map_with_exit_2(capsys, tmp_path: Path) -> None:
+    from medseg.cli.main import main
+
+    scan = _write(tmp_path / "flair.nii.gz")
+    with pytest.raises(SystemExit) as exc:
+        main(["view", str(scan), "--gt-map", "one=two", "--no-browser"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "--gt-map 'one=two'" in err

@@ -39,7 +39,7 @@ def test_streamlit_command_runs_packaged_app(tmp_path: Path) -> None:
 
 def test_shim_imports_packaged_app() -> None:
     shim = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
-    assert "from medseg.viewer.app import main" in shim.read_text()
+    assert "from medseg.viewer.ui.app import main" in shim.read_text()
 
 
 def test_cli_passes_arguments_to_streamlit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

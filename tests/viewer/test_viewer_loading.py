@@ -16,7 +16,7 @@ import pytest
 from medseg.errors import InputNotFoundError
 from medseg.io import Volume, write_mask, write_volume
 from medseg.io.cases import is_dicom_folder
-from medseg.viewer import loading
+from medseg.viewer.core import loading
 
 AFFINE = np.diag([-1.0, -1.0, 2.0, 1.0])
 
@@ -175,7 +175,7 @@ def test_soft_ground_truth_is_refused_not_rounded():
 
     from medseg.errors import DatasetError
     from medseg.io import Volume
-    from medseg.viewer.loading import attach_truth
+    from medseg.viewer.core.loading import attach_truth
 
     image = Volume(np.zeros((4, 4, 3), np.float32), np.eye(4), {"source": "scan.nii.gz"})
     soft = image.with_array(np.full((4, 4, 3), 0.4, np.float32), source="prob.nii.gz")

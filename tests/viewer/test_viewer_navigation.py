@@ -7,7 +7,7 @@ import pytest
 
 from medseg.inference.readouts import compute_readouts
 from medseg.io import Volume
-from medseg.viewer import navigation, render
+from medseg.viewer.core import navigation, render
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -58,8 +58,8 @@ def test_slice_areas_in_mm2() -> None:
      (np.float32, (0.0, 1.0, 2.0))],
 )  # fmt: skip
 def test_fast_label_mask_and_present_labels_match_numpy(dtype, values) -> None:
-    from medseg.viewer.navigation import label_mask
-    from medseg.viewer.state import present_labels
+    from medseg.viewer.core.navigation import label_mask
+    from medseg.viewer.core.state import present_labels
 
     rng = np.random.default_rng(0)
     labels = np.asfortranarray(rng.choice(np.array(values, dtype), size=(9, 8, 7)))

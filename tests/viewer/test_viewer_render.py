@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from medseg.io import Volume
-from medseg.viewer import render
+from medseg.viewer.core import render
 
 SHAPE = (40, 30, 10)
 SPACING = (1.0, 2.0, 4.0)
@@ -187,3 +187,65 @@ def test_real_brats_tumour_side_follows_world_coordinates(shared_data) -> None:
     tumour_col = np.nonzero(plane)[1].mean()
     brain_col = np.nonzero(brain_plane)[1].mean()
     assert (tumour_col < brain_col) == tumour_is_right
+
+
+OKABE_ITO = [
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (240, 228, 66),
+    (0, 114, 178),
+    (213, 94, 0),
+    (204, 121, 167),
+]
+
+
+def test_label_palette_is_okabe_ito_and_a_plain_list() -> None:
+    """One palette for the PNG path and the canvas: a list of RGB tuples, label = index."""
+    assert isinstance(render.LABEL_COLOURS, list)
+    assert render.LABEL_COLOURS[1:] == OKABE_ITO
+    assert all(isinstance(c, tuple) and len(c) == 3 for c in render.LABEL_COLOURS)
+    assert [render.label_colour(v) for v in (1, 7, 8)] == [OKABE_ITO[0], OKABE_ITO[6], OKABE_ITO[0]]
+    assert render.legend_entries(["bg", "core"], [1])[0][2] == "#e69f00"
+
+
+def test_crosshair_colour_is_used_by_no_label() -> None:
+    cross = np.array(render.CROSSHAIR_COLOUR, float)
+    for colour in [*render.LABEL_COLOURS, *render.COMPARISON_COLOURS.values()]:
+        assert np.linalg.norm(cross - np.array(colour, float)) > 120, colour
+    assert len(set(render.CROSSHAIR_COLOUR)) > 1  # not a grey: anatomy is grey
+    rgb = render.draw_crosshair(np.zeros((20, 20, 3), np.uint8), (5, 5), (10, 10))
+    assert tuple(rgb[11, 0]) == render.CROSSHAIR_COLOUR
+
+
+def test_heat_map_stays_visible_over_bright_tissue() -> None:
+    """Full uncertainty over white (bright FLAIR) must not look white: no white-hot end."""
+    white = np.full((4, 4, 3), 255, np.uint8)
+    out = render.overlay_heat(white.copy(), np.ones((4, 4), np.float32), opacity=0.6)
+    assert int(out[0, 0].min()) < 150
+    top = render.HEAT_LUT[-26:].astype(int)  # the top tenth of the map
+    assert (top.min(axis=1) < 80).all()  # a saturated colour, never pale
+    assert top.sum(axis=1).max() < 450
+
+
+def test_orientation_sentence_per_plane() -> None:
+    assert render.orientation_sentence("axial") == (
+        "seen from the feet: patient's right on screen left, anterior at the top"
+    )
+    assert render.orientation_sentence("coronal") == (
+        "seen from the front: patient's right on screen left, superior at the top"
+    )
+    sagittal = render.orientation_sentence("sagittal")
+    assert sagittal == "seen from the patient's left: anterior on screen left, superior at the top"
+    assert "right" not in sagittal
+
+
+def test_draw_outline_marks_only_the_edge_of_a_scaled_mask() -> None:
+    mask = np.zeros((10, 10), bool)
+    mask[2:8, 2:8] = True
+    out = render.draw_outline(np.zeros((40, 40, 3), np.uint8), mask, (1, 2, 3))
+    edge = (out == (1, 2, 3)).all(axis=2)
+    assert edge[8, 8:32].all()
+    assert edge[8:32, 8].all()
+    assert not edge[20, 20]
+    assert not edge[0, 0]

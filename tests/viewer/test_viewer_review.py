@@ -1,4 +1,4 @@
-"""Lesion review, editing and uncertainty maps (medseg.viewer.review, pure numpy)."""
+"""Lesion review, editing and uncertainty maps (medseg.viewer.core.review, pure numpy)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import DatasetError, OverwriteError
 from medseg.io import Volume, write_mask, write_volume
-from medseg.viewer import render
-from medseg.viewer.review import (
+from medseg.viewer.core import render
+from medseg.viewer.core.review import (
     ReviewError,
     ReviewSession,
     brush_plane_pixels,
@@ -308,8 +308,40 @@ def test_the_page_does_not_wait_for_torch_before_its_first_image() -> None:
     import sys
 
     code = (
-        "import sys, medseg.viewer.app, medseg.viewer.review, medseg.viewer.review_panel; "
+        "import sys, medseg.viewer.ui.app, medseg.viewer.core.review, medseg.viewer.ui.review_panel; "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_bulk_decisions_touch_pending_lesions_only_and_count_progress() -> None:
+    """Lesions: 144 voxels at 0.95, 8 voxels at 0.55, 48 voxels at 0.552 (0.001 mL each)."""
+    mask, fg = _mask()
+    session = ReviewSession(mask, 0.001, fg, num_classes=3)
+    by_size = {les.voxels: les.id for les in session.lesions.values()}
+    assert session.progress() == (0, 3)
+    assert session.smaller_than(10) == [by_size[8]]
+    assert sorted(session.smaller_than(50)) == sorted([by_size[8], by_size[48]])
+    assert session.larger_and_surer(0.1, 0.9) == [by_size[144]]
+    assert session.larger_and_surer(0.01, 0.9) == [by_size[144]]  # 48 is not sure enough
+    assert session.larger_and_surer(0.2, 0.0) == []
+
+    session.decide(by_size[48], "accept", note="kept")
+    assert session.smaller_than(50) == [by_size[8]]  # a decision taken is never overwritten
+    assert sorted(session.smaller_than(50, pending_only=False)) == sorted([by_size[8], by_size[48]])
+    assert session.decide_all(session.smaller_than(50), "reject") == 1
+    assert session.decide_all(session.larger_and_surer(0.1, 0.5), "accept") == 1
+    assert session.progress() == (3, 3)
+    assert session.lesions[by_size[48]].note == "kept"
+    assert session.working()[12:14, 12:14, 2:4].max() == 0
+    assert session.working()[2:8, 2:8, 2:6].min() == 1
+    with pytest.raises(ReviewError, match="one at a time"):
+        session.decide_all([by_size[8]], "relabel")
+
+
+def test_without_probabilities_confidence_passes_only_at_zero() -> None:
+    mask, _ = _mask()
+    session = ReviewSession(mask, 0.001, None, num_classes=3)
+    assert session.larger_and_surer(0.1, 0.5) == []
+    assert len(session.larger_and_surer(0.1, 0.0)) == 1

@@ -12,7 +12,7 @@ import pytest
 
 from medseg.errors import OverwriteError
 from medseg.io import read_dicom_seg, read_volume
-from medseg.viewer.review import ReviewSession, review_record, save_reviewed_case
+from medseg.viewer.core.review import ReviewSession, review_record, save_reviewed_case
 
 NAMES = ["background", "lesion", "liver"]
 
@@ -123,7 +123,7 @@ def test_an_uploaded_series_keeps_its_headers_for_the_seg(ct_series, tmp_path):
     import io
     import zipfile
 
-    from medseg.viewer.loading import read_upload
+    from medseg.viewer.core.loading import read_upload
 
     folder, _ = ct_series
     buffer = io.BytesIO()

@@ -13,7 +13,7 @@ from PIL import Image
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.io import Volume
-from medseg.viewer import services
+from medseg.viewer.core import services
 
 NAMES = ["background", "tumour_core", "oedema"]
 AFFINE = np.array([[-0.5, 0, 0, 10], [0, -0.5, 0, 12], [0, 0, 2.0, -4], [0, 0, 0, 1]])
@@ -100,7 +100,7 @@ def test_png_without_caption_still_carries_notice() -> None:
 
 def test_lesion_table_uses_display_slices_like_the_slider() -> None:
     """A scan stored with k pointing inferior: table, picker and slider show the same slices."""
-    from medseg.viewer import navigation, render
+    from medseg.viewer.core import navigation, render
 
     affine = np.diag([1.0, 1.0, -2.0, 1.0])  # k runs superior -> inferior
     label = np.zeros((12, 12, 10), np.uint8)
@@ -114,12 +114,12 @@ def test_lesion_table_uses_display_slices_like_the_slider() -> None:
     assert not shown.array[:, :, 2:4].any()
 
     (row,) = services.lesion_rows(readouts, targets)
-    assert row["slice_range"] == "6-7"
+    assert row["slice_range"] == "7-8"  # the slider numbers slices from 1
     assert row["number"] == targets[0].number == 1
     assert services.lesion_rows(readouts)[0]["slice_range"] == "2-3"  # source-grid fallback
     text = services.report_csv(readouts, None, targets).decode()
     rows = list(csv.DictReader(io.StringIO(text.split("\n", 1)[1])))
-    assert [r["slice_range"] for r in rows if r["kind"] == "lesion"] == ["6-7"]
+    assert [r["slice_range"] for r in rows if r["kind"] == "lesion"] == ["7-8"]
 
 
 def test_checkpoint_listing_and_missing_model(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from medseg.io import Volume, write_volume
-from medseg.viewer import loading
+from medseg.viewer.core import loading
 from tests.io.dicom_factory import write_series
 
 

@@ -39,6 +39,39 @@ ORIENTATION_LABELS = {
     "sagittal": {"left": "A", "right": "P", "top": "S", "bottom": "I"},
 }
 
+#: Where the viewer stands for each view, and the words for the edge letters above.
+VIEWPOINTS = {
+    "axial": "seen from the feet",
+    "coronal": "seen from the front",
+    "sagittal": "seen from the patient's left",
+}
+DIRECTION_WORDS = {
+    "R": "patient's right",
+    "L": "patient's left",
+    "A": "anterior",
+    "P": "posterior",
+    "S": "superior",
+    "I": "inferior",
+}
+#: The end of each view's slider where slice 1 lies (display axes L, P, S count from R, A, I).
+FIRST_SLICE = {"axial": "inferior", "coronal": "anterior", "sagittal": "patient's right"}
+
+
+def orientation_sentence(view: str) -> str:
+    """How ``view`` is drawn, in words: ``seen from the feet: patient's right on screen left,
+    anterior at the top`` (from :data:`ORIENTATION_LABELS`, so text and letters agree)."""
+    edges = ORIENTATION_LABELS[view]
+    return (
+        f"{VIEWPOINTS[view]}: {DIRECTION_WORDS[edges['left']]} on screen left, "
+        f"{DIRECTION_WORDS[edges['top']]} at the top"
+    )
+
+
+def hex_colour(rgb: tuple[int, int, int]) -> str:
+    """``#rrggbb`` of an RGB tuple (legends, charts)."""
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
 # CT window presets as (width, level) in Hounsfield units.
 CT_PRESETS: dict[str, tuple[float, float]] = {
     "brain": (80.0, 40.0),
@@ -48,23 +81,26 @@ CT_PRESETS: dict[str, tuple[float, float]] = {
     "bone": (2500.0, 480.0),
 }
 
-# Distinct, colour-blind-aware label colours (Paul Tol "bright"/"vibrant" family); index = label.
-LABEL_COLOURS: tuple[tuple[int, int, int], ...] = (
+# The one label palette (PNG path and the NiiVue canvas): Okabe & Ito's colour-blind-safe
+# order, index = label value (0 = background, never drawn); labels past 7 cycle.
+LABEL_COLOURS: list[tuple[int, int, int]] = [
     (0, 0, 0),
-    (238, 51, 119),  # 1 magenta-red
-    (255, 200, 40),  # 2 yellow
-    (51, 187, 238),  # 3 cyan
-    (0, 153, 136),  # 4 teal
-    (238, 119, 51),  # 5 orange
-    (170, 51, 119),  # 6 purple
-    (102, 204, 102),  # 7 green
-    (0, 119, 187),  # 8 blue
-)
-# Comparison mode: prediction vs ground truth, per pixel of any foreground label.
+    (230, 159, 0),  # 1 orange
+    (86, 180, 233),  # 2 sky blue
+    (0, 158, 115),  # 3 bluish green
+    (240, 228, 66),  # 4 yellow
+    (0, 114, 178),  # 5 blue
+    (213, 94, 0),  # 6 vermillion
+    (204, 121, 167),  # 7 reddish purple
+]
+#: The crosshair: pure magenta, which no label colour comes near and grey anatomy never is.
+CROSSHAIR_COLOUR: tuple[int, int, int] = (255, 0, 255)
+# Comparison mode: prediction vs ground truth, per pixel of any foreground label (Okabe-Ito
+# colours that stay apart for red-green colour blindness, unlike green / red).
 COMPARISON_COLOURS: dict[str, tuple[int, int, int]] = {
-    "true positive": (40, 200, 80),
-    "false positive": (230, 40, 40),
-    "false negative": (40, 120, 255),
+    "true positive": (0, 158, 115),
+    "false positive": (213, 94, 0),
+    "false negative": (86, 180, 233),
 }
 
 
@@ -142,15 +178,31 @@ def volume_to_plane(
 def draw_crosshair(
     rgb: np.ndarray, point: tuple[int, int], plane_shape: tuple[int, int]
 ) -> np.ndarray:
-    """Dashed yellow lines through plane pixel ``point`` (row, col) on the rendered ``rgb``."""
+    """Dashed :data:`CROSSHAIR_COLOUR` lines through plane pixel ``point`` (row, col)."""
     height, width = rgb.shape[:2]
     row = int((point[0] + 0.5) * height / plane_shape[0])
     col = int((point[1] + 0.5) * width / plane_shape[1])
     out = rgb.copy()
     dash = (np.arange(max(height, width)) // 6) % 2 == 0
-    colour = np.array([255, 200, 40], np.uint8)
+    colour = np.array(CROSSHAIR_COLOUR, np.uint8)
     out[min(row, height - 1), dash[:width]] = colour
     out[dash[:height], min(col, width - 1)] = colour
+    return out
+
+
+def draw_outline(
+    rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = CROSSHAIR_COLOUR
+) -> np.ndarray:
+    """The edge of plane ``mask`` (``(rows, cols)`` bool, e.g. an ROI) drawn on the rendered
+    ``rgb`` (any size: the mask is scaled by nearest neighbour); returns a copy."""
+    height, width = rgb.shape[:2]
+    rows = np.arange(height) * mask.shape[0] // height
+    cols = np.arange(width) * mask.shape[1] // width
+    big = mask[rows][:, cols]
+    inner = big.copy()
+    inner[1:-1, 1:-1] = big[:-2, 1:-1] & big[2:, 1:-1] & big[1:-1, :-2] & big[1:-1, 2:]
+    out = rgb.copy()
+    out[big & ~inner] = colour
     return out
 
 
@@ -411,9 +463,13 @@ def render_slice(req: RenderRequest) -> np.ndarray:
 
 
 def _heat_lut() -> np.ndarray:
-    """256 x RGB colours from dark blue (0) through teal and yellow to white-hot (1)."""
-    stops = np.array([0.0, 0.35, 0.7, 1.0])
-    colours = np.array([[30, 20, 120], [0, 150, 160], [250, 210, 40], [255, 255, 230]], float)
+    """256 x RGB colours from indigo (0) through teal and orange to crimson (1).
+
+    No white or pale end: the map is drawn over bright tissue (FLAIR lesions, contrast),
+    where a white-hot top would vanish; crimson stays dark against white and grey.
+    """
+    stops = np.array([0.0, 0.33, 0.66, 1.0])
+    colours = np.array([[40, 20, 130], [0, 130, 170], [240, 130, 0], [190, 0, 40]], float)
     x = np.linspace(0.0, 1.0, 256)
     return np.stack([np.interp(x, stops, colours[:, c]) for c in range(3)], 1).astype(np.uint8)
 
@@ -455,7 +511,7 @@ def encode_for_screen(rgb: np.ndarray) -> bytes:
 
     ~1.5 ms for a 512x512 view against ~50 ms for PNG on a busy 2-core machine, which is what
     keeps a slice change under 100 ms; label colours stay within a few grey levels. Downloads
-    use lossless PNG (``medseg.viewer.services.png_bytes``).
+    use lossless PNG (``medseg.viewer.core.services.png_bytes``).
     """
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(
@@ -506,6 +562,5 @@ def legend_entries(
     names = dict(enumerate(class_names)) if isinstance(class_names, list) else dict(class_names)
     entries = []
     for label in sorted({int(v) for v in present if int(v) > 0}):
-        r, g, b = label_colour(label)
-        entries.append((label, names.get(label, f"label {label}"), f"#{r:02x}{g:02x}{b:02x}"))
+        entries.append((label, names.get(label, f"label {label}"), hex_colour(label_colour(label))))
     return entries

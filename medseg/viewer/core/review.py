@@ -206,6 +206,47 @@ class ReviewSession:
         if changed:
             self.version += 1
 
+    # -------------------------------------------------------------- review at scale
+    def progress(self) -> tuple[int, int]:
+        """``(reviewed, total)``: lesions with a decision other than ``pending``, and all."""
+        done = sum(les.decision != "pending" for les in self.lesions.values())
+        return done, len(self.lesions)
+
+    def smaller_than(self, voxels: int, pending_only: bool = True) -> list[int]:
+        """Ids of the lesions under ``voxels`` voxels (still pending ones by default)."""
+        return [
+            les.id
+            for les in self.lesions.values()
+            if les.voxels < voxels and (les.decision == "pending" or not pending_only)
+        ]
+
+    def larger_and_surer(
+        self, volume_ml: float, confidence: float, pending_only: bool = True
+    ) -> list[int]:
+        """Ids of the lesions over ``volume_ml`` mL whose confidence is over ``confidence``
+        (a lesion without one, when the model gave no probabilities, passes only at 0)."""
+
+        def sure(les: ReviewLesion) -> bool:
+            return confidence <= 0 if les.confidence is None else les.confidence > confidence
+
+        return [
+            les.id
+            for les in self.lesions.values()
+            if les.volume_ml > volume_ml
+            and sure(les)
+            and (les.decision == "pending" or not pending_only)
+        ]
+
+    def decide_all(self, lesion_ids: Sequence[int], decision: str) -> int:
+        """Give every lesion of ``lesion_ids`` the same ``decision`` (not ``relabel``: that
+        needs a label per lesion); returns how many lesions changed."""
+        if decision == "relabel":
+            raise ReviewError("relabel lesions one at a time; bulk actions accept or reject")
+        before = self.version
+        for lesion_id in lesion_ids:
+            self.decide(lesion_id, decision, note=self.lesions[lesion_id].note)
+        return self.version - before
+
     def _check_label(self, label: int | None, what: str) -> None:
         if label is None or not 1 <= int(label) < self.num_classes:
             raise ReviewError(
@@ -333,9 +374,9 @@ def fill_holes_on_slice(
     brush becomes a filled region); recorded as an undoable edit. Returns voxels changed.
 
     ``view``/``index`` name the slice as the viewer shows it (display orientation, see
-    :mod:`medseg.viewer.render`); ``source_affine`` is the mask's own grid.
+    :mod:`medseg.viewer.core.render`); ``source_affine`` is the mask's own grid.
     """
-    from medseg.viewer import render
+    from medseg.viewer.core import render
 
     shown = render.to_display(Volume(np.asarray(session.working()), source_affine))
     plane = np.asarray(render.extract_slice(shown.array, view, index)) == label
@@ -352,7 +393,7 @@ def display_to_source(
     """Display-oriented voxel indices ``(N, 3)`` -> the same voxels' source-grid indices.
 
     The display volume is a lossless axis permutation/flip of the source
-    (:func:`medseg.viewer.render.to_display`), so the affines map voxel centres onto voxel
+    (:func:`medseg.viewer.core.render.to_display`), so the affines map voxel centres onto voxel
     centres and rounding only removes float noise.
     """
     idx = np.asarray(indices, dtype=np.float64).reshape(-1, 3)
@@ -380,7 +421,7 @@ class SavedReview:
 def dicom_source_files(channels: Sequence[Volume], mask: Volume | None = None) -> list[Any]:
     """What a DICOM-SEG of the case references: the DICOM files it was read from (first
     channel, else ``mask``), or the headers an upload kept in memory (its temporary files
-    are gone, see :func:`medseg.viewer.loading.read_upload`); ``[]`` when not DICOM."""
+    are gone, see :func:`medseg.viewer.core.loading.read_upload`); ``[]`` when not DICOM."""
     for volume in [*channels[:1], *([mask] if mask is not None else [])]:
         files = [str(f) for f in volume.metadata.get("dicom_files") or []]
         if files and all(Path(f).is_file() for f in files):

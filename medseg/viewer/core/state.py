@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from medseg.io import Volume
-from medseg.viewer import navigation, render, services
-from medseg.viewer.loading import Case
+from medseg.viewer.core import navigation, render, services
+from medseg.viewer.core.loading import Case
 
 
 @dataclasses.dataclass(eq=False)
 class DisplayCase:
-    """A case in display orientation (see :mod:`medseg.viewer.render`)."""
+    """A case in display orientation (see :mod:`medseg.viewer.core.render`)."""
 
     case: Case
     digest: str

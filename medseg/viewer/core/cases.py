@@ -14,8 +14,10 @@ Files named like a mask (:func:`medseg.io.cases.is_label_file`: ``seg``, ``label
 by name whenever the names match, whatever order the files were given in
 (:func:`match_channels`), so the same folder works with any model whose channels it holds.
 Ground-truth label names come from ``NAME=VALUE,...`` (:func:`parse_labels`), the case's
-``dataset.json`` or the checkpoint (:func:`truth_class_names`); :func:`label_scheme_warning` says when the ground
-truth and the model name their labels differently.
+``dataset.json`` or the checkpoint (:func:`truth_class_names`); :func:`label_scheme_warning`
+says when the ground truth and the model name their labels differently, and ``--gt-map
+1=2,4=3`` (:func:`parse_label_map`, :func:`map_labels`) maps the ground truth onto the
+model's values.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from medseg.errors import InputNotFoundError, MedsegError
 from medseg.io.cases import (
@@ -38,7 +42,7 @@ from medseg.io.cases import (
     pick_label,
     split_channel,
 )
-from medseg.viewer.loading import CaseRef, dataset_json_names
+from medseg.viewer.core.loading import CaseRef, dataset_json_names
 
 logger = logging.getLogger(__name__)
 
@@ -313,3 +317,30 @@ def label_scheme_warning(
         "comparisons pair different structures. Name the ground truth's labels (a "
         "dataset.json beside the case) or compare a model trained on the same labels"
     )
+
+
+def parse_label_map(text: str) -> dict[int, int]:
+    """``--gt-map FROM=TO,...`` (``1=2,4=3``): ground-truth label values -> the model's."""
+    mapping: dict[int, int] = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        source, sep, target = (s.strip() for s in item.partition("="))
+        if not sep or not source.isdigit() or not target.isdigit() or int(source) in mapping:
+            raise MedsegError(
+                f"--gt-map {text!r}: entry {item!r} is not FROM=TO (each ground-truth value "
+                "once); expected e.g. --gt-map 1=2,4=3 (ground-truth value = model value)"
+            )
+        mapping[int(source)] = int(target)
+    return mapping
+
+
+def map_labels(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    """``labels`` with each value of ``mapping`` replaced at once (``1=2,2=1`` swaps); values
+    not in ``mapping`` stay. Non-negative integer labels (the readers' mask check)."""
+    if not mapping:
+        return labels
+    top = max(int(labels.max(initial=0)), *mapping)
+    table = np.arange(top + 1, dtype=np.int64)
+    for source, target in mapping.items():
+        table[source] = target
+    dtype = labels.dtype if int(table.max()) <= np.iinfo(labels.dtype).max else np.int32
+    return table[labels].astype(dtype)

@@ -24,7 +24,7 @@ from medseg.errors import CheckpointError, InputNotFoundError
 from medseg.io import Volume, write_mask
 
 if TYPE_CHECKING:
-    from medseg.viewer.navigation import LesionTarget
+    from medseg.viewer.core.navigation import LesionTarget
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +94,9 @@ def run_inference(
 
     The probabilities (softmax or region sigmoids, already averaged over TTA flips and
     ensemble folds by the predictor) are reduced at once to two float16 maps, foreground
-    probability and normalised entropy (:mod:`medseg.viewer.review`), to keep memory small.
+    probability and normalised entropy (:mod:`medseg.viewer.core.review`), to keep memory small.
     """
-    from medseg.viewer.review import foreground_probability, normalised_entropy
+    from medseg.viewer.core.review import foreground_probability, normalised_entropy
 
     prediction = predictor.predict(channels, progress=progress, return_probabilities=True)
     class_names = list(prediction.class_names)
@@ -171,9 +171,9 @@ def lesion_rows(
 ) -> list[dict[str, Any]]:
     """Flat lesion table rows (volume, longest axial diameter, slice range) for display/CSV.
 
-    With ``targets`` (the layer's :class:`~medseg.viewer.navigation.LesionTarget` list) the
-    ``slice_range`` is the inclusive range of axial *display* slices, i.e. the slider
-    positions the lesion picker jumps to, and ``number`` is the picker's ``#N``. Without
+    With ``targets`` (the layer's :class:`~medseg.viewer.core.navigation.LesionTarget` list) the
+    ``slice_range`` is the inclusive range of axial *display* slices numbered from 1, i.e.
+    the slider positions the lesion picker jumps to, and ``number`` is the picker's ``#N``. Without
     them it is the range along the source file's third voxel axis, which differs from the
     slider whenever the scan is not stored inferior-to-superior.
     """
@@ -181,7 +181,8 @@ def lesion_rows(
     rows = []
     for les in sorted(readouts.get("lesions", []), key=lambda r: -float(r["volume_ml"])):
         target = by_key.get((int(les["label"]), int(les["index"])))
-        first, last = target.slice_range("axial") if target else les["slice_range"]
+        # the slider numbers slices from 1; the library's range is 0-based voxel indices
+        first, last = (v + 1 for v in target.slice_range("axial")) if target else les["slice_range"]
         row = {"number": target.number} if target else {}
         row.update(
             {
@@ -268,8 +269,8 @@ def dicom_seg_bytes(
     label: Volume, source_files: Sequence[Any], class_names: Sequence[str], model: str
 ) -> bytes:
     """The reviewed label volume as DICOM-SEG bytes referencing ``source_files`` (the series
-    the case was read from); written as :func:`medseg.viewer.review.save_reviewed_case` does."""
-    from medseg.viewer.review import write_reviewed_seg
+    the case was read from); written as :func:`medseg.viewer.core.review.save_reviewed_case` does."""
+    from medseg.viewer.core.review import write_reviewed_seg
 
     with tempfile.TemporaryDirectory(prefix="medseg-viewer-") as tmp:
         path = Path(tmp) / "reviewed_seg.dcm"

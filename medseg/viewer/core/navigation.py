@@ -1,6 +1,6 @@
 """Lesion navigation: lesions from the readouts mapped to screen slices; per-slice tumour area.
 
-All arrays are display-oriented (``medseg.viewer.render.DISPLAY_AXCODES``), so slice indices
+All arrays are display-oriented (``medseg.viewer.core.render.DISPLAY_AXCODES``), so slice indices
 match the viewer's slider for the chosen view.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data.slicing import plane_axes
-from medseg.viewer.render import VIEW_AXIS, pixel_spacing
+from medseg.viewer.core.render import VIEW_AXIS, pixel_spacing
 
 
 @dataclasses.dataclass(frozen=True)

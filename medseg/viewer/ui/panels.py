@@ -1,7 +1,7 @@
 """Main-area panels of the viewer page: slice controls and image, lesions, readouts, downloads.
 
-Called by :mod:`medseg.viewer.app` on every rerun; everything expensive is memoised on the
-cached :class:`~medseg.viewer.state.DisplayCase` / :class:`~medseg.viewer.state.MaskLayer`,
+Called by :mod:`medseg.viewer.ui.app` on every rerun; everything expensive is memoised on the
+cached :class:`~medseg.viewer.core.state.DisplayCase` / :class:`~medseg.viewer.core.state.MaskLayer`,
 so a rerun after a slider move renders one slice and re-sends small tables.
 """
 
@@ -14,73 +14,69 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from medseg.viewer import navigation, render, services
-from medseg.viewer.state import DisplayCase, MaskLayer
+from medseg.viewer.core import measure, navigation, render, services
+from medseg.viewer.core.state import DisplayCase, MaskLayer
+from medseg.viewer.ui import focus, keys, measure_panel
 
 
 # ----------------------------------------------------------------------------- callbacks
-def _step(key: str, delta: int, count: int) -> None:
-    st.session_state[key] = int(np.clip(st.session_state.get(key, 0) + delta, 0, count - 1))
+def _step(view: str, delta: int, shape: tuple[int, int, int]) -> None:
+    focus.move_slice(view, int(st.session_state.get(keys.slice_of(view), 0)) + delta, shape)
 
 
-def _goto_lesion(targets: list[navigation.LesionTarget], view: str, step: int = 0) -> None:
-    key = f"slice_{view}"
+def _slider_moved(view: str, shape: tuple[int, int, int]) -> None:
+    focus.move_slice(view, int(st.session_state[keys.slider_of(view)]) - 1, shape)
+
+
+def _goto_lesion(
+    targets: list[navigation.LesionTarget], view: str, shape: tuple[int, int, int], step: int = 0
+) -> None:
     if step == 0:
-        number = st.session_state.get("lesion_pick")
+        number = st.session_state.get(keys.LESION_PICK)
         target = next((t for t in targets if t.number == number), None)
     else:
-        target = navigation.neighbour_lesion(targets, view, st.session_state.get(key, 0), step)
+        current = st.session_state.get(keys.slice_of(view), 0)
+        target = navigation.neighbour_lesion(targets, view, current, step)
     if target is not None:
-        st.session_state[key] = target.slice_for(view)
-        st.session_state["lesion_pick"] = target.number
+        focus.focus_on(target.centre, shape)
+        st.session_state[keys.LESION_PICK] = target.number
 
 
-def _jump_to_area_slice(view: str) -> None:
-    choice = st.session_state.get("area_pick")
+def _jump_to_area_slice(view: str, shape: tuple[int, int, int]) -> None:
+    choice = st.session_state.get(keys.AREA_PICK)
     if choice is not None:
-        st.session_state[f"slice_{view}"] = int(choice)
+        focus.move_slice(view, int(choice), shape)
 
 
 # ----------------------------------------------------------------------------- main area
-def _initial_slice(layer: MaskLayer | None, shown: DisplayCase, view: str) -> int:
-    """Open on the slice with the most foreground, else the middle slice."""
+def slice_controls(shown: DisplayCase, view: str) -> int:
+    """Slider (numbered from 1) with previous/next buttons; returns the 0-based slice index."""
     count = render.num_slices(shown.shape, view)
-    if layer is not None and layer.present:
-        areas = layer.areas(view, shown.spacing, tuple(layer.present))
-        if areas.max() > 0:
-            return int(np.argmax(areas))
-    return count // 2
-
-
-def slice_controls(shown: DisplayCase, nav: MaskLayer | None, view: str) -> int:
-    """Slider with previous/next buttons; returns the current slice index."""
-    count = render.num_slices(shown.shape, view)
-    key = f"slice_{view}"
-    if key not in st.session_state:
-        st.session_state[key] = _initial_slice(nav, shown, view)
-    st.session_state[key] = int(np.clip(st.session_state[key], 0, count - 1))
+    index = int(np.clip(st.session_state.get(keys.slice_of(view), 0), 0, count - 1))
+    st.session_state[keys.slider_of(view)] = index + 1
+    shape = shown.shape
     prev_col, slider_col, next_col = st.columns([1, 10, 1], vertical_alignment="bottom")
     prev_col.button(
-        "◀", key="prev_slice", help="previous slice", on_click=_step, args=(key, -1, count)
+        "◀", key=keys.PREV_SLICE, help="previous slice", on_click=_step, args=(view, -1, shape)
     )
-    next_col.button("▶", key="next_slice", help="next slice", on_click=_step, args=(key, 1, count))
-    first = {"axial": "inferior", "coronal": "anterior", "sagittal": "patient's right"}[view]
+    next_col.button(
+        "▶", key=keys.NEXT_SLICE, help="next slice", on_click=_step, args=(view, 1, shape)
+    )
     slider_col.slider(
-        f"{view.capitalize()} slice (0 = most {first})",
-        0,
-        max(count - 1, 1),
-        key=key,
+        f"{view.capitalize()} slice (1 = most {render.FIRST_SLICE[view]})",
+        1,
+        max(count, 2),
+        key=keys.slider_of(view),
         disabled=count <= 1,
+        on_change=_slider_moved,
+        args=(view, shape),
     )
-    return int(st.session_state[key])
+    return index
 
 
 def _legend(settings: dict[str, Any]) -> str:
     if settings["mode"] == "comparison":
-        items = [
-            (name, "#{:02x}{:02x}{:02x}".format(*rgb))
-            for name, rgb in render.COMPARISON_COLOURS.items()
-        ]
+        items = [(name, render.hex_colour(rgb)) for name, rgb in render.COMPARISON_COLOURS.items()]
     elif settings["mode"] == "none":
         return ""
     else:
@@ -95,14 +91,16 @@ def _legend(settings: dict[str, Any]) -> str:
     return "&emsp;".join(chips) + note
 
 
-def image_panel(
-    shown: DisplayCase, pred: MaskLayer | None, truth: MaskLayer | None, settings: dict[str, Any]
-) -> np.ndarray:
-    """Render and show the current slice; returns the RGB array (for the PNG download)."""
-    view = settings["view"]
-    nav = pred or truth
-    index = slice_controls(shown, nav, view)
-    request = render.RenderRequest(
+def _request(
+    shown: DisplayCase,
+    pred: MaskLayer | None,
+    truth: MaskLayer | None,
+    settings: dict[str, Any],
+    view: str,
+    index: int,
+    min_side: int = 384,
+) -> render.RenderRequest:
+    return render.RenderRequest(
         image=shown.images[settings["channel"]],
         spacing=shown.spacing,
         view=view,
@@ -115,21 +113,39 @@ def image_panel(
         opacity=settings["opacity"],
         style="contour" if settings.get("heat") is not None else settings["style"],
         heat=settings.get("heat"),
+        min_side=min_side,
     )
-    rgb = render.render_slice(request)
+
+
+def image_panel(
+    shown: DisplayCase, pred: MaskLayer | None, truth: MaskLayer | None, settings: dict[str, Any]
+) -> np.ndarray:
+    """Render and show the current slice; returns the RGB array (for the PNG download)."""
+    view = settings["view"]
+    index = slice_controls(shown, view)
+    point = focus.current(shown.shape)
+    rgb = render.render_slice(_request(shown, pred, truth, settings, view, index))
+    plane_shape = render.extract_slice(shown.images[0], view, index).shape
+    if settings.get("crosshair", True):
+        rgb = render.draw_crosshair(
+            rgb, render.volume_to_plane(view, point, shown.shape), plane_shape
+        )
+    roi = measure_panel.roi_choice(plane_shape)
+    if roi is not None:
+        rgb = render.draw_outline(rgb, measure.roi_mask(plane_shape, roi[1], roi[0]))
     count = render.num_slices(shown.shape, view)
     win = settings["window"]
     caption = (
         f"{view} {index + 1}/{count} · W {win.width:.4g} / L {win.level:.4g} · "
-        "radiological convention: patient's right on screen left"
-        + (" (axial, coronal)" if view != "sagittal" else "; anterior on screen left")
+        f"{render.orientation_sentence(view)} · "
+        + measure_panel.intensity_text(shown, settings["channel"], point)
     )
     if settings.get("click_key"):
         # Editing: the same image, clickable (streamlit-image-coordinates); the click is
         # applied at the start of the next rerun against this view and slice.
         from streamlit_image_coordinates import streamlit_image_coordinates
 
-        st.session_state["_brush_ctx"] = {"view": view, "index": index}
+        st.session_state[keys.BRUSH_CONTEXT] = {"view": view, "index": index}
         streamlit_image_coordinates(
             rgb, key=settings["click_key"], image_format="JPEG", jpeg_quality=95,
             cursor="crosshair",
@@ -145,25 +161,24 @@ def image_panel(
     legend = _legend(settings)
     if legend:
         st.markdown(legend, unsafe_allow_html=True)
+    measure_panel.roi_panel(shown, settings["channel"], view, index)
     return rgb
 
 
 def _crosshair_clicks(shown: DisplayCase) -> None:
-    """Move the crosshair (the three slice indices) to the last click in any of the planes."""
+    """Move the position (FOCUS) to the last click in any of the three planes."""
     for view in render.VIEWS:
-        click = st.session_state.get(f"xhair_{view}")
-        seen = f"_xhair_seen_{view}"
+        click = st.session_state.get(keys.crosshair_click(view))
+        seen = keys.crosshair_seen(view)
         if not click or click.get("unix_time") == st.session_state.get(seen):
             continue
         st.session_state[seen] = click.get("unix_time")
-        index = int(st.session_state.get(f"slice_{view}", 0))
+        index = int(st.session_state.get(keys.slice_of(view), 0))
         plane_shape = render.extract_slice(shown.images[0], view, index).shape
         size = (click.get("height") or plane_shape[0], click.get("width") or plane_shape[1])
         row, col = render.screen_to_plane(click["x"], click["y"], size, plane_shape)
         pixel = np.array([[min(int(row), plane_shape[0] - 1), min(int(col), plane_shape[1] - 1)]])
-        ijk = render.plane_to_volume(view, index, pixel, shown.shape)[0]
-        for other in render.VIEWS:
-            st.session_state[f"slice_{other}"] = int(ijk[render.VIEW_AXIS[other]])
+        focus.focus_on(render.plane_to_volume(view, index, pixel, shown.shape)[0], shown.shape)
 
 
 def three_plane_panel(
@@ -172,32 +187,23 @@ def three_plane_panel(
     """Axial, coronal and sagittal side by side with a linked crosshair (3D context)."""
     from streamlit_image_coordinates import streamlit_image_coordinates
 
-    nav = pred or truth
-    for view in render.VIEWS:
-        key = f"slice_{view}"
-        if key not in st.session_state:
-            st.session_state[key] = _initial_slice(nav, shown, view)
     _crosshair_clicks(shown)
-    point = tuple(int(st.session_state[f"slice_{v}"]) for v in ("sagittal", "coronal", "axial"))
+    point = focus.current(shown.shape)
     columns = st.columns(3)
     for column, view in zip(columns, render.VIEWS, strict=True):
         index = point[render.VIEW_AXIS[view]]
-        request = render.RenderRequest(
-            image=shown.images[settings["channel"]], spacing=shown.spacing, view=view,
-            index=index, window=settings["window"],
-            prediction=pred.display if pred else None, truth=truth.display if truth else None,
-            mode=settings["mode"], visible=settings["visible"], opacity=settings["opacity"],
-            style="contour" if settings.get("heat") is not None else settings["style"],
-            heat=settings.get("heat"), min_side=256,
-        )  # fmt: skip
-        rgb = render.render_slice(request)
+        rgb = render.render_slice(_request(shown, pred, truth, settings, view, index, 256))
         plane_shape = render.extract_slice(shown.images[0], view, index).shape
         rgb = render.draw_crosshair(
             rgb, render.volume_to_plane(view, point, shown.shape), plane_shape
         )
         with column:
             streamlit_image_coordinates(
-                rgb, key=f"xhair_{view}", image_format="JPEG", jpeg_quality=90, width="stretch"
+                rgb,
+                key=keys.crosshair_click(view),
+                image_format="JPEG",
+                jpeg_quality=90,
+                width="stretch",
             )
             st.caption(f"{view} {index + 1}/{render.num_slices(shown.shape, view)}")
     st.caption("Three planes: click any view to move the crosshair; the other two follow.")
@@ -208,13 +214,13 @@ def navigation_layer(pred: MaskLayer | None, truth: MaskLayer | None) -> MaskLay
     if pred is None or truth is None:
         return pred or truth
     source = st.radio(
-        "Lesions of", ["prediction", "ground truth"], key="lesion_source", horizontal=True
+        "Lesions of", ["prediction", "ground truth"], key=keys.LESION_SOURCE, horizontal=True
     )
     return pred if source == "prediction" else truth
 
 
 AREA_CHART = {
-    "mark": {"type": "bar", "color": "#ee3377"},
+    "mark": {"type": "bar", "color": render.hex_colour(render.label_colour(1))},
     "encoding": {
         "x": {"field": "slice", "type": "quantitative", "title": "slice"},
         "y": {"field": "area_mm2", "type": "quantitative", "title": "area (mm²)"},
@@ -224,12 +230,14 @@ AREA_CHART = {
 
 
 def _area_frame(areas: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({"slice": np.arange(len(areas)), "area_mm2": areas})
+    return pd.DataFrame({"slice": np.arange(1, len(areas) + 1), "area_mm2": areas})
 
 
 def lesion_panel(shown: DisplayCase, nav: MaskLayer | None, settings: dict[str, Any]) -> None:
-    """Lesion list with jump/next/previous and the per-slice tumour area chart."""
+    """Lesion list (picking one moves the position to its centre), next/previous, and the
+    per-slice tumour area chart. Slices are numbered from 1, as on the slider."""
     view = settings["view"]
+    shape = shown.shape
     st.subheader("Lesions")
     if nav is None:
         st.caption("No mask loaded: run inference or load a ground truth.")
@@ -239,47 +247,59 @@ def lesion_panel(shown: DisplayCase, nav: MaskLayer | None, settings: dict[str, 
         st.info("No lesions in this mask.")
     else:
         by_number = {t.number: t for t in targets}
+
+        def title(n: int) -> str:
+            first, last = by_number[n].slice_range(view)
+            return f"{by_number[n].title}, slices {first + 1}-{last + 1}"
+
         st.selectbox(
             "Lesion",
             list(by_number),
-            key="lesion_pick",
-            format_func=lambda n: (
-                f"{by_number[n].title}, slices "
-                f"{by_number[n].slice_range(view)[0]}-{by_number[n].slice_range(view)[1]}"
-            ),
+            key=keys.LESION_PICK,
+            format_func=title,
+            on_change=_goto_lesion,
+            args=(targets, view, shape, 0),
         )
         go, prev, nxt = st.columns(3)
-        go.button("Jump to lesion", key="lesion_go", on_click=_goto_lesion, args=(targets, view, 0))
-        prev.button("◀ Lesion", key="lesion_prev", on_click=_goto_lesion, args=(targets, view, -1))
-        nxt.button("Lesion ▶", key="lesion_next", on_click=_goto_lesion, args=(targets, view, 1))
+        for column, (text, key, step) in zip(
+            (go, prev, nxt),
+            (
+                ("Jump to lesion", keys.LESION_GO, 0),
+                ("◀ Lesion", keys.LESION_PREV, -1),
+                ("Lesion ▶", keys.LESION_NEXT, 1),
+            ),
+            strict=True,
+        ):
+            column.button(text, key=key, on_click=_goto_lesion, args=(targets, view, shape, step))
     labels = settings["visible"] or tuple(nav.present)
     areas = nav.areas(view, shown.spacing, tuple(labels))
     st.caption(f"Tumour area per {view} slice (mm²)")
     chart = nav.memo(f"chart_{view}_{labels}", lambda: _area_frame(areas))
     # A raw Vega-Lite spec: st.bar_chart builds it through Altair with schema validation,
     # ~30 ms on every slider move.
-    current = int(st.session_state.get(f"slice_{view}", 0))
+    current = int(st.session_state.get(keys.slice_of(view), 0))
     spec = {
         "layer": [
             {**AREA_CHART, "encoding": {**AREA_CHART["encoding"], "x": {
-                **AREA_CHART["encoding"]["x"], "scale": {"domain": [0, max(len(areas) - 1, 1)], "nice": False}}}},
-            {"mark": {"type": "rule", "color": "#ffc828", "strokeDash": [4, 3]},
-             "encoding": {"x": {"datum": current}}},
+                **AREA_CHART["encoding"]["x"], "scale": {"domain": [1, max(len(areas), 2)], "nice": False}}}},
+            {"mark": {"type": "rule", "color": render.hex_colour(render.CROSSHAIR_COLOUR),
+                      "strokeDash": [4, 3]},
+             "encoding": {"x": {"datum": current + 1}}},
         ]
     }  # fmt: skip
     st.vega_lite_chart(chart, spec, height=180)
-    st.caption(f"dashed line: current slice {current}")
+    st.caption(f"dashed line: current slice {current + 1}")
     with_tumour = np.flatnonzero(areas > 0)
     ranked = sorted(with_tumour, key=lambda i: -areas[i])[:200]
     st.selectbox(
         "Go to slice (largest area first)",
         [int(i) for i in ranked],
         index=None,
-        key="area_pick",
+        key=keys.AREA_PICK,
         placeholder=f"{len(with_tumour)} slices with tumour",
-        format_func=lambda i: f"slice {i}: {areas[i]:.0f} mm²",
+        format_func=lambda i: f"slice {i + 1}: {areas[i]:.0f} mm²",
         on_change=_jump_to_area_slice,
-        args=(view,),
+        args=(view, shape),
     )
 
 
@@ -304,9 +324,10 @@ def readouts_panel(
     st.dataframe(pd.DataFrame(lesions), hide_index=True)
     metrics = None
     if pred is not None and truth is not None:
+        # per truth layer: a label mapping (--gt-map) gives another one, memoised on the case
         metrics = pred.memo(
-            "metrics",
-            lambda: services.compare_with_truth(pred.source, shown.case.truth, pred.class_names),
+            f"metrics_{id(truth)}",
+            lambda: services.compare_with_truth(pred.source, truth.source, pred.class_names),
         )
         st.markdown("**Prediction vs ground truth**")
         st.dataframe(pd.DataFrame(metrics), hide_index=True)
@@ -330,7 +351,7 @@ def downloads_panel(
         data=lambda: services.png_bytes(rgb, caption),
         file_name=f"{stem}_{settings['view']}.png",
         mime="image/png",
-        key="dl_png",
+        key=keys.DL_PNG,
     )
     if layer is None:
         return
@@ -340,14 +361,14 @@ def downloads_panel(
         data=services.report_csv(layer.readouts, metrics, layer.targets),
         file_name=f"{stem}_report.csv",
         mime="text/csv",
-        key="dl_csv",
+        key=keys.DL_CSV,
     )
     st.download_button(
         "Report (JSON)",
         data=services.report_json(shown.case.name, model, layer.readouts, metrics),
         file_name=f"{stem}_report.json",
         mime="application/json",
-        key="dl_json",
+        key=keys.DL_JSON,
     )
     if pred is not None:
         st.download_button(
@@ -355,7 +376,7 @@ def downloads_panel(
             data=lambda: pred.memo("nifti", lambda: services.mask_nifti_bytes(pred.source)),
             file_name=f"{stem}_pred.nii.gz",
             mime="application/gzip",
-            key="dl_mask",
+            key=keys.DL_MASK,
         )
 
 
@@ -364,7 +385,7 @@ def identifiers_panel(shown: DisplayCase) -> None:
     ids = shown.case.channels[0].identifiers
     if not ids:
         return
-    if st.sidebar.checkbox("Show patient identifiers", value=False, key="show_ids"):
+    if st.sidebar.checkbox("Show patient identifiers", value=False, key=keys.SHOW_IDS):
         st.sidebar.json(ids)
     else:
         st.sidebar.caption("Patient identifiers hidden.")

@@ -16,12 +16,13 @@ import os
 
 import streamlit as st
 
+from medseg.viewer.ui import keys
+
 logger = logging.getLogger(__name__)
 
 TOKEN_ENV = "MEDSEG_VIEW_TOKEN"
 TOKEN_PARAM = "token"
 TOKEN_COOKIE = "medseg_token"
-_UNLOCKED = "_medseg_access_ok"
 
 
 def token_matches(given: str | None, expected: str) -> bool:
@@ -45,10 +46,10 @@ def require_access() -> bool:
     configured token (a loopback bind without ``--token``) every visitor may render.
     """
     expected = os.environ.get(TOKEN_ENV, "")
-    if not expected or st.session_state.get(_UNLOCKED):
+    if not expected or st.session_state.get(keys.ACCESS_OK):
         return True
     if any(token_matches(given, expected) for given in _given_tokens()):
-        st.session_state[_UNLOCKED] = True
+        st.session_state[keys.ACCESS_OK] = True
         return True
     st.error(
         "Access token required. Open the address printed by `medseg view` (it ends in "
