@@ -161,7 +161,9 @@ def main() -> None:
           f"({mib:.1f} MiB each), {cores} core(s) usable")  # fmt: skip
     print(f"{'engine':<8}{'cases':>7}{'failed':>8}{'wall s':>9}{'cases/s':>9}")
     for name, r in (("local", local), ("ray", ray_)):
-        print(f"{name:<8}{r['cases']:>7}{r['failed']:>8}{r['wall_s']:>9.1f}{r['cases_per_s']:>9.2f}")
+        print(
+            f"{name:<8}{r['cases']:>7}{r['failed']:>8}{r['wall_s']:>9.1f}{r['cases_per_s']:>9.2f}"
+        )
     ratio = ray_["cases_per_s"] / local["cases_per_s"]
     print(f"throughput ratio ray / local: {ratio:.2f} (Ray start-up {ray_['init_s']:.1f} s not "
           "included)")  # fmt: skip
@@ -174,7 +176,9 @@ def main() -> None:
         s = ray_["stages"][stage]
         print(f"{stage:<7}{local['mean_s'][stage]:>13.3f}{s['mean_s']:>11.3f}"
               f"{s['cases_per_s_per_worker']:>19.1f}{s['peak_rss_mb']:>20.0f}")  # fmt: skip
-    print(f"local engine peak RSS (one process, this benchmark's too): {local['peak_rss_mb']:.0f} MiB")
+    print(
+        f"local engine peak RSS (one process, this benchmark's too): {local['peak_rss_mb']:.0f} MiB"
+    )
     lines = scaling_model(local, ray_, shape, args)
     print("\n".join(lines))
     print("For research use only. Not for diagnostic use.")

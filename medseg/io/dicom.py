@@ -18,7 +18,6 @@ exactly, each in its own stored type, into one type holding all of them.
 from __future__ import annotations
 
 import dataclasses
-
 import functools
 import logging
 from collections.abc import Callable
@@ -81,7 +80,9 @@ OFF_LINE_PIXELS = 0.1
 def _check_consistent(series: DicomSeries, orient: np.ndarray, spacing: np.ndarray) -> None:
     # compare with the most common geometry, so the error names the odd file even when it
     # happens to sort first
-    geometry = [slice_geometry(ds, path) for path, ds in zip(series.files, series.headers)]
+    geometry = [
+        slice_geometry(ds, path) for path, ds in zip(series.files, series.headers, strict=True)
+    ]
     keys = [
         (ds.get("Rows"), ds.get("Columns"), tuple(np.round(o, 3)), tuple(np.round(s, 4)))
         for ds, (_, o, s) in zip(series.headers, geometry, strict=True)

@@ -54,7 +54,8 @@ def test_plan_writes_a_commented_config_that_trains(brain: Path, tmp_path: Path,
     assert cfg.data.crop_size[1] <= 112
     assert cfg.data.preprocessing.class_names == ["background", "tumour_core", "oedema"]
     # training fills its share of the budget; prediction averages the four flips
-    assert cfg.train.fill_time_limit and cfg.train.test_time_augmentation
+    assert cfg.train.fill_time_limit
+    assert cfg.train.test_time_augmentation
     assert cfg.train.time_limit_minutes is not None
     lines = {line.split(":")[0].strip(): line for line in text.splitlines() if ":" in line}
     for key in ("slice_axis", "target_spacing", "crop_size", "epochs", "batch_size", "modality"):
