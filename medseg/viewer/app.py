@@ -36,6 +36,7 @@ from medseg.viewer.panels import (
     three_plane_panel,
 )
 from medseg.viewer.state import DisplayCase, LRUStore, MaskLayer, make_layer, prepare_case
+from medseg.viewer.ui import canvas
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ AUTO_WINDOW = "auto (MR percentiles)"
 MANUAL_WINDOW = "manual"
 OVERLAY_MODES = ("prediction", "ground truth", "both", "comparison", "none")
 LAYOUTS = ("single view", "three planes")
+FAVICON = Path(__file__).resolve().parents[1] / "assets" / "favicon.png"
 
 
 # ----------------------------------------------------------------------------- caches
@@ -264,9 +266,10 @@ def sidebar_display(shown: DisplayCase, layers: list[MaskLayer]) -> dict[str, An
     """View, channel, window and overlay settings."""
     st.sidebar.header("Display")
     settings: dict[str, Any] = {}
+    settings["image_area"] = canvas.image_area_choice()
     settings["layout"] = st.sidebar.radio(
         "Layout",
-        LAYOUTS,
+        LAYOUTS + (("3D render",) if settings["image_area"] == "canvas" else ()),
         key="layout",
         horizontal=True,
         help="Three planes: axial, coronal "
@@ -358,9 +361,9 @@ def shown_truth(shown: DisplayCase) -> MaskLayer | None:
 
 def main() -> None:
     """Page entry point (Streamlit re-runs this on every interaction)."""
-    # Material icons, not emoji: the first emoji makes Streamlit import and compile its emoji
-    # catalogue (~0.4 s before the first image).
-    st.set_page_config(page_title="medseg viewer", layout="wide", page_icon=":material/neurology:")
+    # A bundled PNG: an emoji makes Streamlit compile its emoji catalogue (~0.4 s before the
+    # first image) and a :material/: favicon is fetched from a font CDN (no external requests).
+    st.set_page_config(page_title="medseg viewer", layout="wide", page_icon=str(FAVICON))
     if not require_access():  # token check (non-local binds): nothing of a case before it
         return
     config = get_config()
@@ -385,7 +388,7 @@ def main() -> None:
         f"**{shown.case.name}** · {' × '.join(map(str, shown.case.channels[0].shape))} voxels "
         f"· {spacing} mm · stored {shown.stored_orientation}"
     )
-    if settings["layout"] == "three planes":
+    if settings["layout"] == "three planes" and settings["image_area"] != "canvas":
         three_plane_panel(shown, pred, truth, settings)
     left, right = st.columns([3, 2])
     with left:

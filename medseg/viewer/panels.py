@@ -16,6 +16,7 @@ import streamlit as st
 
 from medseg.viewer import navigation, render, services
 from medseg.viewer.state import DisplayCase, MaskLayer
+from medseg.viewer.ui import canvas
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -101,7 +102,12 @@ def image_panel(
     """Render and show the current slice; returns the RGB array (for the PNG download)."""
     view = settings["view"]
     nav = pred or truth
-    index = slice_controls(shown, nav, view)
+    on_canvas = settings.get("image_area") == "canvas"
+    if on_canvas:  # the NiiVue canvas pages itself: no slider (a slider move is a rerun)
+        focus = canvas.sync_focus(shown, lambda v: _initial_slice(nav, shown, v))
+        index = focus[render.VIEW_AXIS[view]]
+    else:
+        index = slice_controls(shown, nav, view)
     request = render.RenderRequest(
         image=shown.images[settings["channel"]],
         spacing=shown.spacing,
@@ -116,7 +122,15 @@ def image_panel(
         style="contour" if settings.get("heat") is not None else settings["style"],
         heat=settings.get("heat"),
     )
-    rgb = render.render_slice(request)
+    rgb = render.render_slice(request)  # the PNG download, on the canvas path too
+    if on_canvas:
+        canvas.image_canvas(shown, pred, truth, settings, focus)
+        legend = _legend(settings).replace("outlined", "in white")
+        if settings.get("heat") is not None:
+            st.image(render.colour_bar(settings["heat_name"]), caption=settings["heat_name"])
+        if legend:
+            st.markdown(legend, unsafe_allow_html=True)
+        return rgb
     count = render.num_slices(shown.shape, view)
     win = settings["window"]
     caption = (

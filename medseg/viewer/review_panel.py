@@ -31,6 +31,7 @@ from medseg.viewer.review import (
     save_reviewed_case,
 )
 from medseg.viewer.state import DisplayCase, MaskLayer, make_layer
+from medseg.viewer.ui import canvas
 
 SESSION_KEY = "_review_session"
 CLICK_KEY = "rv_click"
@@ -131,6 +132,7 @@ def sidebar_review(
     session = _session_for(shown, pred)
     _sync_decisions(session)
     _apply_click(session, shown)
+    canvas.apply_edits(session, shown)  # strokes drawn in the NiiVue canvas
     tool = st.sidebar.radio("Tool", TOOLS, key="rv_tool", horizontal=True)
     labels = list(range(1, max(len(pred.class_names), 2)))
     st.sidebar.selectbox(
@@ -156,7 +158,9 @@ def sidebar_review(
         "view; the eraser clears only the chosen label. Undo/redo apply to brush strokes "
         "and fills."
     )
-    return session, ({"click_key": CLICK_KEY} if tool != "navigate" else {})
+    edit = {"review": session, "tool": tool, "label": st.session_state.get("rv_label", 1)}
+    edit["radius"] = st.session_state.get("rv_radius", 2.0)
+    return session, edit | ({"click_key": CLICK_KEY} if tool != "navigate" else {})
 
 
 def reviewed_layer(session: ReviewSession, shown: DisplayCase, pred: MaskLayer) -> MaskLayer:

@@ -1,0 +1,1 @@
+"""Streamlit widgets of the viewer page."""
