@@ -191,6 +191,9 @@ def _model_choices(config: ViewerConfig) -> dict[str, Path]:
 def sidebar_prediction(config: ViewerConfig, shown: DisplayCase) -> MaskLayer | None:
     """Model picker and inference (with progress bar); the cached prediction or None."""
     st.sidebar.header("Model")
+    # One main-area slot on every run, bar or not: an element that comes and goes shifts the
+    # elements after it, and the canvas iframe would be rebuilt (and its volume resent).
+    slot = st.empty()
     choices = _model_choices(config)
     name = st.sidebar.selectbox("Checkpoint", list(choices), key="model_choice")
     path = choices[name]
@@ -213,7 +216,7 @@ def sidebar_prediction(config: ViewerConfig, shown: DisplayCase) -> MaskLayer | 
     clicked = st.sidebar.button("Run inference", key="run_inference", type="primary")
     # A click retries a failed run; otherwise a cached result (or error) is reused.
     if (entry is None and auto) or (clicked and not isinstance(entry, MaskLayer)):
-        entry = _run_inference(shown, path, device, tta, name)
+        entry = _run_inference(shown, path, device, tta, name, slot)
         store.put(key, entry)
     if isinstance(entry, str):
         st.error(entry)
@@ -222,9 +225,9 @@ def sidebar_prediction(config: ViewerConfig, shown: DisplayCase) -> MaskLayer | 
 
 
 def _run_inference(
-    shown: DisplayCase, path: Path, device: str, tta: bool, name: str
+    shown: DisplayCase, path: Path, device: str, tta: bool, name: str, slot: Any
 ) -> MaskLayer | str:
-    bar = st.progress(0.0, text=f"Running {name} on {shown.case.name}…")
+    bar = slot.progress(0.0, text=f"Running {name} on {shown.case.name}…")
 
     def progress(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(total, 1)), text=f"Inference: batch {done}/{total}")

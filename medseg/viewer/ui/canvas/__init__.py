@@ -222,7 +222,8 @@ def image_canvas(
             "lut": volumes.label_lut(count, range(1, 256), names),
             "opacity": settings["opacity"],
         }
-        if held.get("drawing") != key and args["drawing"]["alias"] != held.get("drawing"):
+        alias = args["drawing"]["alias"]
+        if held.get("drawing") not in (key, alias or key):
             args["drawing_bytes"] = volumes.nifti_bytes(pred.display, shown.affine)
         tool = settings.get("tool", "navigate")
         pixel = render.pixel_spacing(shown.spacing, settings["view"])

@@ -46,6 +46,8 @@ const s = {
   snapshot: null, // the drawing as last synced with Python (diffed at each stroke's end)
   pending: [], // strokes Python has not acknowledged yet (resent until it does)
   editId: 0,
+  strokes: 0,
+  caseLoads: 0,
   seq: 0,
   asked: null, // the keys last asked for (asked once, so a stuck server is not spammed)
   applied: {}, // argument -> JSON of the value last applied
@@ -126,6 +128,7 @@ async function loadCase(args) {
   nv.addVolume(image);
   s.caseKey = args.case;
   s.digest = args.digest;
+  s.caseLoads += 1;
 }
 
 async function loadLayer(spec, bytes) {
@@ -344,6 +347,7 @@ function strokeEnded() {
   if (!voxels.length) return;
   s.editId += 1;
   s.pending.push({ id: s.editId, label: tool.label, erase, voxels });
+  s.strokes += 1;
   send();
 }
 
