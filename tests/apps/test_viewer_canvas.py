@@ -149,7 +149,8 @@ def test_canvas_paging_window_stroke_and_save(
             times = frame.evaluate(PAGE_TIMING, 5)
             after_keys = frame.evaluate(FOCUS)
             page.wait_for_timeout(500)
-            assert after_wheel[:2] == before[:2] and after_wheel[2] != before[2]
+            assert after_wheel[:2] == before[:2]
+            assert after_wheel[2] != before[2]
             assert after_keys[2] == max(after_wheel[2] - 5, 0)
             assert len(sent) == messages, "paging sent a message to the server"
             figures["paging, key to frame (ms)"] = [round(t, 1) for t in times]

@@ -55,7 +55,8 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
     # First run: the volume and the prediction overlay go as bytes, never as JSON.
     assert {"image", "layer_prediction"} <= attached
     assert args["attached"] == sorted(attached - {"key", "default"})
-    assert args["layout"] == "axial" and args["radiological"] is True
+    assert args["layout"] == "axial"
+    assert args["radiological"] is True
     assert [spec["name"] for spec in args["layers"]] == ["prediction"]
     assert "slice_axial" not in [s.key for s in at.slider]  # the canvas pages itself
     shape = (64, 56, 20)
@@ -66,7 +67,8 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
     at.session_state[CANVAS_KEY] = _page_value(args, seq=1)
     _ok(at.run())
     args, attached = _canvas(at)
-    assert args["attached"] == [] and "image" not in attached
+    assert args["attached"] == []
+    assert "image" not in attached
 
     # A click in the canvas moves the crosshair in Python (FOCUS and the slice keys).
     at.session_state[CANVAS_KEY] = _page_value(args, seq=2, focus=[10, 20, 7])
@@ -81,7 +83,8 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
     at.toggle(key="review_mode").set_value(True)
     _ok(at.run())
     args, attached = _canvas(at)
-    assert args["drawing"] is not None and "drawing_bytes" in attached
+    assert args["drawing"] is not None
+    assert "drawing_bytes" in attached
     assert "prediction" not in [spec["name"] for spec in args["layers"]]
     voxels = [int(np.ravel_multi_index((x, 30, 7), shape, order="F")) for x in range(10, 15)]
     edit = {"id": 1, "label": 2, "erase": False, "voxels": voxels}
@@ -96,7 +99,8 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
     args, attached = _canvas(at)
     assert args["ack"] == 1
     # the page's bitmap already shows the stroke: it renames, nothing is resent
-    assert args["drawing"]["alias"] is not None and "drawing_bytes" not in attached
+    assert args["drawing"]["alias"] is not None
+    assert "drawing_bytes" not in attached
 
     # The same message again (a rerun for another reason) applies nothing twice.
     _ok(at.run())

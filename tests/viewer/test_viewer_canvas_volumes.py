@@ -61,9 +61,7 @@ def test_label_lut_hides_label_zero_and_hidden_labels() -> None:
 def test_comparison_volume_codes() -> None:
     pred = np.array([[[1, 1, 0, 2]]])
     truth = np.array([[[1, 0, 1, 1]]])
-    np.testing.assert_array_equal(
-        volumes.comparison_volume(pred, truth, [1, 2]), [[[1, 2, 3, 2]]]
-    )
+    np.testing.assert_array_equal(volumes.comparison_volume(pred, truth, [1, 2]), [[[1, 2, 3, 2]]])
 
 
 def test_pen_size_is_odd_and_follows_the_spacing() -> None:

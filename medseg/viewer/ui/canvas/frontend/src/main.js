@@ -48,6 +48,7 @@ const s = {
   editId: 0,
   strokes: 0,
   caseLoads: 0,
+  timing: null, // ms from a case's bytes to its first image
   seq: 0,
   asked: null, // the keys last asked for (asked once, so a stuck server is not spammed)
   applied: {}, // argument -> JSON of the value last applied
@@ -196,6 +197,8 @@ async function render(args) {
     s.attached = true;
   }
   let missing = false;
+  const started = performance.now();
+  const fresh = args.case !== s.caseKey && has(args.image);
   if (args.case !== s.caseKey) {
     if (!has(args.image)) {
       missing = true;
@@ -258,6 +261,12 @@ async function render(args) {
     nv.drawScene();
   }
   setStatus();
+  if (fresh) {
+    // bytes received -> first image drawn (a 1-pixel read waits for the GPU)
+    nv.drawScene();
+    nv.gl.readPixels(0, 0, 1, 1, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, new Uint8Array(4));
+    s.timing = Math.round(performance.now() - started);
+  }
   if (missing) return ask(args);
   const loaded = JSON.stringify([s.caseKey, s.layerKeys, s.drawingKey]);
   if (loaded !== s.applied.loaded) {
