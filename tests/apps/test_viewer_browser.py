@@ -100,6 +100,17 @@ def _launch(pw, tmp_path: Path, height: int):
     )
 
 
+def save_review(page, out: Path) -> None:
+    """Type the output folder, press *Save reviewed case*, wait for the confirmation."""
+    folder = page.get_by_role("textbox", name="Folder on the server")
+    folder.fill(str(out))
+    folder.press("Enter")
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Save reviewed case").click()
+    page.get_by_text("Saved:").wait_for(timeout=60_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
 def test_viewer_in_headless_chromium(viewer_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -162,13 +173,7 @@ def test_brush_click_and_save_in_chromium(viewer_url: str, tmp_path: Path) -> No
             target.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
             page.get_by_text("brush/eraser strokes: 1").wait_for(timeout=60_000)
             page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
-            folder = page.get_by_role("textbox", name="Folder on the server")
-            folder.fill(str(out))
-            folder.press("Enter")
-            page.wait_for_timeout(1500)
-            page.get_by_role("button", name="Save reviewed case").click()
-            page.get_by_text("Saved:").wait_for(timeout=60_000)
-            assert page.locator('[data-testid="stException"]').count() == 0
+            save_review(page, out)
         finally:
             browser.close()
     record = json.loads((out / "brain_002_review.json").read_text())

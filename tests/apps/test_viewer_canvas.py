@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from tests.apps.test_viewer_browser import CHROMIUM, _serve
+from tests.apps.test_viewer_browser import CHROMIUM, _serve, save_review
 
 WEBGL_ARGS = [
     "--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
@@ -213,14 +213,7 @@ def test_canvas_paging_window_stroke_and_save(
             assert frame.evaluate("() => window.medsegCanvas.state.caseLoads") == 1
             page.get_by_text("brush/eraser strokes: 1").wait_for(timeout=60_000)
             page.screenshot(path=str(tmp_path / "canvas_review.png"), full_page=True)
-
-            folder = page.get_by_role("textbox", name="Folder on the server")
-            folder.fill(str(out))
-            folder.press("Enter")
-            page.wait_for_timeout(1500)
-            page.get_by_role("button", name="Save reviewed case").click()
-            page.get_by_text("Saved:").wait_for(timeout=60_000)
-            assert page.locator('[data-testid="stException"]').count() == 0
+            save_review(page, out)
         finally:
             browser.close()
     print("canvas figures (SwiftShader, this CPU):", json.dumps(figures))
