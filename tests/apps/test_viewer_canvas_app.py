@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from medseg.viewer import render
 from medseg.viewer.launch import ViewerConfig
-from medseg.viewer.ui.canvas import CANVAS_KEY, FOCUS, IMAGE_AREA_KEY, volumes
+from medseg.viewer.ui.canvas import CANVAS_KEY, FILL_KEY, FOCUS, IMAGE_AREA_KEY, volumes
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
 
@@ -78,6 +79,15 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
     args, _ = _canvas(at)
     assert args["focus"] == [10, 20, 7]
 
+    # Comparison mode: one TP/FP/FN overlay, sent once as bytes.
+    at.sidebar.radio(key="overlay_mode").set_value("comparison")
+    _ok(at.run())
+    args, attached = _canvas(at)
+    assert [spec["name"] for spec in args["layers"]] == ["comparison"]
+    assert "layer_comparison" in attached
+    assert args["layers"][0]["lut"]["labels"][1:] == list(render.COMPARISON_COLOURS)
+    at.sidebar.radio(key="overlay_mode").set_value("prediction")
+
     # Review mode: the reviewed mask becomes the canvas's drawing; a stroke of label 2 comes
     # back as flat canvas indices and lands in the review session (one undo step).
     at.toggle(key="review_mode").set_value(True)
@@ -105,3 +115,12 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
     # The same message again (a rerun for another reason) applies nothing twice.
     _ok(at.run())
     assert int((at.session_state["_review_session"][1].working() == 2).sum()) == 5
+
+    # The brush, filled: NiiVue fills a closed outline on release.
+    at.sidebar.radio(key="rv_tool").set_value("brush")
+    _ok(at.run())
+    at.sidebar.checkbox(key=FILL_KEY).check()
+    _ok(at.run())
+    args, _ = _canvas(at)
+    assert args["tool"]["mode"] == "brush"
+    assert args["tool"]["filled"] is True

@@ -31,6 +31,7 @@ FOCUS = "viewer.focus"
 #: The component's own state (what the page holds, its last crosshair, queued strokes).
 CANVAS_KEY = "viewer.canvas"
 IMAGE_AREA_KEY = "viewer.image_area"
+FILL_KEY = "viewer.canvas_fill"
 IMAGE_AREAS = ("canvas", "static images")
 LAYOUTS = {"single view": None, "three planes": "multiplanar", "3D render": "render"}
 HEIGHT = 620
@@ -226,11 +227,16 @@ def image_canvas(
         if held.get("drawing") not in (key, alias or key):
             args["drawing_bytes"] = volumes.nifti_bytes(pred.display, shown.affine)
         tool = settings.get("tool", "navigate")
+        filled = tool == "brush" and st.sidebar.checkbox(
+            "Fill each stroke's outline (canvas)",
+            key=FILL_KEY,
+            help="A closed freehand outline is filled on release: one stroke, one undo step.",
+        )
         pixel = render.pixel_spacing(shown.spacing, settings["view"])
         args["tool"] = {
             "mode": tool,
             "label": int(settings.get("label", 1)),
-            "filled": False,
+            "filled": bool(filled),
             "pen_size": volumes.pen_size(float(settings.get("radius", 2.0)), pixel),
         }
     _, last = state.get(_ACK, (None, 0))
