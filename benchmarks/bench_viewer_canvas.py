@@ -113,11 +113,8 @@ def measure(shape: tuple[int, int, int], pages: int, folder: Path) -> dict[str, 
             page.on("websocket", lambda ws: ws.on("framesent", lambda _: sent.append(1)))
             start = time.monotonic()
             page.goto(url, wait_until="domcontentloaded")
-            page.wait_for_selector('iframe[title*="medseg_canvas"]', timeout=600_000)
-            appeared = time.monotonic()
             frame = _ready(page)
             first = time.monotonic() - start
-            after_iframe = time.monotonic() - appeared
             in_page = frame.evaluate("() => window.medsegCanvas.state.timing")
             page.wait_for_timeout(2000)
             frame = _frame(page)
@@ -141,7 +138,6 @@ def measure(shape: tuple[int, int, int], pages: int, folder: Path) -> dict[str, 
     return {
         "volume": "x".join(map(str, shape)) + " int16 CT + uint8 mask",
         "first image, page opened -> drawn (s, tiny model's inference included)": round(first, 2),
-        "first image, canvas iframe on the page -> drawn (s)": round(after_iframe, 2),
         "first image in the page, bytes received -> drawn (ms)": in_page,
         "paging key -> frame (ms, median / max)": [
             round(statistics.median(page_ms), 1),
