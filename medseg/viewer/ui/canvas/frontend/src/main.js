@@ -368,7 +368,7 @@ nv.onLocationChange = () => setStatus();
 nv.onIntensityChange = () => setStatus();
 
 // For the browser tests and benchmarks (read-only use).
-window.medsegCanvas = { nv, state: s, focus, page };
+window.medsegCanvas = { nv, state: s, focus, page, NVImage };
 
 document.title = INSTANCE;
 post("streamlit:componentReady", { apiVersion: 1 });
