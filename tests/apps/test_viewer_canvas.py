@@ -129,8 +129,8 @@ def test_canvas_paging_window_stroke_and_save(
             centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
             # A click moves the crosshair and goes back to Python (one rerun).
-            page.mouse.click(*centre)
             seq = frame.evaluate("() => window.medsegCanvas.state.seq")
+            page.mouse.click(*centre)
             _wait(page, "(n) => window.medsegCanvas.state.seq > n", seq)
             page.wait_for_timeout(2000)
             frame = _canvas_frame(page)
