@@ -89,6 +89,12 @@ def viewer_url(case_root: Path, constant_checkpoint: Path, tmp_path: Path):
         yield url
 
 
+def static_images(page) -> None:
+    """Pick the server-drawn PNG image area (these tests cover that path; a browser session
+    opens on the canvas, see test_viewer_canvas.py)."""
+    page.get_by_text("static images", exact=True).click(timeout=150_000)
+
+
 def _launch(pw, tmp_path: Path, height: int):
     """Debian's Chromium, headless, with a fresh profile folder (Playwright's --user-data-dir)."""
     return pw.chromium.launch_persistent_context(
@@ -100,6 +106,17 @@ def _launch(pw, tmp_path: Path, height: int):
     )
 
 
+def save_review(page, out: Path) -> None:
+    """Type the output folder, press *Save reviewed case*, wait for the confirmation."""
+    folder = page.get_by_role("textbox", name="Folder on the server")
+    folder.fill(str(out))
+    folder.press("Enter")
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Save reviewed case").click()
+    page.get_by_text("Saved:").wait_for(timeout=60_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
 def test_viewer_in_headless_chromium(viewer_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -109,6 +126,7 @@ def test_viewer_in_headless_chromium(viewer_url: str, tmp_path: Path) -> None:
         try:
             page = browser.new_page()
             page.goto(viewer_url, wait_until="domcontentloaded")
+            static_images(page)
             image = page.locator('[data-testid="stImage"] img').first
             image.wait_for(state="visible", timeout=150_000)
             page.wait_for_function(
@@ -149,6 +167,7 @@ def test_brush_click_and_save_in_chromium(viewer_url: str, tmp_path: Path) -> No
         try:
             page = browser.new_page()
             page.goto(viewer_url, wait_until="domcontentloaded")
+            static_images(page)
             page.locator('[data-testid="stImage"] img').first.wait_for(
                 state="visible", timeout=150_000
             )
@@ -163,13 +182,7 @@ def test_brush_click_and_save_in_chromium(viewer_url: str, tmp_path: Path) -> No
             target.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.5})
             page.get_by_text("brush/eraser strokes: 1").wait_for(timeout=60_000)
             page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
-            folder = page.get_by_role("textbox", name="Folder on the server")
-            folder.fill(str(out))
-            folder.press("Enter")
-            page.wait_for_timeout(1500)
-            page.get_by_role("button", name="Save reviewed case").click()
-            page.get_by_text("Saved:").wait_for(timeout=60_000)
-            assert page.locator('[data-testid="stException"]').count() == 0
+            save_review(page, out)
         finally:
             browser.close()
     record = json.loads((out / "brain_002_review.json").read_text())
@@ -205,6 +218,7 @@ def _streamlit_rss(launcher: subprocess.Popen) -> int:
 def _open(browser, url: str):
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     page.goto(url, wait_until="domcontentloaded")
+    static_images(page)
     return page
 
 

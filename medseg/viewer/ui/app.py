@@ -26,7 +26,7 @@ from medseg.errors import MedsegError
 from medseg.viewer.core import cases, loading, render, services
 from medseg.viewer.core.state import DisplayCase, LRUStore, MaskLayer, make_layer, prepare_case
 from medseg.viewer.launch import ViewerConfig, parse_app_args
-from medseg.viewer.ui import keys, review_panel
+from medseg.viewer.ui import canvas, keys, review_panel
 from medseg.viewer.ui.access import require_access
 from medseg.viewer.ui.focus import sync_focus
 from medseg.viewer.ui.panels import (
@@ -45,6 +45,7 @@ AUTO_WINDOW = "auto (MR percentiles)"
 MANUAL_WINDOW = "manual"
 OVERLAY_MODES = ("prediction", "ground truth", "both", "comparison", "none")
 LAYOUTS = ("single view", "three planes")
+FAVICON = Path(__file__).resolve().parents[1] / "assets" / "favicon.png"
 
 
 # ----------------------------------------------------------------------------- caches
@@ -218,6 +219,9 @@ def sidebar_prediction(
 ) -> MaskLayer | None:
     """Model picker and inference (with progress bar); the cached prediction or None."""
     st.sidebar.header("Model")
+    # One main-area slot on every run, bar or not: an element that comes and goes shifts the
+    # elements after it, and the canvas iframe would be rebuilt (and its volume resent).
+    slot = st.empty()
     name = st.sidebar.selectbox("Checkpoint", list(choices), key=keys.MODEL_CHOICE)
     path = choices[name]
     # the common choices plus the one asked for (``--device cuda:1``), never replaced by auto
@@ -239,7 +243,7 @@ def sidebar_prediction(
     clicked = st.sidebar.button("Run inference", key=keys.RUN_INFERENCE, type="primary")
     # A click retries a failed run; otherwise a cached result (or error) is reused.
     if (entry is None and auto) or (clicked and not isinstance(entry, MaskLayer)):
-        entry = _run_inference(shown, path, device, tta, name)
+        entry = _run_inference(shown, path, device, tta, name, slot)
         store.put(key, entry)
     if isinstance(entry, str):
         st.error(entry)
@@ -248,9 +252,9 @@ def sidebar_prediction(
 
 
 def _run_inference(
-    shown: DisplayCase, path: Path, device: str, tta: bool, name: str
+    shown: DisplayCase, path: Path, device: str, tta: bool, name: str, slot: Any
 ) -> MaskLayer | str:
-    bar = st.progress(0.0, text=f"Running {name} on {shown.case.name}…")
+    bar = slot.progress(0.0, text=f"Running {name} on {shown.case.name}…")
 
     def progress(done: int, total: int) -> None:
         bar.progress(min(1.0, done / max(total, 1)), text=f"Inference: batch {done}/{total}")
@@ -292,9 +296,10 @@ def sidebar_display(shown: DisplayCase, layers: list[MaskLayer]) -> dict[str, An
     """View, channel, window and overlay settings."""
     st.sidebar.header("Display")
     settings: dict[str, Any] = {}
+    settings["image_area"] = canvas.image_area_choice()
     settings["layout"] = st.sidebar.radio(
         "Layout",
-        LAYOUTS,
+        LAYOUTS + (("3D render",) if settings["image_area"] == "canvas" else ()),
         key=keys.LAYOUT,
         horizontal=True,
         help="Three planes: axial, coronal "
@@ -437,9 +442,9 @@ def shown_truth(
 
 def main() -> None:
     """Page entry point (Streamlit re-runs this on every interaction)."""
-    # Material icons, not emoji: the first emoji makes Streamlit import and compile its emoji
-    # catalogue (~0.4 s before the first image).
-    st.set_page_config(page_title="medseg viewer", layout="wide", page_icon=":material/neurology:")
+    # A bundled PNG: an emoji makes Streamlit compile its emoji catalogue (~0.4 s before the
+    # first image) and a :material/: favicon is fetched from a font CDN (no external requests).
+    st.set_page_config(page_title="medseg viewer", layout="wide", page_icon=str(FAVICON))
     if not require_access():  # token check (non-local binds): nothing of a case before it
         return
     config = get_config()
@@ -466,8 +471,10 @@ def main() -> None:
         f"· {spacing} mm · stored {shown.stored_orientation}"
     )
     nav = navigation_layer(pred, truth)
+    if settings["image_area"] == "canvas":
+        canvas.take_click(shown)  # a click in the canvas moves FOCUS, and the sliders follow
     sync_focus(shown, nav)
-    if settings["layout"] == "three planes":
+    if settings["layout"] == "three planes" and settings["image_area"] != "canvas":
         three_plane_panel(shown, pred, truth, settings)
     # Reviewing: the review list beside the image, so each decision is seen where it lands.
     left, right = st.columns([3, 2])

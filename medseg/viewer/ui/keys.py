@@ -95,7 +95,7 @@ def crosshair_seen(view: str) -> str:
 # that module used before the keys moved here.
 CANVAS = "viewer.canvas"  # what the page holds, its last crosshair, queued strokes
 IMAGE_AREA = "viewer.image_area"  # canvas or static images
-CANVAS_SYNCED_FOCUS = "_canvas_synced_focus"
+CANVAS_FILL = "viewer.canvas_fill"  # the brush fills each stroke's outline
 CANVAS_SEEN = "_canvas_seen"
 CANVAS_ACK = "_canvas_ack"
 CANVAS_DRAWING_ALIAS = "_canvas_drawing_alias"

@@ -16,7 +16,7 @@ import streamlit as st
 
 from medseg.viewer.core import measure, navigation, render, services
 from medseg.viewer.core.state import DisplayCase, MaskLayer
-from medseg.viewer.ui import focus, keys, measure_panel
+from medseg.viewer.ui import canvas, focus, keys, measure_panel
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -122,9 +122,21 @@ def image_panel(
 ) -> np.ndarray:
     """Render and show the current slice; returns the RGB array (for the PNG download)."""
     view = settings["view"]
-    index = slice_controls(shown, view)
+    on_canvas = settings.get("image_area") == "canvas"
+    # the canvas pages itself: no slider (a slider move is a server round trip)
+    index = focus.current(shown.shape)[render.VIEW_AXIS[view]] if on_canvas else None
+    if index is None:
+        index = slice_controls(shown, view)
     point = focus.current(shown.shape)
     rgb = render.render_slice(_request(shown, pred, truth, settings, view, index))
+    if on_canvas:  # the PNG download is still drawn on the server
+        canvas.image_canvas(shown, pred, truth, settings, point)
+        legend = _legend(settings).replace("outlined", "in white")
+        if settings.get("heat") is not None:
+            st.image(render.colour_bar(settings["heat_name"]), caption=settings["heat_name"])
+        if legend:
+            st.markdown(legend, unsafe_allow_html=True)
+        return rgb
     plane_shape = render.extract_slice(shown.images[0], view, index).shape
     if settings.get("crosshair", True):
         rgb = render.draw_crosshair(

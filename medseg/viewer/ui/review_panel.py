@@ -31,7 +31,7 @@ from medseg.viewer.core.review import (
     save_reviewed_case,
 )
 from medseg.viewer.core.state import DisplayCase, MaskLayer, make_layer
-from medseg.viewer.ui import focus, keys
+from medseg.viewer.ui import canvas, focus, keys
 
 TOOLS = ("navigate", "brush", "eraser")
 UNCERTAINTY = ("off", "foreground probability", "entropy")
@@ -129,6 +129,7 @@ def sidebar_review(
     session = _session_for(shown, pred)
     _sync_decisions(session)
     _apply_click(session, shown)
+    canvas.apply_edits(session, shown)  # strokes drawn in the NiiVue canvas
     tool = st.sidebar.radio("Tool", TOOLS, key=keys.TOOL, horizontal=True)
     labels = list(range(1, max(len(pred.class_names), 2)))
     st.sidebar.selectbox(
@@ -154,7 +155,9 @@ def sidebar_review(
         "view; the eraser clears only the chosen label. Undo/redo apply to brush strokes "
         "and fills."
     )
-    return session, ({"click_key": keys.BRUSH_CLICK} if tool != "navigate" else {})
+    edit = {"review": session, "tool": tool, "label": st.session_state.get(keys.PAINT_LABEL, 1)}
+    edit["radius"] = st.session_state.get(keys.RADIUS, 2.0)
+    return session, edit | ({"click_key": keys.BRUSH_CLICK} if tool != "navigate" else {})
 
 
 def reviewed_layer(session: ReviewSession, shown: DisplayCase, pred: MaskLayer) -> MaskLayer:

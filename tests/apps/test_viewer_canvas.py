@@ -1,0 +1,228 @@
+"""The NiiVue canvas in a real browser: Debian's Chromium with WebGL2 on SwiftShader (CPU).
+
+One server and one page drive the whole path: first image, wheel and key paging without a
+server round trip, window/level by right-drag, review mode, a freehand brush stroke, save, and
+the saved mask checked against the stroke's voxels on the source grid (mapped through the
+affines, independently of the viewer's own mapping). Every request must stay on this machine.
+Measured times are printed (house rule: benchmarks/bench_viewer_canvas.py reports them too),
+never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+from tests.apps.test_viewer_browser import CHROMIUM, _serve, save_review
+
+WEBGL_ARGS = [
+    "--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run",
+]  # fmt: skip
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.long,  # ~1-2 min on 2 busy cores: server start, inference, SwiftShader WebGL
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt install chromium)"
+    ),
+]
+
+READY = (
+    "() => window.medsegCanvas && window.medsegCanvas.state.caseKey !== null"
+    " && window.medsegCanvas.nv.volumes.length >= 2"
+)
+FOCUS = "() => window.medsegCanvas.focus()"
+# key -> the frame drawn (a 1-pixel read waits for the GPU) -> the next animation frame
+PAGE_TIMING = """async (count) => {
+  const nv = window.medsegCanvas.nv, gl = nv.gl, px = new Uint8Array(4), out = [];
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    window.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown', bubbles: true}));
+    gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px);
+    await new Promise((done) => requestAnimationFrame(() => done()));
+    out.push(performance.now() - t0);
+  }
+  return out;
+}"""
+
+
+def _canvas_frame(page):
+    frames = [f for f in page.frames if "medseg_canvas" in f.url and not f.is_detached()]
+    assert frames, "no canvas iframe on the page"
+    return frames[-1]
+
+
+def _wait(page, script: str, arg=None, timeout: float = 120.0):
+    """Wait for ``script`` in the canvas frame (the frame may be rebuilt meanwhile)."""
+    from playwright.sync_api import Error
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _canvas_frame(page).wait_for_function(script, arg=arg, timeout=5_000)
+        except (Error, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+
+
+def _guard_requests(page, external: list[str]) -> None:
+    """Abort and record every request to a host that is not this machine."""
+
+    def route(route) -> None:
+        url = route.request.url
+        host = urlparse(url).hostname or ""
+        if url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            external.append(url)
+            route.abort()
+
+    page.context.route("**/*", route)
+
+
+def _to_source(ras_flat: list[int], dims: list[int], canvas_affine, source_affine) -> np.ndarray:
+    """Canvas flat indices (NIfTI order) -> source voxels via world mm (both affines)."""
+    xyz = np.stack(np.unravel_index(np.asarray(ras_flat), dims, order="F"), axis=1)
+    world = np.c_[xyz, np.ones(len(xyz))] @ np.asarray(canvas_affine).T
+    source = world @ np.linalg.inv(source_affine).T
+    return np.rint(source[:, :3]).astype(int)
+
+
+def test_canvas_paging_window_stroke_and_save(
+    case_root: Path, constant_checkpoint: Path, tmp_path: Path
+) -> None:
+    import nibabel as nib
+    from playwright.sync_api import sync_playwright
+
+    image = case_root / "brain_mr" / "imagesTr" / "brain_002_0000.nii.gz"
+    label = case_root / "brain_mr" / "labelsTr" / "brain_002.nii.gz"
+    out = tmp_path / "reviewed"
+    external: list[str] = []
+    sent: list[float] = []
+    figures: dict[str, object] = {}
+    args = [str(image), "--gt", str(label), "--model", str(constant_checkpoint)]
+    with _serve(tmp_path, *args) as (url, _), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=WEBGL_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1400})
+            _guard_requests(page, external)
+            page.on("websocket", lambda ws: ws.on("framesent", lambda _: sent.append(1)))
+            start = time.monotonic()
+            page.goto(url, wait_until="domcontentloaded")
+            page.wait_for_selector('iframe[title*="medseg_canvas"]', timeout=150_000)
+            _wait(page, READY)
+            figures["first image, page open to canvas drawn (s)"] = time.monotonic() - start
+            page.wait_for_timeout(1500)  # the "loaded" handshake rerun settles
+            frame = _canvas_frame(page)
+            instance = frame.evaluate("() => document.title")
+            canvas = page.frame_locator('iframe[title*="medseg_canvas"]').locator("canvas#gl")
+            box = canvas.bounding_box()
+            assert box is not None
+            centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+            # A click moves the crosshair and goes back to Python (one rerun).
+            seq = frame.evaluate("() => window.medsegCanvas.state.seq")
+            page.mouse.click(*centre)
+            _wait(page, "(n) => window.medsegCanvas.state.seq > n", seq)
+            page.wait_for_timeout(2000)
+            frame = _canvas_frame(page)
+
+            # Paging: the wheel and the keys move the slice in the page, with no message
+            # to the server (no rerun).
+            messages = len(sent)
+            start_z = frame.evaluate(FOCUS)[2]
+            page.keyboard.press("PageUp")  # the canvas has the keyboard focus since the click
+            before = frame.evaluate(FOCUS)
+            assert before[2] == min(start_z + 10, 19)
+            page.mouse.move(*centre)
+            page.mouse.wheel(0, 120)
+            frame.wait_for_function(f"() => window.medsegCanvas.focus()[2] !== {before[2]}")
+            after_wheel = frame.evaluate(FOCUS)
+            times = frame.evaluate(PAGE_TIMING, 5)
+            after_keys = frame.evaluate(FOCUS)
+            page.wait_for_timeout(500)
+            assert after_wheel[:2] == before[:2]
+            assert after_wheel[2] != before[2]
+            assert after_keys[2] == max(after_wheel[2] - 5, 0)
+            assert len(sent) == messages, "paging sent a message to the server"
+            figures["paging, key to frame (ms)"] = [round(t, 1) for t in times]
+
+            # Window/level: a right-button drag sets it from the dragged box.
+            window = frame.evaluate("() => [window.medsegCanvas.nv.volumes[0].cal_min,"
+                                    " window.medsegCanvas.nv.volumes[0].cal_max]")  # fmt: skip
+            page.mouse.move(centre[0] - 60, centre[1] - 60)
+            page.mouse.down(button="right")
+            page.mouse.move(centre[0] + 10, centre[1] + 10, steps=5)
+            page.mouse.up(button="right")
+            page.wait_for_timeout(500)
+            frame.wait_for_function(
+                "(w) => { const v = window.medsegCanvas.nv.volumes[0];"
+                " return v.cal_min !== w[0] || v.cal_max !== w[1]; }",
+                arg=window,
+            )
+
+            # Review mode, brush with label 2 ("oedema": the constant model predicts 1).
+            page.get_by_text("Review and edit the prediction").click()
+            page.get_by_text("Review order: least confident first").wait_for(timeout=60_000)
+            page.get_by_text("brush", exact=True).click()
+            page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').filter(
+                has_text="Label to paint"
+            ).click()
+            page.get_by_role("option", name="oedema").click()
+            frame = _canvas_frame(page)
+            frame.wait_for_function(
+                "() => { const s = window.medsegCanvas.state; return s.tool && "
+                "s.tool.mode === 'brush' && s.tool.label === 2 && s.snapshot !== null; }",
+                timeout=60_000,
+            )
+            box = canvas.bounding_box()
+            assert box is not None
+            x0, y0 = box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.45
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            t_stroke = frame.evaluate("() => performance.now()")
+            page.mouse.move(x0 + 40, y0 + 10, steps=8)
+            page.mouse.up()
+            visible_ms = frame.evaluate(
+                "async (t0) => { await new Promise(r => requestAnimationFrame(() => r()));"
+                " return performance.now() - t0; }",
+                t_stroke,
+            )
+            figures["brush stroke, press to drawn frame (ms, incl. the drag)"] = round(
+                visible_ms, 1
+            )
+            frame.wait_for_function("() => window.medsegCanvas.state.strokes === 1")
+            stroke = frame.evaluate(
+                "() => { const s = window.medsegCanvas.state; const nv = window.medsegCanvas.nv;"
+                " const v = []; for (let i = 0; i < nv.drawBitmap.length; i++)"
+                " if (nv.drawBitmap[i] === 2) v.push(i);"
+                " return {voxels: v, dims: Array.from(nv.volumes[0].hdr.dims.slice(1, 4)),"
+                " affine: nv.volumes[0].hdr.affine}; }"
+            )
+            assert len(stroke["voxels"]) > 5
+            # the same page all along, and the volume was sent to it once (reruns resend none)
+            assert frame.evaluate("() => document.title") == instance
+            assert frame.evaluate("() => window.medsegCanvas.state.caseLoads") == 1
+            page.get_by_text("brush/eraser strokes: 1").wait_for(timeout=60_000)
+            page.screenshot(path=str(tmp_path / "canvas_review.png"), full_page=True)
+            save_review(page, out)
+        finally:
+            browser.close()
+    print("canvas figures (SwiftShader, this CPU):", json.dumps(figures))
+    assert external == [], f"requests left this machine: {external}"
+
+    source = nib.load(image)
+    saved = np.asarray(nib.load(out / "brain_002_reviewed.nii.gz").dataobj)
+    voxels = _to_source(stroke["voxels"], stroke["dims"], stroke["affine"], source.affine)
+    assert (saved[tuple(voxels.T)] == 2).all()
+    assert int((saved == 2).sum()) == len(voxels)  # nothing else became oedema
+    record = json.loads((out / "brain_002_review.json").read_text())
+    assert record["brushed_voxels"] == len(voxels)

@@ -1,0 +1,127 @@
+"""The canvas path without a browser: AppTest checks the component's arguments and feeds it
+the values the page would send (a click, a stroke), so everything but WebGL is covered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from medseg.viewer.core import render
+from medseg.viewer.launch import ViewerConfig
+from medseg.viewer.ui import keys
+from medseg.viewer.ui.canvas import volumes
+
+APP = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
+
+
+def _ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _canvas(at: AppTest) -> tuple[dict, set[str]]:
+    """The canvas element's JSON arguments and the names of its bytes arguments."""
+    (element,) = [e for e in at.get("component_instance")]
+    proto = element.proto
+    return json.loads(proto.json_args), {s.key for s in proto.special_args}
+
+
+def _page_value(args: dict, seq: int, focus=None, edits=()) -> dict:
+    """What the page sends after loading everything it was given."""
+    layers = {spec["name"]: spec["key"] for spec in args["layers"]}
+    drawing = args["drawing"]["key"] if args["drawing"] else None
+    return {
+        "seq": seq,
+        "instance": "test-page",
+        "digest": args["digest"],
+        "loaded": {"case": args["case"], "layers": layers, "drawing": drawing},
+        "focus": focus,
+        "edits": list(edits),
+    }
+
+
+@pytest.mark.slow  # ~10 s: real inference and six page runs
+def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint: Path) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state[keys.CONFIG] = ViewerConfig(
+        sample_root=case_root, model=constant_checkpoint, device="cpu"
+    )
+    at.session_state[keys.IMAGE_AREA] = "canvas"
+    _ok(at.run())
+    args, attached = _canvas(at)
+    # First run: the volume and the prediction overlay go as bytes, never as JSON.
+    assert {"image", "layer_prediction"} <= attached
+    assert args["attached"] == sorted(attached - {"key", "default"})
+    assert args["layout"] == "axial"
+    assert args["radiological"] is True
+    assert [spec["name"] for spec in args["layers"]] == ["prediction"]
+    assert keys.slider_of("axial") not in [s.key for s in at.slider]  # the canvas pages itself
+    shape = (64, 56, 20)
+    focus = tuple(at.session_state[keys.FOCUS])
+    assert args["focus"] == volumes.display_to_canvas(focus, shape)
+
+    # The page reports what it holds: the next run sends no volume again.
+    at.session_state[keys.CANVAS] = _page_value(args, seq=1)
+    _ok(at.run())
+    args, attached = _canvas(at)
+    assert args["attached"] == []
+    assert "image" not in attached
+
+    # A click in the canvas moves the crosshair in Python (FOCUS and the slice keys).
+    at.session_state[keys.CANVAS] = _page_value(args, seq=2, focus=[10, 20, 7])
+    _ok(at.run())
+    assert tuple(at.session_state[keys.FOCUS]) == (53, 35, 7)
+    assert at.session_state[keys.slice_of("axial")] == 7
+    args, _ = _canvas(at)
+    assert args["focus"] == [10, 20, 7]
+
+    # Comparison mode: one TP/FP/FN overlay, sent once as bytes.
+    at.sidebar.radio(key="overlay_mode").set_value("comparison")
+    _ok(at.run())
+    args, attached = _canvas(at)
+    assert [spec["name"] for spec in args["layers"]] == ["comparison"]
+    assert "layer_comparison" in attached
+    assert args["layers"][0]["lut"]["labels"][1:] == list(render.COMPARISON_COLOURS)
+    at.sidebar.radio(key="overlay_mode").set_value("prediction")
+
+    # Review mode: the reviewed mask becomes the canvas's drawing; a stroke of label 2 comes
+    # back as flat canvas indices and lands in the review session (one undo step).
+    at.toggle(key="review_mode").set_value(True)
+    _ok(at.run())
+    args, attached = _canvas(at)
+    assert args["drawing"] is not None
+    assert "drawing_bytes" in attached
+    assert "prediction" not in [spec["name"] for spec in args["layers"]]
+    voxels = [int(np.ravel_multi_index((x, 30, 7), shape, order="F")) for x in range(10, 15)]
+    edit = {"id": 1, "label": 2, "erase": False, "voxels": voxels}
+    at.session_state[keys.CANVAS] = _page_value(args, seq=3, focus=[12, 30, 7], edits=[edit])
+    _ok(at.run())
+    assert "brush/eraser strokes: 1" in "\n".join(c.value for c in at.caption)
+    session = at.session_state[keys.REVIEW_SESSION][1]
+    working = session.working()
+    # the fixture's LPS-stored source is the display order: canvas x -> display 63 - x
+    assert all(working[63 - x, 55 - 30, 7] == 2 for x in range(10, 15))
+    assert int((working == 2).sum()) == 5
+    args, attached = _canvas(at)
+    assert args["ack"] == 1
+    # the page's bitmap already shows the stroke: it renames, nothing is resent
+    assert args["drawing"]["alias"] is not None
+    assert "drawing_bytes" not in attached
+
+    # The same message again (a rerun for another reason) applies nothing twice.
+    _ok(at.run())
+    assert int((at.session_state[keys.REVIEW_SESSION][1].working() == 2).sum()) == 5
+
+    # The brush, filled: NiiVue fills a closed outline on release.
+    at.sidebar.radio(key="rv_tool").set_value("brush")
+    _ok(at.run())
+    at.sidebar.checkbox(key=keys.CANVAS_FILL).check()
+    _ok(at.run())
+    args, _ = _canvas(at)
+    assert args["tool"]["mode"] == "brush"
+    assert args["tool"]["filled"] is True
