@@ -334,8 +334,9 @@ def main() -> None:
     parser.add_argument("--budget", default="10m", help="wall time per contender and dataset")
     parser.add_argument(
         "--datasets",
-        nargs="+",
+        nargs="*",
         default=["tiny"],
+        help="(none with --curve: the curve alone)",
         choices=["tiny", "aniso", "sagittal", "ct", "brats"],
     )
     parser.add_argument("--output", type=Path, default=Path("runs/bench_autoplan"))
