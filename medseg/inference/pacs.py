@@ -104,8 +104,9 @@ def choose_series(
             "model for these images"
         )
     if len(usable) > 1:
+        kind = "image" if modality == "other" else modality.upper()
         raise DicomwebError(
-            f"{where} holds {len(usable)} {modality.upper()} series: "
+            f"{where} holds {len(usable)} {kind} series: "
             f"{'; '.join(s.label() for s in usable)}; pick one with --study UID --series UID"
         )
     return usable[0]
