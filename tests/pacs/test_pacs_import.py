@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import stat
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -45,15 +44,6 @@ def unlabelled_study(orthanc, tmp_path) -> str:
     )
     study, _ = upload(orthanc, folder.glob("*.dcm"))
     return study
-
-
-@pytest.fixture
-def scratch(tmp_path, monkeypatch) -> Path:
-    """The folder Python's tempfile uses (to see that downloads are private and removed)."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def _import(capsys, *args) -> tuple[int, str, str]:
@@ -96,6 +86,8 @@ def test_import_from_orthanc_equals_folder_import(
         capsys, orthanc.medseg_url, "--query", "ModalitiesInStudy=CT", "-o", remote
     )
     assert code == 0, stdout + stderr
+    for identifier in ("JANCT000", "99000", "03086212"):  # the CT's patient name, ID, accession
+        assert identifier not in stdout + stderr
     assert modes == [(0o700, 0o700)] * 2  # the SEG, then the CT series it references
     assert list(scratch.iterdir()) == []  # the downloads are gone
 

@@ -6,7 +6,6 @@ also when the viewer fails."""
 from __future__ import annotations
 
 import stat
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +28,6 @@ def stored(orthanc, shared_data) -> tuple[str, str, str]:
     seg = shared_data / "dcmqi" / "liver.dcm"
     study, ct = upload(orthanc, [*(shared_data / SERIES).glob("*.dcm"), seg])
     return study, ct, str(pydicom.dcmread(seg, stop_before_pixels=True).SeriesInstanceUID)
-
-
-@pytest.fixture
-def scratch(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 @pytest.fixture
