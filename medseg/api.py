@@ -11,7 +11,8 @@
 Each function is the one the matching CLI command calls (``train``, ``cross_validate`` for
 ``train --folds``, ``evaluate``, ``export_model`` / ``export_package``, ``install_model``,
 ``installed_models``, ``merge_prediction_parts``, ``validate_data``, ``preview_data``,
-``describe_models``; ``predict_folder``, ``read_volume``/``write_volume`` are re-exported);
+``describe_models``; ``predict_folder``, ``predict_dicomweb``, ``import_dicom``,
+``read_volume``/``write_volume`` are re-exported);
 the CLI only parses arguments and prints.
 Errors are :class:`~medseg.errors.MedsegError` subclasses whose message starts with the name
 of the parameter at fault where there is one (``device 'cuda:3': ...``).
@@ -299,6 +300,8 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "PostprocessConfig": ("medseg.inference.postprocess", "PostprocessConfig"),
     "default_model_path": ("medseg.inference.predictor", "default_model_path"),
     "predict_folder": ("medseg.inference.batch", "predict_folder"),
+    "predict_dicomweb": ("medseg.inference.pacs", "predict_dicomweb"),
+    "import_dicom": ("medseg.data.dicom_import", "import_dicom"),
     "Volume": ("medseg.io.volume", "Volume"),
     "read_volume": ("medseg.io", "read_volume"),
     "write_volume": ("medseg.io", "write_volume"),

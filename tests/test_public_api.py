@@ -97,6 +97,15 @@ def test_new_api_functions_are_public() -> None:
         assert name in medseg.__all__
 
 
+def test_dicom_functions_are_public() -> None:
+    from medseg.data.dicom_import import import_dicom
+    from medseg.inference.pacs import predict_dicomweb
+
+    assert medseg.predict_dicomweb is predict_dicomweb
+    assert medseg.import_dicom is import_dicom
+    assert {"predict_dicomweb", "import_dicom"} <= set(medseg.__all__)
+
+
 class _Called(Exception):
     """Raised by a stand-in API function: the CLI got as far as calling it."""
 

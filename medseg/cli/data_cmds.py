@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from medseg.cli import dicomweb_options
+
 
 def validate_data(
     dataset: Path = typer.Argument(..., help="nnU-Net/MSD folder, .csv/.yaml manifest or folder."),
@@ -62,7 +64,9 @@ def preview_data(
 
 def import_dicom(
     sources: list[str] = typer.Argument(  # str: a Path would mangle a URL's '//'
-        ..., help="Study folders (subfolders scanned): image series + DICOM-SEG or RTSTRUCT."
+        ...,
+        help="Study folders (subfolders scanned): image series + DICOM-SEG or RTSTRUCT; or a "
+        "PACS: dicomweb+https://HOST/dicom-web with --study or --query (docs/dicom_datasets.md).",
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Dataset folder to create."),
     labels_from: str | None = typer.Option(
@@ -84,15 +88,26 @@ def import_dicom(
         False, "--overwrite", help="Replace an existing dataset and id map."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    study: str | None = dicomweb_options.STUDY,
+    query: str | None = dicomweb_options.QUERY,
+    limit: int | None = dicomweb_options.LIMIT,
+    all_studies: bool = dicomweb_options.ALL_STUDIES,
+    ca_bundle: Path | None = dicomweb_options.CA_BUNDLE,
+    timeout: float = dicomweb_options.TIMEOUT,
+    retries: int = dicomweb_options.RETRIES,
 ) -> int:
     """Turn DICOM studies with DICOM-SEG or RTSTRUCT labels into an nnU-Net v2 dataset."""
     from medseg import RESEARCH_USE_NOTICE
     from medseg.data.dicom_import import import_dicom as run
     from medseg.data.validation import format_problems
+    from medseg.io.dicomweb import is_dicomweb_url
 
+    url = next((s for s in sources if is_dicomweb_url(s)), None)
+    link = dicomweb_options.connection(url, ca_bundle, timeout, retries) if url else {}
     result = run(
         sources, output, labels_from=labels_from, name_map=name_map,
         ignore_unmapped=ignore_unmapped, id_map=id_map, overwrite=overwrite, progress=not quiet,
+        study=study, query=query, limit=limit, all_studies=all_studies, **link,
     )  # fmt: skip
     labels = ", ".join(f"{v} {name}" for name, v in result.labels.items())
     how = "--map" if name_map else "sorted names; change with --map"

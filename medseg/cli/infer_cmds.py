@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from medseg import RESEARCH_USE_NOTICE
+from medseg.cli import dicomweb_options
 
 
 def _parse_axes(text: str | None) -> tuple[int, ...] | None:
@@ -100,22 +101,14 @@ def predict(
     cpu_workers: int = typer.Option(
         1, "--cpu-workers", help="Ray model workers when the cluster has no GPU."
     ),
-    study: str | None = typer.Option(None, "--study", help="PACS: the StudyInstanceUID."),
-    query: str | None = typer.Option(
-        None,
-        "--query",
-        help='PACS: QIDO-RS search, e.g. "ModalitiesInStudy=MR&StudyDate=20260101-".',
-    ),
-    limit: int | None = typer.Option(
-        None, "--limit", help="PACS: allow a --query to match up to N studies (default 10)."
-    ),
-    all_studies: bool = typer.Option(False, "--all", help="PACS: every study --query matches."),
+    study: str | None = dicomweb_options.STUDY,
+    query: str | None = dicomweb_options.QUERY,
+    limit: int | None = dicomweb_options.LIMIT,
+    all_studies: bool = dicomweb_options.ALL_STUDIES,
     push: bool = typer.Option(False, "--push", help="PACS: store each DICOM-SEG back (STOW-RS)."),
-    ca_bundle: Path | None = typer.Option(
-        None, "--ca-bundle", help="PACS: PEM file of the CA that signed the server's certificate."
-    ),
-    timeout: float = typer.Option(30.0, "--timeout", min=1, help="PACS: seconds per request."),
-    retries: int = typer.Option(3, "--retries", min=0, help="PACS: retries with backoff."),
+    ca_bundle: Path | None = dicomweb_options.CA_BUNDLE,
+    timeout: float = dicomweb_options.TIMEOUT,
+    retries: int = dicomweb_options.RETRIES,
 ) -> int:
     """Segment scans: masks on the source grid, DICOM-SEG/RTSTRUCT for DICOM input, readouts JSON + summary.csv."""
     from medseg.device import DistInfo
@@ -167,6 +160,12 @@ def predict(
         "dicom_formats": formats,
     }
     if any(is_dicomweb_url(i) for i in inputs):
+        if engine != "local":  # the PACS path downloads and predicts study by study, here
+            raise ConfigError(
+                f"--engine {engine}: a PACS (dicomweb+https://...) is predicted on this machine "
+                "only; drop --engine, or download the studies into folders and predict those "
+                f"with --engine {engine}"
+            )
         return _predict_dicomweb(inputs, output, options, pacs)
     if study or query or push or limit or all_studies or ca_bundle:
         raise ConfigError(
@@ -217,11 +216,8 @@ def _predict_ray(engine, inputs, output, options, address, gpus_per_worker, cpu_
 
 
 def _predict_dicomweb(inputs: list[str], output: Path, options: dict, pacs: dict) -> int:
-    import os
-
     from medseg.errors import ConfigError
     from medseg.inference.pacs import predict_dicomweb
-    from medseg.io.dicomweb import credentials_from
 
     series = options.pop("series")
     local = {"--channel": options.pop("channel") is not None, "--num-parts": options.pop("num_parts") != 1,
@@ -232,11 +228,11 @@ def _predict_dicomweb(inputs: list[str], output: Path, options: dict, pacs: dict
             f"predict {inputs[0]}: a PACS is one URL and takes no "
             f"{', '.join(unused) or 'other INPUTS'}; see docs/pacs.md"
         )
-    # credentials from the environment or ~/.netrc, never from the command line
-    credentials = credentials_from(os.environ, inputs[0])
+    link = [pacs.pop(k) for k in ("ca_bundle", "timeout", "retries")]
     result = predict_dicomweb(
-        inputs[0], output, series=series, credentials=credentials, **pacs, **options
-    )
+        inputs[0], output, series=series, **dicomweb_options.connection(inputs[0], *link),
+        **pacs, **options,
+    )  # fmt: skip
     typer.echo(
         f"{len(result.studies)} study(ies): {len(result.done)} predicted, {len(result.skipped)} "
         f"already done (--overwrite to redo), {len(result.failures)} failed; summary: "

@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import tempfile
 from pathlib import Path
 
 import typer
+
+from medseg.cli import dicomweb_options
 
 
 def view(
@@ -68,11 +73,21 @@ def view(
         False, "--no-browser", help="Do not open a browser tab (servers, SSH sessions)."
     ),
     dicomweb: str | None = typer.Option(
-        None, "--dicomweb", help="List the studies of a PACS (dicomweb+https://HOST/dicom-web)."
+        None,
+        "--dicomweb",
+        help="A PACS (dicomweb+https://HOST/dicom-web): list its studies, or open one with "
+        "--study UID [--series UID].",
     ),
     show_identifiers: bool = typer.Option(
         False, "--show-identifiers", help="With --dicomweb: show patient names and IDs."
     ),
+    study: str | None = dicomweb_options.STUDY,
+    series: str | None = typer.Option(
+        None, "--series", help="PACS: the SeriesInstanceUID (default: the study's image series)."
+    ),
+    ca_bundle: Path | None = dicomweb_options.CA_BUNDLE,
+    timeout: float = dicomweb_options.TIMEOUT,
+    retries: int = dicomweb_options.RETRIES,
 ) -> None:
     """Open the viewer: scans with predicted masks, slice by slice, in your browser.
 
@@ -82,8 +97,20 @@ def view(
     from medseg.errors import MedsegError
     from medseg.viewer.launch import ViewerConfig, default_sample_root, launch
 
-    if dicomweb is not None:
-        return _list_dicomweb(dicomweb, show_identifiers)
+    link = (ca_bundle, timeout, retries)
+    if dicomweb is None and (study or series):
+        raise MedsegError(
+            "--study and --series name a study of a PACS; add --dicomweb "
+            "dicomweb+https://HOST/dicom-web (docs/pacs.md)"
+        )
+    if dicomweb is not None and paths:
+        raise MedsegError(
+            f"--dicomweb {dicomweb} opens a study of the PACS, not {paths[0]}; pass one of them"
+        )
+    if dicomweb is not None and study is None:
+        if series is not None:
+            raise MedsegError("--series UID needs --study UID (the study that holds it)")
+        return _list_dicomweb(dicomweb, show_identifiers, link)
     path = paths[0] if paths else None
     if case is not None and path is None:
         raise MedsegError(
@@ -106,25 +133,56 @@ def view(
         raise MedsegError(
             f"--gt {gt} given without a scan; pass the scan too: medseg view SCAN --gt {gt}"
         )
-    code = launch(config, port=port, open_browser=not no_browser, host=host, token=token)
+    with contextlib.ExitStack() as stack:
+        if dicomweb is not None:  # removed when the viewer process has exited
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="medseg-dicomweb-"))
+            path = _download_series(dicomweb, study, series, Path(folder), link)
+            config = dataclasses.replace(config, path=path)
+        code = launch(config, port=port, open_browser=not no_browser, host=host, token=token)
     if code not in (0, -2, 130):  # Ctrl-C is a normal way to stop the server
         raise typer.Exit(code)
 
 
-def _list_dicomweb(url: str, show_identifiers: bool) -> None:
+def _download_series(
+    url: str, study: str | None, series: str | None, folder: Path, link: tuple
+) -> Path:
+    """WADO-RS: the study's chosen series (``series``, else its one image series) into
+    ``folder/STUDY_UID`` (mode 0700); returns that folder, a case the viewer opens."""
+    from medseg.errors import DicomwebError
+    from medseg.inference.pacs import choose_series
+    from medseg.io.dicomweb import PREFIX, DicomwebServer, check_uid
+
+    server = DicomwebServer(url, **dicomweb_options.connection(url, *link))
+    study = check_uid(study or "", "--study")
+    series = None if series is None else check_uid(series, "--series")
+    where = f"{PREFIX}{server.url}: study {study}"
+    listed = server.series_of(study)
+    asked = next((s for s in listed if s.uid == series), None)
+    if asked is not None and not asked.is_image:
+        raise DicomwebError(
+            f"{where}: series {asked.label()} holds no images (--series); pick an image "
+            f"series: {'; '.join(s.label() for s in listed if s.is_image) or '(none)'}"
+        )
+    chosen = choose_series(where, listed, series, "other")
+    server.download_series(study, chosen.uid, folder / study)
+    return folder / study
+
+
+def _list_dicomweb(url: str, show_identifiers: bool, link: tuple) -> None:
     """The PACS's studies, one line each (docs/pacs.md); patients as pseudonyms by default."""
-    import os
-
     from medseg import RESEARCH_USE_NOTICE
-    from medseg.io.dicomweb import DicomwebServer, credentials_from, list_studies
+    from medseg.io.dicomweb import DicomwebServer, list_studies
 
-    server = DicomwebServer(url, credentials=credentials_from(os.environ, url))
+    server = DicomwebServer(url, **dicomweb_options.connection(url, *link))
     rows = list_studies(server, show_identifiers=show_identifiers)
     if rows:
         widths = {k: max(len(k), *(len(r[k] or "-") for r in rows)) for k in rows[0]}
         for row in [{k: k for k in widths}, *rows]:
             typer.echo("  ".join(f"{row[k] or '-':<{w}}" for k, w in widths.items()).rstrip())
-    typer.echo(f"{len(rows)} study(ies); predict one: medseg predict {url} --study UID -o OUT")
+    typer.echo(
+        f"{len(rows)} study(ies); open one: medseg view --dicomweb {url} --study UID; "
+        f"predict one: medseg predict {url} --study UID -o OUT"
+    )
     typer.echo(RESEARCH_USE_NOTICE)
 
 

@@ -22,16 +22,20 @@ import dataclasses
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pydicom
 from tqdm.auto import tqdm
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.data.datasets import load_dataset
 from medseg.data.validation import Problem, validate_dataset
 from medseg.errors import (
+    ConfigError,
     DatasetError,
     GeometryMismatchError,
     InputNotFoundError,
@@ -41,6 +45,15 @@ from medseg.io import Volume, read_dicom_seg, write_mask, write_volume
 from medseg.io.atomic import atomic_path, check_output, remove_partials, write_json
 from medseg.io.dicom import read_dicom_series
 from medseg.io.dicom_series import DicomSeries, scan_folder
+from medseg.io.dicomweb import (
+    DEFAULT_QUERY_LIMIT,
+    PREFIX,
+    Credentials,
+    DicomwebServer,
+    SeriesInfo,
+    check_selection,
+    is_dicomweb_url,
+)
 from medseg.io.rtstruct import rasterise, read_rtstruct, referenced_series
 from medseg.io.tables import write_csv
 
@@ -66,17 +79,19 @@ class LabelledSeries:
     label_file: Path
     names: list[str]  # segment labels / ROI names, from the header
 
-    def id_row(self, case_id: str) -> dict[str, str]:
-        """The id map's row: what links the pseudonym back to the patient and study."""
+    def id_row(self, case_id: str, origins: dict[Path, str] | None = None) -> dict[str, str]:
+        """The id map's row: what links the pseudonym back to the patient and study
+        (``origins``: series folders downloaded from a PACS -> their URL)."""
         first = self.image.headers[0]
+        origins = origins or {}
         return {
             "case_id": case_id,
             "patient_id": str(first.get("PatientID", "") or ""),
             "study_instance_uid": str(first.get("StudyInstanceUID", "") or ""),
             "series_instance_uid": self.image.uid,
             "label_kind": self.kind,
-            "label_file": str(self.label_file),
-            "image_folder": str(self.image_folder),
+            "label_file": origins.get(self.label_file.parent, str(self.label_file)),
+            "image_folder": origins.get(self.image.files[0].parent, str(self.image_folder)),
         }
 
 
@@ -94,19 +109,20 @@ class ImportResult:
     problems: list[Problem]
 
 
-def resolve_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
-    """Local folders for the SRC arguments, checked.
-
-    The one place for other kinds of source: a DICOMweb study (``medseg.io.dicomweb``) is to
-    be fetched here into a temporary folder and returned like a local one.
-    """
-    folders = []
+def resolve_sources(sources: Sequence[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """The SRC arguments, checked: ``(local folders, DICOMweb URLs)``. The one place that
+    tells sources apart; the studies of a URL are fetched by :func:`fetch_studies`."""
+    folders, urls = [], []
     for raw in sources:
         text = os.fspath(raw)
+        if is_dicomweb_url(text):
+            urls.append(text)
+            continue
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
             raise UnsupportedFormatError(
-                f"source {text}: import-dicom reads local folders only (found a URL); download "
-                "the study into a folder first and give that folder"
+                f"source {text}: import-dicom reads local folders only, or a DICOMweb server "
+                "named dicomweb+https://HOST/dicom-web with --study or --query (found another "
+                "URL); give the server's DICOMweb root, or download the study into a folder"
             )
         path = Path(text)
         if not path.is_dir():
@@ -116,9 +132,9 @@ def resolve_sources(sources: Sequence[str | os.PathLike]) -> list[Path]:
                 "and its DICOM-SEG or RTSTRUCT (subfolders are scanned too)"
             )
         folders.append(path)
-    if not folders:
+    if not folders and not urls:
         raise InputNotFoundError("no source given; pass one or more study folders")
-    return folders
+    return folders, urls
 
 
 def _label_names(series: DicomSeries, path: Path, kind: str) -> list[str]:
@@ -131,7 +147,11 @@ def _label_names(series: DicomSeries, path: Path, kind: str) -> list[str]:
 
 
 def _referenced(series: DicomSeries, path: Path, kind: str) -> list[str]:
-    ds = series.headers[series.files.index(path)]
+    return references(series.headers[series.files.index(path)], kind)
+
+
+def references(ds: Any, kind: str) -> list[str]:
+    """The SeriesInstanceUIDs a SEG / RTSTRUCT dataset ``ds`` is drawn on."""
     if kind == "rtstruct":
         return referenced_series(ds)
     return [str(s.SeriesInstanceUID) for s in ds.get("ReferencedSeriesSequence", ())]
@@ -371,11 +391,20 @@ def import_dicom(
     id_map: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    study: str | None = None,
+    query: str | None = None,
+    limit: int | None = None,
+    all_studies: bool = False,
+    credentials: Credentials | None = None,
+    ca_bundle: str | os.PathLike | None = None,
+    timeout: float = 30.0,
+    retries: int = 3,
 ) -> ImportResult:
     """Build the nnU-Net v2 dataset ``dataset`` from the DICOM studies in ``sources``.
 
     Args:
-        sources: study folders (subfolders are scanned); each label object and the series it
+        sources: study folders (subfolders are scanned), or one DICOMweb server
+            (``dicomweb+https://HOST/dicom-web``); each label object and the series it
             references becomes a case.
         dataset: the output folder (``imagesTr``, ``labelsTr``, ``dataset.json``).
         labels_from: ``"seg"`` or ``"rtstruct"``; ``None``: whichever each study holds.
@@ -384,43 +413,144 @@ def import_dicom(
         id_map: CSV linking case ids to patient/study/series UIDs; default
             ``DATASET.id_map.csv`` beside the dataset, never inside it.
         overwrite: replace an existing dataset / id map.
+        study, query, limit, all_studies: a DICOMweb source's studies, as for
+            :func:`medseg.inference.pacs.predict_dicomweb` (more than ``limit``, default
+            :data:`DEFAULT_QUERY_LIMIT`, is refused unless ``all_studies``).
+        credentials, ca_bundle, timeout, retries: the connection
+            (:class:`~medseg.io.dicomweb.DicomwebServer`).
     """
     if labels_from not in (None, *LABEL_KINDS.values()):
         raise DatasetError(
             f"labels_from {labels_from!r} is not one of seg, rtstruct", param="labels_from"
         )
-    folders = resolve_sources(sources)
+    folders, urls = resolve_sources(sources)
+    _check_remote(urls, study, query, limit, all_studies)
     dataset = check_output(Path(dataset), overwrite=overwrite, inputs=folders, folder=True)
     id_map = Path(id_map) if id_map is not None else default_id_map(dataset)
     _check_id_map(id_map, dataset, folders, overwrite)
-    with _quiet_readers():
-        pairs = find_labelled_series(folders, labels_from)
-        if not pairs:
-            raise DatasetError(
-                f"{', '.join(map(str, folders))}: no image series with a DICOM-SEG or RTSTRUCT "
-                "found; expected study folders holding both"
+    origins: dict[Path, str] = {}
+    with contextlib.ExitStack() as stack:
+        if urls:  # studies come down into a private folder (mode 0700), deleted afterwards
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="medseg-dicomweb-")))
+            server = DicomwebServer(
+                urls[0], credentials=credentials, ca_bundle=ca_bundle, timeout=timeout,
+                retries=retries,
+            )  # fmt: skip
+            uids = server.select_studies(study, query, limit, all_studies, DEFAULT_QUERY_LIMIT)
+            folders += fetch_studies(server, uids, tmp, labels_from, origins)
+        with _quiet_readers():
+            pairs = find_labelled_series(folders, labels_from)
+            if not pairs:
+                raise DatasetError(
+                    f"{', '.join(map(str, folders))}: no image series with a DICOM-SEG or "
+                    "RTSTRUCT found; expected study folders holding both"
+                )
+            mapping = parse_name_map(name_map) if not isinstance(name_map, dict) else name_map
+            values, classes, ignored = label_values(
+                [n for p in pairs for n in p.names], mapping, ignore_unmapped
             )
-        mapping = parse_name_map(name_map) if not isinstance(name_map, dict) else dict(name_map)
-        values, classes, ignored = label_values(
-            [n for p in pairs for n in p.names], mapping, ignore_unmapped
-        )
-        if ignored:
-            logger.warning("left out as background (not in --map): %s", ", ".join(ignored))
-        case_ids = _build(dataset, id_map, pairs, values, classes, progress)
+            if ignored:
+                logger.warning("left out as background (not in --map): %s", ", ".join(ignored))
+            case_ids = _build(dataset, id_map, pairs, (values, classes), progress, origins)
     logger.info("imported %d case(s) into %s", len(pairs), dataset)
     return ImportResult(dataset, id_map, case_ids, classes, ignored, _validate(dataset))
+
+
+def _check_remote(
+    urls: list[str], study: str | None, query: str | None, limit: int | None, every: bool
+) -> None:
+    if len(urls) > 1:
+        raise ConfigError(
+            f"sources {', '.join(urls)}: one DICOMweb server per import (--study / --query "
+            "apply to it); import each server into its own dataset"
+        )
+    if urls:
+        check_selection(study, None, query, limit, every)
+    elif study or query or limit or every:
+        raise ConfigError(
+            "--study, --query, --limit and --all apply to a DICOMweb source "
+            "(SRC: dicomweb+https://HOST/dicom-web); see docs/dicom_datasets.md"
+        )
+
+
+def fetch_studies(
+    server: DicomwebServer,
+    studies: Sequence[str],
+    folder: Path,
+    labels_from: str | None,
+    origins: dict[Path, str],
+) -> list[Path]:
+    """WADO-RS: each study's label objects (SEG / RTSTRUCT, ``labels_from`` only when given)
+    and the image series they are drawn on, into ``folder/study_NNNN/SERIES_UID/``; returns
+    the study folders. ``origins`` gets each series folder's URL (for the id map).
+    Checked on the server's listing first, so messages name the study, not a temporary
+    path: a study without a label object, or with both kinds and no ``labels_from``."""
+    found = []
+    for n, study in enumerate(studies, 1):
+        where = f"{PREFIX}{server.url}: study {study}"
+        listed = server.series_of(study)
+        kinds = sorted({LABEL_KINDS[s.modality.upper()] for s in listed
+                        if s.modality.upper() in LABEL_KINDS})  # fmt: skip
+        _check_study_kinds(where, listed, kinds, labels_from)
+        kind = labels_from or kinds[0]
+        target = folder / f"study_{n:04d}"
+        target.mkdir(mode=0o700)
+
+        def get(series: str, study: str = study, target: Path = target) -> list[Path]:
+            origins[target / series] = f"{PREFIX}{server.url}/studies/{study}/series/{series}"
+            return server.download_series(study, series, target / series)
+
+        images = {s.uid for s in listed if s.is_image}
+        wanted: list[str] = []
+        for labels in (s for s in listed if LABEL_KINDS.get(s.modality.upper()) == kind):
+            for path in get(labels.uid):
+                refs = references(pydicom.dcmread(path, stop_before_pixels=True), kind)
+                if not images.intersection(refs):
+                    raise DatasetError(
+                        f"{where}: the {kind.upper()} series {labels.label()} references the "
+                        f"image series {', '.join(refs) or '(none)'}, which the study does not "
+                        "hold; store that series on the server, or leave this study out"
+                    )
+                wanted += [r for r in refs if r in images and r not in wanted]
+        for series in wanted:
+            get(series)
+        found.append(target)
+    return found
+
+
+def _check_study_kinds(
+    where: str, listed: Sequence[SeriesInfo], kinds: list[str], labels_from: str | None
+) -> None:
+    if labels_from is None and len(kinds) > 1:
+        raise DatasetError(
+            f"{where} holds both DICOM-SEG and RTSTRUCT labels; choose one with "
+            "--labels-from seg or --labels-from rtstruct"
+        )
+    if labels_from not in kinds if labels_from else not kinds:
+        wanted = {"seg": "DICOM-SEG", "rtstruct": "RTSTRUCT"}.get(
+            labels_from or "", "DICOM-SEG or RTSTRUCT"
+        )
+        flag = f"--labels-from {labels_from}" if labels_from else "--labels-from"
+        raise DatasetError(
+            f"{where} ({'; '.join(s.label() for s in listed)}) holds no {wanted} label object "
+            f"({flag}); expected one beside its image series: add it on the server, or leave "
+            'the study out (e.g. --query "ModalitiesInStudy=SEG&...")'
+        )
 
 
 def _build(
     dataset: Path,
     id_map: Path,
     pairs: list[LabelledSeries],
-    values: dict[str, int],
-    classes: dict[str, int],
+    labels: tuple[dict[str, int], dict[str, int]],
     progress: bool,
+    origins: dict[Path, str],
 ) -> list[str]:
     """Write every case, ``dataset.json`` and the id map; the dataset appears whole or not at
-    all (built in a temporary folder beside it). Returns the case ids."""
+    all (built in a temporary folder beside it). ``labels``: (source name -> value, class ->
+    value); ``origins``: the URL of each downloaded series folder, named in the id map instead
+    of the temporary path. Returns the case ids."""
+    values, classes = labels
     modalities = sorted({p.image.modality.upper() for p in pairs})
     if len(modalities) > 1:
         raise DatasetError(
@@ -438,7 +568,7 @@ def _build(
         kinds = {p.kind for p in pairs}
         meta = dataset_json(dataset.name, modalities[0], classes, len(pairs), kinds)
         write_json(root / "dataset.json", meta)
-        rows = [pair.id_row(case_id) for pair, case_id in steps]
+        rows = [pair.id_row(case_id, origins) for pair, case_id in steps]
         write_csv(rows, id_map, note=ID_MAP_NOTE)  # before the dataset: never one without it
         if dataset.exists():  # overwrite: the old dataset goes into the temporary folder
             os.replace(dataset, root.parent / f"replaced-{dataset.name}")

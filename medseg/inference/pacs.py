@@ -33,18 +33,17 @@ from medseg.inference.batch import (
 from medseg.inference.postprocess import PostprocessConfig
 from medseg.io.atomic import make_output_dir, write_json
 from medseg.io.dicomweb import (
+    DEFAULT_QUERY_LIMIT,
     PREFIX,
     Credentials,
     DicomwebServer,
     SeriesInfo,
+    check_selection,
     check_uid,
-    parse_query,
 )
 
 logger = logging.getLogger(__name__)
 
-#: a query may match at most this many studies unless ``limit`` or ``all_studies`` says more
-DEFAULT_QUERY_LIMIT = 10
 #: DICOM Modality -> the model's ``preprocessing.modality``
 MODALITIES = {"CT": "ct", "MR": "mr"}
 
@@ -105,8 +104,9 @@ def choose_series(
             "model for these images"
         )
     if len(usable) > 1:
+        kind = "image" if modality == "other" else modality.upper()
         raise DicomwebError(
-            f"{where} holds {len(usable)} {modality.upper()} series: "
+            f"{where} holds {len(usable)} {kind} series: "
             f"{'; '.join(s.label() for s in usable)}; pick one with --study UID --series UID"
         )
     return usable[0]
@@ -174,7 +174,7 @@ def predict_dicomweb(
     from medseg.inference.predictor import Predictor, default_model_path
     from medseg.inference.store import resolve_model
 
-    _check_selection(study, series, query, limit, all_studies)
+    check_selection(study, series, query, limit, all_studies)
     if push and "seg" not in dicom_formats:
         raise ConfigError(
             "--push stores the DICOM-SEG of each study, but --format asks for "
@@ -185,14 +185,11 @@ def predict_dicomweb(
         url, credentials=credentials, ca_bundle=ca_bundle, timeout=timeout, retries=retries
     )
     known: dict[str, list[SeriesInfo]] = {}
+    studies = server.select_studies(study, query, limit, all_studies, DEFAULT_QUERY_LIMIT)
     if study is not None:
-        studies = [check_uid(study, "--study")]
         series = None if series is None else check_uid(series, "--series")
         # the server, the credentials and the study are checked before anything is written
         known[studies[0]] = server.series_of(studies[0])
-    else:
-        cap = None if all_studies else (limit or DEFAULT_QUERY_LIMIT)
-        studies = server.study_uids(parse_query(query or ""), cap)
     output = make_output_dir(output)
     todo = [s for s in studies if overwrite or not case_done(case_outputs(output, s))]
     result = PacsResult(studies, [], [s for s in studies if s not in todo], [], None)
@@ -254,21 +251,3 @@ def _predict_studies(
             result.failures += batch.failed
             if batch.done:
                 _record_source(output, study, chosen, PREFIX + server.url)
-
-
-def _check_selection(
-    study: str | None, series: str | None, query: str | None, limit: int | None, every: bool
-) -> None:
-    if (study is None) == (query is None):
-        raise ConfigError(
-            "predict from a DICOMweb server: give exactly one of --study UID (optionally with "
-            '--series UID) or --query "ModalitiesInStudy=MR&StudyDate=20260101-"'
-        )
-    if series is not None and study is None:
-        raise ConfigError("--series UID needs --study UID (a query may find many studies)")
-    if (limit is not None or every) and query is None:
-        raise ConfigError("--limit and --all apply to --query only")
-    if limit is not None and every:
-        raise ConfigError("--limit N and --all contradict each other; pass one")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--limit {limit}: expected a number of studies, 1 or more")

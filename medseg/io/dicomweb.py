@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from medseg.errors import DicomwebError, first_line
+from medseg.errors import ConfigError, DicomwebError, first_line
 from medseg.io.dicom_series import NON_IMAGE_MODALITIES
 from medseg.registry import did_you_mean
 
@@ -42,6 +42,8 @@ UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # QIDO-RS paging parameters: medseg sets them itself (--limit, --all)
 RESERVED_QUERY_KEYS = {"limit", "offset", "includefield", "fuzzymatching"}
+#: a query may match at most this many studies unless --limit or --all says more
+DEFAULT_QUERY_LIMIT = 10
 
 T = TypeVar("T")
 
@@ -171,6 +173,26 @@ def parse_query(text: str) -> dict[str, str]:
                 "Use attribute keywords such as ModalitiesInStudy, StudyDate, StudyDescription"
             )
     return dict(pairs)
+
+
+def check_selection(
+    study: str | None, series: str | None, query: str | None, limit: int | None, every: bool
+) -> None:
+    """The studies of a DICOMweb source are one ``study`` (optionally one ``series``) or a
+    ``query`` (with ``limit`` or ``every``); anything else is refused."""
+    if (study is None) == (query is None):
+        raise ConfigError(
+            "a DICOMweb server: give exactly one of --study UID (optionally with --series UID) "
+            'or --query "ModalitiesInStudy=MR&StudyDate=20260101-"'
+        )
+    if series is not None and study is None:
+        raise ConfigError("--series UID needs --study UID (a query may find many studies)")
+    if (limit is not None or every) and query is None:
+        raise ConfigError("--limit and --all apply to --query only")
+    if limit is not None and every:
+        raise ConfigError("--limit N and --all contradict each other; pass one")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: expected a number of studies, 1 or more")
 
 
 def value_of(item: Mapping[str, Any], tag: str) -> Any:
@@ -312,6 +334,15 @@ class DicomwebServer:
                 "studies, or --all for every match"
             )
         return [check_uid(value_of(item, "0020000D") or "", "StudyInstanceUID") for item in found]
+
+    def select_studies(
+        self, study: str | None, query: str | None, limit: int | None, every: bool, default: int
+    ) -> list[str]:
+        """``[study]`` (checked as a UID), or the studies ``query`` matches: more than
+        ``limit`` (``None``: ``default``) is an error unless ``every``."""
+        if study is not None:
+            return [check_uid(study, "--study")]
+        return self.study_uids(parse_query(query or ""), None if every else (limit or default))
 
     def series_of(self, study: str) -> list[SeriesInfo]:
         """Every series of ``study``; an unknown study is an error."""

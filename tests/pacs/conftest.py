@@ -178,6 +178,17 @@ def upload(server: Orthanc, files) -> tuple[str, str]:
     return str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
 
 
+@pytest.fixture
+def scratch(tmp_path, monkeypatch) -> Path:
+    """The folder Python's tempfile uses here (to see that downloads are private and removed)."""
+    import tempfile
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def ct_checkpoint(tmp_path_factory) -> Path:
     """Tiny random 1-channel CT model trained at 2 mm in-plane (fast on 512 x 512 slices)."""
