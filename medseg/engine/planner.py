@@ -44,11 +44,12 @@ STEP_TIMES_FILE = "step_times.json"
 # the batched pipeline and augmentation add this share to a pure training step (measured
 # resident pipeline ratio 0.89-0.94 on the 2-core CPU, docs/performance.md)
 PIPELINE_OVERHEAD = 1.15
-# out-of-fold cost per case beyond the network: reading, writing the mask, scoring every
-# postprocessing candidate: 0.08 s per case of 36 x 50 x 36 voxels on the 2-core CPU (40 cases
-# in 3.4 s, bench_autoplan tiny), plus a share per million voxels for large volumes
-OOF_CASE_S = 0.1
-OOF_MVOXEL_S = 0.5
+# out-of-fold cost per case beyond the network: reading, writing the mask and scoring every
+# postprocessing candidate of every structure (surface distances dominate): per million
+# voxels and structure, measured on the 1-core CPU as 2.3 s (bench_autoplan ct: 16 cases of
+# 0.7 Mvoxel, 4 structures, 138 s for prediction and join) and 0.6 s (tiny: 40 x 0.065 Mvoxel)
+OOF_CASE_S = 0.05
+OOF_MVOXEL_S = 2.0
 # fixed costs per fold: start-up, loading the cached cases, checkpoints, overlays (s); the
 # folds of bench_autoplan's tiny set started within 1 s of each other
 FOLD_OVERHEAD_S = 5.0
@@ -339,7 +340,7 @@ def make_plan(
         * (
             TTA_PASSES * axis_slices * per_slice_fwd * area_ratio
             + OOF_CASE_S
-            + OOF_MVOXEL_S * case_mvoxels
+            + OOF_MVOXEL_S * case_mvoxels * max(outputs - 1, 1)
         )
         + JOIN_S
         if n_folds
@@ -362,6 +363,15 @@ def make_plan(
         train_s, step_s, batch, train_slices, val_pass_s
     )
     reasons["data.samples_per_epoch"] = "steps per epoch x batch (see train.epochs)"
+    steps = sched["epochs"] * sched["samples_per_epoch"] // batch
+    if steps < MIN_FOLD_STEPS:
+        advised = preprocess_s + oof_s + folds_trained * (FOLD_OVERHEAD_S + MIN_FOLD_STEPS * step_s)
+        notes.append(
+            f"the budget gives each of the {folds_trained} model(s) {steps} training steps on "
+            f"this machine ({step_s:.2f} s per step); expect an undertrained model (rare or "
+            f"small classes may not be learnt at all): >= {MIN_FOLD_STEPS} steps each need "
+            f"about --time-budget {math.ceil(advised / 60)}m"
+        )
     reasons["train.time_limit_minutes"] = (
         f"the planned {train_s / 60:.1f} min per model: a slower machine shortens the "
         "schedule to fit instead of overrunning the budget"

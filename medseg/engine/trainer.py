@@ -332,7 +332,11 @@ class Trainer:
         per_epoch = elapsed / (epoch + 1 - self._first_epoch_of_call)
         fit = epoch + 1 + max(0, int((60.0 * limit - elapsed) // per_epoch))
         fit = int(min(all_gather_objects(fit)))  # type: ignore[type-var]
-        if self.cfg.train.fill_time_limit and grow:
+        # grow only on a mean over whole validation cycles: a first epoch without its
+        # validation pass looks faster than the run is (it grew, then had to shrink back)
+        done = epoch + 1 - self._first_epoch_of_call
+        cycles = done >= 2 and done % self.cfg.train.val_every == 0
+        if self.cfg.train.fill_time_limit and grow and cycles:
             fit = min(fit, FILL_MAX_FACTOR * self.cfg.train.epochs)
         elif fit >= end:
             return end

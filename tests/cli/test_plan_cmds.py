@@ -113,6 +113,16 @@ def test_budget_shorter_than_an_epoch_names_the_minimum(brain: Path, capsys) -> 
     assert "minimum" in err
 
 
+def test_a_budget_too_short_to_train_well_says_what_would(brain: Path, capsys) -> None:
+    main(["plan", str(brain), "--device", "cpu", "--time-budget", "3m", "--explain"])
+    out = capsys.readouterr().out
+    assert "expect an undertrained model" in out
+    advised = int(out.split("need about --time-budget ")[1].split("m")[0])
+    assert advised > 3
+    main(["plan", str(brain), "--device", "cpu", "--time-budget", f"{advised + 2}m", "--explain"])
+    assert "expect an undertrained model" not in capsys.readouterr().out
+
+
 def test_missing_labels_are_listed_and_left_out(brain: Path, capsys) -> None:
     (brain / "labelsTr" / "brain_003.nii.gz").unlink()
     main(["plan", str(brain), "--device", "cpu", "--explain"])

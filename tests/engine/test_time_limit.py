@@ -65,16 +65,19 @@ def test_fill_time_limit_grows_a_fast_run_and_anneals_at_the_new_end(
         return clock["t"]
 
     monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(perf_counter=fake_clock))
-    tiny_raw["train"].update(epochs=2, time_limit_minutes=10.0, fill_time_limit=True)
+    tiny_raw["train"].update(epochs=3, time_limit_minutes=10.0, fill_time_limit=True)
     tiny_raw["optim"] = {"lr": 0.01}
     result = train(build_config(tiny_raw), output=tmp_path / "run", progress=False)
-    # ten minutes hold far more epochs: the run grows to its cap of 4x the configured 2
-    assert result.epochs_completed == trainer_module.FILL_MAX_FACTOR * 2
+    # ten minutes hold far more epochs: the run grows to its cap of 4x the configured 3,
+    # decided after two epochs (a whole validation cycle measured)
+    assert result.epochs_completed == trainer_module.FILL_MAX_FACTOR * 3
     assert not result.stopped_early
     # the schedule was re-sized: the last epoch runs near zero, not at the 2-epoch end's rate
     assert result.history[-1]["lr"] < 0.2 * 0.01
-    assert result.history[1]["lr"] > 0.5 * 0.01  # epoch 2 is no longer the annealed end
+    # epoch 3 runs on the grown schedule, (1 - 2/12) ** 0.9 = 0.85 of the base rate, not on
+    # the 3-epoch one's (1 - 2/3) ** 0.9 = 0.37
+    assert result.history[2]["lr"] > 0.6 * 0.01
     # without fill_time_limit the same run keeps its configured epochs
     tiny_raw["train"]["fill_time_limit"] = False
     again = train(build_config(tiny_raw), output=tmp_path / "run2", progress=False)
-    assert again.epochs_completed == 2
+    assert again.epochs_completed == 3
