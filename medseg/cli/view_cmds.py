@@ -7,10 +7,14 @@ import contextlib
 import dataclasses
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from medseg.cli import dicomweb_options
+
+if TYPE_CHECKING:
+    from medseg.viewer.launch import PacsOrigin
 
 
 def view(
@@ -136,8 +140,8 @@ def view(
     with contextlib.ExitStack() as stack:
         if dicomweb is not None:  # removed when the viewer process has exited
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="medseg-dicomweb-"))
-            path = _download_series(dicomweb, study, series, Path(folder), link)
-            config = dataclasses.replace(config, path=path)
+            path, origin = _download_series(dicomweb, study, series, Path(folder), link)
+            config = dataclasses.replace(config, path=path, pacs=origin)
         code = launch(config, port=port, open_browser=not no_browser, host=host, token=token)
     if code not in (0, -2, 130):  # Ctrl-C is a normal way to stop the server
         raise typer.Exit(code)
@@ -145,12 +149,14 @@ def view(
 
 def _download_series(
     url: str, study: str | None, series: str | None, folder: Path, link: tuple
-) -> Path:
+) -> tuple[Path, PacsOrigin]:
     """WADO-RS: the study's chosen series (``series``, else its one image series) into
-    ``folder/STUDY_UID`` (mode 0700); returns that folder, a case the viewer opens."""
+    ``folder/STUDY_UID`` (mode 0700); returns that folder, a case the viewer opens, and
+    where it came from (for pushing the reviewed DICOM-SEG back)."""
     from medseg.errors import DicomwebError
     from medseg.inference.pacs import choose_series
     from medseg.io.dicomweb import PREFIX, DicomwebServer, check_uid
+    from medseg.viewer.launch import PacsOrigin
 
     server = DicomwebServer(url, **dicomweb_options.connection(url, *link))
     study = check_uid(study or "", "--study")
@@ -165,7 +171,7 @@ def _download_series(
         )
     chosen = choose_series(where, listed, series, "other")
     server.download_series(study, chosen.uid, folder / study)
-    return folder / study
+    return folder / study, PacsOrigin(url, study, chosen.uid, *link)
 
 
 def _list_dicomweb(url: str, show_identifiers: bool, link: tuple) -> None:
