@@ -211,3 +211,33 @@ def test_push_box_only_for_the_pacs_case(tmp_path):
     [box] = [c for c in at.checkbox if c.label == PUSH_BOX]
     assert box.value is False
     assert not at.error  # nothing pushed, so no error from the dead URL
+
+
+def test_a_review_of_another_series_is_refused_before_sending(tmp_path):
+    """The page only offers the push for the PACS series; the library checks it again: a
+    SEG of another study/series is refused without contacting the server (here none runs)."""
+    from medseg.errors import DicomwebError
+    from medseg.viewer.core.review import (
+        ReviewError,
+        ReviewSession,
+        push_saved_review,
+        review_record,
+        save_reviewed_case,
+    )
+
+    folder, _ = write_series(tmp_path / "local", n=4, shape=(12, 10))
+    volume = read_volume(folder)
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[2:6, 2:6, 1:3] = 1
+    session = ReviewSession(mask, volume.voxel_volume_ml, num_classes=2)
+    record = review_record(session, case_name="c", class_names=["bg", "x"], model="m",
+                           model_sha256=None)  # fmt: skip
+    saved = save_reviewed_case(volume.with_array(mask), record, tmp_path / "out", "c",
+                               channels=[volume], class_names=["bg", "x"])  # fmt: skip
+    dead = f"dicomweb+http://127.0.0.1:{_free_port()}/dicom-web"
+    study = str(pydicom.dcmread(saved.dicom_seg).StudyInstanceUID)
+    with pytest.raises(DicomwebError, match=r"not series 1\.2\.3 of study"):
+        push_saved_review(saved, dead, study, "1.2.3", retries=0)
+    with pytest.raises(ReviewError, match="no DICOM-SEG was saved"):
+        push_saved_review(dataclasses.replace(saved, dicom_seg=None), dead, study, "1.2.3")
+    assert "pushed" not in json.loads(saved.record.read_text())
