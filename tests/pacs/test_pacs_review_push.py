@@ -241,3 +241,79 @@ def test_a_review_of_another_series_is_refused_before_sending(tmp_path):
     with pytest.raises(ReviewError, match="no DICOM-SEG was saved"):
         push_saved_review(dataclasses.replace(saved, dicom_seg=None), dead, study, "1.2.3")
     assert "pushed" not in json.loads(saved.record.read_text())
+
+
+@pytest.fixture
+def with_seg(orthanc, tmp_path) -> tuple[str, str, str, np.ndarray]:
+    """A study holding a CT series and a SEG drawn on part of it (frames of slices 2-3 of 6
+    only): (study, CT series, SEG series, the SEG's mask on the CT grid)."""
+    from medseg.inference.dicom_seg import write_dicom_seg
+
+    folder, _ = write_series(tmp_path / "study" / "ct", n=6, shape=(24, 20))
+    volume = read_volume(folder)
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[3:8, 4:9, 2:4] = 1
+    seg = write_dicom_seg(volume.with_array(mask), volume.metadata["dicom_files"], ["bg", "x"],
+                          tmp_path / "study" / "seg.dcm")  # fmt: skip
+    study, ct = upload(orthanc, [*folder.glob("*.dcm")])
+    upload(orthanc, [seg])
+    return study, ct, str(pydicom.dcmread(seg).SeriesInstanceUID), mask
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list:
+    """Stand-in launch: the case the page would open (with its ground truth), read while
+    the downloads exist."""
+    from medseg.viewer.core import cases, loading
+
+    seen: list = []
+
+    def stand_in(config, **_):
+        launch_module.check_config(config)
+        ref = cases.command_line_case([config.path], None, config.gt)
+        seen.append((config, loading.load_case(ref)))
+        return 0
+
+    monkeypatch.setattr(launch_module, "launch", stand_in)
+    return seen
+
+
+def test_a_seg_series_of_the_study_is_the_ground_truth(orthanc, with_seg, opened, scratch):
+    study, ct, seg, mask = with_seg
+    base = ["view", "--dicomweb", orthanc.medseg_url, "--study", study, "--no-browser"]
+    assert run_cli([*base, "--with-seg"]) == 0
+    assert run_cli([*base, "--series", ct, "--gt-series", seg]) == 0
+    assert len(opened) == 2
+    for config, case in opened:
+        assert config.pacs.series == ct
+        assert case.truth is not None  # on the CT grid although the SEG has 2 frames of 6
+        np.testing.assert_array_equal(np.asarray(case.truth.array), mask)
+    assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--gt-series", "CT"], "expected a SEG series of the study"),
+        (["--gt-series", "1.2.3"], "--gt-series 1.2.3: no such series"),
+        (["--gt-series", "1.2.3", "--with-seg"], "pass one"),
+    ],
+)
+def test_ground_truth_series_errors(orthanc, with_seg, opened, scratch, capsys, extra, message):
+    study, ct, _, _ = with_seg
+    args = ["view", "--dicomweb", orthanc.medseg_url, "--study", study, "--no-browser"]
+    assert run_cli([*args, *(ct if e == "CT" else e for e in extra)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert message in errors[0]
+    assert opened == []
+    assert list(scratch.iterdir()) == []
+
+
+def test_with_seg_needs_a_seg_series(orthanc, stored, opened, capsys):
+    args = ["view", "--dicomweb", orthanc.medseg_url, "--study", stored[0], "--with-seg"]
+    assert run_cli([*args, "--no-browser"]) == 2
+    assert "holds 0 SEG series; --with-seg needs exactly one" in capsys.readouterr().err
+    assert run_cli(["view", "--with-seg", "--no-browser"]) == 2
+    assert "add --dicomweb" in capsys.readouterr().err
+    assert opened == []
