@@ -361,11 +361,12 @@ def _push(saved: SavedReview, pacs: PacsOrigin) -> None:
     from medseg.io.dicomweb import credentials_from
 
     try:
-        uid = push_saved_review(
-            saved, pacs.url, pacs.study, pacs.series,
-            credentials=credentials_from(os.environ, pacs.url),
-            ca_bundle=pacs.ca_bundle, timeout=pacs.timeout, retries=pacs.retries,
-        )  # fmt: skip
+        with st.spinner("Pushing the DICOM-SEG to the PACS…"):
+            uid = push_saved_review(
+                saved, pacs.url, pacs.study, pacs.series,
+                credentials=credentials_from(os.environ, pacs.url),
+                ca_bundle=pacs.ca_bundle, timeout=pacs.timeout, retries=pacs.retries,
+            )  # fmt: skip
     except MedsegError as err:
         if saved.dicom_seg is not None:
             st.session_state[keys.PUSH_PENDING] = saved
