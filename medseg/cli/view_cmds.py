@@ -7,10 +7,15 @@ import contextlib
 import dataclasses
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from medseg.cli import dicomweb_options
+
+if TYPE_CHECKING:
+    from medseg.io.dicomweb import SeriesInfo
+    from medseg.viewer.launch import PacsOrigin
 
 
 def view(
@@ -85,6 +90,12 @@ def view(
     series: str | None = typer.Option(
         None, "--series", help="PACS: the SeriesInstanceUID (default: the study's image series)."
     ),
+    gt_series: str | None = typer.Option(
+        None, "--gt-series", help="PACS: a SEG series of the study, shown as the ground truth."
+    ),
+    with_seg: bool = typer.Option(
+        False, "--with-seg", help="PACS: show the study's one SEG series as the ground truth."
+    ),
     ca_bundle: Path | None = dicomweb_options.CA_BUNDLE,
     timeout: float = dicomweb_options.TIMEOUT,
     retries: int = dicomweb_options.RETRIES,
@@ -107,6 +118,13 @@ def view(
         raise MedsegError(
             f"--dicomweb {dicomweb} opens a study of the PACS, not {paths[0]}; pass one of them"
         )
+    if (gt_series is not None or with_seg) and (dicomweb is None or study is None):
+        raise MedsegError(
+            "--gt-series and --with-seg load a SEG series of a PACS study; add --dicomweb "
+            "dicomweb+https://HOST/dicom-web --study UID (docs/pacs.md)"
+        )
+    if gt_series is not None and with_seg:
+        raise MedsegError("--gt-series UID names the SEG series, --with-seg finds it; pass one")
     if dicomweb is not None and study is None:
         if series is not None:
             raise MedsegError("--series UID needs --study UID (the study that holds it)")
@@ -136,21 +154,30 @@ def view(
     with contextlib.ExitStack() as stack:
         if dicomweb is not None:  # removed when the viewer process has exited
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="medseg-dicomweb-"))
-            path = _download_series(dicomweb, study, series, Path(folder), link)
-            config = dataclasses.replace(config, path=path)
+            truth = gt_series if gt_series is not None else ("" if with_seg else None)
+            path, origin, seg = _download_series(dicomweb, study, series, Path(folder), link, truth)
+            config = dataclasses.replace(config, path=path, pacs=origin, gt=seg)
         code = launch(config, port=port, open_browser=not no_browser, host=host, token=token)
     if code not in (0, -2, 130):  # Ctrl-C is a normal way to stop the server
         raise typer.Exit(code)
 
 
 def _download_series(
-    url: str, study: str | None, series: str | None, folder: Path, link: tuple
-) -> Path:
+    url: str,
+    study: str | None,
+    series: str | None,
+    folder: Path,
+    link: tuple,
+    truth: str | None = None,
+) -> tuple[Path, PacsOrigin, Path | None]:
     """WADO-RS: the study's chosen series (``series``, else its one image series) into
-    ``folder/STUDY_UID`` (mode 0700); returns that folder, a case the viewer opens."""
+    ``folder/STUDY_UID`` (mode 0700); returns that folder, a case the viewer opens, where it
+    came from (for pushing the reviewed DICOM-SEG back) and the ground truth: the SEG series
+    ``truth`` (``""``: the study's one SEG series; ``None``: none) in ``folder/seg``."""
     from medseg.errors import DicomwebError
     from medseg.inference.pacs import choose_series
     from medseg.io.dicomweb import PREFIX, DicomwebServer, check_uid
+    from medseg.viewer.launch import PacsOrigin
 
     server = DicomwebServer(url, **dicomweb_options.connection(url, *link))
     study = check_uid(study or "", "--study")
@@ -164,8 +191,36 @@ def _download_series(
             f"series: {'; '.join(s.label() for s in listed if s.is_image) or '(none)'}"
         )
     chosen = choose_series(where, listed, series, "other")
+    seg = None if truth is None else _seg_series(where, listed, truth or None)
     server.download_series(study, chosen.uid, folder / study)
-    return folder / study
+    gt = None
+    if seg is not None:
+        gt = server.download_series(study, seg.uid, folder / "seg")[0]
+    return folder / study, PacsOrigin(url, study, chosen.uid, *link), gt
+
+
+def _seg_series(where: str, listed: list[SeriesInfo], wanted: str | None) -> SeriesInfo:
+    """The SEG series to show as the ground truth: ``wanted`` (--gt-series), else the
+    study's only one (--with-seg)."""
+    from medseg.errors import DicomwebError
+
+    segs = [s for s in listed if s.modality.upper() == "SEG"]
+    if wanted is not None:
+        hit = next((s for s in listed if s.uid == wanted), None)
+        if hit is None or hit not in segs:
+            found = hit.label() if hit else "no such series"
+            raise DicomwebError(
+                f"{where}: --gt-series {wanted}: {found}; expected a SEG series of the study: "
+                f"{'; '.join(s.label() for s in segs) or '(none)'}"
+            )
+        return hit
+    if len(segs) != 1:
+        raise DicomwebError(
+            f"{where} holds {len(segs)} SEG series"
+            f"{': ' + '; '.join(s.label() for s in segs) if segs else ''}; --with-seg needs "
+            "exactly one: pick it with --gt-series UID" + ("" if segs else ", or drop --with-seg")
+        )
+    return segs[0]
 
 
 def _list_dicomweb(url: str, show_identifiers: bool, link: tuple) -> None:

@@ -127,6 +127,26 @@ def push_seg(server: DicomwebServer, output: Path, study: str) -> str | None:
     return uid
 
 
+def push_reviewed_seg(
+    server: DicomwebServer, seg: Path, study: str, series: str, again: str
+) -> str:
+    """STOW-RS: store the reviewed DICOM-SEG ``seg`` of the PACS ``series`` back in ``study``;
+    returns the new SEG's SeriesInstanceUID. A SEG of another study or series is refused
+    before anything is sent (``again``: how to retry, for the server's refusals)."""
+    import pydicom
+
+    ds = pydicom.dcmread(seg, stop_before_pixels=True)
+    refs = [str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence") or []]
+    if str(ds.get("StudyInstanceUID", "")) != study or series not in refs:
+        raise DicomwebError(
+            f"{seg}: this DICOM-SEG references series {', '.join(refs) or '(none)'} of study "
+            f"{ds.get('StudyInstanceUID', '(none)')}, not series {series} of study {study} "
+            f"on {PREFIX}{server.url}; push only a review of the series the viewer opened "
+            "from the PACS"
+        )
+    return server.store(seg, study, again=again)
+
+
 def _record_source(output: Path, study: str, series: SeriesInfo, url: str) -> None:
     """Name the PACS series as the case's input (instead of the deleted temporary folder)."""
     out = case_outputs(output, study)

@@ -391,9 +391,10 @@ class DicomwebServer:
         logger.info("retrieved %d instance(s) of series %s", len(files), series)
         return files
 
-    def store(self, path: Path, study: str) -> str:
+    def store(self, path: Path, study: str, again: str = "rerun with --push") -> str:
         """STOW-RS: store the DICOM file ``path`` in ``study``; returns its SeriesInstanceUID.
-        A server that refuses it (HTTP error or a failed-SOP answer) is an error."""
+        A server that refuses it (HTTP error or a failed-SOP answer) is an error whose
+        message ends with ``again`` (how to retry)."""
         import pydicom
 
         ds = pydicom.dcmread(path)
@@ -412,7 +413,7 @@ class DicomwebServer:
                 f"{PREFIX}{self.url}: the server refused the DICOM-SEG {path.name} "
                 f"(failure reason {', '.join(reasons) or 'none given; it is not listed as stored'}); "
                 "the file stays in the output folder: check the server's log (SEG storage "
-                "allowed? the study's UID?) and rerun with --push"
+                f"allowed? the study's UID?) and {again}"
             )
         return str(ds.SeriesInstanceUID)
 

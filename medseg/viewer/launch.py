@@ -45,6 +45,22 @@ APP_PATH = Path(__file__).resolve().parent / "ui" / "app.py"
 
 
 @dataclasses.dataclass(frozen=True)
+class PacsOrigin:
+    """Where a case opened with ``medseg view --dicomweb URL --study UID`` came from: the
+    server ``url`` (``dicomweb+https://HOST/dicom-web``), the ``study`` and ``series`` UIDs,
+    and the connection settings (``ca_bundle``, ``timeout`` s, ``retries``). Never
+    credentials: the viewer process reads them from the environment or ``~/.netrc``, as the
+    CLI does, so they stay off its command line."""
+
+    url: str
+    study: str
+    series: str
+    ca_bundle: Path | None = None
+    timeout: float = 30.0
+    retries: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
 class ViewerConfig:
     """What the viewer opens at start-up (all optional).
 
@@ -55,7 +71,9 @@ class ViewerConfig:
     ``more_paths``: further channel files after ``path``; ``case_id``: a case of the dataset
     at ``path`` (see :func:`medseg.viewer.core.cases.command_line_case`); ``labels``: the
     ground truth's label names, ``NAME=VALUE,...``; ``gt_map``: ground-truth values mapped
-    onto the model's, ``FROM=TO,...`` (see :mod:`medseg.viewer.core.cases`).
+    onto the model's, ``FROM=TO,...`` (see :mod:`medseg.viewer.core.cases`); ``pacs``: the
+    PACS series ``path`` was downloaded from (the page then offers to push the reviewed
+    DICOM-SEG back).
     """
 
     path: Path | None = None
@@ -69,6 +87,7 @@ class ViewerConfig:
     case_id: str | None = None
     labels: str | None = None
     gt_map: str | None = None
+    pacs: PacsOrigin | None = None
 
     def __post_init__(self) -> None:
         # medseg's one device vocabulary: "CUDA:1" -> "cuda:1"; a typo fails before the server
@@ -99,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--case")
     parser.add_argument("--labels")
     parser.add_argument("--gt-map")
+    parser.add_argument("--dicomweb")
+    parser.add_argument("--study")
+    parser.add_argument("--series")
+    parser.add_argument("--ca-bundle", type=Path)
+    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--retries", type=int, default=3)
     return parser
 
 
@@ -108,6 +133,11 @@ def parse_app_args(argv: list[str]) -> ViewerConfig:
     if unknown:
         logger.warning("viewer: ignoring unknown arguments %s", unknown)
     runs_dir = args.runs_dir or (Path.cwd() / "runs")
+    pacs = None
+    if args.dicomweb and args.study and args.series:
+        pacs = PacsOrigin(
+            args.dicomweb, args.study, args.series, args.ca_bundle, args.timeout, args.retries
+        )
     return ViewerConfig(
         path=args.path,
         gt=args.gt,
@@ -120,6 +150,7 @@ def parse_app_args(argv: list[str]) -> ViewerConfig:
         case_id=args.case,
         labels=args.labels,
         gt_map=args.gt_map,
+        pacs=pacs,
     )
 
 
@@ -148,6 +179,12 @@ def app_arguments(config: ViewerConfig) -> list[str]:
     ):
         if text is not None:
             args += [flag, text]
+    if config.pacs is not None:
+        origin = config.pacs
+        args += ["--dicomweb", origin.url, "--study", origin.study, "--series", origin.series]
+        if origin.ca_bundle is not None:
+            args += ["--ca-bundle", str(Path(origin.ca_bundle).resolve())]
+        args += ["--timeout", f"{origin.timeout:g}", "--retries", str(origin.retries)]
     return args
 
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import DatasetError, InputNotFoundError, MedsegError, first_line
-from medseg.io import Volume, check_same_grid, integer_labels, read_volume
+from medseg.io import Volume, check_same_grid, integer_labels, read_dicom_seg, read_volume
 from medseg.io.cases import (
     CaseLayoutError,
     case_folder,
@@ -260,7 +260,10 @@ def load_case(ref: CaseRef) -> Case:
         check_same_grid(channels[0], vol, what=f"channel {path.name}")
     truth = None
     if ref.label is not None:
-        truth = attach_truth(channels[0], read_volume(ref.label))
+        label = read_volume(ref.label)
+        if label.metadata.get("format") == "dicom-seg":  # its frames may cover part of the series
+            label = read_dicom_seg(ref.label, reference=channels[0])[0]
+        truth = attach_truth(channels[0], label)
     names = list(ref.channel_names) or [f"channel {i}" for i in range(len(channels))]
     if len(names) != len(channels):
         names = [f"channel {i}" for i in range(len(channels))]

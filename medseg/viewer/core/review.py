@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -543,3 +544,44 @@ def write_reviewed_seg(
     names = [*class_names, *[f"label {i}" for i in range(len(class_names), top + 1)]]
     model = Path(str(record.get("model") or "medseg")).name
     write_dicom_seg(mask, files, names, path, model_name=f"medseg {model}", reviewed=True)
+
+
+# ----------------------------------------------------------------------------- PACS
+def push_saved_review(
+    saved: SavedReview,
+    url: str,
+    study: str,
+    series: str,
+    *,
+    credentials: Any = None,
+    ca_bundle: Path | None = None,
+    timeout: float = 30.0,
+    retries: int = 3,
+) -> str:
+    """Store the DICOM-SEG of a saved review of the PACS ``series`` (in ``study``, on the
+    DICOMweb server ``url``) back on that server through STOW-RS, and record the new series
+    in the review record (``"pushed"``); returns its SeriesInstanceUID.
+
+    ``credentials``: :func:`medseg.io.dicomweb.credentials_from` (never in the record). A
+    failure (server unreachable or refusing, credentials refused) raises one
+    :class:`~medseg.errors.DicomwebError` and leaves the saved files as they are.
+    """
+    # imported here: the DICOMweb client is needed only when pushing
+    from medseg.inference.pacs import push_reviewed_seg
+    from medseg.io.dicomweb import PREFIX, DicomwebServer
+
+    if saved.dicom_seg is None:
+        raise ReviewError(
+            f"{saved.record}: no DICOM-SEG was saved (the case's DICOM files are gone), so "
+            "there is nothing to push; open the series again with medseg view --dicomweb URL "
+            "--study UID and save the review"
+        )
+    server = DicomwebServer(
+        url, credentials=credentials, ca_bundle=ca_bundle, timeout=timeout, retries=retries
+    )
+    again = "push again from the viewer (the saved files are kept)"
+    uid = push_reviewed_seg(server, saved.dicom_seg, study, series, again)
+    record = json.loads(saved.record.read_text())
+    record["pushed"] = {"server": PREFIX + server.url, "study_uid": study, "series_uid": uid}
+    write_json(saved.record, record)
+    return uid

@@ -482,7 +482,7 @@ def main() -> None:
         rgb = image_panel(shown, pred, truth, settings)
     with right:
         if session is not None:
-            review_panel.review_section(shown, session, pred, config.data_root)
+            review_panel.review_section(shown, session, pred, config.data_root, config.pacs)
         else:
             lesion_panel(shown, nav, settings)
     tabs = ["Readouts", "Downloads"] + (["Lesion navigation"] if session is not None else [])

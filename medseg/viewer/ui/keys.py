@@ -153,6 +153,9 @@ SAVE = "rv_save"
 DL_REVIEWED_MASK = "rv_dl_mask"
 DL_RECORD = "rv_dl_record"
 DL_SEG = "rv_dl_seg"
+PUSH_PACS = "rv_push_pacs"  # push the saved DICOM-SEG to the PACS the case came from
+PUSH_RETRY = "rv_push_retry"
+PUSH_PENDING = "_rv_push_pending"  # the SavedReview whose push failed (retry button)
 
 
 def decision(lesion_id: int) -> str:

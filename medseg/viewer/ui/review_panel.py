@@ -9,6 +9,7 @@ reviewed mask: they therefore update on the same click.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,17 @@ from medseg.viewer.core.review import (
     DECISIONS,
     REVIEW_ORDER_RULE,
     ReviewSession,
+    SavedReview,
     brush_plane_pixels,
     dicom_source_files,
     display_to_source,
     fill_holes_on_slice,
+    push_saved_review,
     review_record,
     save_reviewed_case,
 )
 from medseg.viewer.core.state import DisplayCase, MaskLayer, make_layer
+from medseg.viewer.launch import PacsOrigin
 from medseg.viewer.ui import canvas, focus, keys
 
 TOOLS = ("navigate", "brush", "eraser")
@@ -239,10 +243,15 @@ def _bulk_controls(session: ReviewSession) -> None:
 
 
 def review_section(
-    shown: DisplayCase, session: ReviewSession, layer: MaskLayer, data_root: Path | None
+    shown: DisplayCase,
+    session: ReviewSession,
+    layer: MaskLayer,
+    data_root: Path | None,
+    pacs: PacsOrigin | None = None,
 ) -> None:
     """Progress, bulk decisions, the size-filtered lesion list (review order) with the
-    per-lesion decision, and saving."""
+    per-lesion decision, and saving (and pushing to ``pacs``, the PACS series the case
+    was downloaded from)."""
     names = layer.class_names
     st.subheader("Review")
     done, total = session.progress()
@@ -263,7 +272,9 @@ def review_section(
         f"Changed voxels vs prediction: {session.changed_voxels()}"
         f" · brush/eraser strokes: {len(session.edits)}"
     )
-    _save_controls(shown, session, layer, data_root)
+    if pacs is not None and shown.case.channels[0].metadata.get("series_uid") != pacs.series:
+        pacs = None  # another case (sample data, upload) is on screen
+    _save_controls(shown, session, layer, data_root, pacs)
 
 
 def _decision_controls(
@@ -344,8 +355,59 @@ def _check_inside(folder: Path, data_root: Path | None) -> Path:
     return folder
 
 
+def _push(saved: SavedReview, pacs: PacsOrigin) -> None:
+    """STOW-RS of the saved DICOM-SEG (credentials from this process's environment or
+    ~/.netrc, as for the CLI); a failure keeps the files and offers a retry."""
+    from medseg.io.dicomweb import credentials_from
+
+    try:
+        with st.spinner("Pushing the DICOM-SEG to the PACS…"):
+            uid = push_saved_review(
+                saved, pacs.url, pacs.study, pacs.series,
+                credentials=credentials_from(os.environ, pacs.url),
+                ca_bundle=pacs.ca_bundle, timeout=pacs.timeout, retries=pacs.retries,
+            )  # fmt: skip
+    except MedsegError as err:
+        if saved.dicom_seg is not None:
+            st.session_state[keys.PUSH_PENDING] = saved
+        st.error(f"Not pushed to the PACS (the saved files are kept): {err}")
+    else:
+        st.session_state.pop(keys.PUSH_PENDING, None)
+        st.success(f"Pushed to the PACS: DICOM-SEG series {uid} in study {pacs.study}")
+
+
+def _retry_push(pacs: PacsOrigin | None) -> None:
+    """After a failed push, a button that pushes the saved DICOM-SEG again (saving again
+    would be refused: the files exist)."""
+    pending = st.session_state.get(keys.PUSH_PENDING)
+    if (
+        pacs is not None
+        and pending is not None
+        and st.button(f"Retry the push of {pending.dicom_seg.name}", key=keys.PUSH_RETRY)
+    ):
+        _push(pending, pacs)
+
+
+def _push_box(pacs: PacsOrigin | None) -> bool:
+    """The push checkbox (PACS cases only, off by default): whether to push at the save."""
+    if pacs is None:
+        return False
+    return st.checkbox(
+        "Push the DICOM-SEG to the PACS",
+        value=False,
+        key=keys.PUSH_PACS,
+        help=f"After saving, store the reviewed DICOM-SEG (SEMIAUTOMATIC, referencing series "
+        f"{pacs.series}) in study {pacs.study} on the PACS the case came from (STOW-RS), "
+        "with the PACS credentials of whoever started the viewer.",
+    )
+
+
 def _save_controls(
-    shown: DisplayCase, session: ReviewSession, layer: MaskLayer, data_root: Path | None
+    shown: DisplayCase,
+    session: ReviewSession,
+    layer: MaskLayer,
+    data_root: Path | None,
+    pacs: PacsOrigin | None = None,
 ) -> None:
     st.markdown("**Save the reviewed case** (never overwrites)")
     left, right = st.columns(2)
@@ -367,6 +429,7 @@ def _save_controls(
     def record_bytes() -> bytes:
         return json.dumps(_record(shown, session, layer), indent=2, default=float).encode()
 
+    push = _push_box(pacs)
     if st.button("Save reviewed case", key=keys.SAVE, type="primary", disabled=not folder):
         try:
             picks = layer.channels_used or tuple(range(len(shown.case.channels)))
@@ -385,6 +448,9 @@ def _save_controls(
             files = [saved.mask, saved.record, *saved.images]
             files += [saved.dicom_seg] if saved.dicom_seg else []
             st.success("Saved: " + ", ".join(str(p) for p in files))
+            if push and pacs is not None:
+                _push(saved, pacs)
+    _retry_push(pacs)
     st.download_button(
         "Reviewed mask (NIfTI)",
         data=lambda: services.mask_nifti_bytes(mask()),
