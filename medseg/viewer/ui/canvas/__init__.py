@@ -20,7 +20,7 @@ import numpy as np
 import streamlit as st
 import streamlit.components.v1 as components
 
-from medseg.viewer.core import render
+from medseg.viewer.core import measure, render
 from medseg.viewer.core.review import ReviewSession, display_to_source
 from medseg.viewer.core.state import DisplayCase, MaskLayer
 from medseg.viewer.ui import keys
@@ -176,8 +176,16 @@ def image_canvas(
     # one key per case and channel: the page reports it holds it, so reruns send no volume
     args: dict[str, Any] = {"case": f"{shown.digest}-{settings['channel']}"}
     args["digest"] = shown.digest
+    win = settings["window"]
+    args["window"] = [float(win.level - win.width / 2), float(win.level + win.width / 2)]
     if held.get("case") != args["case"]:
-        args["image"] = volumes.nifti_bytes(shown.images[settings["channel"]], shown.affine)
+        image = shown.images[settings["channel"]]
+        args["image"] = volumes.nifti_bytes(image, shown.affine)
+        # a large volume's first image comes from a small 8-bit copy (drawn in a second)
+        preview = volumes.preview_bytes(image, shown.affine, args["window"])
+        if preview is not None:
+            args["preview"] = preview
+    args["unit"] = measure.intensity_unit(shown.is_ct[settings["channel"]])
     held_layers = held.get("layers") or {}
     specs = []
     for spec, make in _layer_specs(shown, pred, truth, settings, drawing=session is not None):
@@ -216,8 +224,6 @@ def image_canvas(
         }
     _, last = state.get(keys.CANVAS_ACK, (None, 0))
     args["ack"] = int(last)
-    win = settings["window"]
-    args["window"] = [float(win.level - win.width / 2), float(win.level + win.width / 2)]
     args["radiological"] = True
     args["layout"] = LAYOUTS.get(settings["layout"]) or settings["view"]
     args["view"] = settings["view"]
