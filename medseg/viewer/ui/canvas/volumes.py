@@ -44,6 +44,20 @@ def flat_to_display(flat: Iterable[int], shape: Sequence[int]) -> np.ndarray:
     return np.stack([shape[0] - 1 - x, shape[1] - 1 - y, z], axis=1).astype(np.int64)
 
 
+def roi_box(
+    start: Sequence[int], end: Sequence[int], view: str, shape: Sequence[int]
+) -> tuple[int, int, int, int]:
+    """A box dragged in the canvas (opposite corners, canvas voxels) as ``(row, col, height,
+    width)`` on the ``view`` plane of the display array (:func:`render.extract_slice`)."""
+    display_shape = tuple(int(s) for s in shape)
+    corners = [
+        render.volume_to_plane(view, tuple(canvas_to_display(p, display_shape)), display_shape)
+        for p in (start, end)
+    ]
+    (r0, c0), (r1, c1) = corners
+    return min(r0, r1), min(c0, c1), abs(r1 - r0) + 1, abs(c1 - c0) + 1
+
+
 def _compact(array: np.ndarray) -> np.ndarray:
     """The smallest voxel type that keeps the values (less to send to the browser and to
     upload: a float CT of whole HU values goes as int16, half the bytes)."""

@@ -63,6 +63,7 @@ const s = {
   backPending: null, // the case's volume, loaded while the preview is shown
   gradient: true, // NiiVue's own gradient shaders are in place
   unit: "", // the image's intensity unit (HU for CT)
+  roi: null, // the last ROI dragged: {plane (0 axial, 1 coronal, 2 sagittal), start, end}
   strokePlanes: new Map(), // "axis:index" -> [axis, index] touched by the current stroke
 };
 
@@ -171,6 +172,7 @@ function send() {
       loaded: { case: s.caseKey, layers: { ...s.layerKeys }, drawing: s.drawingKey },
       focus: focus(),
       edits: s.pending,
+      roi: s.roi,
     };
     post("streamlit:setComponentValue", { value, dataType: "json" });
   }, 0);
@@ -387,6 +389,7 @@ async function render(args) {
   s.unit = args.unit || "";
   missing = (await syncDrawing(args)) || missing;
   if (changed("tool", args.tool)) applyTool(args.tool);
+  if (changed("drag", args.drag)) nv.opts.dragMode = DRAG_MODE[args.drag || "contrast"];
   s.pending = s.pending.filter((edit) => edit.id > args.ack);
   const target = JSON.stringify(args.focus);
   if (args.focus && changed("focus", args.focus) && target !== s.focusSent) {
@@ -508,6 +511,13 @@ nv.onDrawingChanged = (action) => {
   if (action === "draw") strokeEnded();
 };
 nv.onMouseUp = () => send();
+nv.onDragRelease = (info) => {
+  // an ROI goes to Python, which gives its statistics in the image's units
+  if (nv.opts.dragMode !== DRAG_MODE.roiSelection || info.axCorSag < 0 || info.axCorSag > 2) return;
+  const vox = (v) => Array.from(v, (x) => Math.round(x));
+  s.roi = { plane: info.axCorSag, start: vox(info.voxStart), end: vox(info.voxEnd) };
+  send();
+};
 nv.onLocationChange = () => setStatus();
 nv.onIntensityChange = () => setStatus();
 
