@@ -65,7 +65,7 @@ def _compact(array: np.ndarray) -> np.ndarray:
         return array
     if array.dtype.kind == "f" and array.size:
         lo, hi = float(np.min(array)), float(np.max(array))
-        whole = np.isfinite(lo) and np.isfinite(hi) and -32768 <= lo and hi <= 32767
+        whole = np.isfinite(lo) and np.isfinite(hi) and lo >= -32768 and hi <= 32767
         if whole and np.array_equal(array, np.round(array)):
             return array.astype(np.uint8 if lo >= 0 and hi <= 255 else np.int16)
         return array.astype(np.float32, copy=False)

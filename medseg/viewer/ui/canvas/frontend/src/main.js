@@ -51,6 +51,8 @@ const s = {
   strokes: 0,
   caseLoads: 0,
   timing: null, // ms from a case's bytes to its first image
+  timingFull: null, // ms from a case's bytes to its own voxels and overlays drawn
+  steps: [], // [step, ms] of the last case's load (for the benchmark)
   seq: 0,
   asked: null, // the keys last asked for (asked once, so a stuck server is not spammed)
   applied: {}, // argument -> JSON of the value last applied
@@ -222,7 +224,14 @@ function firstFrame() {
   return new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));
 }
 
+function step(name, since) {
+  s.steps.push([name, Math.round(performance.now() - since)]);
+  return performance.now();
+}
+
 async function loadCase(args, started) {
+  s.steps = [];
+  let t = performance.now();
   s.pending = [];
   s.layerKeys = {};
   s.layerImages = {};
@@ -236,13 +245,17 @@ async function loadCase(args, started) {
     // a small 8-bit copy, already windowed, first: an image within a second, then the case
     s.preview = true;
     const preview = await NVImage.new(buffer(args.preview), "preview.nii", "gray", 1);
+    t = step("preview decoded", t);
     preview.cal_min = 0;
     preview.cal_max = 255;
     setLayers(preview, []);
+    t = step("preview textures", t);
     await firstFrame();
+    t = step("preview drawn", t);
     s.timing = Math.round(performance.now() - started);
   }
   const image = await NVImage.new(buffer(args.image), "case.nii", "gray", 1);
+  t = step("case decoded", t);
   image.cal_min = args.window[0];
   image.cal_max = args.window[1];
   s.applied.window = JSON.stringify(args.window);
@@ -373,7 +386,9 @@ async function render(args) {
     back.cal_max = args.window[1];
   }
   if (reorder || s.backPending) {
+    const t = performance.now();
     setLayers(back, args.layers.map((spec) => s.layerImages[spec.name]).filter(Boolean));
+    step("case and overlay textures", t);
     s.backPending = null;
     s.preview = false;
   } else if (windowed) {
@@ -450,6 +465,36 @@ window.addEventListener("message", (event) => {
 });
 
 // ----------------------------------------------------------------------------- interaction
+// A CPU renderer (SwiftShader, llvmpipe: no GPU, or a remote desktop) pays per pixel for each
+// frame: while the user pages or draws, frames are drawn at half resolution, and the sharp
+// frame follows once input pauses. A GPU draws a frame in about a millisecond: left as is.
+const MOTION_DPR = 0.5;
+const SHARP_AFTER_MS = 250;
+let software = null;
+let sharpTimer = null;
+function inMotion() {
+  if (!s.attached) return;
+  if (software === null) {
+    const info = nv.gl.getExtension("WEBGL_debug_renderer_info");
+    const name = info ? String(nv.gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : "";
+    software = /swiftshader|llvmpipe|software/i.test(name);
+  }
+  if (!software) return;
+  if (nv.opts.forceDevicePixelRatio !== MOTION_DPR) {
+    nv.opts.forceDevicePixelRatio = MOTION_DPR;
+    nv.resizeListener();
+  }
+  clearTimeout(sharpTimer);
+  sharpTimer = setTimeout(() => {
+    if (nv.uiData.mouseButtonLeftDown || nv.uiData.mouseButtonRightDown) return inMotion();
+    nv.opts.forceDevicePixelRatio = 0;
+    nv.resizeListener();
+  }, SHARP_AFTER_MS);
+}
+canvas.addEventListener("wheel", inMotion, { capture: true, passive: true });
+canvas.addEventListener("mousedown", inMotion, true);
+canvas.addEventListener("mousemove", (event) => event.buttons && inMotion(), true);
+
 function page(step) {
   const move = [0, 0, 0];
   move[PAGE_AXIS[s.pageView]] = step;
@@ -463,6 +508,7 @@ window.addEventListener(
     if (step === undefined || s.caseKey === null) return;
     event.preventDefault();
     event.stopPropagation();
+    inMotion();
     page(step);
   },
   true,
