@@ -212,6 +212,16 @@ def test_canvas_paging_window_stroke_and_save(
             assert frame.evaluate("() => document.title") == instance
             assert frame.evaluate("() => window.medsegCanvas.state.caseLoads") == 1
             page.get_by_text("brush/eraser strokes: 1").wait_for(timeout=60_000)
+
+            # Bulk reject: every pending lesion under the threshold (here all of the constant
+            # model's label 1) goes, the stroke (an edit) stays; the canvas's drawing follows.
+            threshold = page.get_by_role("spinbutton", name="Reject all under (voxels)")
+            threshold.fill("100000000")
+            threshold.press("Enter")
+            page.wait_for_timeout(1500)
+            page.get_by_role("button", name="Reject small lesions").click()
+            _wait(page, "() => { const b = window.medsegCanvas.nv.drawBitmap;"
+                        " return b && !b.includes(1) && b.includes(2); }")  # fmt: skip
             page.screenshot(path=str(tmp_path / "canvas_review.png"), full_page=True)
             save_review(page, out)
         finally:
@@ -224,5 +234,6 @@ def test_canvas_paging_window_stroke_and_save(
     voxels = _to_source(stroke["voxels"], stroke["dims"], stroke["affine"], source.affine)
     assert (saved[tuple(voxels.T)] == 2).all()
     assert int((saved == 2).sum()) == len(voxels)  # nothing else became oedema
+    assert int((saved == 1).sum()) == 0  # the rejected lesions are gone
     record = json.loads((out / "brain_002_review.json").read_text())
     assert record["brushed_voxels"] == len(voxels)
