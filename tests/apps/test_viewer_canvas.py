@@ -169,6 +169,29 @@ def test_canvas_paging_window_stroke_and_save(
                 arg=window,
             )
 
+            # Measuring: a right-drag is a ruler (NiiVue's, in mm), then an ellipse ROI whose
+            # statistics Python shows under the canvas.
+            def right_drag(dx: float, dy: float) -> None:
+                page.mouse.move(centre[0] - 40, centre[1] - 30)
+                page.mouse.down(button="right")
+                page.mouse.move(centre[0] - 40 + dx, centre[1] - 30 + dy, steps=4)
+                page.mouse.up(button="right")
+
+            page.get_by_text("ruler (mm)", exact=True).click()
+            _wait(page, "() => window.medsegCanvas.nv.opts.dragMode === 2")  # measurement
+            right_drag(60, 0)
+            _wait(page, "() => window.medsegCanvas.nv.document.completedMeasurements.length"
+                        " === 1 && window.medsegCanvas.nv.document.completedMeasurements[0]"
+                        ".distance > 5")  # fmt: skip
+            page.locator('[data-testid="stSidebar"]').get_by_text("ROI", exact=True).click()
+            _wait(page, "() => window.medsegCanvas.nv.opts.dragMode === 6")  # roiSelection
+            right_drag(50, 40)
+            page.get_by_text("ROI on axial slice").wait_for(timeout=60_000)
+            assert "a.u." in page.get_by_text("ROI on axial slice").inner_text()
+            page.get_by_text("window/level", exact=True).click()
+            _wait(page, "() => window.medsegCanvas.nv.opts.dragMode === 1")
+            frame = _canvas_frame(page)
+
             # Review mode, brush with label 2 ("oedema": the constant model predicts 1).
             page.get_by_text("Review and edit the prediction").click()
             page.get_by_text("Review order: least confident first").wait_for(timeout=60_000)
