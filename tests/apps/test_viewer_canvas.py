@@ -154,6 +154,8 @@ def test_canvas_paging_window_stroke_and_save(
             assert after_keys[2] == max(after_wheel[2] - 5, 0)
             assert len(sent) == messages, "paging sent a message to the server"
             figures["paging, key to frame (ms)"] = [round(t, 1) for t in times]
+            # paging drew at half resolution on this CPU renderer; the sharp frame follows
+            _wait(page, "() => window.medsegCanvas.nv.opts.forceDevicePixelRatio === 0")
 
             # Window/level: a right-button drag sets it from the dragged box.
             window = frame.evaluate("() => [window.medsegCanvas.nv.volumes[0].cal_min,"
@@ -190,6 +192,12 @@ def test_canvas_paging_window_stroke_and_save(
             assert "a.u." in page.get_by_text("ROI on axial slice").inner_text()
             page.get_by_text("window/level", exact=True).click()
             _wait(page, "() => window.medsegCanvas.nv.opts.dragMode === 1")
+
+            # The 3D render gets NiiVue's gradient pass back; single view skips it again.
+            page.get_by_text("3D render", exact=True).click()
+            _wait(page, "() => window.medsegCanvas.state.gradient === true")
+            page.get_by_text("single view", exact=True).click()
+            _wait(page, "() => window.medsegCanvas.state.gradient === false")
             frame = _canvas_frame(page)
 
             # Review mode, brush with label 2 ("oedema": the constant model predicts 1).
