@@ -10,7 +10,8 @@ CPU; a real GPU is much faster). Prints:
 
 * first image: page opened -> the canvas has drawn the CT and its overlay (wall clock; server
   read, display preparation, transfer and upload included), and inside the page, the case's
-  bytes received -> drawn;
+  bytes received -> first image drawn (the 8-bit preview of a large volume) and -> the
+  case's own voxels and overlays drawn;
 * paging: key press -> frame drawn (a 1-pixel read waits for the GPU) -> next animation frame,
   with the number of messages the page sent to the server meanwhile (0: no round trip);
 * brush: per mouse move of a freehand stroke, event -> stroke drawn (the same 1-pixel read).
@@ -116,6 +117,8 @@ def measure(shape: tuple[int, int, int], pages: int, folder: Path) -> dict[str, 
             frame = _ready(page)
             first = time.monotonic() - start
             in_page = frame.evaluate("() => window.medsegCanvas.state.timing")
+            in_page_full = frame.evaluate("() => window.medsegCanvas.state.timingFull")
+            steps = frame.evaluate("() => window.medsegCanvas.state.steps")
             page.wait_for_timeout(2000)
             frame = _frame(page)
             box = page.frame_locator('iframe[title*="medseg_canvas"]').locator("canvas").first
@@ -139,6 +142,10 @@ def measure(shape: tuple[int, int, int], pages: int, folder: Path) -> dict[str, 
         "volume": "x".join(map(str, shape)) + " int16 CT + uint8 mask",
         "first image, page opened -> drawn (s, tiny model's inference included)": round(first, 2),
         "first image in the page, bytes received -> drawn (ms)": in_page,
+        "full-resolution case and overlays in the page, bytes received -> drawn (ms)": (
+            in_page_full
+        ),
+        "steps in the page (ms)": dict(steps),
         "paging key -> frame (ms, median / max)": [
             round(statistics.median(page_ms), 1),
             round(max(page_ms), 1),

@@ -154,6 +154,8 @@ def test_canvas_paging_window_stroke_and_save(
             assert after_keys[2] == max(after_wheel[2] - 5, 0)
             assert len(sent) == messages, "paging sent a message to the server"
             figures["paging, key to frame (ms)"] = [round(t, 1) for t in times]
+            # paging drew at half resolution on this CPU renderer; the sharp frame follows
+            _wait(page, "() => window.medsegCanvas.nv.opts.forceDevicePixelRatio === 0")
 
             # Window/level: a right-button drag sets it from the dragged box.
             window = frame.evaluate("() => [window.medsegCanvas.nv.volumes[0].cal_min,"
@@ -168,6 +170,35 @@ def test_canvas_paging_window_stroke_and_save(
                 " return v.cal_min !== w[0] || v.cal_max !== w[1]; }",
                 arg=window,
             )
+
+            # Measuring: a right-drag is a ruler (NiiVue's, in mm), then an ellipse ROI whose
+            # statistics Python shows under the canvas.
+            def right_drag(dx: float, dy: float) -> None:
+                page.mouse.move(centre[0] - 40, centre[1] - 30)
+                page.mouse.down(button="right")
+                page.mouse.move(centre[0] - 40 + dx, centre[1] - 30 + dy, steps=4)
+                page.mouse.up(button="right")
+
+            page.get_by_text("ruler (mm)", exact=True).click()
+            _wait(page, "() => window.medsegCanvas.nv.opts.dragMode === 2")  # measurement
+            right_drag(60, 0)
+            _wait(page, "() => window.medsegCanvas.nv.document.completedMeasurements.length"
+                        " === 1 && window.medsegCanvas.nv.document.completedMeasurements[0]"
+                        ".distance > 5")  # fmt: skip
+            page.locator('[data-testid="stSidebar"]').get_by_text("ROI", exact=True).click()
+            _wait(page, "() => window.medsegCanvas.nv.opts.dragMode === 6")  # roiSelection
+            right_drag(50, 40)
+            page.get_by_text("ROI on axial slice").wait_for(timeout=60_000)
+            assert "a.u." in page.get_by_text("ROI on axial slice").inner_text()
+            page.get_by_text("window/level", exact=True).click()
+            _wait(page, "() => window.medsegCanvas.nv.opts.dragMode === 1")
+
+            # The 3D render gets NiiVue's gradient pass back; single view skips it again.
+            page.get_by_text("3D render", exact=True).click()
+            _wait(page, "() => window.medsegCanvas.state.gradient === true")
+            page.get_by_text("single view", exact=True).click()
+            _wait(page, "() => window.medsegCanvas.state.gradient === false")
+            frame = _canvas_frame(page)
 
             # Review mode, brush with label 2 ("oedema": the constant model predicts 1).
             page.get_by_text("Review and edit the prediction").click()
@@ -212,6 +243,16 @@ def test_canvas_paging_window_stroke_and_save(
             assert frame.evaluate("() => document.title") == instance
             assert frame.evaluate("() => window.medsegCanvas.state.caseLoads") == 1
             page.get_by_text("brush/eraser strokes: 1").wait_for(timeout=60_000)
+
+            # Bulk reject: every pending lesion under the threshold (here all of the constant
+            # model's label 1) goes, the stroke (an edit) stays; the canvas's drawing follows.
+            threshold = page.get_by_role("spinbutton", name="Reject all under (voxels)")
+            threshold.fill("100000000")
+            threshold.press("Enter")
+            page.wait_for_timeout(1500)
+            page.get_by_role("button", name="Reject small lesions").click()
+            _wait(page, "() => { const b = window.medsegCanvas.nv.drawBitmap;"
+                        " return b && !b.includes(1) && b.includes(2); }")  # fmt: skip
             page.screenshot(path=str(tmp_path / "canvas_review.png"), full_page=True)
             save_review(page, out)
         finally:
@@ -224,5 +265,6 @@ def test_canvas_paging_window_stroke_and_save(
     voxels = _to_source(stroke["voxels"], stroke["dims"], stroke["affine"], source.affine)
     assert (saved[tuple(voxels.T)] == 2).all()
     assert int((saved == 2).sum()) == len(voxels)  # nothing else became oedema
+    assert int((saved == 1).sum()) == 0  # the rejected lesions are gone
     record = json.loads((out / "brain_002_review.json").read_text())
     assert record["brushed_voxels"] == len(voxels)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from medseg.viewer.core import render
+from medseg.viewer.core import measure, render
 from medseg.viewer.launch import ViewerConfig
 from medseg.viewer.ui import keys
 from medseg.viewer.ui.canvas import volumes
@@ -29,6 +29,15 @@ def _canvas(at: AppTest) -> tuple[dict, set[str]]:
     (element,) = [e for e in at.get("component_instance")]
     proto = element.proto
     return json.loads(proto.json_args), {s.key for s in proto.special_args}
+
+
+def _image(at: AppTest) -> np.ndarray:
+    """The canvas's volume as sent (NIfTI bytes, RAS voxel order)."""
+    import nibabel as nib
+
+    (element,) = [e for e in at.get("component_instance")]
+    (image,) = [a.bytes for a in element.proto.special_args if a.key == "image"]
+    return np.asarray(nib.Nifti1Image.from_bytes(image).dataobj)
 
 
 def _page_value(args: dict, seq: int, focus=None, edits=()) -> dict:
@@ -54,6 +63,7 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
     at.session_state[keys.IMAGE_AREA] = "canvas"
     _ok(at.run())
     args, attached = _canvas(at)
+    canvas_image = _image(at)
     # First run: the volume and the prediction overlay go as bytes, never as JSON.
     assert {"image", "layer_prediction"} <= attached
     assert args["attached"] == sorted(attached - {"key", "default"})
@@ -80,6 +90,26 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
     args, _ = _canvas(at)
     assert args["focus"] == [10, 20, 7]
 
+    # Measurements: the crosshair's value is shown in the image's unit (MR: a.u.), and an
+    # ellipse dragged in the canvas comes back and gets its statistics from Python.
+    assert args["unit"] == "a.u."
+    assert args["drag"] == "contrast"
+    at.sidebar.radio(key=keys.CANVAS_DRAG).set_value("ROI")
+    _ok(at.run())
+    args, _ = _canvas(at)
+    assert args["drag"] == "roiSelection"
+    roi = {"plane": 0, "start": [30, 12, 7], "end": [21, 25, 7]}  # canvas voxels, any corners
+    at.session_state[keys.CANVAS] = {**_page_value(args, seq=3, focus=[10, 20, 7]), "roi": roi}
+    _ok(at.run())
+    (text,) = [c.value for c in at.caption if c.value.startswith("ROI on")]
+    # independently: the same ellipse on the canvas's own array (RAS; rows y, columns x)
+    canvas_plane = canvas_image[:, :, 7].T.astype(np.float64)
+    box = (12, 21, 14, 10)
+    expected = canvas_plane[measure.roi_mask(canvas_plane.shape, box, "ellipse")]
+    assert text.startswith("ROI on axial slice 8: ellipse ROI: ")
+    assert f"mean {expected.mean():.4g} a.u." in text
+    assert f"({expected.size} pixels)" in text
+
     # Comparison mode: one TP/FP/FN overlay, sent once as bytes.
     at.sidebar.radio(key="overlay_mode").set_value("comparison")
     _ok(at.run())
@@ -99,7 +129,7 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
     assert "prediction" not in [spec["name"] for spec in args["layers"]]
     voxels = [int(np.ravel_multi_index((x, 30, 7), shape, order="F")) for x in range(10, 15)]
     edit = {"id": 1, "label": 2, "erase": False, "voxels": voxels}
-    at.session_state[keys.CANVAS] = _page_value(args, seq=3, focus=[12, 30, 7], edits=[edit])
+    at.session_state[keys.CANVAS] = _page_value(args, seq=4, focus=[12, 30, 7], edits=[edit])
     _ok(at.run())
     assert "brush/eraser strokes: 1" in "\n".join(c.value for c in at.caption)
     session = at.session_state[keys.REVIEW_SESSION][1]

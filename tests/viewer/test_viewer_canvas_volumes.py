@@ -68,3 +68,39 @@ def test_pen_size_is_odd_and_follows_the_spacing() -> None:
     assert volumes.pen_size(2.0, (1.0, 1.0)) == 5
     assert volumes.pen_size(0.1, (1.0, 1.0)) == 1
     assert volumes.pen_size(2.0, (0.5, 0.8)) == 9
+
+
+def test_preview_is_a_small_windowed_uint8_copy_on_the_same_world_points() -> None:
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    rng = np.random.default_rng(0)
+    display = rng.integers(-1000, 1000, size=(600, 520, 4)).astype(np.int16)
+    image = nib.Nifti1Image.from_bytes(volumes.preview_bytes(display, affine, (-100.0, 300.0)))
+    preview = np.asarray(image.dataobj)
+    step = volumes.preview_step(display.shape)
+    assert step == 3
+    assert preview.dtype == np.uint8
+    assert preview.shape == (200, 174, 4)  # <= 256 in-plane, every slice kept
+    assert max(preview.shape[:2]) <= volumes.PREVIEW_SIZE
+    full = nib.Nifti1Image.from_bytes(volumes.nifti_bytes(display, affine))
+    for xyz in [(0, 0, 0), (10, 20, 3), (199, 173, 1)]:
+        source = (step * xyz[0], step * xyz[1], xyz[2])  # the full canvas voxel it samples
+        np.testing.assert_allclose(image.affine @ [*xyz, 1], full.affine @ [*source, 1], atol=1e-3)
+        value = float(np.asarray(full.dataobj)[source])
+        expected = np.clip((value + 100) * 255 / 400, 0, 255).astype(np.uint8)
+        assert preview[xyz] == expected
+
+
+def test_no_preview_for_a_volume_small_enough_to_send_as_it_is() -> None:
+    display = np.zeros((256, 200, 30), np.int16)
+    assert volumes.preview_bytes(display, np.eye(4), (0.0, 1.0)) is None
+
+
+def test_float_volumes_of_whole_values_are_sent_as_integers() -> None:
+    hu = np.array([[[-1000.0, 40.0], [700.0, 3000.0]]], np.float32)
+    sent = nib.Nifti1Image.from_bytes(volumes.nifti_bytes(hu, np.eye(4)))
+    assert sent.get_data_dtype() == np.int16  # half the bytes of float32, values kept
+    np.testing.assert_array_equal(np.asarray(sent.dataobj)[::-1, ::-1, :], hu)
+    mr = hu + 0.25
+    assert nib.Nifti1Image.from_bytes(volumes.nifti_bytes(mr, np.eye(4))).get_data_dtype() == (
+        np.float32
+    )

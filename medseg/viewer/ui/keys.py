@@ -96,6 +96,7 @@ def crosshair_seen(view: str) -> str:
 CANVAS = "viewer.canvas"  # what the page holds, its last crosshair, queued strokes
 IMAGE_AREA = "viewer.image_area"  # canvas or static images
 CANVAS_FILL = "viewer.canvas_fill"  # the brush fills each stroke's outline
+CANVAS_DRAG = "viewer.canvas_drag"  # what a right-button drag does: window/level, ruler, ROI
 CANVAS_SEEN = "_canvas_seen"
 CANVAS_ACK = "_canvas_ack"
 CANVAS_DRAWING_ALIAS = "_canvas_drawing_alias"

@@ -200,11 +200,12 @@ def _jump(shown: DisplayCase, session: ReviewSession, lesion_id: int | None = No
 
 
 def _bulk(session: ReviewSession, decision: str, lesion_ids: list[int]) -> None:
-    """One decision for many lesions; their decision widgets are dropped so that the next
-    run does not put the old choice back (:func:`_sync_decisions`)."""
+    """One decision for many lesions; their decision widgets are set to it so that the next
+    run does not put the old choice back (:func:`_sync_decisions`). Dropping the key is not
+    enough: the browser still holds the shown widget's old value and sends it back."""
     changed = session.decide_all(lesion_ids, decision)
     for lesion_id in lesion_ids:
-        st.session_state.pop(keys.decision(lesion_id), None)
+        st.session_state[keys.decision(lesion_id)] = decision
     st.toast(f"{decision}: {len(lesion_ids)} lesion(s), {changed} changed")
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import streamlit as st
 import streamlit.components.v1 as components
 
-from medseg.viewer.core import render
+from medseg.errors import MedsegError
+from medseg.viewer.core import measure, render
 from medseg.viewer.core.review import ReviewSession, display_to_source
 from medseg.viewer.core.state import DisplayCase, MaskLayer
 from medseg.viewer.ui import keys
@@ -111,6 +112,34 @@ def apply_edits(session: ReviewSession, shown: DisplayCase) -> int:
     return applied
 
 
+# ----------------------------------------------------------------------------- measure
+DRAG_MODES = {"window/level": "contrast", "ruler (mm)": "measurement", "ROI": "roiSelection"}
+_VIEWS = ("axial", "coronal", "sagittal")  # NiiVue's axCorSag order
+
+
+def roi_text(shown: DisplayCase, channel: int) -> str | None:
+    """Mean, SD and area of the last ellipse ROI dragged in the canvas (``None`` when there is
+    none for this case), from :func:`medseg.viewer.core.measure.roi_stats` on the display
+    array, in the image's units."""
+    value = st.session_state.get(keys.CANVAS) or {}
+    roi = value.get("roi")
+    if not roi or value.get("digest") != shown.digest or roi.get("plane") not in (0, 1, 2):
+        return None
+    view = _VIEWS[roi["plane"]]
+    start = volumes.canvas_to_display(roi["start"], shown.shape)
+    index = start[render.VIEW_AXIS[view]]
+    box = volumes.roi_box(roi["start"], roi["end"], view, shown.shape)
+    plane = render.extract_slice(shown.images[channel], view, index)
+    unit = measure.intensity_unit(shown.is_ct[channel])
+    try:
+        stats = measure.roi_stats(
+            plane, box, render.pixel_spacing(shown.spacing, view), "ellipse", unit
+        )
+    except MedsegError as err:
+        return str(err)
+    return f"ROI on {view} slice {index + 1}: {stats.text()}"
+
+
 # ----------------------------------------------------------------------------- layers
 def _layer_specs(
     shown: DisplayCase,
@@ -176,8 +205,25 @@ def image_canvas(
     # one key per case and channel: the page reports it holds it, so reruns send no volume
     args: dict[str, Any] = {"case": f"{shown.digest}-{settings['channel']}"}
     args["digest"] = shown.digest
+    win = settings["window"]
+    args["window"] = [float(win.level - win.width / 2), float(win.level + win.width / 2)]
     if held.get("case") != args["case"]:
-        args["image"] = volumes.nifti_bytes(shown.images[settings["channel"]], shown.affine)
+        image = shown.images[settings["channel"]]
+        args["image"] = volumes.nifti_bytes(image, shown.affine)
+        # a large volume's first image comes from a small 8-bit copy (drawn in a second)
+        preview = volumes.preview_bytes(image, shown.affine, args["window"])
+        if preview is not None:
+            args["preview"] = preview
+    args["unit"] = measure.intensity_unit(shown.is_ct[settings["channel"]])
+    drag = st.sidebar.radio(
+        "Canvas right-drag",
+        tuple(DRAG_MODES),
+        key=keys.CANVAS_DRAG,
+        horizontal=True,
+        help="window/level from the dragged box; a ruler in mm (drawn on the canvas); or an "
+        "ellipse ROI whose mean, SD and area show under the canvas.",
+    )
+    args["drag"] = DRAG_MODES[drag]
     held_layers = held.get("layers") or {}
     specs = []
     for spec, make in _layer_specs(shown, pred, truth, settings, drawing=session is not None):
@@ -216,8 +262,6 @@ def image_canvas(
         }
     _, last = state.get(keys.CANVAS_ACK, (None, 0))
     args["ack"] = int(last)
-    win = settings["window"]
-    args["window"] = [float(win.level - win.width / 2), float(win.level + win.width / 2)]
     args["radiological"] = True
     args["layout"] = LAYOUTS.get(settings["layout"]) or settings["view"]
     args["view"] = settings["view"]
@@ -228,6 +272,9 @@ def image_canvas(
     args["attached"] = sorted(k for k, v in args.items() if isinstance(v, bytes))
     args["reply"] = (state.get(keys.CANVAS) or {}).get("seq")
     _component(key=keys.CANVAS, default=None, **args)
+    text = roi_text(shown, settings["channel"])
+    if text:
+        st.caption(text)
     st.caption(
         "Canvas: wheel or ↑/↓ (PageUp/PageDown: 10) pages slices, click moves the crosshair, "
         "right-drag sets window/level, middle-drag pans, Ctrl+wheel zooms · radiological "

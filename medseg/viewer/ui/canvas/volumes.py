@@ -17,6 +17,8 @@ from medseg.viewer.core import render
 
 #: display (L, P, S) voxel -> canvas (R, A, S) voxel: x' = X-1-x, y' = Y-1-y, z' = z
 FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: largest in-plane size of the first image sent for a case (see :func:`preview_bytes`)
+PREVIEW_SIZE = 256
 
 
 def canvas_affine(display_affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -42,10 +44,31 @@ def flat_to_display(flat: Iterable[int], shape: Sequence[int]) -> np.ndarray:
     return np.stack([shape[0] - 1 - x, shape[1] - 1 - y, z], axis=1).astype(np.int64)
 
 
+def roi_box(
+    start: Sequence[int], end: Sequence[int], view: str, shape: Sequence[int]
+) -> tuple[int, int, int, int]:
+    """A box dragged in the canvas (opposite corners, canvas voxels) as ``(row, col, height,
+    width)`` on the ``view`` plane of the display array (:func:`render.extract_slice`)."""
+    display_shape = tuple(int(s) for s in shape)
+    corners = [
+        render.volume_to_plane(view, tuple(canvas_to_display(p, display_shape)), display_shape)
+        for p in (start, end)
+    ]
+    (r0, c0), (r1, c1) = corners
+    return min(r0, r1), min(c0, c1), abs(r1 - r0) + 1, abs(c1 - c0) + 1
+
+
 def _compact(array: np.ndarray) -> np.ndarray:
-    """The smallest voxel type that keeps the values (less to send to the browser)."""
-    if array.dtype in (np.uint8, np.int16, np.uint16, np.float32):
+    """The smallest voxel type that keeps the values (less to send to the browser and to
+    upload: a float CT of whole HU values goes as int16, half the bytes)."""
+    if array.dtype in (np.uint8, np.int16, np.uint16):
         return array
+    if array.dtype.kind == "f" and array.size:
+        lo, hi = float(np.min(array)), float(np.max(array))
+        whole = np.isfinite(lo) and np.isfinite(hi) and lo >= -32768 and hi <= 32767
+        if whole and np.array_equal(array, np.round(array)):
+            return array.astype(np.uint8 if lo >= 0 and hi <= 255 else np.int16)
+        return array.astype(np.float32, copy=False)
     if array.dtype.kind in "iub" and array.size:
         lo, hi = int(array.min()), int(array.max())
         if lo >= 0 and hi <= 255:
@@ -64,6 +87,35 @@ def nifti_bytes(display: np.ndarray, display_affine: np.ndarray) -> bytes:
     image = nib.Nifti1Image(array, canvas_affine(display_affine, array.shape))
     image.header.set_qform(image.affine, code=1)
     image.header.set_sform(image.affine, code=1)
+    return image.to_bytes()
+
+
+def preview_step(shape: Sequence[int], size: int = PREVIEW_SIZE) -> int:
+    """In-plane voxel step of the preview: 1 (no preview needed) up to ``size`` voxels."""
+    return max(1, -(-max(int(shape[0]), int(shape[1])) // size))
+
+
+def preview_bytes(
+    display: np.ndarray, display_affine: np.ndarray, window: tuple[float, float]
+) -> bytes | None:
+    """A small first image of a large volume: every ``preview_step``-th voxel in-plane (all
+    slices, so paging works at once), windowed to ``uint8`` 0..255 over ``window`` = (low,
+    high) in the image's units. None when the volume is small enough to send as it is.
+
+    Its affine puts each preview voxel where its source voxel is, so the crosshair's mm
+    position carries over when the full volume replaces it.
+    """
+    step = preview_step(display.shape)
+    if step == 1:
+        return None
+    canvas = np.asarray(display)[::-1, ::-1, :][::step, ::step, :]
+    low, high = float(window[0]), float(window[1])
+    scaled = (canvas.astype(np.float32) - low) * (255.0 / max(high - low, 1e-6))
+    array = np.asfortranarray(np.clip(scaled, 0, 255).astype(np.uint8))
+    affine = canvas_affine(display_affine, display.shape) @ np.diag([step, step, 1.0, 1.0])
+    image = nib.Nifti1Image(array, affine)
+    image.header.set_qform(affine, code=1)
+    image.header.set_sform(affine, code=1)
     return image.to_bytes()
 
 

@@ -15,6 +15,8 @@ const LAYOUTS = {
   render: SLICE_TYPE.RENDER,
 };
 const PAGE_AXIS = { sagittal: 0, coronal: 1, axial: 2 };
+// layouts that show a volume rendering, which alone needs NiiVue's gradient texture
+const LAYOUTS_3D = new Set(["multiplanar", "render"]);
 const PAGE_KEYS = { ArrowUp: 1, ArrowRight: 1, PageUp: 10, ArrowDown: -1, ArrowLeft: -1, PageDown: -10 };
 
 const canvas = document.getElementById("gl");
@@ -49,6 +51,8 @@ const s = {
   strokes: 0,
   caseLoads: 0,
   timing: null, // ms from a case's bytes to its first image
+  timingFull: null, // ms from a case's bytes to its own voxels and overlays drawn
+  steps: [], // [step, ms] of the last case's load (for the benchmark)
   seq: 0,
   asked: null, // the keys last asked for (asked once, so a stuck server is not spammed)
   applied: {}, // argument -> JSON of the value last applied
@@ -57,14 +61,101 @@ const s = {
   tool: null,
   latest: null, // newest render arguments not yet handled
   busy: false,
+  preview: false, // the back volume is the 8-bit preview (its voxels are not the case's)
+  backPending: null, // the case's volume, loaded while the preview is shown
+  gradient: true, // NiiVue's own gradient shaders are in place
+  unit: "", // the image's intensity unit (HU for CT)
+  roi: null, // the last ROI dragged: {plane (0 axial, 1 coronal, 2 sagittal), start, end}
+  strokePlanes: new Map(), // "axis:index" -> [axis, index] touched by the current stroke
 };
+
+// NiiVue computes a gradient texture (blur + Sobel over every voxel) for the 3D render each
+// time the back volume changes; on a CPU renderer that is most of a volume's load time. Out of
+// 3D layouts its shaders are swapped for one that rasterises nothing.
+let realGradient = null;
+function skipGradient(skip) {
+  if (skip === !s.gradient) return false;
+  const names = ["blurShader", "sobelFirstOrderShader", "gradientPrePassShader", "sobelSecondOrderShader"];
+  if (realGradient === null) realGradient = Object.fromEntries(names.map((n) => [n, nv[n]]));
+  if (skip) {
+    const gl = nv.gl;
+    const shader = (type, text) => {
+      const out = gl.createShader(type);
+      gl.shaderSource(out, `#version 300 es\n${text}`);
+      gl.compileShader(out);
+      return out;
+    };
+    const program = gl.createProgram();
+    gl.attachShader(program, shader(gl.VERTEX_SHADER, "void main() { gl_Position = vec4(2.0, 2.0, 2.0, 1.0); }"));
+    gl.attachShader(program, shader(gl.FRAGMENT_SHADER, "precision lowp float; out vec4 c; void main() { c = vec4(0.0); }"));
+    gl.linkProgram(program);
+    const none = { use: (g) => g.useProgram(program), uniforms: {} }; // absent uniforms: no-ops
+    for (const n of names) nv[n] = none;
+  } else {
+    Object.assign(nv, realGradient);
+  }
+  s.gradient = !skip;
+  return true;
+}
+
+// During a pen stroke only the drawn plane changes: upload that plane, not the whole bitmap.
+const fullRefreshDrawing = nv.refreshDrawing.bind(nv);
+nv.refreshDrawing = (isForceRedraw = true, useClickToSegmentBitmap = false) => {
+  const at = nv.drawPenLocation;
+  const axis = [2, 1, 0][nv.drawPenAxCorSag]; // axial: z, coronal: y, sagittal: x
+  const bitmap = nv.drawBitmap;
+  if (useClickToSegmentBitmap || !nv.uiData.mouseButtonLeftDown || !at || Number.isNaN(at[0]) ||
+      axis === undefined || nv.opts.is2DSliceShader || !bitmap || !nv.back || !nv.drawTexture) {
+    return fullRefreshDrawing(isForceRedraw, useClickToSegmentBitmap);
+  }
+  const gl = nv.gl;
+  const [nx, ny, nz] = nv.back.dims.slice(1, 4);
+  const index = Math.round(at[axis]);
+  s.strokePlanes.set(`${axis}:${index}`, [axis, index]);
+  gl.activeTexture(gl.TEXTURE7); // NiiVue's drawing texture unit
+  gl.bindTexture(gl.TEXTURE_3D, nv.drawTexture);
+  const [plane, box] = planeOf(bitmap, [nx, ny, nz], axis, index);
+  gl.texSubImage3D(gl.TEXTURE_3D, 0, ...box, gl.RED, gl.UNSIGNED_BYTE, plane);
+  if (isForceRedraw) nv.drawScene();
+};
+
+function planeOf(bitmap, [nx, ny, nz], axis, index) {
+  // one plane of a NIfTI-order bitmap (x fastest) and its texSubImage3D box
+  if (axis === 2) {
+    return [bitmap.subarray(index * nx * ny, (index + 1) * nx * ny), [0, 0, index, nx, ny, 1]];
+  }
+  if (axis === 1) {
+    const out = new Uint8Array(nx * nz);
+    for (let z = 0; z < nz; z++) out.set(bitmap.subarray((z * ny + index) * nx, (z * ny + index + 1) * nx), z * nx);
+    return [out, [0, index, 0, nx, 1, nz]];
+  }
+  const out = new Uint8Array(ny * nz);
+  for (let z = 0, o = 0; z < nz; z++) {
+    for (let y = 0; y < ny; y++, o++) out[o] = bitmap[(z * ny + y) * nx + index];
+  }
+  return [out, [index, 0, 0, 1, ny, nz]];
+}
+
+function planeVoxels(dims, axis, index, visit) {
+  // flat indices of one plane, in order
+  const [nx, ny, nz] = dims;
+  const lo = [0, 0, 0];
+  const hi = [nx, ny, nz];
+  lo[axis] = index;
+  hi[axis] = index + 1;
+  for (let z = lo[2]; z < hi[2]; z++) {
+    for (let y = lo[1]; y < hi[1]; y++) {
+      for (let x = lo[0]; x < hi[0]; x++) visit((z * ny + y) * nx + x);
+    }
+  }
+}
 
 function post(type, data) {
   window.parent.postMessage({ isStreamlitMessage: true, type, ...data }, "*");
 }
 
 function focus() {
-  if (!nv.volumes.length) return null;
+  if (!nv.volumes.length || s.preview) return null;
   return Array.from(nv.frac2vox(nv.scene.crosshairPos), (v) => Math.round(v));
 }
 
@@ -83,6 +174,7 @@ function send() {
       loaded: { case: s.caseKey, layers: { ...s.layerKeys }, drawing: s.drawingKey },
       focus: focus(),
       edits: s.pending,
+      roi: s.roi,
     };
     post("streamlit:setComponentValue", { value, dataType: "json" });
   }, 0);
@@ -111,12 +203,35 @@ function setStatus() {
   if (!back || !f) return;
   const dims = back.dimsRAS;
   const axis = PAGE_AXIS[s.pageView];
+  // the volume holds the image's own values (HU for CT), so the crosshair's value is in its unit
+  const value = back.getValue(f[0], f[1], f[2]);
   statusLine.textContent =
     `${s.pageView} ${f[axis] + 1}/${dims[axis + 1]} · voxel (RAS) ${f.join(", ")} · ` +
+    `${Number(value).toPrecision(5)} ${s.unit} · ` +
     `W ${(back.cal_max - back.cal_min).toPrecision(4)} / L ${((back.cal_max + back.cal_min) / 2).toPrecision(4)}`;
 }
 
-async function loadCase(args) {
+function setLayers(back, overlays) {
+  // one texture update for all layers (each addVolume would redo every layer below it)
+  nv.volumes = [back, ...overlays];
+  nv.setVolume(back, 0);
+}
+
+function firstFrame() {
+  // draw now and wait for the GPU (a 1-pixel read), then let the page present the frame
+  nv.drawScene();
+  nv.gl.readPixels(0, 0, 1, 1, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, new Uint8Array(4));
+  return new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));
+}
+
+function step(name, since) {
+  s.steps.push([name, Math.round(performance.now() - since)]);
+  return performance.now();
+}
+
+async function loadCase(args, started) {
+  s.steps = [];
+  let t = performance.now();
   s.pending = [];
   s.layerKeys = {};
   s.layerImages = {};
@@ -124,9 +239,32 @@ async function loadCase(args) {
   s.snapshot = null;
   s.applied = {};
   if (nv.drawBitmap) nv.closeDrawing();
+  skipGradient(!LAYOUTS_3D.has(args.layout));
+  if (changed("layout", args.layout)) nv.setSliceType(LAYOUTS[args.layout]);
+  if (has(args.preview)) {
+    // a small 8-bit copy, already windowed, first: an image within a second, then the case
+    s.preview = true;
+    const preview = await NVImage.new(buffer(args.preview), "preview.nii", "gray", 1);
+    t = step("preview decoded", t);
+    preview.cal_min = 0;
+    preview.cal_max = 255;
+    setLayers(preview, []);
+    t = step("preview textures", t);
+    await firstFrame();
+    t = step("preview drawn", t);
+    s.timing = Math.round(performance.now() - started);
+  }
   const image = await NVImage.new(buffer(args.image), "case.nii", "gray", 1);
-  nv.volumes = [];
-  nv.addVolume(image);
+  t = step("case decoded", t);
+  image.cal_min = args.window[0];
+  image.cal_max = args.window[1];
+  s.applied.window = JSON.stringify(args.window);
+  s.applied.focus = null; // the preview's voxel grid is not the case's
+  if (s.preview) {
+    s.backPending = image; // shown with the overlays, one texture build for all (render)
+  } else {
+    setLayers(image, []);
+  }
   s.caseKey = args.case;
   s.digest = args.digest;
   s.caseLoads += 1;
@@ -203,7 +341,12 @@ async function render(args) {
     if (!has(args.image)) {
       missing = true;
     } else {
-      await loadCase(args);
+      await loadCase(args, started);
+      if (!has(args.preview)) {
+        // the case's image before its overlays: they follow in the same call
+        await firstFrame();
+        s.timing = Math.round(performance.now() - started);
+      }
     }
   }
   if (s.caseKey === null) return ask(args);
@@ -236,24 +379,32 @@ async function render(args) {
       reorder = true;
     }
   }
-  if (reorder) {
-    // addVolume (not an assignment) builds each overlay's textures
-    nv.volumes = [nv.volumes[0]];
-    for (const spec of args.layers) {
-      if (s.layerImages[spec.name]) nv.addVolume(s.layerImages[spec.name]);
-    }
-  }
-  const back = nv.volumes[0];
-  if (changed("window", args.window)) {
+  const back = s.backPending || nv.volumes[0];
+  const windowed = changed("window", args.window);
+  if (windowed) {
     back.cal_min = args.window[0];
     back.cal_max = args.window[1];
+  }
+  if (reorder || s.backPending) {
+    const t = performance.now();
+    setLayers(back, args.layers.map((spec) => s.layerImages[spec.name]).filter(Boolean));
+    step("case and overlay textures", t);
+    s.backPending = null;
+    s.preview = false;
+  } else if (windowed) {
     nv.updateGLVolume();
   }
   if (changed("radiological", args.radiological)) nv.setRadiologicalConvention(args.radiological);
-  if (changed("layout", args.layout)) nv.setSliceType(LAYOUTS[args.layout]);
+  if (changed("layout", args.layout)) {
+    // entering a 3D layout computes the gradient the volume rendering needs
+    if (skipGradient(!LAYOUTS_3D.has(args.layout)) && s.gradient) nv.updateGLVolume();
+    nv.setSliceType(LAYOUTS[args.layout]);
+  }
   s.pageView = args.view;
+  s.unit = args.unit || "";
   missing = (await syncDrawing(args)) || missing;
   if (changed("tool", args.tool)) applyTool(args.tool);
+  if (changed("drag", args.drag)) nv.opts.dragMode = DRAG_MODE[args.drag || "contrast"];
   s.pending = s.pending.filter((edit) => edit.id > args.ack);
   const target = JSON.stringify(args.focus);
   if (args.focus && changed("focus", args.focus) && target !== s.focusSent) {
@@ -262,10 +413,10 @@ async function render(args) {
   }
   setStatus();
   if (fresh) {
-    // bytes received -> first image drawn (a 1-pixel read waits for the GPU)
+    // bytes received -> the case's own voxels and overlays drawn
     nv.drawScene();
     nv.gl.readPixels(0, 0, 1, 1, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, new Uint8Array(4));
-    s.timing = Math.round(performance.now() - started);
+    s.timingFull = Math.round(performance.now() - started);
   }
   if (missing) return ask(args);
   const loaded = JSON.stringify([s.caseKey, s.layerKeys, s.drawingKey]);
@@ -314,6 +465,36 @@ window.addEventListener("message", (event) => {
 });
 
 // ----------------------------------------------------------------------------- interaction
+// A CPU renderer (SwiftShader, llvmpipe: no GPU, or a remote desktop) pays per pixel for each
+// frame: while the user pages or draws, frames are drawn at half resolution, and the sharp
+// frame follows once input pauses. A GPU draws a frame in about a millisecond: left as is.
+const MOTION_DPR = 0.5;
+const SHARP_AFTER_MS = 250;
+let software = null;
+let sharpTimer = null;
+function inMotion() {
+  if (!s.attached) return;
+  if (software === null) {
+    const info = nv.gl.getExtension("WEBGL_debug_renderer_info");
+    const name = info ? String(nv.gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : "";
+    software = /swiftshader|llvmpipe|software/i.test(name);
+  }
+  if (!software) return;
+  if (nv.opts.forceDevicePixelRatio !== MOTION_DPR) {
+    nv.opts.forceDevicePixelRatio = MOTION_DPR;
+    nv.resizeListener();
+  }
+  clearTimeout(sharpTimer);
+  sharpTimer = setTimeout(() => {
+    if (nv.uiData.mouseButtonLeftDown || nv.uiData.mouseButtonRightDown) return inMotion();
+    nv.opts.forceDevicePixelRatio = 0;
+    nv.resizeListener();
+  }, SHARP_AFTER_MS);
+}
+canvas.addEventListener("wheel", inMotion, { capture: true, passive: true });
+canvas.addEventListener("mousedown", inMotion, true);
+canvas.addEventListener("mousemove", (event) => event.buttons && inMotion(), true);
+
 function page(step) {
   const move = [0, 0, 0];
   move[PAGE_AXIS[s.pageView]] = step;
@@ -327,6 +508,7 @@ window.addEventListener(
     if (step === undefined || s.caseKey === null) return;
     event.preventDefault();
     event.stopPropagation();
+    inMotion();
     page(step);
   },
   true,
@@ -340,8 +522,13 @@ function strokeEnded() {
   const erase = tool.mode === "eraser";
   const voxels = [];
   let reverted = false;
-  for (let i = 0; i < bitmap.length; i++) {
-    if (bitmap[i] === snap[i]) continue;
+  const planes = [...s.strokePlanes.values()];
+  s.strokePlanes.clear();
+  const dims = nv.back.dims.slice(1, 4);
+  // a filled outline may reach planes the pen did not touch: then compare every voxel
+  const whole = !planes.length || tool.filled;
+  const visit = (i) => {
+    if (bitmap[i] === snap[i]) return;
     // the eraser clears the chosen label only (Python's rule): other labels come back
     const kept = erase ? snap[i] === tool.label && bitmap[i] === 0 : bitmap[i] === tool.label;
     if (kept) {
@@ -351,6 +538,12 @@ function strokeEnded() {
       bitmap[i] = snap[i];
       reverted = true;
     }
+  };
+  if (whole) {
+    for (let i = 0; i < bitmap.length; i++) visit(i);
+  } else {
+    for (const [axis, index] of planes) planeVoxels(dims, axis, index, visit);
+    voxels.sort((a, b) => a - b);
   }
   if (reverted) nv.refreshDrawing(true);
   if (!voxels.length) return;
@@ -364,6 +557,13 @@ nv.onDrawingChanged = (action) => {
   if (action === "draw") strokeEnded();
 };
 nv.onMouseUp = () => send();
+nv.onDragRelease = (info) => {
+  // an ROI goes to Python, which gives its statistics in the image's units
+  if (nv.opts.dragMode !== DRAG_MODE.roiSelection || info.axCorSag < 0 || info.axCorSag > 2) return;
+  const vox = (v) => Array.from(v, (x) => Math.round(x));
+  s.roi = { plane: info.axCorSag, start: vox(info.voxStart), end: vox(info.voxEnd) };
+  send();
+};
 nv.onLocationChange = () => setStatus();
 nv.onIntensityChange = () => setStatus();
 
