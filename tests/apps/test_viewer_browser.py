@@ -231,9 +231,21 @@ def _wait_ready(page, case: str | None = None) -> None:
 
 
 def _pick_case(page, case: str) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]')
-    box.filter(has_text="Sample case").first.click()
-    page.get_by_role("option", name=case, exact=True).click()
+    option = page.get_by_role("option", name=case, exact=True)
+    # a rerun still under way (the image-area switch, a busy server) re-renders the sidebar
+    # and closes an open dropdown: open it again until the option shows
+    for _ in range(6):
+        page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
+        box.filter(has_text="Sample case").first.click()
+        try:
+            option.wait_for(timeout=10_000)
+            break
+        except PlaywrightTimeoutError:
+            page.keyboard.press("Escape")
+    option.click()
 
 
 def _slice_caption(page):
