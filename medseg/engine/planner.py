@@ -59,6 +59,11 @@ JOIN_S = 10.0
 TTA_PASSES = 4
 # the shortest useful fold: fewer, longer-trained folds beat many short ones on a budget
 MIN_FOLD_STEPS = 1000
+# validation passes take up to ~15 % of a model's time (plan_rules.schedule)
+VAL_SHARE = 1.15
+# fewer planned steps than this share of MIN_FOLD_STEPS gets the "undertrained" note (epochs
+# are whole, so a budget that just holds MIN_FOLD_STEPS may plan a few steps less)
+UNDERTRAINED_SHARE = 0.8
 
 # nnU-Net-strength augmentation, as the BraTS recipe (configs/brats_2d.yaml) uses it
 AUGMENTATION: dict[str, Any] = {
@@ -320,9 +325,22 @@ def make_plan(
     per_slice_fwd = step_s / batch / 3  # forward only, fp32: ~1/3 of a training step
     area_ratio = _val_area_ratio(max_slice, crop)
     preprocess_s = 2.0 * fp_seconds  # reading + resampling + writing the cache
+    case_mvoxels = float(np.median([np.prod(c["shape"]) for c in fp["cases"]])) / 1e6
+    # every case is predicted once out of fold, whatever the number of folds
+    oof_all = (
+        n_labelled
+        * (
+            TTA_PASSES * axis_slices * per_slice_fwd * area_ratio
+            + OOF_CASE_S
+            + OOF_MVOXEL_S * case_mvoxels * max(outputs - 1, 1)
+        )
+        + JOIN_S
+    )
+    # the shortest useful model: MIN_FOLD_STEPS steps plus its validation share
+    min_model_s = FOLD_OVERHEAD_S + MIN_FOLD_STEPS * step_s * VAL_SHARE
     if cross_validation:
         n_folds, reasons["data.num_folds"] = rules.folds(
-            n_labelled, budget - preprocess_s, FOLD_OVERHEAD_S + MIN_FOLD_STEPS * step_s
+            n_labelled, budget - preprocess_s - oof_all, min_model_s
         )
     else:
         n_folds = 0
@@ -334,18 +352,7 @@ def make_plan(
     folds_trained = max(n_folds, 1)
     val_cases = max(1, n_labelled // max(n_folds, 2)) if n_labelled > 1 else 0
     val_pass_s = val_cases * axis_slices * per_slice_fwd * area_ratio
-    case_mvoxels = float(np.median([np.prod(c["shape"]) for c in fp["cases"]])) / 1e6
-    oof_s = (
-        n_labelled
-        * (
-            TTA_PASSES * axis_slices * per_slice_fwd * area_ratio
-            + OOF_CASE_S
-            + OOF_MVOXEL_S * case_mvoxels * max(outputs - 1, 1)
-        )
-        + JOIN_S
-        if n_folds
-        else 0.0
-    )
+    oof_s = oof_all if n_folds else 0.0
     train_s = (budget - preprocess_s - oof_s) / folds_trained - FOLD_OVERHEAD_S
     minimum = (
         preprocess_s
@@ -364,8 +371,8 @@ def make_plan(
     )
     reasons["data.samples_per_epoch"] = "steps per epoch x batch (see train.epochs)"
     steps = sched["epochs"] * sched["samples_per_epoch"] // batch
-    if steps < MIN_FOLD_STEPS:
-        advised = preprocess_s + oof_s + folds_trained * (FOLD_OVERHEAD_S + MIN_FOLD_STEPS * step_s)
+    if steps < UNDERTRAINED_SHARE * MIN_FOLD_STEPS:
+        advised = preprocess_s + oof_s + folds_trained * min_model_s
         notes.append(
             f"the budget gives each of the {folds_trained} model(s) {steps} training steps on "
             f"this machine ({step_s:.2f} s per step); expect an undertrained model (rare or "
