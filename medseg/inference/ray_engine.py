@@ -418,7 +418,7 @@ def predict_folder_ray(
     gpus_per_worker: float = 1.0,
     cpu_workers: int = 1,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | None = None,
     axes: Sequence[int] | None = None,
     batch_size: int = 16,
     postprocess: PostprocessConfig | None = None,
