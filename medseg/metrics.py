@@ -131,17 +131,30 @@ def surface_distances(
 
 
 def lesion_detection(
-    pred: np.ndarray, ref: np.ndarray, min_overlap_voxels: int = 1
+    pred: np.ndarray, ref: np.ndarray, min_overlap_voxels: int = 1, min_ref_voxels: int = 1
 ) -> dict[str, int]:
     """Counts of detected (tp), missed (fn) reference lesions and false-positive (fp)
-    predicted components of two boolean arrays (26-connectivity)."""
+    predicted components of two boolean arrays (26-connectivity).
+
+    Reference components under ``min_ref_voxels`` are not lesions: they count neither as
+    detected nor as missed, and a predicted component touching one is not a false positive
+    (manual labels carry 1-3 voxel fragments; lesion-wise BraTS 2023 ignores < 50 voxels).
+    """
     ref_cc, n_ref = ndimage.label(ref, structure=CONNECTIVITY_26)
     pred_cc, n_pred = ndimage.label(pred, structure=CONNECTIVITY_26)
+    counted = np.bincount(ref_cc.ravel(), minlength=n_ref + 1)[1:] >= min_ref_voxels
     overlap_ref = np.bincount(ref_cc[pred], minlength=n_ref + 1)[1:]
-    tp = int(np.count_nonzero(overlap_ref >= min_overlap_voxels))
+    tp = int(np.count_nonzero((overlap_ref >= min_overlap_voxels) & counted))
     overlap_pred = np.bincount(pred_cc[ref], minlength=n_pred + 1)[1:]
     fp = int(np.count_nonzero(overlap_pred == 0))
-    return {"ref_lesions": n_ref, "pred_lesions": n_pred, "tp": tp, "fn": n_ref - tp, "fp": fp}
+    n_counted = int(np.count_nonzero(counted))
+    return {
+        "ref_lesions": n_counted,
+        "pred_lesions": n_pred,
+        "tp": tp,
+        "fn": n_counted - tp,
+        "fp": fp,
+    }
 
 
 def lesion_sensitivity(tp: float, fn: float) -> float:
@@ -158,14 +171,23 @@ def lesion_f1(tp: float, fn: float, fp: float) -> float:
     return 2 * tp / den if den > 0 else math.nan
 
 
-def predicted_components(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel count of each connected component of boolean ``pred`` (26-connectivity) and
+def predicted_components(
+    pred: np.ndarray, ref: np.ndarray, min_ref_voxels: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel count of each connected component of boolean ``pred`` (26-connectivity),
     whether it touches ``ref`` (False: a false-positive component, as in
-    :func:`lesion_detection`)."""
+    :func:`lesion_detection`) and whether it touches a reference lesion of at least
+    ``min_ref_voxels`` (a detection)."""
     pred_cc, n_pred = ndimage.label(pred, structure=CONNECTIVITY_26)
     sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)[1:]
     touches = np.bincount(pred_cc[ref], minlength=n_pred + 1)[1:] > 0
-    return sizes, touches
+    if min_ref_voxels <= 1:
+        return sizes, touches, touches
+    ref_cc, n_ref = ndimage.label(ref, structure=CONNECTIVITY_26)
+    lesion = np.bincount(ref_cc.ravel(), minlength=n_ref + 1) >= min_ref_voxels
+    lesion[0] = False
+    detects = np.bincount(pred_cc[lesion[ref_cc]], minlength=n_pred + 1)[1:] > 0
+    return sizes, touches, detects
 
 
 def evaluate_masks(

@@ -9,7 +9,14 @@ import pytest
 import torch
 from scipy import ndimage
 
-from medseg.metrics import dice, evaluate_masks, iou, lesion_detection, surface_distances
+from medseg.metrics import (
+    dice,
+    evaluate_masks,
+    iou,
+    lesion_detection,
+    predicted_components,
+    surface_distances,
+)
 
 
 def _cube(shape, lo, hi):
@@ -82,6 +89,17 @@ def test_lesion_detection_counts():
     }  # fmt: skip
     # requiring more overlap than the 1-voxel corner touch turns it into a miss
     assert lesion_detection(pred, ref, min_overlap_voxels=2)["tp"] == 1
+    # a 2-voxel reference fragment is no lesion: not missed, and marking it is no FP
+    ref[28, 2, 2:4] = True
+    pred[28, 2, 2:4] = True
+    assert lesion_detection(pred, ref)["ref_lesions"] == 4
+    assert lesion_detection(pred, ref, min_ref_voxels=3) == {
+        "ref_lesions": 3, "pred_lesions": 4, "tp": 2, "fn": 1, "fp": 1,
+    }  # fmt: skip
+    sizes, touches, detects = predicted_components(pred, ref, min_ref_voxels=3)
+    assert sorted(zip(sizes.tolist(), touches.tolist(), detects.tolist())) == [
+        (2, True, False), (27, False, False), (27, True, True), (27, True, True),
+    ]  # fmt: skip
 
 
 def test_regions_merge_labels():

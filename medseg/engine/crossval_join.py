@@ -39,6 +39,7 @@ from medseg.engine.cv_layout import (
 )
 from medseg.engine.cv_stats import (
     CONFIDENCE,
+    MIN_TRUSTED_CASES,
     RESAMPLES,
     SEED,
     Interval,
@@ -55,8 +56,21 @@ logger = logging.getLogger(__name__)
 LESION_SENSITIVITY_TOLERANCE = 0.02
 #: weight of the pooled lesion F1 in a candidate's score (mean Dice + weight x lesion F1)
 LESION_F1_WEIGHT = 0.5
-#: the best candidate must beat "none" by more than this score to be kept
+#: the best candidate must beat "none" by more than this score to be kept, or tie with it
+#: (within this) and leave fewer false-positive lesions
 MIN_SCORE_GAIN = 1e-4
+#: reference components under this volume (20 mm3, a sphere of 3.4 mm) are not lesions to
+#: protect or detect: manual labels carry 1-16 voxel fragments beside a tumour (BraTS 2015).
+#: Lesion-wise BraTS 2023 ignores < 50 voxels for gliomas, < 2 for metastases.
+MIN_REFERENCE_LESION_ML = 0.02
+#: "keep the largest component" is tried only with this many out-of-fold cases: with fewer,
+#: a structure that is one object in every case (an organ) cannot be told from a tumour that
+#: was unifocal in these few cases and will have satellites in the next patient
+MIN_CASES_FOR_LARGEST = MIN_TRUSTED_CASES
+
+
+def _min_ref_voxels(spacing: Any) -> int:
+    return max(1, int(np.ceil(MIN_REFERENCE_LESION_ML * 1000.0 / float(np.prod(spacing)))))
 
 
 def join_folds(
@@ -67,7 +81,7 @@ def join_folds(
     from medseg.data.preprocessing import load_case, map_labels
     from medseg.inference import PostprocessConfig, Predictor
     from medseg.inference.model_folder import write_model_folder
-    from medseg.inference.postprocess import structures_of
+    from medseg.inference.postprocess import postprocessing_structures, structures_of
     from medseg.io import write_mask
 
     plan = setup.plan
@@ -116,7 +130,9 @@ def join_folds(
         )
     assert record is not None
     structures = structures_of(record.preprocessing, record.class_names)
-    rules, decision = choose_postprocessing(cases, structures)
+    rules, decision = choose_postprocessing(
+        cases, postprocessing_structures(record.preprocessing, record.class_names)
+    )
     rows = score_cases(cases, structures, rules)
     summary = _summary(rows, structures)
     record = record.model_copy(
@@ -177,7 +193,7 @@ def _candidate_figures(
     for case, p in zip(cases, preds, strict=True):
         pm, tm = np.isin(p, values), np.isin(case["truth"], values)
         d.append(dice(pm, tm))
-        det = lesion_detection(pm, tm)
+        det = lesion_detection(pm, tm, min_ref_voxels=_min_ref_voxels(case["spacing"]))
         tp, fn = tp + det["tp"], fn + det["fn"]
         fp.append(det["fp"])
     f1 = lesion_f1(tp, fn, sum(fp))
@@ -194,17 +210,19 @@ def _candidate_figures(
 def _component_volumes(
     cases: list[dict[str, Any]], preds: list[np.ndarray], values: list[int]
 ) -> tuple[list[float], list[float]]:
-    """Volumes (mL) of the predicted components: false positives, and those touching a
-    reference lesion, over every out-of-fold case."""
+    """Volumes (mL) of the predicted components: false positives, and those detecting a
+    reference lesion (>= MIN_REFERENCE_LESION_ML), over every out-of-fold case."""
     from medseg.metrics import predicted_components
 
     fp_ml: list[float] = []
     tp_ml: list[float] = []
     for case, p in zip(cases, preds, strict=True):
-        sizes, touches = predicted_components(np.isin(p, values), np.isin(case["truth"], values))
+        sizes, touches, detects = predicted_components(
+            np.isin(p, values), np.isin(case["truth"], values), _min_ref_voxels(case["spacing"])
+        )
         voxel_ml = float(np.prod(case["spacing"])) / 1000.0
         fp_ml += (sizes[~touches] * voxel_ml).tolist()
-        tp_ml += (sizes[touches] * voxel_ml).tolist()
+        tp_ml += (sizes[detects] * voxel_ml).tolist()
     return fp_ml, tp_ml
 
 
@@ -218,10 +236,13 @@ def keeps_lesions(candidate: dict[str, float], none: dict[str, float]) -> bool:
 
 
 DECISION_RULE = (
-    f"candidates that lower the pooled out-of-fold lesion sensitivity by more than "
+    f"lesions are reference components of >= {MIN_REFERENCE_LESION_ML} mL; 'largest "
+    f"component' is tried with >= {MIN_CASES_FOR_LARGEST} cases only; candidates that "
+    f"lower the pooled out-of-fold lesion sensitivity by more than "
     f"{LESION_SENSITIVITY_TOLERANCE} are refused; of the rest, the one with the highest "
-    f"score = mean Dice + {LESION_F1_WEIGHT} x pooled lesion F1 is kept when its score beats "
-    f"no postprocessing by more than {MIN_SCORE_GAIN}"
+    f"score = mean Dice + {LESION_F1_WEIGHT} x pooled lesion F1 (on a tie, the fewest "
+    f"false-positive lesions) is kept when its score beats no postprocessing by more than "
+    f"{MIN_SCORE_GAIN}, or ties with it and leaves fewer false-positive lesions"
 )
 
 
@@ -232,19 +253,26 @@ def choose_postprocessing(
 
     Per structure (outermost first, on the labels the previous structures' rules produced),
     with lesions as 26-connected components (:func:`medseg.metrics.lesion_detection`) pooled
-    over the out-of-fold cases:
+    over the out-of-fold cases; reference components under ``MIN_REFERENCE_LESION_ML`` are
+    not lesions (neither protected nor counted missed), predicted components of any size are:
 
-    1. candidates (:func:`medseg.inference.postprocess.candidate_rules`): keep the largest
-       component; drop components under each of ``MIN_ML_CANDIDATES`` mL; drop components
-       under thresholds just above the 50th/90th/100th percentile of the false-positive
-       component volumes, when no component touching a reference lesion is that small;
+    1. candidates (:func:`medseg.inference.postprocess.candidate_rules`), least destructive
+       first: drop components under each of ``MIN_ML_CANDIDATES`` mL and under thresholds
+       just above the 50th/90th/100th percentile of the false-positive component volumes,
+       when no component detecting a reference lesion is that small; then keep the largest
+       component, only with ``MIN_CASES_FOR_LARGEST`` (10) or more cases;
     2. a candidate is *refused* when its lesion sensitivity (detected / reference lesions)
        is more than ``LESION_SENSITIVITY_TOLERANCE`` (0.02) below no postprocessing's, so a
        rule that deletes true satellite lesions cannot win by removing specks elsewhere;
     3. the others are ranked by ``score = mean Dice + LESION_F1_WEIGHT (0.5) x lesion F1``
        (lesion F1 = 2 TP / (2 TP + FP + FN); 1 when there is no lesion at all);
     4. the best is kept only when its score beats no postprocessing's by more than
-       ``MIN_SCORE_GAIN`` (1e-4); otherwise nothing is applied to that structure.
+       ``MIN_SCORE_GAIN`` (1e-4), or equals it and leaves fewer false-positive lesions (a
+       class never detected out of fold scores the same under every rule); otherwise
+       nothing is applied to that structure.
+
+    For a softmax model with several classes, ``structures`` starts with all of them
+    together (:func:`medseg.inference.postprocess.postprocessing_structures`).
     """
     from medseg.inference.postprocess import candidate_rules
 
@@ -255,15 +283,16 @@ def choose_postprocessing(
         values = list(structure.values)
         base = _candidate_figures(cases, current, values)
         table = {"none": {**base, "keeps_lesions": True}}
-        best_rule, best, best_preds = None, base["score"] + MIN_SCORE_GAIN, current
+        best_rule, best, best_preds = None, base, current
         fp_ml, tp_ml = _component_volumes(cases, current, values)
-        for rule in candidate_rules(structure, MIN_ML_CANDIDATES, fp_ml, tp_ml):
+        largest = len(cases) >= MIN_CASES_FOR_LARGEST
+        for rule in candidate_rules(structure, MIN_ML_CANDIDATES, fp_ml, tp_ml, largest):
             preds = [_apply(p, c["spacing"], [rule]) for p, c in zip(current, cases, strict=True)]
             fig = _candidate_figures(cases, preds, values)
             fig["keeps_lesions"] = keeps_lesions(fig, base)
             table[_rule_name(rule)] = fig
-            if fig["keeps_lesions"] and fig["score"] > best:
-                best_rule, best, best_preds = rule, fig["score"], preds
+            if fig["keeps_lesions"] and _beats(fig, best):
+                best_rule, best, best_preds = rule, fig, preds
         if best_rule is not None:
             chosen.append(best_rule)
             current = best_preds
@@ -274,6 +303,16 @@ def choose_postprocessing(
             "rule": DECISION_RULE,
         }
     return chosen, decision
+
+
+def _beats(candidate: dict[str, float], best: dict[str, float]) -> bool:
+    """A higher score by more than MIN_SCORE_GAIN, or the same score (within it) with fewer
+    false-positive lesions: when no reference lesion is ever detected (a class the model
+    has not learnt) every candidate scores the same and the one removing its specks wins."""
+    gain = candidate["score"] - best["score"]
+    if gain > MIN_SCORE_GAIN:
+        return True
+    return abs(gain) <= MIN_SCORE_GAIN and candidate["mean_fp_lesions"] < best["mean_fp_lesions"]
 
 
 def _rule_name(rule: Any) -> str:

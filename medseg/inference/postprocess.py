@@ -103,6 +103,23 @@ def structures_of(params, class_names: Sequence[str]) -> list[Structure]:
     return class_structures(class_names)
 
 
+#: name of the structure of every foreground class together (see postprocessing_structures)
+ALL_CLASSES = "all classes"
+
+
+def postprocessing_structures(params, class_names: Sequence[str]) -> list[Structure]:
+    """The structures cross-validation chooses clean-up rules for, outermost first: those of
+    :func:`structures_of`, preceded for a softmax model of two or more foreground classes by
+    every foreground label together. A speck is often a mixture of classes (a few voxels of
+    necrosis beside a few of enhancing tumour): only the union removes it whole, and only
+    the union's components are the lesions a reader counts."""
+    structures = structures_of(params, class_names)
+    if params.regions or len(structures) < 2:
+        return structures
+    union = tuple(v for s in structures for v in s.values)
+    return [Structure(name=ALL_CLASSES, values=union), *structures]
+
+
 #: where the data-driven size thresholds sit in the false-positive component volumes
 FP_SIZE_QUANTILES = (0.5, 0.9, 1.0)
 
@@ -112,15 +129,18 @@ def candidate_rules(
     fixed_ml: Sequence[float] = (),
     fp_ml: Sequence[float] = (),
     tp_ml: Sequence[float] = (),
+    largest: bool = True,
 ) -> list[ComponentRule]:
-    """The clean-up rules cross-validation tries for ``structure``: keep the largest
-    component, drop components under each of ``fixed_ml``, and the lesion-safe thresholds of
-    :func:`fp_size_thresholds` (from the volumes in mL of the out-of-fold false-positive
-    components ``fp_ml`` and of the components touching a reference lesion ``tp_ml``).
-    Thresholds are unique and ascending."""
+    """The clean-up rules cross-validation tries for ``structure``, least destructive first
+    (the first of equally good rules wins): drop components under each of ``fixed_ml`` and
+    the lesion-safe thresholds of :func:`fp_size_thresholds` (from the volumes in mL of the
+    out-of-fold false-positive components ``fp_ml`` and of the components detecting a
+    reference lesion ``tp_ml``), ascending; then, if ``largest``, keep the largest
+    component."""
     thresholds = sorted({float(m) for m in fixed_ml} | set(fp_size_thresholds(fp_ml, tp_ml)))
-    out = [ComponentRule(structure=structure, rule="largest")]
-    out += [ComponentRule(structure=structure, rule="min_ml", min_ml=m) for m in thresholds]
+    out = [ComponentRule(structure=structure, rule="min_ml", min_ml=m) for m in thresholds]
+    if largest:
+        out.append(ComponentRule(structure=structure, rule="largest"))
     return out
 
 

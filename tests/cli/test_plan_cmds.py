@@ -114,13 +114,31 @@ def test_budget_shorter_than_an_epoch_names_the_minimum(brain: Path, capsys) -> 
 
 
 def test_a_budget_too_short_to_train_well_says_what_would(brain: Path, capsys) -> None:
-    main(["plan", str(brain), "--device", "cpu", "--time-budget", "3m", "--explain"])
+    main(["plan", str(brain), "--device", "cpu", "--time-budget", "2m", "--explain"])
     out = capsys.readouterr().out
     assert "expect an undertrained model" in out
     advised = int(out.split("need about --time-budget ")[1].split("m")[0])
-    assert advised > 3
+    assert advised > 2
     main(["plan", str(brain), "--device", "cpu", "--time-budget", f"{advised + 2}m", "--explain"])
     assert "expect an undertrained model" not in capsys.readouterr().out
+
+
+def test_few_cases_buy_folds_before_steps(
+    brain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 8 cases: a fold of 400 steps (not 1,000) is long enough, since 3 folds train on 5-6
+    # cases each where 2 folds train on 4. A fixed step time keeps a busy machine's timing
+    # out of the plan.
+    from medseg.engine import planner
+
+    monkeypatch.setattr(planner, "step_times_path", lambda: tmp_path / "steps.json")
+    monkeypatch.setattr(planner, "time_training_step", lambda *a, **k: 0.15)
+    out = tmp_path / "plan.yaml"
+    main(["plan", str(brain), "--device", "cpu", "--time-budget", "6m", "-o", str(out)])
+    plan = yaml.safe_load(out.read_text())
+    steps = plan["train"]["epochs"] * plan["data"]["samples_per_epoch"] // plan["train"]["batch_size"]
+    assert plan["data"]["num_folds"] >= 3
+    assert 320 <= steps < 1000
 
 
 def test_missing_labels_are_listed_and_left_out(brain: Path, capsys) -> None:

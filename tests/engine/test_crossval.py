@@ -173,7 +173,7 @@ def test_postprocessing_kept_only_when_it_raises_the_out_of_fold_dice():
     truth = np.zeros((30, 30, 30), np.uint8)
     truth[5:15, 5:15, 5:15] = 1
     speck = truth.copy()
-    speck[25:27, 25:27, 25:27] = 1  # a false-positive speck far from the tumour
+    speck[24:27, 24:27, 24:27] = 1  # a false-positive speck far from the tumour (27 mm3)
     structure = Structure(name="tumour", values=(1,))
     rules, decision = choose_postprocessing([_case(truth, speck)] * 2, [structure])
     assert decision["tumour"]["chosen"] != "none"
