@@ -164,3 +164,28 @@ def test_uncertainty_map_stays_visible_on_bright_flair(
     centre = (int(21.5 * heat.shape[0] / 30), int(31.5 * heat.shape[1] / 40))
     assert plain[centre].min() > 240  # the lesion is white on FLAIR ...
     assert heat[centre].min() < 150  # ... and the map over it is still seen
+
+
+def test_test_time_augmentation_follows_the_model_unless_chosen(
+    case: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medseg.viewer.core import services
+
+    model, fed = stand_in_model(monkeypatch, tmp_path, _truth(), AFFINE, MODEL_NAMES)
+    stand_in, asked = services.load_predictor, []
+
+    def load_predictor(path, device="auto", tta=None):
+        asked.append(tta)
+        return stand_in(path, device, tta)
+
+    monkeypatch.setattr(services, "load_predictor", load_predictor)
+    config = ViewerConfig(path=case["flair"], model=model, device="cpu", runs_dir=tmp_path / "x")
+    at = _app(config)
+    choice = at.selectbox(key="tta")
+    assert choice.value == "as trained"
+    assert asked and set(asked) == {None}  # the predictor applies the model's own default
+    _ok(choice.set_value("off").run())
+    assert asked[-1] is False
+    _ok(at.selectbox(key="tta").set_value("on").run())
+    assert asked[-1] is True
+    assert len(fed) == 3  # each choice is its own prediction

@@ -71,9 +71,10 @@ def list_checkpoints(runs_dir: Path | None, limit: int = 200) -> list[Path]:
     return [*folders, *found][:limit]
 
 
-def load_predictor(path: Path, device: str = "auto", tta: bool = False) -> Any:
+def load_predictor(path: Path, device: str = "auto", tta: bool | None = None) -> Any:
     """A :class:`medseg.inference.Predictor` for a checkpoint, an export or a model folder
-    (the ensemble of a cross-validation's folds) at ``path``."""
+    (the ensemble of a cross-validation's folds) at ``path``; ``tta=None`` predicts with
+    test-time flips when the model records them, as ``medseg predict`` does."""
     from medseg.inference.model_folder import is_model_folder
 
     path = Path(path)

@@ -65,7 +65,7 @@ def _load_upload(key: str, name: str, _data: bytes, gt_name: str, _gt: bytes | N
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
-def _predictor(path: str, mtime: float, device: str, tta: bool) -> Any:
+def _predictor(path: str, mtime: float, device: str, tta: bool | None) -> Any:
     return services.load_predictor(Path(path), device=device, tta=tta)
 
 
@@ -197,6 +197,10 @@ def _model_choices(config: ViewerConfig) -> dict[str, Path]:
     return choices
 
 
+#: the viewer's test-time augmentation choices -> Predictor(tta=...); None follows the model
+TTA_CHOICES: dict[str, bool | None] = {"as trained": None, "on": True, "off": False}
+
+
 def expected_channels(config: ViewerConfig, choices: dict[str, Path]) -> tuple[str, ...]:
     """The input channels of the model the page is about to run (its widgets' last values),
     so the case opens on them. Empty unless it predicts automatically: a model costs seconds
@@ -207,7 +211,8 @@ def expected_channels(config: ViewerConfig, choices: dict[str, Path]) -> tuple[s
     path = choices.get(state.get(keys.MODEL_CHOICE, ""), next(iter(choices.values())))
     if not path.exists():
         return ()
-    device, tta = state.get(keys.DEVICE, config.device), bool(state.get(keys.TTA, False))
+    device = state.get(keys.DEVICE, config.device)
+    tta = TTA_CHOICES[state.get(keys.TTA, next(iter(TTA_CHOICES)))]
     try:
         return tuple(_predictor(str(path), path.stat().st_mtime, device, tta).channel_names)
     except (MedsegError, RuntimeError, ValueError, OSError):
@@ -229,7 +234,15 @@ def sidebar_prediction(
     device = st.sidebar.selectbox(
         "Device", devices, key=keys.DEVICE, index=devices.index(config.device)
     )
-    tta = st.sidebar.checkbox("Test-time augmentation (flips, 4x slower)", key=keys.TTA)
+    tta = TTA_CHOICES[
+        st.sidebar.selectbox(
+            "Test-time augmentation (flips, 4x slower)",
+            list(TTA_CHOICES),
+            key=keys.TTA,
+            help="As trained: what the model records (on for models planned by `medseg train "
+            "DATASET`, as `medseg predict` does).",
+        )
+    ]
     auto = st.sidebar.checkbox("Predict automatically", value=True, key=keys.AUTO_PREDICT)
     if not path.exists():
         st.sidebar.info(
@@ -252,7 +265,7 @@ def sidebar_prediction(
 
 
 def _run_inference(
-    shown: DisplayCase, path: Path, device: str, tta: bool, name: str, slot: Any
+    shown: DisplayCase, path: Path, device: str, tta: bool | None, name: str, slot: Any
 ) -> MaskLayer | str:
     bar = slot.progress(0.0, text=f"Running {name} on {shown.case.name}…")
 
