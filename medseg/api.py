@@ -103,9 +103,11 @@ def evaluate(
     output: str | Path | None = None,
     *,
     overwrite: bool = False,
+    min_lesion_ml: float = 0.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Dice, IoU, HD95/ASSD (mm), volume difference and lesion detection of predicted masks
-    against reference masks (files or folders matched by case id).
+    against reference masks (files or folders matched by case id). Reference components
+    under ``min_lesion_ml`` are not counted as lesions (0: every component is one).
 
     ``labels``: ``{"tumour": [1], "whole": [1, 2, 3]}``, or the CLI's ``--labels`` strings
     (``["1", "whole=1,2,3"]``); ``None`` scores every label present. With ``output`` (a
@@ -120,7 +122,9 @@ def evaluate(
             labels = [labels]
         labels = parse_labels(list(labels))
     classes = {str(k): [int(v) for v in vs] for k, vs in labels.items()} if labels else None
-    return evaluate_paths(prediction, reference, classes, output, overwrite=overwrite)
+    return evaluate_paths(
+        prediction, reference, classes, output, overwrite=overwrite, min_lesion_ml=min_lesion_ml
+    )
 
 
 def plan(

@@ -157,6 +157,12 @@ def lesion_detection(
     }
 
 
+def min_lesion_voxels(min_lesion_ml: float, spacing: Sequence[float]) -> int:
+    """The voxel count of ``min_lesion_ml`` on a grid of ``spacing`` (mm), at least 1."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    return max(1, math.ceil(min_lesion_ml / voxel_ml - 1e-9)) if voxel_ml > 0 else 1
+
+
 def lesion_sensitivity(tp: float, fn: float) -> float:
     """Lesion-level recall ``tp / (tp + fn)``: the share of reference lesions detected; NaN
     when there is no reference lesion. Counts of one case or summed over cases (pooled)."""
@@ -196,13 +202,17 @@ def evaluate_masks(
     spacing: Sequence[float],
     classes: dict[str, Sequence[int]],
     min_overlap_voxels: int = 1,
+    min_lesion_ml: float = 0.0,
 ) -> list[dict[str, Any]]:
     """All metrics for each named class/region of two integer label arrays on one grid.
 
     ``classes`` maps a name to the label values forming it (``{"tumour": [1]}`` or a region
-    such as ``{"whole_tumour": [1, 2, 3, 4]}``). Returns one row per name.
+    such as ``{"whole_tumour": [1, 2, 3, 4]}``). Reference components under
+    ``min_lesion_ml`` are not counted as lesions (:func:`lesion_detection`). Returns one row
+    per name.
     """
     voxel_ml = float(np.prod(spacing)) / 1000.0
+    min_ref_voxels = min_lesion_voxels(min_lesion_ml, spacing)
     rows = []
     for name, values in classes.items():
         p = np.isin(pred, values)
@@ -222,7 +232,7 @@ def evaluate_masks(
                 "ref_ml": ref_ml,
                 "volume_diff_ml": pred_ml - ref_ml,
                 "volume_diff_pct": (pred_ml - ref_ml) / ref_ml * 100.0 if ref_ml > 0 else math.nan,
-                **lesion_detection(p, r, min_overlap_voxels),
+                **lesion_detection(p, r, min_overlap_voxels, min_ref_voxels),
             }
         )
     return rows

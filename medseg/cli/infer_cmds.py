@@ -271,6 +271,13 @@ def evaluate(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace existing --output tables (never an input)."
     ),
+    min_lesion_ml: float = typer.Option(
+        0.0,
+        "--min-lesion-ml",
+        min=0.0,
+        help="Reference components under this volume (mL) are not lesions (neither detected "
+        "nor missed): manual labels carry few-voxel fragments. Cross-validation uses 0.02.",
+    ),
 ) -> int:
     """Dice, IoU, HD95 and ASSD (mm), volume difference and lesion detection per class.
 
@@ -280,7 +287,9 @@ def evaluate(
 
     from medseg.api import evaluate as run
 
-    per_case, summary = run(prediction, reference, labels, output, overwrite=overwrite)
+    per_case, summary = run(
+        prediction, reference, labels, output, overwrite=overwrite, min_lesion_ml=min_lesion_ml
+    )
     columns = [
         "case",
         "class",

@@ -70,7 +70,9 @@ MIN_CASES_FOR_LARGEST = MIN_TRUSTED_CASES
 
 
 def _min_ref_voxels(spacing: Any) -> int:
-    return max(1, int(np.ceil(MIN_REFERENCE_LESION_ML * 1000.0 / float(np.prod(spacing)))))
+    from medseg.metrics import min_lesion_voxels
+
+    return min_lesion_voxels(MIN_REFERENCE_LESION_ML, spacing)
 
 
 def join_folds(
@@ -330,8 +332,13 @@ def score_cases(
     for case in cases:
         post = _apply(case["pred"], case["spacing"], rules)
         groups = {s.name: list(s.values) for s in structures}
-        raw_rows = evaluate_masks(case["pred"], case["truth"], case["spacing"], groups)
-        post_rows = evaluate_masks(post, case["truth"], case["spacing"], groups)
+        raw_rows = evaluate_masks(
+            case["pred"], case["truth"], case["spacing"], groups,
+            min_lesion_ml=MIN_REFERENCE_LESION_ML,
+        )  # fmt: skip
+        post_rows = evaluate_masks(
+            post, case["truth"], case["spacing"], groups, min_lesion_ml=MIN_REFERENCE_LESION_ML
+        )
         for raw, pp in zip(raw_rows, post_rows, strict=True):
             rows.append(
                 {

@@ -138,9 +138,13 @@ def parse_labels(specs: Sequence[str] | None) -> dict[str, list[int]] | None:
 
 
 def evaluate_pair(
-    pred_path: Path, ref_path: Path, classes: dict[str, list[int]] | None
+    pred_path: Path,
+    ref_path: Path,
+    classes: dict[str, list[int]] | None,
+    min_lesion_ml: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Metric rows (one per class) for one prediction/reference pair of files."""
+    """Metric rows (one per class) for one prediction/reference pair of files; reference
+    components under ``min_lesion_ml`` are not counted as lesions."""
     from medseg.io import check_same_grid, integer_labels, read_volume
     from medseg.metrics import evaluate_masks
 
@@ -151,10 +155,12 @@ def evaluate_pair(
     if classes is None:
         values = sorted((set(np.unique(pred_arr)) | set(np.unique(ref_arr))) - {0})
         classes = {str(int(v)): [int(v)] for v in values}
-    return evaluate_masks(pred_arr, ref_arr, ref.spacing, classes)
+    return evaluate_masks(pred_arr, ref_arr, ref.spacing, classes, min_lesion_ml=min_lesion_ml)
 
 
-def evaluate_missing(ref_path: Path, classes: dict[str, list[int]]) -> list[dict[str, Any]]:
+def evaluate_missing(
+    ref_path: Path, classes: dict[str, list[int]], min_lesion_ml: float = 0.0
+) -> list[dict[str, Any]]:
     """Metric rows for a reference with no prediction: Dice/IoU 0, distances NaN, the
     reference's volume and lesions all missed."""
     from medseg.io import integer_labels, read_volume
@@ -162,7 +168,9 @@ def evaluate_missing(ref_path: Path, classes: dict[str, list[int]]) -> list[dict
 
     ref = read_volume(ref_path)
     ref_arr = integer_labels(ref.array, str(ref_path), "reference mask", np.int32)
-    rows = evaluate_masks(np.zeros_like(ref_arr), ref_arr, ref.spacing, classes)
+    rows = evaluate_masks(
+        np.zeros_like(ref_arr), ref_arr, ref.spacing, classes, min_lesion_ml=min_lesion_ml
+    )
     for row in rows:
         row.update(dice=0.0, iou=0.0, hd95_mm=math.nan, assd_mm=math.nan)
     return rows
@@ -206,8 +214,13 @@ def evaluate_paths(
     output: str | Path | None = None,
     *,
     overwrite: bool = False,
+    min_lesion_ml: float = 0.0,
 ):
     """Evaluate every matched case; returns ``(per_case, summary)`` DataFrames.
+
+    Reference components under ``min_lesion_ml`` (mL) are not lesions: neither detected
+    nor missed (manual labels carry few-voxel fragments); predicted components of any size
+    count as false positives.
 
     With ``output`` (a ``.csv`` path) the per-case table is written there and the summary
     beside it as ``<name>_summary.csv`` (both atomically; neither may be an input, and an
@@ -226,7 +239,7 @@ def evaluate_paths(
     rows = []
     present = [(c, p, r) for c, p, r in pairs if p is not None]
     for case, p, r in tqdm(present, desc="evaluate", unit="case", disable=len(present) < 2):
-        for row in evaluate_pair(p, r, labels):
+        for row in evaluate_pair(p, r, labels, min_lesion_ml):
             rows.append({"case": case, "missing": False, **row})
     seen: dict[str, list[int]] = {}
     for row in rows:
@@ -235,7 +248,8 @@ def evaluate_paths(
         if p is None:
             classes = labels or seen or _reference_classes(r)
             rows.extend(
-                {"case": case, "missing": True, **row} for row in evaluate_missing(r, classes)
+                {"case": case, "missing": True, **row}
+                for row in evaluate_missing(r, classes, min_lesion_ml)
             )
     per_case = pd.DataFrame(rows)
     if per_case.empty:

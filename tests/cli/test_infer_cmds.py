@@ -159,6 +159,14 @@ def test_evaluate_folders(tmp_path, capsys):
         == 0
     )
     assert "wt" in capsys.readouterr().out
+    # the missed class-2 component is 0.064 mL: under --min-lesion-ml 0.1 it is no lesion
+    small = tmp_path / "small.csv"
+    assert run_cli(["evaluate", pred_dir, gt_dir, "-o", small, "--min-lesion-ml", "0.1"]) == 0
+    table = pd.read_csv(small, comment="#")
+    row2 = table[(table["case"] == "c1") & (table["class"] == 2)].iloc[0]
+    assert (row2["dice"], row2["fn"], row2["tp"], row2["ref_lesions"]) == (0.0, 0, 0, 0)
+    row1 = table[(table["case"] == "c1") & (table["class"] == 1)].iloc[0]
+    assert (row1["tp"], row1["fn"]) == (1, 0)
 
 
 def test_evaluate_geometry_mismatch(tmp_path, capsys):
