@@ -12,7 +12,8 @@ For each dataset, on the same machine, the same training cases and the same held
   default mirroring test-time augmentation on).
 
 Both are scored by ``medseg evaluate`` (Dice and HD95 per class, false-positive components per
-case, lesion sensitivity). One markdown table and a JSON file go to ``--output``.
+case, lesion sensitivity over reference components of >= 0.02 mL; BraTS also as whole tumour /
+tumour core / enhancing regions). One markdown table and a JSON file go to ``--output``.
 
 Datasets: synthetic stress sets (``medseg.synthetic.stress``: hippocampus-sized structures,
 5 mm axial and sagittal slices, CT in HU with four classes) and, when ``../shared/data`` is
@@ -163,13 +164,22 @@ def run(cmd: list[str], env: dict | None = None, log: Path | None = None) -> flo
     return time.perf_counter() - start
 
 
-def evaluate(preds: Path, test: Path, out: Path) -> dict:
-    """Mean Dice / HD95 over classes and cases, FP components per case, lesion sensitivity."""
+#: BraTS 2015 labels scored as the challenge's regions (whole tumour, tumour core, enhancing)
+BRATS_REGIONS = ["whole_tumour=1,2,3,4", "tumour_core=1,3,4", "enhancing=4"]
+#: lesions for the lesion counts: reference components of at least this volume (mL), as the
+#: postprocessing choice counts them (manual labels carry few-voxel fragments)
+MIN_LESION_ML = 0.02
+
+
+def evaluate(preds: Path, test: Path, out: Path, labels: list[str] | None = None) -> dict:
+    """Mean Dice / HD95 over classes (or ``labels``: --labels specs) and cases, FP components
+    per case, lesion sensitivity."""
     import pandas as pd
 
-    csv = out / "metrics.csv"
+    stem = "regions" if labels else "metrics"
+    csv = out / f"{stem}.csv"
     csv.unlink(missing_ok=True)
-    (out / "metrics_summary.csv").unlink(missing_ok=True)
+    (out / f"{stem}_summary.csv").unlink(missing_ok=True)
     subprocess.run(
         [
             sys.executable,
@@ -180,6 +190,9 @@ def evaluate(preds: Path, test: Path, out: Path) -> dict:
             str(test / "labelsTr"),
             "-o",
             str(csv),
+            "--min-lesion-ml",
+            str(MIN_LESION_ML),
+            *(arg for spec in labels or [] for arg in ("--labels", spec)),
         ],
         check=False,  # exit 1 flags missing predictions; they are scored as Dice 0
         stdout=subprocess.DEVNULL,
@@ -188,14 +201,29 @@ def evaluate(preds: Path, test: Path, out: Path) -> dict:
     rows = pd.read_csv(csv, comment="#")
     per_case = rows.groupby("case")
     tp, fn = rows["tp"].sum(), rows["fn"].sum()
+    by_class = rows.groupby("class")
     return {
         "cases": int(rows["case"].nunique()),
         "dice": float(rows["dice"].mean()),
-        "dice_per_class": rows.groupby("class")["dice"].mean().round(3).to_dict(),
+        "dice_per_class": by_class["dice"].mean().round(3).to_dict(),
         "hd95_mm": float(rows["hd95_mm"].mean()),
         "fp_components": float(per_case["fp"].sum().mean()),
+        "fp_per_class": (by_class["fp"].sum() / rows["case"].nunique()).round(2).to_dict(),
         "lesion_sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
+        "lesion_sensitivity_per_class": {
+            k: round(float(g["tp"].sum() / (g["tp"].sum() + g["fn"].sum())), 3)
+            for k, g in by_class
+            if g["tp"].sum() + g["fn"].sum()
+        },
     }
+
+
+def scores(name: str, preds: Path, test: Path, out: Path) -> dict:
+    """The per-class figures, and for BraTS also its regions (``regions``)."""
+    result = evaluate(preds, test, out)
+    if name == "brats":
+        result["regions"] = evaluate(preds, test, out, BRATS_REGIONS)
+    return result
 
 
 def run_medseg(name: str, train: Path, test: Path, budget_s: float, out: Path) -> dict:
@@ -238,7 +266,7 @@ def run_medseg(name: str, train: Path, test: Path, budget_s: float, out: Path) -
         "contender": "medseg auto plan",
         "dataset": name,
         "wall_s": wall,
-        **evaluate(preds, test, out),
+        **scores(name, preds, test, out),
     }
 
 
@@ -311,7 +339,7 @@ def run_nnunet(
         "contender": "nnU-Net v2 2d",
         "dataset": name,
         "wall_s": wall,
-        **evaluate(preds, test, out),
+        **scores(name, preds, test, out),
     }
 
 
@@ -326,6 +354,14 @@ def table(rows: list[dict]) -> str:
             f"{r.get('dice', float('nan')):.3f} | {r.get('dice_per_class', {})} | "
             f"{r.get('hd95_mm', float('nan')):.1f} | {r.get('fp_components', float('nan')):.2f} |"
         )
+        if "regions" in r:
+            g = r["regions"]
+            lines.append(
+                f"| {r['dataset']} regions | {r['contender']} | | | {g['dice']:.3f} | "
+                f"{g['dice_per_class']}; FP/case {g['fp_per_class']}; lesion sensitivity "
+                f"{g['lesion_sensitivity_per_class']} | {g['hd95_mm']:.1f} | "
+                f"{g['fp_components']:.2f} |"
+            )
     return "\n".join(lines)
 
 
