@@ -226,7 +226,9 @@ def scores(name: str, preds: Path, test: Path, out: Path) -> dict:
     return result
 
 
-def run_medseg(name: str, train: Path, test: Path, budget_s: float, out: Path) -> dict:
+def run_medseg(
+    name: str, train: Path, test: Path, budget_s: float, out: Path, overrides: tuple[str, ...] = ()
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model = out / "model"
     log = out / "medseg.log"
@@ -243,6 +245,7 @@ def run_medseg(name: str, train: Path, test: Path, budget_s: float, out: Path) -
             f"{budget_s / 60:.2f}m",
             "-o",
             str(model),
+            *(arg for item in overrides for arg in ("--set", item)),
         ],
         log=log,
     )
@@ -263,7 +266,7 @@ def run_medseg(name: str, train: Path, test: Path, budget_s: float, out: Path) -
         log=log,
     )
     return {
-        "contender": "medseg auto plan",
+        "contender": "medseg auto plan" + "".join(f" --set {o}" for o in overrides),
         "dataset": name,
         "wall_s": wall,
         **scores(name, preds, test, out),
@@ -379,6 +382,13 @@ def main() -> None:
     parser.add_argument("--nnunet-python", default=None, help="Python with nnunetv2 installed")
     parser.add_argument("--no-peer", action="store_true", help="medseg only")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a planned value of medseg's run (medseg train --set), repeatable",
+    )
+    parser.add_argument(
         "--curve", action="store_true", help="data-size curve on 'tiny' (5/10/20/40 cases)"
     )
     args = parser.parse_args()
@@ -392,7 +402,9 @@ def main() -> None:
         n_train = len(list((train / "labelsTr").glob("*.nii.gz")))
         rows.append(
             {
-                **run_medseg(name, train, test, budget, args.output / "medseg" / name),
+                **run_medseg(
+                    name, train, test, budget, args.output / "medseg" / name, tuple(args.set)
+                ),
                 "train_cases": n_train,
             }
         )
