@@ -489,25 +489,25 @@ let sharpTimer = null;
 const BURST_MS = 150;
 let lastInput = -Infinity;
 let burst = false;
-let draws = 0;
-let queued = null; // the draw count when a draw was put off to the next frame
+let due = false; // a draw was put off and nothing has drawn the newest state since
+let frameAsked = false;
 const drawNow = nv.drawScene.bind(nv);
 
 function frameDraw() {
-  const stale = draws !== queued; // drawn at once since, the newest state included
-  queued = null;
-  if (stale) return;
-  draws += 1;
+  frameAsked = false;
+  if (!due) return;
+  due = false;
   drawNow();
 }
 
 nv.drawScene = () => {
   if (!burst) {
-    draws += 1;
+    due = false;
     return drawNow();
   }
-  if (queued === null) {
-    queued = draws;
+  due = true;
+  if (!frameAsked) {
+    frameAsked = true;
     requestAnimationFrame(frameDraw);
   }
   return undefined;
@@ -526,7 +526,7 @@ function inMotion(event) {
   burst = now - lastInput < BURST_MS && event?.type !== "mousedown";
   lastInput = now;
   if (nv.opts.forceDevicePixelRatio !== MOTION_DPR) {
-    // the event's own draw follows at once: the resize's is put off (dropped when it does)
+    // the event's own draw follows at once: the resize's is put off (and dropped when it does)
     const lone = !burst;
     burst = true;
     nv.opts.forceDevicePixelRatio = MOTION_DPR;
