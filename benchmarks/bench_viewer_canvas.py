@@ -9,12 +9,22 @@ constant model, so inference takes seconds) and opens it in Debian's Chromium wi
 CPU; a real GPU is much faster). Prints:
 
 * first image: page opened -> the canvas has drawn the CT and its overlay (wall clock; server
-  read, display preparation, transfer and upload included), and inside the page, the case's
-  bytes received -> first image drawn (the 8-bit preview of a large volume) and -> the
-  case's own voxels and overlays drawn;
-* paging: key press -> frame drawn (a 1-pixel read waits for the GPU) -> next animation frame,
-  with the number of messages the page sent to the server meanwhile (0: no round trip);
-* brush: per mouse move of a freehand stroke, event -> stroke drawn (the same 1-pixel read).
+  read, display preparation, transfer and upload included), and inside the page: the canvas
+  page created (it comes with the case's bytes) -> first image drawn (the 8-bit preview of a
+  large volume), the render message with the bytes -> first image drawn (NiiVue's attach
+  included) and -> the case's own voxels and overlays drawn;
+* paging: a real key press (Chromium's input path) -> the frame that shows the new slice
+  presented on screen, from the browser's Event Timing (``duration`` of each ``keydown``:
+  input timestamp to the next presentation after its handlers, in 8 ms steps): lone presses
+  1 s apart, and a held key (a press every 33 ms), with the number of messages the page sent
+  to the server meanwhile (0: no round trip);
+* brush: pen press -> the first dot presented (Event Timing of ``mousedown``), and per mouse
+  move of a freehand stroke, event -> the frame with the stroke drawn (a 1-pixel read waits
+  for the GPU; the page's compositing after it is not included).
+
+The interaction figures are taken once the app's script run has finished (its readouts keep
+the server busy on the same core for a while after the first image); the server's CPU time
+during each measurement is printed with it.
 
 ``--screenshots DIR`` also opens the bundled sample case (``medseg view`` with no argument,
 the bundled demo model) and saves the canvas in single-view, three-plane and 3D layouts there.
@@ -24,6 +34,7 @@ Research use only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -38,20 +49,37 @@ sys.path.insert(0, str(ROOT))
 
 from medseg.io import Volume, write_mask, write_volume  # noqa: E402
 from tests.apps.test_viewer_browser import CHROMIUM, _serve  # noqa: E402
-from tests.apps.test_viewer_canvas import PAGE_TIMING, READY, WEBGL_ARGS  # noqa: E402
+from tests.apps.test_viewer_canvas import READY, WEBGL_ARGS  # noqa: E402
 from tests.apps.viewer_factory import write_constant_checkpoint  # noqa: E402
 
+# per move: event -> the next animation frame's callbacks (the canvas draws a stroke's moves
+# there, at most once a frame) -> a 1-pixel read waits for the GPU to finish that draw
 STROKE_PROBE = """() => {
   const c = document.getElementById('gl'), nv = window.medsegCanvas.nv, px = new Uint8Array(4);
   window.__moves = [];
   let t0 = 0;
   c.addEventListener('mousemove', () => { t0 = performance.now(); }, true);
+  // after NiiVue's handler: this frame callback runs after the draw it put off, if it did
   window.addEventListener('mousemove', () => {
-    nv.gl.readPixels(0, 0, 1, 1, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, px);
-    if (nv.uiData.mouseButtonLeftDown) window.__moves.push(performance.now() - t0);
+    if (!nv.uiData.mouseButtonLeftDown) return;
+    const since = t0;
+    requestAnimationFrame(() => {
+      nv.gl.readPixels(0, 0, 1, 1, nv.gl.RGBA, nv.gl.UNSIGNED_BYTE, px);
+      window.__moves.push(performance.now() - since);
+    });
   });
   nv.setDrawingEnabled(true);
   nv.setPenValue(1, false);
+}"""
+# Event Timing: input timestamp -> next presentation after the handlers (the browser's own
+# "input to next paint"), for the events named
+EVENT_TIMING = """(names) => {
+  window.__events = [];
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      if (names.includes(e.name)) window.__events.push([e.name, e.duration]);
+    }
+  }).observe({type: 'event', durationThreshold: 16});
 }"""
 
 
@@ -99,6 +127,60 @@ def _ready(page, timeout: float = 300.0):
                 raise
 
 
+class ServerCpu:
+    """CPU seconds used by the ``medseg view`` process tree (the Streamlit server) since the
+    last call: the browser shares the core with it."""
+
+    def __init__(self, process) -> None:
+        import psutil
+
+        self.root = psutil.Process(process.pid)
+        self.last = self.total()
+
+    def total(self) -> float:
+        import psutil
+
+        seconds = 0.0
+        for proc in [self.root, *self.root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                seconds += times.user + times.system
+        return seconds
+
+    def since(self) -> float:
+        now = self.total()
+        used, self.last = now - self.last, now
+        return round(used, 2)
+
+    def wait_idle(self, timeout: float = 600.0) -> float:
+        """Wait until the server uses < 5 % of a core over 2 s (its script run is over);
+        returns the seconds waited."""
+        start = time.monotonic()
+        self.since()
+        while time.monotonic() - start < timeout:
+            time.sleep(2.0)
+            if self.since() < 0.1:
+                break
+        return round(time.monotonic() - start, 1)
+
+
+def _median_max(values: list[float]) -> list[float | None]:
+    if not values:
+        return [None, None]
+    return [round(statistics.median(values), 1), round(max(values), 1)]
+
+
+def _key_presses(page, frame, count: int, gap_ms: int) -> list[float]:
+    """Event Timing durations (ms) of ``count`` real arrow-key presses ``gap_ms`` apart."""
+    frame.evaluate("() => { window.__events = []; }")
+    for i in range(count):
+        page.keyboard.press("ArrowDown" if i % 2 else "ArrowUp")
+        page.wait_for_timeout(gap_ms)
+    page.wait_for_timeout(1000)  # the last presentations are reported
+    events = frame.evaluate("() => window.__events")
+    return [ms for name, ms in events if name == "keydown"]
+
+
 def measure(shape: tuple[int, int, int], pages: int, folder: Path) -> dict[str, object]:
     from playwright.sync_api import sync_playwright
 
@@ -107,54 +189,70 @@ def measure(shape: tuple[int, int, int], pages: int, folder: Path) -> dict[str, 
     model = write_constant_checkpoint(folder / "tiny.pt")
     args = [str(image), "--gt", str(mask), "--model", str(model)]
     sent: list[int] = []
-    with _serve(folder, *args) as (url, _), sync_playwright() as pw:
+    cpu: dict[str, float] = {}
+    with _serve(folder, *args) as (url, server), sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=WEBGL_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1200})
             page.on("websocket", lambda ws: ws.on("framesent", lambda _: sent.append(1)))
+            server_cpu = ServerCpu(server)
             start = time.monotonic()
             page.goto(url, wait_until="domcontentloaded")
             frame = _ready(page)
             first = time.monotonic() - start
-            in_page = frame.evaluate("() => window.medsegCanvas.state.timing")
-            in_page_full = frame.evaluate("() => window.medsegCanvas.state.timingFull")
-            steps = frame.evaluate("() => window.medsegCanvas.state.steps")
-            page.wait_for_timeout(2000)
+            state = frame.evaluate(
+                "() => { const s = window.medsegCanvas.state; return {timing: s.timing,"
+                " page: s.timingPage, full: s.timingFull, attach: s.attachMs, steps: s.steps}; }"
+            )
+            cpu["first image (page opened -> drawn)"] = server_cpu.since()
+            waited = server_cpu.wait_idle()
             frame = _frame(page)
+            frame.evaluate(EVENT_TIMING, ["keydown", "mousedown"])
             box = page.frame_locator('iframe[title*="medseg_canvas"]').locator("canvas").first
             area = box.bounding_box()
             page.mouse.click(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2)
             page.wait_for_timeout(2000)
             frame = _frame(page)
             before = len(sent)
-            page_ms = frame.evaluate(PAGE_TIMING, pages)
+            server_cpu.since()
+            lone = _key_presses(page, frame, pages, gap_ms=1000)
+            held = _key_presses(page, frame, 30, gap_ms=33)
+            cpu["paging"] = server_cpu.since()
             messages = len(sent) - before
             frame.evaluate(STROKE_PROBE)
-            x0, y0 = area["x"] + area["width"] * 0.4, area["y"] + area["height"] * 0.5
-            page.mouse.move(x0, y0)
-            page.mouse.down()
-            page.mouse.move(x0 + 80, y0 + 20, steps=12)
-            page.mouse.up()
+            frame.evaluate("() => { window.__events = []; }")
+            for k in range(5):  # five short strokes, 1 s apart
+                x0 = area["x"] + area["width"] * (0.3 + 0.08 * k)
+                y0 = area["y"] + area["height"] * 0.5
+                page.mouse.move(x0, y0)
+                page.mouse.down()
+                page.mouse.move(x0 + 30, y0 + 40, steps=12)
+                page.mouse.up()
+                page.wait_for_timeout(1000)
             stroke_ms = frame.evaluate("() => window.__moves")
+            presses = [ms for name, ms in frame.evaluate("() => window.__events")
+                       if name == "mousedown"]  # fmt: skip
+            cpu["brush"] = server_cpu.since()
         finally:
             browser.close()
     return {
         "volume": "x".join(map(str, shape)) + " int16 CT + uint8 mask",
         "first image, page opened -> drawn (s, tiny model's inference included)": round(first, 2),
-        "first image in the page, bytes received -> drawn (ms)": in_page,
-        "full-resolution case and overlays in the page, bytes received -> drawn (ms)": (
-            in_page_full
-        ),
-        "steps in the page (ms)": dict(steps),
-        "paging key -> frame (ms, median / max)": [
-            round(statistics.median(page_ms), 1),
-            round(max(page_ms), 1),
-        ],
+        "first image in the page: page created (with the bytes) -> drawn (ms)": state["page"],
+        "first image in the page: render message with the bytes -> drawn (ms)": state["timing"],
+        "full-resolution case and overlays: render message -> drawn (ms)": state["full"],
+        "NiiVue attach at the first render (ms, included above)": state["attach"],
+        "steps in the page (ms)": dict(state["steps"]),
+        "server busy after the first image (s waited before the interaction figures)": waited,
+        "paging, lone key press -> presented (ms, median / max, 1 s apart)": _median_max(lone),
+        "paging, held key (a press every 33 ms) -> presented (ms, median / max)": _median_max(held),
+        "key presses timed (lone, held)": [len(lone), len(held)],
         "messages to the server while paging": messages,
-        "brush move -> stroke drawn (ms, median / max)": [
-            round(statistics.median(stroke_ms), 1) if stroke_ms else None,
-            round(max(stroke_ms), 1) if stroke_ms else None,
-        ],
+        "brush, pen press -> first dot presented (ms, median / max)": _median_max(presses),
+        "brush, move -> stroke drawn (ms, median / max; compositing not included)": (
+            _median_max(stroke_ms)
+        ),
+        "server CPU during each measurement (s)": cpu,
     }
 
 
@@ -185,7 +283,7 @@ def screenshots(out: Path, folder: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 120))
-    parser.add_argument("--pages", type=int, default=20, help="key presses timed")
+    parser.add_argument("--pages", type=int, default=20, help="lone key presses timed")
     parser.add_argument("--screenshots", type=Path, help="also save the docs' canvas pictures")
     args = parser.parse_args()
     if not CHROMIUM.exists():
