@@ -97,7 +97,7 @@ def test_lesion_detection_counts():
         "ref_lesions": 3, "pred_lesions": 4, "tp": 2, "fn": 1, "fp": 1,
     }  # fmt: skip
     sizes, touches, detects = predicted_components(pred, ref, min_ref_voxels=3)
-    assert sorted(zip(sizes.tolist(), touches.tolist(), detects.tolist())) == [
+    assert sorted(zip(sizes.tolist(), touches.tolist(), detects.tolist(), strict=True)) == [
         (2, True, False), (27, False, False), (27, True, True), (27, True, True),
     ]  # fmt: skip
 

@@ -113,7 +113,10 @@ def test_budget_shorter_than_an_epoch_names_the_minimum(brain: Path, capsys) -> 
     assert "minimum" in err
 
 
-def test_a_budget_too_short_to_train_well_says_what_would(brain: Path, capsys) -> None:
+def test_a_budget_too_short_to_train_well_says_what_would(
+    brain: Path, capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fixed_step_time(monkeypatch, tmp_path)
     main(["plan", str(brain), "--device", "cpu", "--time-budget", "2m", "--explain"])
     out = capsys.readouterr().out
     assert "expect an undertrained model" in out
@@ -123,20 +126,27 @@ def test_a_budget_too_short_to_train_well_says_what_would(brain: Path, capsys) -
     assert "expect an undertrained model" not in capsys.readouterr().out
 
 
+def _fixed_step_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, seconds: float = 0.15):
+    """Plan with a fixed training-step time: a busy or idle machine changes no decision."""
+    from medseg.engine import planner
+
+    monkeypatch.setattr(planner, "step_times_path", lambda: tmp_path / "steps.json")
+    monkeypatch.setattr(planner, "time_training_step", lambda *a, **k: seconds)
+
+
 def test_few_cases_buy_folds_before_steps(
     brain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 8 cases: a fold of 400 steps (not 1,000) is long enough, since 3 folds train on 5-6
     # cases each where 2 folds train on 4. A fixed step time keeps a busy machine's timing
     # out of the plan.
-    from medseg.engine import planner
-
-    monkeypatch.setattr(planner, "step_times_path", lambda: tmp_path / "steps.json")
-    monkeypatch.setattr(planner, "time_training_step", lambda *a, **k: 0.15)
+    _fixed_step_time(monkeypatch, tmp_path)
     out = tmp_path / "plan.yaml"
     main(["plan", str(brain), "--device", "cpu", "--time-budget", "6m", "-o", str(out)])
     plan = yaml.safe_load(out.read_text())
-    steps = plan["train"]["epochs"] * plan["data"]["samples_per_epoch"] // plan["train"]["batch_size"]
+    steps = (
+        plan["train"]["epochs"] * plan["data"]["samples_per_epoch"] // plan["train"]["batch_size"]
+    )
     assert plan["data"]["num_folds"] >= 3
     assert 320 <= steps < 1000
 

@@ -104,8 +104,7 @@ def test_fp_size_thresholds_never_reach_a_detected_lesion():
 def test_equal_rules_prefer_the_smaller_threshold_over_largest_component():
     # one 125-voxel speck per case, 0.125 mL: "drop < 0.5 mL" and "largest" remove it alike
     cases = [
-        _case(f"c{i}", _main_lesion(), _add_cubes(_main_lesion(), 5, 1, row=30))
-        for i in range(10)
+        _case(f"c{i}", _main_lesion(), _add_cubes(_main_lesion(), 5, 1, row=30)) for i in range(10)
     ]
     rules, decision = choose_postprocessing(cases, [TUMOUR])
     table = decision["tumour"]["candidates"]
@@ -119,15 +118,14 @@ def test_reference_fragments_do_not_block_speck_removal():
     # 8 voxels elsewhere. Counting the fragment as a lesion, removing the specks "loses" it
     fragment = _main_lesion()
     fragment[30, 30, 5:7] = 1
-    cases = [
-        _case(f"c{i}", fragment, _add_cubes(fragment, 2, 6, row=34)) for i in range(3)
-    ]
+    cases = [_case(f"c{i}", fragment, _add_cubes(fragment, 2, 6, row=34)) for i in range(3)]
     rules, decision = choose_postprocessing(cases, [TUMOUR])
     chosen = decision["tumour"]["candidates"][decision["tumour"]["chosen"]]
     assert decision["tumour"]["candidates"]["none"]["lesion_sensitivity"] == 1.0
     assert chosen["mean_fp_lesions"] == 0
     assert chosen["lesion_sensitivity"] == 1.0  # the main lesion, the only one counted
-    assert rules and rules[0].rule == "min_ml"
+    assert rules
+    assert rules[0].rule == "min_ml"
 
 
 def test_a_class_never_detected_still_loses_its_specks():
@@ -144,7 +142,8 @@ def test_a_class_never_detected_still_loses_its_specks():
     assert table["none"]["score"] == pytest.approx(0.0)
     assert table["none"]["mean_fp_lesions"] == 4
     assert decision["other"]["candidates"][decision["other"]["chosen"]]["mean_fp_lesions"] == 0
-    assert rules and rules[0].structure == other
+    assert rules
+    assert rules[0].structure == other
 
 
 def test_softmax_models_clean_up_every_class_together_first():
@@ -155,7 +154,8 @@ def test_softmax_models_clean_up_every_class_together_first():
     names = ["background", "necrosis", "oedema", "enhancing"]
     structures = postprocessing_structures(SimpleNamespace(regions=None), names)
     assert [s.name for s in structures] == [ALL_CLASSES, "necrosis", "oedema", "enhancing"]
-    assert structures[0].values == (1, 2, 3) and structures[0].fill == 0
+    assert structures[0].values == (1, 2, 3)
+    assert structures[0].fill == 0
     single = postprocessing_structures(SimpleNamespace(regions=None), ["background", "liver"])
     assert [s.name for s in single] == ["liver"]
     # a speck made of two classes: per class each half is tiny, together it is one component
@@ -167,6 +167,6 @@ def test_softmax_models_clean_up_every_class_together_first():
     rules, decision = choose_postprocessing(cases, structures)
     assert decision[ALL_CLASSES]["candidates"]["none"]["mean_fp_lesions"] == 1
     assert rules[0].structure.name == ALL_CLASSES
-    assert decision[ALL_CLASSES]["candidates"][decision[ALL_CLASSES]["chosen"]][
-        "mean_fp_lesions"
-    ] == 0
+    assert (
+        decision[ALL_CLASSES]["candidates"][decision[ALL_CLASSES]["chosen"]]["mean_fp_lesions"] == 0
+    )
