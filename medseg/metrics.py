@@ -135,20 +135,35 @@ def surface_distances(
     return hd95, assd
 
 
+def reference_lesions(ref: np.ndarray, min_ref_voxels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The 26-connected components of boolean ``ref`` (a label map) and, per label (0 the
+    background, never a lesion), whether it is a lesion: ``min_ref_voxels`` or more voxels.
+    Computed once, it serves every prediction scored against the same reference."""
+    ref_cc, n_ref = ndimage.label(ref, structure=CONNECTIVITY_26)
+    lesion = np.bincount(ref_cc.ravel(), minlength=n_ref + 1) >= min_ref_voxels
+    lesion[0] = False
+    return ref_cc, lesion
+
+
 def lesion_detection(
-    pred: np.ndarray, ref: np.ndarray, min_overlap_voxels: int = 1, min_ref_voxels: int = 1
+    pred: np.ndarray,
+    ref: np.ndarray,
+    min_overlap_voxels: int = 1,
+    min_ref_voxels: int = 1,
+    lesions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, int]:
     """Counts of detected (tp), missed (fn) reference lesions and false-positive (fp)
     predicted components of two boolean arrays (26-connectivity).
 
     Reference components under ``min_ref_voxels`` are not lesions: they count neither as
     detected nor as missed, and a predicted component touching one is not a false positive
-    (manual labels carry 1-3 voxel fragments; lesion-wise BraTS 2023 ignores < 50 voxels).
+    (manual labels carry 1-16 voxel fragments; lesion-wise BraTS 2023 ignores < 50 voxels).
+    ``lesions``: :func:`reference_lesions` of ``ref`` when already computed.
     """
-    ref_cc, n_ref = ndimage.label(ref, structure=CONNECTIVITY_26)
+    ref_cc, lesion = lesions if lesions is not None else reference_lesions(ref, min_ref_voxels)
     pred_cc, n_pred = ndimage.label(pred, structure=CONNECTIVITY_26)
-    counted = np.bincount(ref_cc.ravel(), minlength=n_ref + 1)[1:] >= min_ref_voxels
-    overlap_ref = np.bincount(ref_cc[pred], minlength=n_ref + 1)[1:]
+    counted = lesion[1:]
+    overlap_ref = np.bincount(ref_cc[pred], minlength=len(lesion))[1:]
     tp = int(np.count_nonzero((overlap_ref >= min_overlap_voxels) & counted))
     overlap_pred = np.bincount(pred_cc[ref], minlength=n_pred + 1)[1:]
     fp = int(np.count_nonzero(overlap_pred == 0))
@@ -183,20 +198,22 @@ def lesion_f1(tp: float, fn: float, fp: float) -> float:
 
 
 def predicted_components(
-    pred: np.ndarray, ref: np.ndarray, min_ref_voxels: int = 1
+    pred: np.ndarray,
+    ref: np.ndarray,
+    min_ref_voxels: int = 1,
+    lesions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Voxel count of each connected component of boolean ``pred`` (26-connectivity),
     whether it touches ``ref`` (False: a false-positive component, as in
     :func:`lesion_detection`) and whether it touches a reference lesion of at least
-    ``min_ref_voxels`` (a detection)."""
+    ``min_ref_voxels`` (a detection; ``lesions``: :func:`reference_lesions` of ``ref`` when
+    already computed)."""
     pred_cc, n_pred = ndimage.label(pred, structure=CONNECTIVITY_26)
     sizes = np.bincount(pred_cc.ravel(), minlength=n_pred + 1)[1:]
     touches = np.bincount(pred_cc[ref], minlength=n_pred + 1)[1:] > 0
-    if min_ref_voxels <= 1:
+    if lesions is None and min_ref_voxels <= 1:
         return sizes, touches, touches
-    ref_cc, n_ref = ndimage.label(ref, structure=CONNECTIVITY_26)
-    lesion = np.bincount(ref_cc.ravel(), minlength=n_ref + 1) >= min_ref_voxels
-    lesion[0] = False
+    ref_cc, lesion = lesions if lesions is not None else reference_lesions(ref, min_ref_voxels)
     detects = np.bincount(pred_cc[lesion[ref_cc]], minlength=n_pred + 1)[1:] > 0
     return sizes, touches, detects
 

@@ -184,18 +184,31 @@ def _apply(pred: np.ndarray, spacing: Any, rules: list[Any]) -> np.ndarray:
     return postprocess_labels(pred, voxel_ml, PostprocessConfig(rules=tuple(rules)))[0]
 
 
+def _references(cases: list[dict[str, Any]], values: list[int]) -> list[tuple[Any, ...]]:
+    """Per case, the structure's reference mask and its lesions
+    (:func:`medseg.metrics.reference_lesions`, >= MIN_REFERENCE_LESION_ML): the same for
+    every candidate, so labelled once per structure."""
+    from medseg.metrics import reference_lesions
+
+    out = []
+    for case in cases:
+        tm = np.isin(case["truth"], values)
+        out.append((tm, reference_lesions(tm, _min_ref_voxels(case["spacing"]))))
+    return out
+
+
 def _candidate_figures(
-    cases: list[dict[str, Any]], preds: list[np.ndarray], values: list[int]
+    refs: list[tuple[Any, ...]], preds: list[np.ndarray], values: list[int]
 ) -> dict[str, float]:
     """Mean Dice and FP lesions per case, pooled lesion sensitivity and F1, and the score
     (mean Dice + LESION_F1_WEIGHT x lesion F1; F1 of no lesion anywhere counts as 1)."""
     from medseg.metrics import dice, lesion_detection, lesion_f1, lesion_sensitivity
 
     d, tp, fn, fp = [], 0, 0, []
-    for case, p in zip(cases, preds, strict=True):
-        pm, tm = np.isin(p, values), np.isin(case["truth"], values)
+    for (tm, lesions), p in zip(refs, preds, strict=True):
+        pm = np.isin(p, values)
         d.append(dice(pm, tm))
-        det = lesion_detection(pm, tm, min_ref_voxels=_min_ref_voxels(case["spacing"]))
+        det = lesion_detection(pm, tm, lesions=lesions)
         tp, fn = tp + det["tp"], fn + det["fn"]
         fp.append(det["fp"])
     f1 = lesion_f1(tp, fn, sum(fp))
@@ -210,7 +223,10 @@ def _candidate_figures(
 
 
 def _component_volumes(
-    cases: list[dict[str, Any]], preds: list[np.ndarray], values: list[int]
+    cases: list[dict[str, Any]],
+    refs: list[tuple[Any, ...]],
+    preds: list[np.ndarray],
+    values: list[int],
 ) -> tuple[list[float], list[float]]:
     """Volumes (mL) of the predicted components: false positives, and those detecting a
     reference lesion (>= MIN_REFERENCE_LESION_ML), over every out-of-fold case."""
@@ -218,10 +234,8 @@ def _component_volumes(
 
     fp_ml: list[float] = []
     tp_ml: list[float] = []
-    for case, p in zip(cases, preds, strict=True):
-        sizes, touches, detects = predicted_components(
-            np.isin(p, values), np.isin(case["truth"], values), _min_ref_voxels(case["spacing"])
-        )
+    for case, (tm, lesions), p in zip(cases, refs, preds, strict=True):
+        sizes, touches, detects = predicted_components(np.isin(p, values), tm, lesions=lesions)
         voxel_ml = float(np.prod(case["spacing"])) / 1000.0
         fp_ml += (sizes[~touches] * voxel_ml).tolist()
         tp_ml += (sizes[detects] * voxel_ml).tolist()
@@ -283,14 +297,15 @@ def choose_postprocessing(
     current = [c["pred"] for c in cases]
     for structure in structures:
         values = list(structure.values)
-        base = _candidate_figures(cases, current, values)
+        refs = _references(cases, values)
+        base = _candidate_figures(refs, current, values)
         table = {"none": {**base, "keeps_lesions": True}}
         best_rule, best, best_preds = None, base, current
-        fp_ml, tp_ml = _component_volumes(cases, current, values)
+        fp_ml, tp_ml = _component_volumes(cases, refs, current, values)
         largest = len(cases) >= MIN_CASES_FOR_LARGEST
         for rule in candidate_rules(structure, MIN_ML_CANDIDATES, fp_ml, tp_ml, largest):
             preds = [_apply(p, c["spacing"], [rule]) for p, c in zip(current, cases, strict=True)]
-            fig = _candidate_figures(cases, preds, values)
+            fig = _candidate_figures(refs, preds, values)
             fig["keeps_lesions"] = keeps_lesions(fig, base)
             table[_rule_name(rule)] = fig
             if fig["keeps_lesions"] and _beats(fig, best):
