@@ -74,7 +74,9 @@ def test_preview_is_a_small_windowed_uint8_copy_on_the_same_world_points() -> No
     affine = np.diag([0.8, 0.8, 2.5, 1.0])
     rng = np.random.default_rng(0)
     display = rng.integers(-1000, 1000, size=(600, 520, 4)).astype(np.int16)
-    image = nib.Nifti1Image.from_bytes(volumes.preview_bytes(display, affine, (-100.0, 300.0)))
+    image = nib.Nifti1Image.from_bytes(
+        volumes.preview_bytes(display, affine, render.Window(400.0, 100.0))
+    )
     preview = np.asarray(image.dataobj)
     step = volumes.preview_step(display.shape)
     assert step == 3
@@ -92,7 +94,7 @@ def test_preview_is_a_small_windowed_uint8_copy_on_the_same_world_points() -> No
 
 def test_no_preview_for_a_volume_small_enough_to_send_as_it_is() -> None:
     display = np.zeros((256, 200, 30), np.int16)
-    assert volumes.preview_bytes(display, np.eye(4), (0.0, 1.0)) is None
+    assert volumes.preview_bytes(display, np.eye(4), render.Window(1.0, 0.5)) is None
 
 
 def test_float_volumes_of_whole_values_are_sent_as_integers() -> None:

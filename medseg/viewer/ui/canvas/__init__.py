@@ -206,12 +206,12 @@ def image_canvas(
     args: dict[str, Any] = {"case": f"{shown.digest}-{settings['channel']}"}
     args["digest"] = shown.digest
     win = settings["window"]
-    args["window"] = [float(win.level - win.width / 2), float(win.level + win.width / 2)]
+    args["window"] = [float(win.low), float(win.high)]
     if held.get("case") != args["case"]:
         image = shown.images[settings["channel"]]
         args["image"] = volumes.nifti_bytes(image, shown.affine)
         # a large volume's first image comes from a small 8-bit copy (drawn in a second)
-        preview = volumes.preview_bytes(image, shown.affine, args["window"])
+        preview = volumes.preview_bytes(image, shown.affine, win)
         if preview is not None:
             args["preview"] = preview
     args["unit"] = measure.intensity_unit(shown.is_ct[settings["channel"]])

@@ -83,10 +83,15 @@ def nifti_bytes(display: np.ndarray, display_affine: np.ndarray) -> bytes:
 
     Uncompressed on purpose: on the local link gzip costs more time than it saves.
     """
-    array = np.asfortranarray(_compact(np.asarray(display))[::-1, ::-1, :])
-    image = nib.Nifti1Image(array, canvas_affine(display_affine, array.shape))
-    image.header.set_qform(image.affine, code=1)
-    image.header.set_sform(image.affine, code=1)
+    array = _compact(np.asarray(display))[::-1, ::-1, :]
+    return _nifti(array, canvas_affine(display_affine, array.shape))
+
+
+def _nifti(array: np.ndarray, affine: np.ndarray) -> bytes:
+    """Uncompressed NIfTI-1 bytes, the affine in both the qform and the sform."""
+    image = nib.Nifti1Image(np.asfortranarray(array), affine)
+    image.header.set_qform(affine, code=1)
+    image.header.set_sform(affine, code=1)
     return image.to_bytes()
 
 
@@ -96,11 +101,11 @@ def preview_step(shape: Sequence[int], size: int = PREVIEW_SIZE) -> int:
 
 
 def preview_bytes(
-    display: np.ndarray, display_affine: np.ndarray, window: tuple[float, float]
+    display: np.ndarray, display_affine: np.ndarray, window: render.Window
 ) -> bytes | None:
     """A small first image of a large volume: every ``preview_step``-th voxel in-plane (all
-    slices, so paging works at once), windowed to ``uint8`` 0..255 over ``window`` = (low,
-    high) in the image's units. None when the volume is small enough to send as it is.
+    slices, so paging works at once), windowed to ``uint8`` grey levels
+    (:func:`render.apply_window`). None when the volume is small enough to send as it is.
 
     Its affine puts each preview voxel where its source voxel is, so the crosshair's mm
     position carries over when the full volume replaces it.
@@ -109,14 +114,8 @@ def preview_bytes(
     if step == 1:
         return None
     canvas = np.asarray(display)[::-1, ::-1, :][::step, ::step, :]
-    low, high = float(window[0]), float(window[1])
-    scaled = (canvas.astype(np.float32) - low) * (255.0 / max(high - low, 1e-6))
-    array = np.asfortranarray(np.clip(scaled, 0, 255).astype(np.uint8))
     affine = canvas_affine(display_affine, display.shape) @ np.diag([step, step, 1.0, 1.0])
-    image = nib.Nifti1Image(array, affine)
-    image.header.set_qform(affine, code=1)
-    image.header.set_sform(affine, code=1)
-    return image.to_bytes()
+    return _nifti(render.apply_window(canvas, window), affine)
 
 
 def label_lut(
