@@ -222,9 +222,8 @@ def estimate_seconds(
     from medseg.engine.planner import (
         FOLD_OVERHEAD_S,
         JOIN_S,
-        OOF_CASE_S,
-        OOF_MVOXEL_S,
         TTA_PASSES,
+        oof_scoring_seconds,
         time_training_step,
     )
 
@@ -263,8 +262,7 @@ def estimate_seconds(
         train_s, val_s = train_s * share, val_s * share
     passes = TTA_PASSES if cfg.train.test_time_augmentation else 1
     mvoxels = float(np.prod(shape0)) / 1e6
-    structures = max(setup.params.num_outputs - 1, 1)
-    oof_case = passes * per_case + OOF_CASE_S + OOF_MVOXEL_S * mvoxels * structures
+    oof_case = passes * per_case + oof_scoring_seconds(mvoxels, setup.params.num_outputs)
     oof_s = setup.num_folds * n_val * oof_case + JOIN_S + folds * FOLD_OVERHEAD_S
     return {
         "step_seconds": step,

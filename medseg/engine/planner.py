@@ -50,6 +50,8 @@ PIPELINE_OVERHEAD = 1.15
 # 0.7 Mvoxel, 4 structures, 138 s for prediction and join) and 0.6 s (tiny: 40 x 0.065 Mvoxel)
 OOF_CASE_S = 0.05
 OOF_MVOXEL_S = 2.0
+
+
 # fixed costs per fold: start-up, loading the cached cases, checkpoints, overlays (s); the
 # folds of bench_autoplan's tiny set started within 1 s of each other
 FOLD_OVERHEAD_S = 5.0
@@ -105,6 +107,12 @@ class Plan:
     def folds(self) -> int:
         """Cross-validation folds planned (0: one model, no cross-validation)."""
         return int(self.estimate["folds"])
+
+
+def oof_scoring_seconds(case_mvoxels: float, outputs: int) -> float:
+    """Out-of-fold cost of one case beyond the network's passes (see OOF_MVOXEL_S), for a
+    model of ``outputs`` channels (one structure per foreground class or region)."""
+    return OOF_CASE_S + OOF_MVOXEL_S * case_mvoxels * max(outputs - 1, 1)
 
 
 def parse_duration(text: str | float | None) -> float | None:
@@ -335,8 +343,7 @@ def make_plan(
         n_labelled
         * (
             TTA_PASSES * axis_slices * per_slice_fwd * area_ratio
-            + OOF_CASE_S
-            + OOF_MVOXEL_S * case_mvoxels * max(outputs - 1, 1)
+            + oof_scoring_seconds(case_mvoxels, outputs)
         )
         + JOIN_S
     )
