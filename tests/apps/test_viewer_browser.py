@@ -171,6 +171,9 @@ def test_brush_click_and_save_in_chromium(viewer_url: str, tmp_path: Path) -> No
             page.locator('[data-testid="stImage"] img').first.wait_for(
                 state="visible", timeout=150_000
             )
+            # the scan is drawn first; the prediction (and its review toggle) follows
+            page.get_by_text("Measured on the prediction of").first.wait_for(timeout=150_000)
+            page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
             page.get_by_text("Review and edit the prediction").click()
             page.get_by_text("Review order: least confident first").wait_for(timeout=60_000)
             page.get_by_text("eraser", exact=True).click()

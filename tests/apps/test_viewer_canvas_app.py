@@ -54,14 +54,17 @@ def _page_value(args: dict, seq: int, focus=None, edits=()) -> dict:
     }
 
 
+def _canvas_page(case_root: Path, model: Path) -> AppTest:
+    """The viewer's first run with the canvas picked as the image area."""
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state[keys.CONFIG] = ViewerConfig(sample_root=case_root, model=model, device="cpu")
+    at.session_state[keys.IMAGE_AREA] = "canvas"
+    return _ok(at.run())
+
+
 @pytest.mark.slow  # ~10 s: real inference and six page runs
 def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint: Path) -> None:
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.session_state[keys.CONFIG] = ViewerConfig(
-        sample_root=case_root, model=constant_checkpoint, device="cpu"
-    )
-    at.session_state[keys.IMAGE_AREA] = "canvas"
-    _ok(at.run())
+    at = _canvas_page(case_root, constant_checkpoint)
     args, attached = _canvas(at)
     canvas_image = _image(at)
     # First run: the volume and the prediction overlay go as bytes, never as JSON.
@@ -155,3 +158,80 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
     args, _ = _canvas(at)
     assert args["tool"]["mode"] == "brush"
     assert args["tool"]["filled"] is True
+
+
+def test_a_browser_gets_the_scan_before_the_prediction(
+    case_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a browser, the page is sent while the model runs beside it: the first run draws
+    the scan with the prediction already picked as the overlay, a progress bar polls the job,
+    and the prediction arrives in the same canvas (the image is not sent again)."""
+    import threading
+
+    from medseg.viewer.core import services
+    from medseg.viewer.ui import canvas
+    from tests.apps.viewer_factory import write_constant_checkpoint
+
+    model = write_constant_checkpoint(tmp_path / "slow.pt")  # its own key in the job queue
+    gate, started = threading.Event(), threading.Event()
+    real = services.run_inference
+
+    def slow_inference(*args, **kwargs):
+        started.set()
+        assert gate.wait(60), "the test never let the model finish"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services, "run_inference", slow_inference)
+    monkeypatch.setattr(canvas, "browser_connected", lambda: True)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state[keys.CONFIG] = ViewerConfig(sample_root=case_root, model=model, device="cpu")
+    _ok(at.run())
+    assert started.wait(30)
+    args, attached = _canvas(at)
+    assert "image" in attached
+    assert args["layers"] == []
+    assert at.radio(key=keys.OVERLAY_MODE).value == "prediction"
+    (bar,) = at.get("progress")
+    assert "Running slow.pt (--model)" in bar.proto.text
+    assert "Lesions of" not in [r.label for r in at.radio]
+    opened_on = at.session_state[keys.slice_of("axial")]  # the ground truth's largest slice
+
+    at.session_state[keys.CANVAS] = _page_value(args, seq=1)  # the page holds the scan
+    gate.set()
+    for _ in range(60):  # the fragment polls the job; here each run asks again
+        _ok(at.run())
+        if not at.get("progress"):
+            break
+    args, attached = _canvas(at)
+    assert [spec["name"] for spec in args["layers"]] == ["prediction"]
+    assert attached == {"layer_prediction"}  # the prediction only: the page keeps the scan
+    assert at.radio(key=keys.OVERLAY_MODE).value == "prediction"
+    assert [t.value for t in at.toast] == ["Prediction ready (slow.pt (--model))"]
+    # nobody moved while it ran: the page goes where the prediction is largest (the constant
+    # model's mask is the same on every slice: the first)
+    assert opened_on != 0
+    assert at.session_state[keys.slice_of("axial")] == 0
+
+
+def test_a_large_volume_goes_as_a_preview_first(
+    case_root: Path, constant_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first message carries only the 8-bit preview (no case, no overlay); the case and
+    its overlays follow once the page says it shows the preview, then nothing is resent."""
+    monkeypatch.setattr(volumes, "preview_step", lambda shape, size=0: 2)  # "large"
+    at = _canvas_page(case_root, constant_checkpoint)
+    args, attached = _canvas(at)
+    assert attached == {"preview"}
+    (element,) = at.get("component_instance")
+    (preview,) = [a.bytes for a in element.proto.special_args if a.key == "preview"]
+    assert len(preview) < 64 * 56 * 20 / 2  # a quarter of the voxels, one byte each
+
+    shown = {**_page_value(args, seq=1), "loaded": {"case": None, "preview": args["case"]}}
+    at.session_state[keys.CANVAS] = shown
+    _ok(at.run())
+    args, attached = _canvas(at)
+    assert attached == {"image", "layer_prediction"}
+
+    at.session_state[keys.CANVAS] = _page_value(args, seq=2)
+    _ok(at.run())
+    assert _canvas(at)[1] == set()

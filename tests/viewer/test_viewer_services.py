@@ -134,7 +134,13 @@ def test_checkpoint_listing_and_missing_model(tmp_path: Path) -> None:
     (tmp_path / "cv" / "fold_0" / "best.pt").write_bytes(b"x")
     assert services.list_checkpoints(tmp_path)[0] == tmp_path / "cv"
     assert services.list_checkpoints(tmp_path / "absent") == []
-    assert services.default_model_path().name == "default_model.pt"
+    # the bundled files the page names, found without importing the inference package
+    from medseg.inference.predictor import default_model_path
+    from medseg.viewer.ui.app import FAVICON
+
+    assert services.default_model_path() == default_model_path(must_exist=False)
+    assert services.default_model_path().is_file()
+    assert FAVICON.is_file()
     import pytest
 
     from medseg.errors import InputNotFoundError

@@ -13,6 +13,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 
 from medseg import RESEARCH_USE_NOTICE
-from medseg.errors import CheckpointError, InputNotFoundError
+from medseg.errors import InputNotFoundError
 from medseg.io import Volume, write_mask
 
 if TYPE_CHECKING:
@@ -44,19 +45,15 @@ class ViewerPrediction:
     model_sha256: str | None = None
 
 
+#: medseg's bundled files (demo model, favicon)
+ASSETS = Path(str(resources.files("medseg") / "assets"))
+
+
 def default_model_path() -> Path:
-    """Path of the bundled default model (it may be missing, e.g. in a fresh checkout)."""
-    fallback = Path(__file__).resolve().parents[1] / "assets" / "default_model.pt"
-    if fallback.is_file():  # the file the library names; importing it would load torch
-        return fallback
-    try:
-        from medseg.inference.predictor import default_model_path as library_default
-    except ImportError:
-        return fallback
-    try:
-        return Path(library_default())
-    except CheckpointError:
-        return fallback
+    """Path of the bundled default model (it may be missing, e.g. in a fresh checkout): the
+    file :func:`medseg.inference.predictor.default_model_path` names, found without importing
+    it (that would import torch before the page's first image)."""
+    return ASSETS / "default_model.pt"
 
 
 def list_checkpoints(runs_dir: Path | None, limit: int = 200) -> list[Path]:

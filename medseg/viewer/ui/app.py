@@ -12,9 +12,11 @@ renders one 2D slice (``render.render_slice``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,8 @@ import streamlit as st
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import MedsegError
-from medseg.viewer.core import cases, loading, render, services
-from medseg.viewer.core.state import DisplayCase, LRUStore, MaskLayer, make_layer, prepare_case
+from medseg.viewer.core import cases, jobs, loading, render, services
+from medseg.viewer.core.state import DisplayCase, MaskLayer, make_layer, prepare_case
 from medseg.viewer.launch import ViewerConfig, parse_app_args
 from medseg.viewer.ui import canvas, keys, review_panel
 from medseg.viewer.ui.access import require_access
@@ -45,7 +47,7 @@ AUTO_WINDOW = "auto (MR percentiles)"
 MANUAL_WINDOW = "manual"
 OVERLAY_MODES = ("prediction", "ground truth", "both", "comparison", "none")
 LAYOUTS = ("single view", "three planes")
-FAVICON = Path(__file__).resolve().parents[1] / "assets" / "favicon.png"
+FAVICON = services.ASSETS / "favicon.png"
 
 
 # ----------------------------------------------------------------------------- caches
@@ -64,15 +66,17 @@ def _load_upload(key: str, name: str, _data: bytes, gt_name: str, _gt: bytes | N
     return prepare_case(case)
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading model…")
+# no spinner: the job queue's worker thread loads the model too (a spinner needs a script run)
+@st.cache_resource(max_entries=4, show_spinner=False)
 def _predictor(path: str, mtime: float, device: str, tta: bool | None) -> Any:
     return services.load_predictor(Path(path), device=device, tta=tta)
 
 
 @st.cache_resource
-def _prediction_store() -> LRUStore:
-    """Predictions of this server process, keyed by (case hash, model, mtime, settings)."""
-    return LRUStore(capacity=8)
+def _prediction_jobs() -> jobs.JobQueue:
+    """Predictions of this server process, running or done, keyed by (case hash, model,
+    mtime, settings)."""
+    return jobs.JobQueue(capacity=8)
 
 
 @st.cache_resource(ttl=30)
@@ -102,16 +106,23 @@ def _reset_on_new_case(digest: str) -> None:
 
 
 # ----------------------------------------------------------------------------- sidebar: case
-def _open(ref: loading.CaseRef, model_channels: tuple[str, ...]) -> DisplayCase:
+ModelChannels = Callable[[], tuple[str, ...]]
+
+
+def _open(ref: loading.CaseRef, model_channels: ModelChannels) -> DisplayCase:
     """Load ``ref`` with the model's channels first (the first image shown is what the model
-    reads, e.g. FLAIR for a FLAIR model, whatever order the files were given in)."""
-    if model_channels:
-        ref = cases.model_first(ref, model_channels)
+    reads, e.g. FLAIR for a FLAIR model, whatever order the files were given in). The model
+    is asked only for a case of several images: loading it (torch included) takes seconds
+    that a one-image case's first image should not wait for."""
+    if len(ref.images) > 1:
+        channels = model_channels()
+        if channels:
+            ref = cases.model_first(ref, channels)
     return _load_case(_ref_key(ref), ref)
 
 
 def _case_from_refs(
-    refs: list[loading.CaseRef], label: str, key: str, model_channels: tuple[str, ...]
+    refs: list[loading.CaseRef], label: str, key: str, model_channels: ModelChannels
 ) -> DisplayCase | None:
     if not refs:
         st.sidebar.info("No cases found in this folder.")
@@ -123,7 +134,7 @@ def _case_from_refs(
     return _open(refs[names.index(name)], model_channels)
 
 
-def _data_root_case(root: Path, model_channels: tuple[str, ...]) -> DisplayCase | None:
+def _data_root_case(root: Path, model_channels: ModelChannels) -> DisplayCase | None:
     typed = st.sidebar.text_input(
         "…or a path inside the data folder", key=keys.ROOT_PATH, help=f"relative to {root}"
     )
@@ -154,9 +165,9 @@ def _upload_case() -> DisplayCase | None:
     return _load_upload(key, image.name, data, truth.name if truth else "", gt)
 
 
-def sidebar_case(config: ViewerConfig, model_channels: tuple[str, ...] = ()) -> DisplayCase | None:
+def sidebar_case(config: ViewerConfig, model_channels: ModelChannels = tuple) -> DisplayCase | None:
     """Case picker (command line / sample data / data root / upload); None when nothing.
-    ``model_channels``: the model's input channels, shown first (:func:`_open`)."""
+    ``model_channels()``: the model's input channels, shown first (:func:`_open`)."""
     st.sidebar.header("Case")
     samples = _discover(str(config.sample_root), confine=False) if config.sample_root else []
     sources = (
@@ -219,14 +230,22 @@ def expected_channels(config: ViewerConfig, choices: dict[str, Path]) -> tuple[s
         return ()  # sidebar_prediction runs it again and shows the error
 
 
+@dataclasses.dataclass
+class Prediction:
+    """What the model section gives the page: the prediction on screen, or why there is none
+    yet (``pending``: the model is running beside the page)."""
+
+    layer: MaskLayer | None = None
+    pending: bool = False
+
+
 def sidebar_prediction(
     config: ViewerConfig, shown: DisplayCase, choices: dict[str, Path]
-) -> MaskLayer | None:
-    """Model picker and inference (with progress bar); the cached prediction or None."""
+) -> Prediction:
+    """Model picker and inference. The model runs in the server's job queue
+    (:mod:`medseg.viewer.core.jobs`), so the canvas gets the scan first and the prediction
+    with a rerun when it is done; the static images (and AppTest, scripts) wait for it."""
     st.sidebar.header("Model")
-    # One main-area slot on every run, bar or not: an element that comes and goes shifts the
-    # elements after it, and the canvas iframe would be rebuilt (and its volume resent).
-    slot = st.empty()
     name = st.sidebar.selectbox("Checkpoint", list(choices), key=keys.MODEL_CHOICE)
     path = choices[name]
     # the common choices plus the one asked for (``--device cuda:1``), never replaced by auto
@@ -249,64 +268,98 @@ def sidebar_prediction(
             f"No model at {path}. The viewer shows the scan and any ground truth; train a model "
             "with `medseg train` or start with `medseg view --model CKPT`."
         )
-        return None
-    store = _prediction_store()
+        return Prediction()
+    queue = _prediction_jobs()
     key = (shown.digest, str(path), path.stat().st_mtime, device, tta)
-    entry = store.get(key)
+    job = queue.get(key)
     clicked = st.sidebar.button("Run inference", key=keys.RUN_INFERENCE, type="primary")
-    # A click retries a failed run; otherwise a cached result (or error) is reused.
-    if (entry is None and auto) or (clicked and not isinstance(entry, MaskLayer)):
-        entry = _run_inference(shown, path, device, tta, name, slot)
-        store.put(key, entry)
+    # A click retries a failed run; otherwise a running or finished one (or its error) is used.
+    failed = job is not None and job.done() and not isinstance(job.result(), MaskLayer)
+    if (job is None and auto) or (clicked and (job is None or failed)):
+        work = _inference_work(shown, path, device, tta, name)
+        job = queue.submit(key, work, f"{name} on {shown.case.name}", again=True)
+    if job is None:
+        return Prediction()
+    if not job.done():
+        if not canvas.canvas_in_browser():
+            # no browser (nothing to draw first), or server-drawn images: wait for it
+            job.future.exception()
+        else:
+            st.session_state[keys.PREDICTION_AWAITED] = key
+            _inference_progress(key)
+            return Prediction(pending=True)
+    awaited = st.session_state.pop(keys.PREDICTION_AWAITED, None) == key
+    entry = job.result()
     if isinstance(entry, str):
         st.error(entry)
-        return None
-    return entry
+        return Prediction()
+    if awaited:
+        st.toast(f"Prediction ready ({name})")
+    return Prediction(entry)
 
 
-def _run_inference(
-    shown: DisplayCase, path: Path, device: str, tta: bool | None, name: str, slot: Any
-) -> MaskLayer | str:
-    bar = slot.progress(0.0, text=f"Running {name} on {shown.case.name}…")
+@st.fragment(run_every=1.0)
+def _inference_progress(key: tuple) -> None:
+    """The running job's progress, polled every second (only this fragment reruns); when
+    it is done, the whole page runs again and draws the prediction."""
+    job = _prediction_jobs().get(key)
+    if job is None or job.done():
+        st.rerun()
+    steps = f"batch {job.done_steps}/{job.total_steps}" if job.total_steps else "starting"
+    st.progress(
+        job.fraction,
+        text=f"Running {job.label}: {steps}, {job.seconds:.0f} s. The prediction is drawn "
+        "when it is done; the scan can be read meanwhile.",
+    )
 
-    def progress(done: int, total: int) -> None:
-        bar.progress(min(1.0, done / max(total, 1)), text=f"Inference: batch {done}/{total}")
 
-    try:
-        predictor = _predictor(str(path), path.stat().st_mtime, device, tta)
-        case = shown.case
-        picks = cases.match_channels(
-            case.channel_names, case.named_channels, predictor.channel_names
-        )
-        channels = [case.channels[i] for i in picks]
-        result = services.run_inference(predictor, channels, name, progress)
-        layer = make_layer(
-            result.label,
-            shown,
-            result.class_names,
-            result.readouts,
-            name,
-            uncertainty=result.uncertainty,
-            model_sha256=result.model_sha256,
-            channels_used=tuple(picks),
-        )
-    except MedsegError as err:
-        return f"Inference failed: {err}"
-    except (RuntimeError, ValueError) as err:  # e.g. a model trained for other channels
-        logger.exception("inference failed")
-        return (
-            f"Inference failed ({type(err).__name__}: {str(err).splitlines()[0][:300]}). "
-            "Check that the model was trained for this kind of scan and channel count."
-        )
-    finally:
-        bar.empty()
-    st.toast(f"Prediction ready ({name})")
-    return layer
+def _inference_work(
+    shown: DisplayCase, path: Path, device: str, tta: bool | None, name: str
+) -> jobs.Work:
+    """The job that predicts ``shown`` with the model at ``path`` (loaded there too, off the
+    page's path to its first image): a :class:`MaskLayer`, or the failure explained as a
+    string (kept like a result, so a rerun does not retry it)."""
+
+    def work(progress: services.Progress) -> MaskLayer | str:
+        try:
+            predictor = _predictor(str(path), path.stat().st_mtime, device, tta)
+            case = shown.case
+            picks = cases.match_channels(
+                case.channel_names, case.named_channels, predictor.channel_names
+            )
+            channels = [case.channels[i] for i in picks]
+            result = services.run_inference(predictor, channels, name, progress)
+            return make_layer(
+                result.label,
+                shown,
+                result.class_names,
+                result.readouts,
+                name,
+                uncertainty=result.uncertainty,
+                model_sha256=result.model_sha256,
+                channels_used=tuple(picks),
+            )
+        except MedsegError as err:
+            return f"Inference failed: {err}"
+        except (RuntimeError, ValueError, OSError) as err:  # e.g. trained for other channels
+            logger.exception("inference failed")
+            return _failure(err)
+
+    return work
+
+
+def _failure(err: Exception) -> str:
+    return (
+        f"Inference failed ({type(err).__name__}: {str(err).splitlines()[0][:300]}). "
+        "Check that the model was trained for this kind of scan and channel count."
+    )
 
 
 # ----------------------------------------------------------------------------- sidebar: display
-def sidebar_display(shown: DisplayCase, layers: list[MaskLayer]) -> dict[str, Any]:
-    """View, channel, window and overlay settings."""
+def sidebar_display(
+    shown: DisplayCase, layers: list[MaskLayer], pending: bool = False
+) -> dict[str, Any]:
+    """View, channel, window and overlay settings (``pending``: a prediction is on its way)."""
     st.sidebar.header("Display")
     settings: dict[str, Any] = {}
     settings["image_area"] = canvas.image_area_choice()
@@ -360,19 +413,24 @@ def sidebar_display(shown: DisplayCase, layers: list[MaskLayer]) -> dict[str, An
         )
         window = render.Window(width, level)
     settings["window"] = window
-    settings.update(_overlay_settings(layers))
+    settings.update(_overlay_settings(layers, pending))
     return settings
 
 
-def _overlay_settings(layers: list[MaskLayer]) -> dict[str, Any]:
+def _overlay_settings(layers: list[MaskLayer], pending: bool = False) -> dict[str, Any]:
     pred = next((layer for layer in layers if layer.model), None)
     truth = next((layer for layer in layers if not layer.model), None)
     st.sidebar.header("Overlay")
-    if pred is not None and truth is not None:
+    # A pending prediction is offered (and picked) already: a list that grew on its arrival
+    # would keep the page's earlier pick, the ground truth, in place of the prediction.
+    predicted = pred is not None or pending
+    if predicted and truth is not None:
         modes = list(OVERLAY_MODES)
     else:
         modes = (
-            ["prediction" if pred is not None else "ground truth", "none"] if layers else ["none"]
+            ["prediction" if predicted else "ground truth", "none"]
+            if layers or pending
+            else ["none"]
         )
     mode = st.sidebar.radio("Show", modes, key=keys.OVERLAY_MODE)
     style = st.sidebar.radio(
@@ -464,26 +522,31 @@ def main() -> None:
     st.title("medseg viewer")
     st.warning(RESEARCH_USE_NOTICE, icon=":material/warning:")
     choices = _model_choices(config)  # lists --runs-dir once per run
-    shown = sidebar_case(config, expected_channels(config, choices))
+    shown = sidebar_case(config, lambda: expected_channels(config, choices))
     if shown is None:
         return
     _reset_on_new_case(shown.digest)
-    identifiers_panel(shown)
-    pred = sidebar_prediction(config, shown, choices)
-    session, edit_settings = review_panel.sidebar_review(shown, pred)
-    if session is not None:
-        pred = review_panel.reviewed_layer(session, shown, pred)
-    truth = sidebar_truth(config, shown, pred)
-    layers = [layer for layer in (pred, truth) if layer is not None]
-    settings = sidebar_display(shown, layers)
-    settings.update(review_panel.uncertainty_settings(pred))
-    settings.update(edit_settings)
-    spacing = " × ".join(f"{s:.2f}" for s in shown.case.channels[0].spacing)
-    st.caption(
-        f"**{shown.case.name}** · {' × '.join(map(str, shown.case.channels[0].shape))} voxels "
-        f"· {spacing} mm · stored {shown.stored_orientation}"
-    )
-    nav = navigation_layer(pred, truth)
+    # Everything above the image in one container: a message that comes and goes (the
+    # running model's progress, a label-scheme warning) must not move the image area, or
+    # the canvas's iframe is rebuilt and its volumes are sent again.
+    with st.container():
+        identifiers_panel(shown)
+        prediction = sidebar_prediction(config, shown, choices)
+        pred = prediction.layer
+        session, edit_settings = review_panel.sidebar_review(shown, pred)
+        if session is not None:
+            pred = review_panel.reviewed_layer(session, shown, pred)
+        truth = sidebar_truth(config, shown, pred)
+        layers = [layer for layer in (pred, truth) if layer is not None]
+        settings = sidebar_display(shown, layers, prediction.pending)
+        settings.update(review_panel.uncertainty_settings(pred))
+        settings.update(edit_settings)
+        spacing = " × ".join(f"{s:.2f}" for s in shown.case.channels[0].spacing)
+        st.caption(
+            f"**{shown.case.name}** · {' × '.join(map(str, shown.case.channels[0].shape))} "
+            f"voxels · {spacing} mm · stored {shown.stored_orientation}"
+        )
+        nav = navigation_layer(pred, truth)
     if settings["image_area"] == "canvas":
         canvas.take_click(shown)  # a click in the canvas moves FOCUS, and the sliders follow
     sync_focus(shown, nav)

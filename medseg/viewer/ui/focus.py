@@ -63,7 +63,15 @@ def sync_focus(shown: DisplayCase, nav: MaskLayer | None) -> Point:
     focus = state.get(keys.FOCUS)
     if focus is not None and tuple(focus) != state.get(keys.FOCUS_SEEN):
         return focus_on(focus, shown.shape)
-    for view in render.VIEWS:
-        if keys.slice_of(view) not in state:
-            state[keys.slice_of(view)] = initial_slice(nav, shown, view)
+    opened = state.get(keys.OPENED_ON)
+    waited = opened is not None and not getattr(opened[0], "model", "")
+    if waited and getattr(nav, "model", "") and opened[1] == current(shown.shape):
+        # the page opened before the prediction came (it runs beside the page) and nobody
+        # moved since: open where the new mask is largest, as if it had been there at once
+        for view in render.VIEWS:
+            state.pop(keys.slice_of(view), None)
+    if any(keys.slice_of(view) not in state for view in render.VIEWS):
+        for view in render.VIEWS:
+            state.setdefault(keys.slice_of(view), initial_slice(nav, shown, view))
+        state[keys.OPENED_ON] = (nav, current(shown.shape))
     return focus_on(current(shown.shape), shown.shape)

@@ -29,6 +29,7 @@ DEVICE = "device"
 TTA = "tta"
 AUTO_PREDICT = "auto_predict"
 RUN_INFERENCE = "run_inference"
+PREDICTION_AWAITED = "_prediction_awaited"  # the job this page showed running: toast its end
 
 # ----------------------------------------------------------------------------- display
 LAYOUT = "layout"
@@ -63,6 +64,9 @@ def show_label(label: int) -> str:
 #: slice sliders at the start of the next run (``ui.focus.sync_focus``); lesion lists set it.
 FOCUS = "viewer.focus"
 FOCUS_SEEN = "_focus_seen"  # the FOCUS the sliders were last synced to
+#: (mask the page opened on, the position it chose): a prediction that arrives while nobody has
+#: moved from there opens its own largest slice ("slice_" prefix: reset with the case)
+OPENED_ON = "slice_opened_on"
 PREV_SLICE = "prev_slice"
 NEXT_SLICE = "next_slice"
 

@@ -1,7 +1,8 @@
 """The viewer's image area as a NiiVue canvas (WebGL2, in the browser): medseg's own component.
 
 Python owns the data: per case it sends the display volume once (NIfTI bytes, keyed by the
-case digest) and each overlay once per version; the page reports which keys it holds, so a
+case digest; a large one after a small 8-bit preview, sent alone) and each overlay once per
+version; the page reports which keys it holds, so a
 rerun sends no volume again. Paging (wheel, arrows, PageUp/PageDown), window/level (right
 drag), zoom/pan, layouts and drawing run in the browser; a click or a finished stroke comes
 back as the crosshair position (``keys.FOCUS``) and queued strokes (:func:`apply_edits`).
@@ -36,17 +37,27 @@ _component = components.declare_component("medseg_canvas", path=str(_FRONTEND))
 _tokens = itertools.count(1)
 
 
-def image_area_choice() -> str:
-    """Sidebar choice of the image area; the canvas by default when a browser is connected.
+def browser_connected() -> bool:
+    """Whether a browser shows this run: AppTest and bare scripts send no request headers."""
+    return bool(st.context.headers)
 
-    AppTest and bare scripts have no browser (no request headers), so they get the static
-    PNG images, which need no WebGL.
-    """
-    browser = bool(st.context.headers)
+
+def canvas_in_browser() -> bool:
+    """Whether a browser shows this run's image area as the canvas (the sidebar choice, or
+    its default)."""
+    if not browser_connected():
+        return False
+    return st.session_state.get(keys.IMAGE_AREA, IMAGE_AREAS[0]) == IMAGE_AREAS[0]
+
+
+def image_area_choice() -> str:
+    """Sidebar choice of the image area; the canvas by default when a browser is connected
+    (:func:`browser_connected`); AppTest and bare scripts get the static PNG images, which
+    need no WebGL."""
     return st.sidebar.radio(
         "Image area",
         IMAGE_AREAS,
-        index=0 if browser else 1,
+        index=0 if browser_connected() else 1,
         key=keys.IMAGE_AREA,
         horizontal=True,
         help="Canvas: NiiVue in the browser (WebGL2): wheel/arrow paging, right-drag "
@@ -209,11 +220,15 @@ def image_canvas(
     args["window"] = [float(win.low), float(win.high)]
     if held.get("case") != args["case"]:
         image = shown.images[settings["channel"]]
-        args["image"] = volumes.nifti_bytes(image, shown.affine)
-        # a large volume's first image comes from a small 8-bit copy (drawn in a second)
-        preview = volumes.preview_bytes(image, shown.affine, win)
+        # A large volume's first image is a small 8-bit copy, sent alone (its message is an
+        # eighth of the case's); the case follows once the page says it shows the copy.
+        preview = None
+        if held.get("preview") != args["case"]:
+            preview = volumes.preview_bytes(image, shown.affine, win)
         if preview is not None:
             args["preview"] = preview
+        else:
+            args["image"] = volumes.nifti_bytes(image, shown.affine)
     args["unit"] = measure.intensity_unit(shown.is_ct[settings["channel"]])
     drag = st.sidebar.radio(
         "Canvas right-drag",
@@ -225,10 +240,12 @@ def image_canvas(
     )
     args["drag"] = DRAG_MODES[drag]
     held_layers = held.get("layers") or {}
+    # overlays go with the case or to a page that holds it (a preview takes none)
+    with_case = "image" in args or held.get("case") == args["case"]
     specs = []
     for spec, make in _layer_specs(shown, pred, truth, settings, drawing=session is not None):
         specs.append(spec)
-        if held_layers.get(spec["name"]) != spec["key"]:
+        if with_case and held_layers.get(spec["name"]) != spec["key"]:
             args[f"layer_{spec['name']}"] = make()
     args["layers"] = specs
     args["drawing"] = None
@@ -245,7 +262,7 @@ def image_canvas(
             "opacity": settings["opacity"],
         }
         alias = args["drawing"]["alias"]
-        if held.get("drawing") not in (key, alias or key):
+        if with_case and held.get("drawing") not in (key, alias or key):
             args["drawing_bytes"] = volumes.nifti_bytes(pred.display, shown.affine)
         tool = settings.get("tool", "navigate")
         filled = tool == "brush" and st.sidebar.checkbox(

@@ -42,6 +42,7 @@ const s = {
   attached: false,
   digest: null,
   caseKey: null,
+  previewKey: null, // the case whose 8-bit preview is shown (its own voxels follow)
   layerKeys: {}, // overlay name -> key of the bytes it shows
   layerImages: {}, // overlay name -> NVImage
   drawingKey: null,
@@ -51,7 +52,7 @@ const s = {
   strokes: 0,
   caseLoads: 0,
   timing: null, // ms from a case's bytes reaching this page to its first image
-  timingPage: null, // ms from this page's creation (it comes with the first case's bytes) to it
+  timingPage: null, // ms from this page's creation to its first image
   attachMs: null, // NiiVue attached to the canvas (compiles its shaders), at the first render
   timingFull: null, // ms from a case's bytes to its own voxels and overlays drawn
   steps: [], // [step, ms] of the last case's load (for the benchmark)
@@ -173,7 +174,12 @@ function send() {
       seq: s.seq,
       instance: INSTANCE,
       digest: s.digest,
-      loaded: { case: s.caseKey, layers: { ...s.layerKeys }, drawing: s.drawingKey },
+      loaded: {
+        case: s.caseKey,
+        preview: s.previewKey,
+        layers: { ...s.layerKeys },
+        drawing: s.drawingKey,
+      },
       focus: focus(),
       edits: s.pending,
       roi: s.roi,
@@ -236,9 +242,8 @@ function step(name, since) {
   return performance.now();
 }
 
-async function loadCase(args, started) {
+function resetCase(args) {
   s.steps = [];
-  let t = performance.now();
   s.pending = [];
   s.layerKeys = {};
   s.layerImages = {};
@@ -248,19 +253,33 @@ async function loadCase(args, started) {
   if (nv.drawBitmap) nv.closeDrawing();
   skipGradient(!LAYOUTS_3D.has(args.layout));
   if (changed("layout", args.layout)) nv.setSliceType(LAYOUTS[args.layout]);
-  if (has(args.preview)) {
-    // a small 8-bit copy, already windowed, first: an image within a second, then the case
-    s.preview = true;
-    const preview = await NVImage.new(buffer(args.preview), "preview.nii", "gray", 1);
-    t = step("preview decoded", t);
-    preview.cal_min = 0;
-    preview.cal_max = 255;
-    setLayers(preview, []);
-    t = step("preview textures", t);
-    await firstFrame();
-    t = step("preview drawn", t);
-    firstImage(started);
+}
+
+async function showPreview(args, started) {
+  // a small 8-bit copy, already windowed, sent alone: an image within a second or two; the
+  // page then asks for the case's own voxels (a message of ~8x the bytes)
+  resetCase(args);
+  s.caseKey = null;
+  s.previewKey = args.case;
+  s.preview = true;
+  let t = performance.now();
+  const preview = await NVImage.new(buffer(args.preview), "preview.nii", "gray", 1);
+  t = step("preview decoded", t);
+  preview.cal_min = 0;
+  preview.cal_max = 255;
+  setLayers(preview, []);
+  t = step("preview textures", t);
+  await firstFrame();
+  step("preview drawn", t);
+  firstImage(started);
+}
+
+async function loadCase(args) {
+  if (s.previewKey !== args.case) {
+    resetCase(args);
+    s.preview = false;
   }
+  let t = performance.now();
   const image = await NVImage.new(buffer(args.image), "case.nii", "gray", 1);
   t = step("case decoded", t);
   image.cal_min = args.window[0];
@@ -273,6 +292,7 @@ async function loadCase(args, started) {
     setLayers(image, []);
   }
   s.caseKey = args.case;
+  s.previewKey = null;
   s.digest = args.digest;
   s.caseLoads += 1;
 }
@@ -346,15 +366,16 @@ async function render(args, started) {
   let missing = false;
   const fresh = args.case !== s.caseKey && has(args.image);
   if (args.case !== s.caseKey) {
-    if (!has(args.image)) {
-      missing = true;
-    } else {
-      await loadCase(args, started);
-      if (!has(args.preview)) {
+    if (has(args.image)) {
+      const previewed = s.preview;
+      await loadCase(args);
+      if (!previewed) {
         // the case's image before its overlays: they follow in the same call
         await firstFrame();
         firstImage(started);
       }
+    } else if (has(args.preview) && s.previewKey !== args.case) {
+      await showPreview(args, started);
     }
   }
   if (s.caseKey === null) return ask(args);
