@@ -163,9 +163,10 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
 def test_a_browser_gets_the_scan_before_the_prediction(
     case_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With a browser, the page is sent while the model runs beside it: the first run draws
-    the scan with the prediction already picked as the overlay, a progress bar polls the job,
-    and the prediction arrives in the same canvas (the image is not sent again)."""
+    """With a browser, the page is sent before the model runs: the first run draws the scan
+    with the prediction already picked as the overlay, the model starts once the page shows
+    the scan, a progress bar polls it, and the prediction arrives in the same canvas (the
+    image is not sent again)."""
     import threading
 
     from medseg.viewer.core import services
@@ -186,17 +187,22 @@ def test_a_browser_gets_the_scan_before_the_prediction(
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.session_state[keys.CONFIG] = ViewerConfig(sample_root=case_root, model=model, device="cpu")
     _ok(at.run())
-    assert started.wait(30)
     args, attached = _canvas(at)
     assert "image" in attached
     assert args["layers"] == []
     assert at.radio(key=keys.OVERLAY_MODE).value == "prediction"
     (bar,) = at.get("progress")
-    assert "Running slow.pt (--model)" in bar.proto.text
+    assert "the model starts once the scan is drawn" in bar.proto.text
+    assert not started.wait(1)  # held: it would slow the drawing of the scan
     assert "Lesions of" not in [r.label for r in at.radio]
     opened_on = at.session_state[keys.slice_of("axial")]  # the ground truth's largest slice
 
-    at.session_state[keys.CANVAS] = _page_value(args, seq=1)  # the page holds the scan
+    at.session_state[keys.CANVAS] = _page_value(args, seq=1)  # the page shows the scan
+    _ok(at.run())
+    assert started.wait(30)
+    _ok(at.run())
+    (bar,) = at.get("progress")
+    assert "Running slow.pt (--model)" in bar.proto.text
     gate.set()
     for _ in range(60):  # the fragment polls the job; here each run asks again
         _ok(at.run())

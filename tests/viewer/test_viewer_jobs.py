@@ -48,6 +48,20 @@ def test_again_replaces_a_finished_job_only() -> None:
     assert retried.result(10) == "retry"
 
 
+def test_a_held_job_starts_on_release_or_after_its_hold() -> None:
+    queue = JobQueue()
+    started = threading.Event()
+    held = queue.submit("k", lambda _p: started.set(), hold=30)
+    assert not started.wait(0.5)
+    assert not held.running
+    held.release()
+    assert started.wait(10)
+    held.result(10)
+    assert held.running
+    late = queue.submit("other", lambda _p: "anyway", hold=0.2)  # nobody releases it
+    assert late.result(10) == "anyway"
+
+
 def test_an_exception_reaches_the_caller() -> None:
     queue = JobQueue()
 

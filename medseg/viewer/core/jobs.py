@@ -42,6 +42,12 @@ class Job:
     done_steps: int = 0
     total_steps: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
+    running: bool = False  # False while it waits for its release (``JobQueue.submit(hold=)``)
+    gate: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        """Let a held job start now."""
+        self.gate.set()
 
     def report(self, done: int, total: int) -> None:
         self.done_steps, self.total_steps = int(done), int(total)
@@ -81,21 +87,34 @@ class JobQueue:
     def get(self, key: Hashable) -> Job | None:
         return self._jobs.get(key)
 
-    def submit(self, key: Hashable, work: Work, label: str = "", *, again: bool = False) -> Job:
+    def submit(
+        self,
+        key: Hashable,
+        work: Work,
+        label: str = "",
+        *,
+        again: bool = False,
+        hold: float = 0.0,
+    ) -> Job:
         """The job for ``key``: the one already submitted (running or done), or ``work``
-        started now. ``again``: replace a finished job (a retry after a failure)."""
+        started now. ``again``: replace a finished job (a retry after a failure). ``hold``:
+        seconds the work waits for :meth:`Job.release` before it starts anyway (the viewer
+        holds the model until the page shows the scan, whose drawing it would slow)."""
         with self._lock:
             job = self._jobs.get(key)
             if job is not None and not (again and job.done()):
                 return job
             job = Job(label)
-            self._jobs.put(key, job)
+            if hold <= 0:
+                job.release()
 
             def run() -> Any:
-                job.started = time.monotonic()
+                job.gate.wait(hold)
+                job.started, job.running = time.monotonic(), True
                 return work(job.report)
 
             job.future = self._pool.submit(run)
+            self._jobs.put(key, job)  # with its future: a caller never waits on a stand-in
             return job
 
     def __len__(self) -> int:

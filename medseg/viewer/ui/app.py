@@ -208,6 +208,10 @@ def _model_choices(config: ViewerConfig) -> dict[str, Path]:
     return choices
 
 
+#: seconds a model waits for the canvas to show the scan (it would slow the drawing on a
+#: shared CPU) before it starts anyway, e.g. when the browser cannot draw at all
+MODEL_HOLD_SECONDS = 15.0
+
 #: the viewer's test-time augmentation choices -> Predictor(tta=...); None follows the model
 TTA_CHOICES: dict[str, bool | None] = {"as trained": None, "on": True, "off": False}
 
@@ -275,13 +279,17 @@ def sidebar_prediction(
     clicked = st.sidebar.button("Run inference", key=keys.RUN_INFERENCE, type="primary")
     # A click retries a failed run; otherwise a running or finished one (or its error) is used.
     failed = job is not None and job.done() and not isinstance(job.result(), MaskLayer)
+    beside = canvas.canvas_in_browser()
     if (job is None and auto) or (clicked and (job is None or failed)):
         work = _inference_work(shown, path, device, tta, name)
-        job = queue.submit(key, work, f"{name} on {shown.case.name}", again=True)
+        hold = MODEL_HOLD_SECONDS if beside else 0.0
+        job = queue.submit(key, work, f"{name} on {shown.case.name}", again=True, hold=hold)
     if job is None:
         return Prediction()
+    if not beside or canvas.shows_case(shown):
+        job.release()
     if not job.done():
-        if not canvas.canvas_in_browser():
+        if not beside:
             # no browser (nothing to draw first), or server-drawn images: wait for it
             job.future.exception()
         else:
@@ -305,12 +313,15 @@ def _inference_progress(key: tuple) -> None:
     job = _prediction_jobs().get(key)
     if job is None or job.done():
         st.rerun()
-    steps = f"batch {job.done_steps}/{job.total_steps}" if job.total_steps else "starting"
-    st.progress(
-        job.fraction,
-        text=f"Running {job.label}: {steps}, {job.seconds:.0f} s. The prediction is drawn "
-        "when it is done; the scan can be read meanwhile.",
-    )
+    if not job.running:
+        text = f"{job.label}: the model starts once the scan is drawn."
+    else:
+        steps = f"batch {job.done_steps}/{job.total_steps}" if job.total_steps else "starting"
+        text = (
+            f"Running {job.label}: {steps}, {job.seconds:.0f} s. The prediction is drawn when "
+            "it is done; the scan can be read meanwhile."
+        )
+    st.progress(job.fraction, text=text)
 
 
 def _inference_work(

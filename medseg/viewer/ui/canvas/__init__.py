@@ -73,6 +73,12 @@ def _token(holder: Any, name: str) -> str:
     return memo[name]
 
 
+def shows_case(shown: DisplayCase) -> bool:
+    """Whether the page has reported it shows ``shown`` (its preview or its own voxels)."""
+    held = (st.session_state.get(keys.CANVAS) or {}).get("loaded") or {}
+    return any(str(held.get(name) or "").startswith(shown.digest) for name in ("case", "preview"))
+
+
 # ----------------------------------------------------------------------------- focus
 def take_click(shown: DisplayCase) -> None:
     """A click in the canvas the page has not acted on yet moves ``keys.FOCUS``;
