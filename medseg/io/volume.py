@@ -111,11 +111,12 @@ class Volume:
         """Reorient (axis permutation and flips only, no resampling) to RAS+ voxel order."""
         return self.reoriented(("R", "A", "S"))
 
-    def reoriented(self, axcodes: tuple[str, str, str] | str) -> Volume:
+    def reoriented(self, axcodes: tuple[str, str, str] | str, order: str = "C") -> Volume:
         """The same image with its array axes permuted/flipped to point along ``axcodes``.
 
         Pure index shuffling (lossless); the affine is updated so every voxel keeps its
-        world position. ``vol.reoriented(vol.orientation)`` is the identity.
+        world position. ``vol.reoriented(vol.orientation)`` is the identity. ``order``: the
+        new array's memory layout, "C" or "F" (one copy either way).
 
         Raises:
             ValueError: ``axcodes`` does not name each anatomical axis (R/L, A/P, S/I)
@@ -135,7 +136,7 @@ class Volume:
         array = nib.orientations.apply_orientation(self.array, ornt)
         affine = self.affine @ nib.orientations.inv_ornt_aff(ornt, self.shape)
         return Volume(
-            np.ascontiguousarray(array), affine, dict(self.metadata), dict(self.identifiers)
+            np.asarray(array, order=order), affine, dict(self.metadata), dict(self.identifiers)
         )
 
 

@@ -29,6 +29,16 @@ def test_reoriented_copy_maps_back_exactly(codes):
     np.testing.assert_allclose(back.affine, ref.affine)
 
 
+@pytest.mark.parametrize("codes", ["RAS", "SAR"])
+def test_reoriented_into_either_memory_layout(codes):
+    ref = _ref()
+    c_order, f_order = ref.reoriented(codes), ref.reoriented(codes, order="F")
+    assert c_order.array.flags.c_contiguous
+    assert f_order.array.flags.f_contiguous
+    np.testing.assert_array_equal(f_order.array, c_order.array)
+    np.testing.assert_array_equal(f_order.affine, c_order.affine)
+
+
 def test_shifted_crop_is_pasted_in_place():
     ref = _ref()
     crop = Volume(ref.array[2:5, 1:4, 1:3].copy(), ref.affine.copy(), {})

@@ -111,11 +111,13 @@ def label_colour(label: int) -> tuple[int, int, int]:
     return LABEL_COLOURS[1 + (label - 1) % (len(LABEL_COLOURS) - 1)]
 
 
-def to_display(volume: Volume) -> Volume:
-    """``volume`` reoriented to ``DISPLAY_AXCODES`` (L, P, S); lossless, no resampling."""
+def to_display(volume: Volume, order: str = "C") -> Volume:
+    """``volume`` reoriented to ``DISPLAY_AXCODES`` (L, P, S); lossless, no resampling.
+    ``order``: the reoriented array's memory layout (the viewer keeps "F", see
+    :func:`medseg.viewer.core.state.axial_friendly`)."""
     if tuple(volume.orientation) == DISPLAY_AXCODES:
         return volume
-    return volume.reoriented(DISPLAY_AXCODES)
+    return volume.reoriented(DISPLAY_AXCODES, order=order)
 
 
 def num_slices(display_shape: tuple[int, int, int], view: str) -> int:

@@ -60,7 +60,8 @@ def _looks_like_ct(volume: Volume) -> bool:
 
 def prepare_case(case: Case) -> DisplayCase:
     """Reorient every channel for display and compute automatic windows (once per case)."""
-    shown = [render.to_display(vol) for vol in case.channels]
+    # reoriented straight into the axial-friendly layout: one copy, not two
+    shown = [render.to_display(vol, order="F") for vol in case.channels]
     windows, ranges, is_ct = [], [], []
     for vol in case.channels:
         ct = _looks_like_ct(vol)
@@ -157,7 +158,7 @@ class MaskLayer:
 
         def compute() -> np.ndarray:
             volume = self.source.with_array(self.uncertainty[name])
-            return axial_friendly(render.to_display(volume).array)
+            return axial_friendly(render.to_display(volume, order="F").array)
 
         return self.memo(f"uncertainty_{name}", compute)
 
@@ -190,7 +191,7 @@ def make_layer(
     """Prepare a prediction or ground-truth label volume for display and navigation
     (``readouts`` None: computed when first needed, see :class:`MaskLayer`)."""
     names = services.class_names_for(label, class_names)
-    display = render.to_display(label)
+    display = render.to_display(label, order="F")
     return MaskLayer(
         label,
         axial_friendly(display.array),
