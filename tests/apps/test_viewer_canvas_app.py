@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from medseg.viewer.core import measure, render
 from medseg.viewer.launch import ViewerConfig
 from medseg.viewer.ui import keys
+from medseg.viewer.ui.app import WAIT_FOR_SCAN
 from medseg.viewer.ui.canvas import volumes
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
@@ -194,6 +195,9 @@ def test_a_browser_gets_the_scan_before_the_prediction(
     (bar,) = at.get("progress")
     assert "the model starts once the scan is drawn" in bar.proto.text
     assert not started.wait(1)  # held: it would slow the drawing of the scan
+    captions = [c.value for c in at.caption]
+    assert WAIT_FOR_SCAN in captions  # so do the lesion list and the readouts
+    assert not any(c.startswith("Measured on") for c in captions)
     assert "Lesions of" not in [r.label for r in at.radio]
     opened_on = at.session_state[keys.slice_of("axial")]  # the ground truth's largest slice
 
@@ -201,6 +205,7 @@ def test_a_browser_gets_the_scan_before_the_prediction(
     _ok(at.run())
     assert started.wait(30)
     _ok(at.run())
+    assert any(c.value.startswith("Measured on the ground truth") for c in at.caption)
     (bar,) = at.get("progress")
     assert "Running slow.pt (--model)" in bar.proto.text
     gate.set()

@@ -208,6 +208,11 @@ def _model_choices(config: ViewerConfig) -> dict[str, Path]:
     return choices
 
 
+WAIT_FOR_SCAN = (
+    "Lesions, readouts and downloads follow once the canvas shows the scan (if it cannot "
+    "draw, choose *static images* in the sidebar)."
+)
+
 #: seconds a model waits for the canvas to show the scan (it would slow the drawing on a
 #: shared CPU) before it starts anyway, e.g. when the browser cannot draw at all
 MODEL_HOLD_SECONDS = 15.0
@@ -563,6 +568,9 @@ def main() -> None:
     sync_focus(shown, nav)
     if settings["layout"] == "three planes" and settings["image_area"] != "canvas":
         three_plane_panel(shown, pred, truth, settings)
+    # The lesion list and readouts (seconds on a large mask) wait until the canvas shows the
+    # scan: on a shared CPU they would slow its first drawing. Its report reruns the page.
+    scan_first = canvas.canvas_in_browser() and not canvas.shows_case(shown)
     # Reviewing: the review list beside the image, so each decision is seen where it lands.
     left, right = st.columns([3, 2])
     with left:
@@ -570,14 +578,21 @@ def main() -> None:
     with right:
         if session is not None:
             review_panel.review_section(shown, session, pred, config.data_root, config.pacs)
+        elif scan_first:
+            st.caption(WAIT_FOR_SCAN)
         else:
             lesion_panel(shown, nav, settings)
     tabs = ["Readouts", "Downloads"] + (["Lesion navigation"] if session is not None else [])
     readouts_tab, downloads_tab, *lesions_tab = st.tabs(tabs)
     with readouts_tab:
-        metrics = readouts_panel(shown, pred, truth)
+        metrics = None if scan_first else readouts_panel(shown, pred, truth)
+        if scan_first:
+            st.caption(WAIT_FOR_SCAN)
     with downloads_tab:
-        downloads_panel(shown, pred, truth, rgb, settings, metrics)
+        if scan_first:
+            st.caption(WAIT_FOR_SCAN)
+        else:
+            downloads_panel(shown, pred, truth, rgb, settings, metrics)
     for tab in lesions_tab:
         with tab:
             lesion_panel(shown, nav, settings)
