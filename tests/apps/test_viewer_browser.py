@@ -92,7 +92,8 @@ def viewer_url(case_root: Path, constant_checkpoint: Path, tmp_path: Path):
 def static_images(page) -> None:
     """Pick the server-drawn PNG image area (these tests cover that path; a browser session
     opens on the canvas, see test_viewer_canvas.py)."""
-    page.get_by_text("static images", exact=True).click(timeout=150_000)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_text("static images", exact=True).click(timeout=150_000)
 
 
 def _launch(pw, tmp_path: Path, height: int):

@@ -210,7 +210,7 @@ def _model_choices(config: ViewerConfig) -> dict[str, Path]:
 
 WAIT_FOR_SCAN = (
     "Lesions, readouts and downloads follow once the canvas shows the scan (if it cannot "
-    "draw, choose *static images* in the sidebar)."
+    "draw, pick the static image area in the sidebar)."
 )
 
 #: seconds a model waits for the canvas to show the scan (it would slow the drawing on a
