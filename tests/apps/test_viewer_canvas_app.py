@@ -197,6 +197,7 @@ def test_a_browser_gets_the_scan_before_the_prediction(
     assert not started.wait(1)  # held: it would slow the drawing of the scan
     captions = [c.value for c in at.caption]
     assert WAIT_FOR_SCAN in captions  # so do the lesion list and the readouts
+    assert "Lesions of the ground truth until the prediction is ready." in captions
     assert not any(c.startswith("Measured on") for c in captions)
     assert "Lesions of" not in [r.label for r in at.radio]
     opened_on = at.session_state[keys.slice_of("axial")]  # the ground truth's largest slice

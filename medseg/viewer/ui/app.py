@@ -562,7 +562,7 @@ def main() -> None:
             f"**{shown.case.name}** · {' × '.join(map(str, shown.case.channels[0].shape))} "
             f"voxels · {spacing} mm · stored {shown.stored_orientation}"
         )
-        nav = navigation_layer(pred, truth)
+        nav = navigation_layer(pred, truth, prediction.pending)
     if settings["image_area"] == "canvas":
         canvas.take_click(shown)  # a click in the canvas moves FOCUS, and the sliders follow
     sync_focus(shown, nav)

@@ -221,8 +221,13 @@ def three_plane_panel(
     st.caption("Three planes: click any view to move the crosshair; the other two follow.")
 
 
-def navigation_layer(pred: MaskLayer | None, truth: MaskLayer | None) -> MaskLayer | None:
-    """The mask whose lesions are listed: the user's choice when both exist."""
+def navigation_layer(
+    pred: MaskLayer | None, truth: MaskLayer | None, pending: bool = False
+) -> MaskLayer | None:
+    """The mask whose lesions are listed: the user's choice when both exist (``pending``: a
+    prediction is on its way, and the ground truth's lesions are listed meanwhile)."""
+    if pending and pred is None and truth is not None:
+        st.caption("Lesions of the ground truth until the prediction is ready.")
     if pred is None or truth is None:
         return pred or truth
     source = st.radio(
