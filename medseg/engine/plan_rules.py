@@ -29,8 +29,6 @@ CPU_BATCH_PIXELS = 16 * 128 * 128
 GPU_BATCH_PIXELS = 64 * 256 * 256
 # a class absent from more than this share of labelled cases gets a warning
 RARE_CLASS_SHARE = 0.5
-# fewer labelled cases than this: out-of-fold figures carry a plain warning
-TRUSTWORTHY_CASES = 10
 
 
 def slice_axis(median_spacing: Sequence[float]) -> tuple[int, str]:

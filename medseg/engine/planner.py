@@ -34,6 +34,7 @@ from medseg.data.slicing import plane_axes
 from medseg.data.validation import format_problems, validate_dataset
 from medseg.engine import plan_rules as rules
 from medseg.engine.config import TrainConfig, build_config
+from medseg.engine.cv_stats import MIN_TRUSTED_CASES
 from medseg.errors import ConfigError, DatasetError
 from medseg.io.atomic import write_json, write_text
 
@@ -50,8 +51,6 @@ PIPELINE_OVERHEAD = 1.15
 # 0.7 Mvoxel, 4 structures, 138 s for prediction and join) and 0.6 s (tiny: 40 x 0.065 Mvoxel)
 OOF_CASE_S = 0.05
 OOF_MVOXEL_S = 2.0
-
-
 # fixed costs per fold: start-up, loading the cached cases, checkpoints, overlays (s); the
 # folds of bench_autoplan's tiny set started within 1 s of each other
 FOLD_OVERHEAD_S = 5.0
@@ -348,7 +347,7 @@ def make_plan(
         + JOIN_S
     )
     # the shortest useful model: MIN_FOLD_STEPS steps plus its validation share
-    min_steps = MIN_FOLD_STEPS if n_labelled >= rules.TRUSTWORTHY_CASES else FEW_CASES_FOLD_STEPS
+    min_steps = MIN_FOLD_STEPS if n_labelled >= MIN_TRUSTED_CASES else FEW_CASES_FOLD_STEPS
     min_model_s = FOLD_OVERHEAD_S + min_steps * step_s * VAL_SHARE
     if cross_validation:
         n_folds, reasons["data.num_folds"] = rules.folds(
@@ -412,10 +411,10 @@ def make_plan(
         if fg_ratio == 0.5
         else "a third of the samples (nnU-Net)"
     )
-    if n_labelled < rules.TRUSTWORTHY_CASES:
+    if n_labelled < MIN_TRUSTED_CASES:
         notes.append(
             f"only {n_labelled} labelled cases: out-of-fold figures will carry wide intervals "
-            f"and cannot be trusted to carry over to new patients (>= {rules.TRUSTWORTHY_CASES} "
+            f"and cannot be trusted to carry over to new patients (>= {MIN_TRUSTED_CASES} "
             "cases advised)"
         )
     if n_labelled == 1:
