@@ -190,8 +190,8 @@ def measure(shape: tuple[int, int, int], pages: int, folder: Path) -> dict[str, 
     from playwright.sync_api import sync_playwright
 
     image, mask = synthetic_ct(shape, folder)
-    # a tiny U-Net (a few seconds of inference): the page draws the image after the prediction.
-    # It predicts background everywhere: predicting a class everywhere makes the whole 31 M
+    # a tiny U-Net (seconds of inference on small cases), run beside the page after its first
+    # image. It predicts background everywhere: predicting a class everywhere makes the whole 31 M
     # voxel volume one "lesion", whose readouts (diameters, surface distances to the ground
     # truth) kept the server on the browser's core for a minute, which no real prediction does
     model = write_constant_checkpoint(folder / "tiny.pt", label=0)

@@ -63,9 +63,9 @@ def sync_focus(shown: DisplayCase, nav: MaskLayer | None) -> Point:
     focus = state.get(keys.FOCUS)
     if focus is not None and tuple(focus) != state.get(keys.FOCUS_SEEN):
         return focus_on(focus, shown.shape)
+    predicted = bool(getattr(nav, "model", ""))
     opened = state.get(keys.OPENED_ON)
-    waited = opened is not None and not getattr(opened[0], "model", "")
-    if waited and getattr(nav, "model", "") and opened[1] == current(shown.shape):
+    if opened is not None and not opened[0] and predicted and opened[1] == current(shown.shape):
         # the page opened before the prediction came (it runs beside the page) and nobody
         # moved since: open where the new mask is largest, as if it had been there at once
         for view in render.VIEWS:
@@ -73,5 +73,5 @@ def sync_focus(shown: DisplayCase, nav: MaskLayer | None) -> Point:
     if any(keys.slice_of(view) not in state for view in render.VIEWS):
         for view in render.VIEWS:
             state.setdefault(keys.slice_of(view), initial_slice(nav, shown, view))
-        state[keys.OPENED_ON] = (nav, current(shown.shape))
+        state[keys.OPENED_ON] = (predicted, current(shown.shape))
     return focus_on(current(shown.shape), shown.shape)

@@ -64,7 +64,7 @@ def show_label(label: int) -> str:
 #: slice sliders at the start of the next run (``ui.focus.sync_focus``); lesion lists set it.
 FOCUS = "viewer.focus"
 FOCUS_SEEN = "_focus_seen"  # the FOCUS the sliders were last synced to
-#: (mask the page opened on, the position it chose): a prediction that arrives while nobody has
+#: (opened on a prediction, the position it chose): a prediction that arrives while nobody has
 #: moved from there opens its own largest slice ("slice_" prefix: reset with the case)
 OPENED_ON = "slice_opened_on"
 PREV_SLICE = "prev_slice"
