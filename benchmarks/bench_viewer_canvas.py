@@ -9,9 +9,12 @@ constant model that finds nothing, so inference takes seconds and the readouts a
 the ground truth's one lesion) and opens it in Debian's Chromium with WebGL2 on SwiftShader (the
 CPU; a real GPU is much faster). Prints:
 
-* first image: page opened -> the canvas has drawn the CT (the 8-bit preview of a large
-  volume; server read, display preparation, transfer and upload included), taken from the
-  page's own clock (Playwright's polling lags while the page is busy); page opened -> the
+* first image: page opened (as soon as the server answers, as ``medseg view`` opens its tab)
+  -> the server-drawn JPEG of the opening slice shown in the canvas page, and -> NiiVue's
+  first image (the 8-bit preview of a large volume), from which the canvas pages, windows and
+  draws; server read, display preparation, transfer and upload included, taken from the
+  page's own clock (Playwright's polling lags while the page is busy); the same from
+  ``medseg view`` started, and for another page opened on the running server; page opened -> the
   prediction drawn (the model runs beside the page); whether the canvas page was rebuilt when
   the prediction came; and inside the page: the canvas page created -> first image drawn, the
   render message with the bytes -> first image drawn (NiiVue's attach included) and the render
@@ -169,6 +172,17 @@ class ServerCpu:
         return round(time.monotonic() - start, 1)
 
 
+def _first_images(frame, opened: float) -> tuple[float | None, float]:
+    """Seconds from ``opened`` (wall clock) to the server-drawn slice shown in the canvas
+    page (None when the page showed none) and to NiiVue's first image, from the page's clock."""
+    origin, poster, drawn = frame.evaluate(
+        "() => { const s = window.medsegCanvas.state;"
+        " return [performance.timeOrigin, s.timingPoster, s.timingPage]; }"
+    )
+    seconds = [None if v is None else round((origin + v) / 1000 - opened, 2) for v in (poster, drawn)]
+    return seconds[0], seconds[1]
+
+
 def _median_max(values: list[float]) -> list[float | None]:
     if not values:
         return [None, None]
@@ -198,19 +212,18 @@ def measure(shape: tuple[int, int, int], pages: int, folder: Path) -> dict[str, 
     args = [str(image), "--gt", str(mask), "--model", str(model)]
     sent: list[int] = []
     cpu: dict[str, float] = {}
+    launched = time.time()
     with _serve(folder, *args) as (url, server), sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=WEBGL_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1200})
             page.on("websocket", lambda ws: ws.on("framesent", lambda _: sent.append(1)))
             server_cpu = ServerCpu(server)
+            served = time.time()
             start, opened = time.monotonic(), time.time()
             page.goto(url, wait_until="domcontentloaded")
             frame = _ready(page, FIRST_IMAGE)
-            drawn = frame.evaluate(
-                "() => performance.timeOrigin + window.medsegCanvas.state.timingPage"
-            )
-            first = drawn / 1000 - opened  # both wall clocks of this machine
+            poster, drawn = _first_images(frame, opened)
             instance = frame.evaluate("() => document.title")
             frame = _ready(page)
             predicted = time.monotonic() - start
@@ -248,11 +261,23 @@ def measure(shape: tuple[int, int, int], pages: int, folder: Path) -> dict[str, 
             presses = [ms for name, ms in frame.evaluate("() => window.__events")
                        if name == "mousedown"]  # fmt: skip
             cpu["brush"] = server_cpu.since()
+            # another page on the running server (its case and prediction cached)
+            other = browser.new_context(viewport={"width": 1500, "height": 1200}).new_page()
+            opened_again = time.time()
+            other.goto(url, wait_until="domcontentloaded")
+            again = _first_images(_ready(other, FIRST_IMAGE), opened_again)
         finally:
             browser.close()
     return {
         "volume": "x".join(map(str, shape)) + " int16 CT + uint8 mask",
-        "first image, page opened -> drawn (s)": round(first, 2),
+        "first image (the server-drawn slice), page opened -> shown (s)": poster,
+        "canvas drawn (NiiVue: pages, windows, draws), page opened -> drawn (s)": drawn,
+        "medseg view started -> server answers (s; the page opens then, as medseg view "
+        "opens the browser)": round(served - launched, 2),
+        "medseg view started -> first image / canvas drawn (s)": [
+            round(served - launched + v, 2) if v is not None else None for v in (poster, drawn)
+        ],
+        "another page on the running server: first image / canvas drawn (s)": list(again),
         "prediction drawn, page opened -> drawn (s, the tiny model's inference)": round(
             predicted, 2
         ),

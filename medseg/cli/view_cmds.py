@@ -242,9 +242,11 @@ def _list_dicomweb(url: str, show_identifiers: bool, link: tuple) -> None:
 
 
 def _installed_or_path(model: Path | None) -> Path | None:
-    """``--model``, or the installed model it names (imports torch only when given)."""
+    """``--model``, or the installed model it names (imports torch only for a name)."""
     if model is None:
         return None
+    if model.exists():  # a checkpoint or model folder: the store (and torch, ~2 s) not needed
+        return model
     from medseg.inference.store import resolve_model
 
     return resolve_model(model)

@@ -1,8 +1,10 @@
 """Starting the viewer: app arguments, the ``streamlit run`` command line, the subprocess.
 
-``medseg view`` runs ``python -m streamlit run <medseg/viewer/ui/app.py> [streamlit options] --
-[app arguments]``; Streamlit hands everything after ``--`` to the script as ``sys.argv[1:]``,
-where :func:`parse_app_args` reads it back. The app file ships inside the package, so this
+``medseg view`` runs ``python -m medseg.viewer.ui.server run <medseg/viewer/ui/app.py>
+[streamlit options] -- [app arguments]`` (Streamlit's own command line, after the server starts
+reading the case the page opens on: :mod:`medseg.viewer.ui.server`); Streamlit hands
+everything after ``--`` to the script as ``sys.argv[1:]``, where :func:`parse_app_args` reads
+it back. The app file ships inside the package, so this
 works from an editable install and from a wheel alike.
 
 Never interactive: the server always runs headless (no first-run e-mail prompt, which
@@ -34,6 +36,7 @@ from pathlib import Path
 from medseg.device import check_device_name
 from medseg.errors import InputNotFoundError, MedsegError
 
+SERVER_MODULE = "medseg.viewer.ui.server"  # Streamlit's command line plus the warm-up
 TOKEN_ENV = "MEDSEG_VIEW_TOKEN"  # as in medseg.viewer.ui.access (no streamlit import here)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8501
@@ -249,13 +252,14 @@ def streamlit_command(
     open_browser: bool = True,
     host: str = DEFAULT_HOST,
 ) -> list[str]:
-    """The full ``python -m streamlit run ...`` argument list for ``config``.
+    """The full ``python -m medseg.viewer.ui.server run ...`` argument list for ``config``
+    (``streamlit run`` plus the server's warm-up).
 
     Always headless (``open_browser`` is handled by :func:`launch`, not by Streamlit, whose
     non-headless mode asks for an e-mail address on first run).
     """
     del open_browser  # kept for callers; the launcher opens the tab itself
-    command = [sys.executable, "-m", "streamlit", "run", str(APP_PATH)]
+    command = [sys.executable, "-m", SERVER_MODULE, "run", str(APP_PATH)]
     if port is not None:
         command += ["--server.port", str(port)]
     command += [
@@ -265,6 +269,13 @@ def streamlit_command(
         "--server.maxUploadSize", "512",
         "--theme.base", "dark",
         "--client.toolbarMode", "viewer",  # no "Deploy" button: a clinical viewer, not a dev tool
+        # no source-file watcher: after every script run it resolves the path of each loaded
+        # module (~0.5 s of the server's event loop with torch loaded), for edits to the app
+        "--server.fileWatcherType", "none",
+        # no full garbage collection after every script run: 0.2-0.4 s holding the GIL with the
+        # readers and torch loaded, during which the page's new elements wait to be sent (the
+        # arrays are freed by reference counting; Python's own collector still runs)
+        "--runner.postScriptGC", "false",
     ]  # fmt: skip
     return [*command, "--", *app_arguments(config)]
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medseg.viewer import launch
+
 CHROMIUM = Path(os.environ.get("MEDSEG_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -214,7 +216,7 @@ def _streamlit_rss(launcher: subprocess.Popen) -> int:
     import psutil
 
     children = psutil.Process(launcher.pid).children(recursive=True)
-    server = [c for c in children if "streamlit" in " ".join(c.cmdline())]
+    server = [c for c in children if launch.SERVER_MODULE in c.cmdline()]
     assert len(server) == 1, [c.cmdline() for c in children]
     return server[0].memory_info().rss
 

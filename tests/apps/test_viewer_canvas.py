@@ -40,6 +40,9 @@ READY = (
     " && window.medsegCanvas.nv.volumes.length >= 2"
 )
 FOCUS = "() => window.medsegCanvas.focus()"
+# [poster shown, NiiVue's first image] (page clock, ms), the poster's display and src now
+POSTER_STATE = """() => { const s = window.medsegCanvas.state, p = document.getElementById('poster');
+  return [s.timingPoster, s.timingPage, getComputedStyle(p).display, p.getAttribute('src')]; }"""
 # key -> a 1-pixel read (waits for the GPU) -> the next animation frame. Not the time to the
 # screen: the page's compositing is left out, and on a CPU renderer a burst's draw runs in that
 # frame; benchmarks/bench_viewer_canvas.py times real presses to presentation.
@@ -146,6 +149,10 @@ def test_canvas_paging_window_stroke_and_save(
             figures["first image, page open to canvas drawn (s)"] = time.monotonic() - start
             page.wait_for_timeout(1500)  # the "loaded" handshake rerun settles
             frame = _canvas_frame(page)
+            # The server-drawn slice showed first and went when NiiVue drew.
+            shown_at, drawn_at, display, src = frame.evaluate(POSTER_STATE)
+            assert shown_at is not None and shown_at <= drawn_at
+            assert (display, src) == ("none", None)
             instance = frame.evaluate("() => document.title")
             canvas = page.frame_locator('iframe[title*="medseg_canvas"]').locator("canvas#gl")
             box = canvas.bounding_box()
@@ -291,6 +298,23 @@ def test_canvas_paging_window_stroke_and_save(
                         " return b && !b.includes(1) && b.includes(2); }")  # fmt: skip
             page.screenshot(path=str(tmp_path / "canvas_review.png"), full_page=True)
             save_review(page, out)
+
+            # A new page shows the poster before its canvas bundle has even run: held back
+            # here, the page shows the opening slice (the JPEG) and asks for the volume.
+            held_back = browser.new_context(viewport={"width": 1500, "height": 1400}).new_page()
+            held_back.context.route(
+                "**/*canvas.js*", lambda route: route.fulfill(body="// held back")
+            )
+            held_back.goto(url, wait_until="domcontentloaded")
+            held_back.wait_for_selector('iframe[title*="medseg_canvas"]', timeout=150_000)
+            _wait(held_back, "() => window.medsegEarly && window.medsegEarly.posterAt !== null")
+            width, display, bundle = _canvas_frame(held_back).evaluate(
+                "() => { const p = document.getElementById('poster');"
+                " return [p.naturalWidth, getComputedStyle(p).display,"
+                " typeof window.medsegCanvas]; }"
+            )
+            assert (display, bundle) == ("block", "undefined")
+            assert width >= 384  # the slice at the viewer's minimum side
         finally:
             browser.close()
     print("canvas figures (SwiftShader, this CPU):", json.dumps(figures))

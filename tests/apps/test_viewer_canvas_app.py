@@ -3,6 +3,7 @@ the values the page would send (a click, a stroke), so everything but WebGL is c
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -55,12 +56,25 @@ def _page_value(args: dict, seq: int, focus=None, edits=()) -> dict:
     }
 
 
+#: what a new canvas page sends once it shows the poster (index.html): "send the volume"
+NEW_PAGE = {"seq": 0, "loaded": {}}
+
+
+def _after_poster(at: AppTest) -> AppTest:
+    """A new page's first message is the poster alone; the page then asks for the volume."""
+    args, attached = _canvas(at)
+    assert attached == {"poster"}, attached
+    at.session_state[keys.CANVAS] = dict(NEW_PAGE)
+    return _ok(at.run())
+
+
 def _canvas_page(case_root: Path, model: Path) -> AppTest:
-    """The viewer's first run with the canvas picked as the image area."""
+    """The viewer with the canvas picked as the image area, once the page asked for the
+    volume."""
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.session_state[keys.CONFIG] = ViewerConfig(sample_root=case_root, model=model, device="cpu")
     at.session_state[keys.IMAGE_AREA] = "canvas"
-    return _ok(at.run())
+    return _after_poster(_ok(at.run()))
 
 
 @pytest.mark.slow  # ~10 s: real inference and six page runs
@@ -187,7 +201,7 @@ def test_a_browser_gets_the_scan_before_the_prediction(
     monkeypatch.setattr(canvas, "browser_connected", lambda: True)
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.session_state[keys.CONFIG] = ViewerConfig(sample_root=case_root, model=model, device="cpu")
-    _ok(at.run())
+    _after_poster(_ok(at.run()))
     args, attached = _canvas(at)
     assert "image" in attached
     assert args["layers"] == []
@@ -247,3 +261,51 @@ def test_a_large_volume_goes_as_a_preview_first(
     at.session_state[keys.CANVAS] = _page_value(args, seq=2)
     _ok(at.run())
     assert _canvas(at)[1] == set()
+
+
+def test_a_new_page_gets_the_opening_slice_alone_first(case_root: Path, tmp_path: Path) -> None:
+    """A new page's first message is the server-drawn opening slice (a small JPEG, shown while
+    NiiVue starts), with no volume or overlay; the volume follows the page's ask. The three-
+    plane layout, which one slice cannot stand for, gets no poster."""
+    from PIL import Image
+
+    from medseg.viewer.core import loading, state
+    from tests.apps.viewer_factory import write_constant_checkpoint
+
+    # a model that finds nothing: the poster is the scan itself, on a slice with the head
+    empty = write_constant_checkpoint(tmp_path / "empty.pt", label=0)
+    config = ViewerConfig(sample_root=case_root, model=empty, device="cpu")
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state[keys.CONFIG] = config
+    at.session_state[keys.IMAGE_AREA] = "canvas"
+    _ok(at.run())
+    args, attached = _canvas(at)
+    assert attached == {"poster"}
+    (element,) = at.get("component_instance")
+    (jpeg,) = [a.bytes for a in element.proto.special_args if a.key == "poster"]
+    assert len(jpeg) < 200_000
+    poster = np.asarray(Image.open(io.BytesIO(jpeg)).convert("L"), np.float32)
+
+    # the opening slice, windowed as the canvas shows it, at the viewer's physical aspect
+    ref = loading.default_case(loading.discover_cases(case_root, confine=False))
+    shown = state.prepare_case(loading.load_case(ref))
+    index = at.session_state[keys.FOCUS][render.VIEW_AXIS["axial"]]
+    plane = render.extract_slice(shown.images[0], "axial", index)
+    size = render.display_size(plane.shape, render.pixel_spacing(shown.spacing, "axial"), 384)
+    assert poster.shape == size
+    low, high = args["window"]
+    grey = render.apply_window(plane, render.Window(high - low, (high + low) / 2))
+    grey = np.asarray(Image.fromarray(grey).resize(size[::-1], Image.Resampling.BILINEAR))
+    assert np.corrcoef(poster.ravel(), grey.ravel().astype(np.float32))[0, 1] > 0.8
+
+    at.session_state[keys.CANVAS] = dict(NEW_PAGE)
+    _ok(at.run())
+    attached = _canvas(at)[1]
+    assert "poster" not in attached and "image" in attached
+
+    planes = AppTest.from_file(str(APP), default_timeout=120)
+    planes.session_state[keys.CONFIG] = config
+    planes.session_state[keys.IMAGE_AREA] = "canvas"
+    planes.session_state[keys.LAYOUT] = "three planes"
+    _ok(planes.run())
+    assert "poster" not in _canvas(planes)[1]

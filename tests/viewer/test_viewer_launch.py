@@ -29,11 +29,14 @@ def test_app_arguments_roundtrip(tmp_path: Path) -> None:
 def test_streamlit_command_runs_packaged_app(tmp_path: Path) -> None:
     command = launch.streamlit_command(launch.ViewerConfig(data_root=tmp_path), port=8765,
                                        open_browser=False)  # fmt: skip
-    assert command[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert command[:4] == [sys.executable, "-m", "medseg.viewer.ui.server", "run"]
     assert Path(command[4]) == launch.APP_PATH
     assert launch.APP_PATH.is_file()
     assert command[command.index("--server.port") + 1] == "8765"
     assert command[command.index("--server.headless") + 1] == "true"
+    # no per-run source watching or full garbage collection: they held the first image back
+    assert command[command.index("--server.fileWatcherType") + 1] == "none"
+    assert command[command.index("--runner.postScriptGC") + 1] == "false"
     assert command[command.index("--") + 1 :] == ["--data-root", str(tmp_path.resolve())]
 
 
@@ -114,3 +117,17 @@ def test_sigterm_to_medseg_view_stops_the_streamlit_server(tmp_path: Path) -> No
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_view_takes_a_model_file_without_the_model_store(tmp_path: Path) -> None:
+    """``medseg view --model FILE`` passes the file on without importing the model store
+    (and torch, ~2 s before the server starts); a name still goes to the store."""
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"not read here")
+    code = (
+        "import sys; from pathlib import Path; from medseg.cli import view_cmds;"
+        f"print(view_cmds._installed_or_path(Path({str(model)!r})));"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(model), "False"]

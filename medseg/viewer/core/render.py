@@ -287,6 +287,9 @@ def auto_window(array: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5)
     return Window(float(hi - lo), float((hi + lo) / 2.0))
 
 
+_CHUNK_VOXELS = 1 << 18  # voxels windowed at a time in a volume (1 MB of int32 indices)
+
+
 def apply_window(plane: np.ndarray, window: Window) -> np.ndarray:
     """Map intensities to ``uint8`` grey levels (0 below the window, 255 above).
 
@@ -298,7 +301,16 @@ def apply_window(plane: np.ndarray, window: Window) -> np.ndarray:
         offset = int(np.iinfo(plane.dtype).min)
         values = np.arange(offset, int(np.iinfo(plane.dtype).max) + 1, dtype=np.float32)
         lut = np.clip((values - window.low) * (255.0 / width), 0, 255).astype(np.uint8)
-        return lut[plane.astype(np.int32) - offset]
+        if plane.ndim < 3:
+            return lut[plane.astype(np.int32) - offset]
+        # A volume (the canvas's preview) goes a few slices at a time: its index temporaries
+        # stay small and reused. Whole-volume ones are fresh memory each call, and first
+        # touching ~60 MB of it took 0.3 s on the 2-core VM against 0.03 s for this loop.
+        out = np.empty(plane.shape, np.uint8)
+        step = max(1, _CHUNK_VOXELS // max(1, plane[..., 0].size))
+        for k in range(0, plane.shape[-1], step):
+            out[..., k : k + step] = lut[plane[..., k : k + step].astype(np.int32) - offset]
+        return out
     out = (plane.astype(np.float32) - np.float32(window.low)) * np.float32(255.0 / width)
     np.clip(out, 0, 255, out=out)
     return out.astype(np.uint8)

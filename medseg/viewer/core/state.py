@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from medseg.io import Volume
-from medseg.viewer.core import navigation, render, services
+from medseg.viewer.core import cases, navigation, render, services
 from medseg.viewer.core.loading import Case
 
 
@@ -34,10 +34,17 @@ class DisplayCase:
     is_ct: list[bool]
     intensity_range: list[tuple[float, float]]  # 0.1 / 99.9 percentiles per channel
     stored_orientation: str = ""  # e.g. "LPS": how the file stores its axes
+    _memo: dict[Any, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.images[0].shape)  # type: ignore[return-value]
+
+    def memo(self, key: Any, compute: Any) -> Any:
+        """Compute ``compute()`` once for this case and keep it (layers, preview bytes)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
 
 def axial_friendly(array: np.ndarray) -> np.ndarray:
@@ -201,6 +208,28 @@ def make_layer(
         _readouts=readouts or None,
         **extras,
     )
+
+
+def truth_layer(
+    shown: DisplayCase,
+    model_names: tuple[str, ...] = (),
+    mapping: dict[int, int] | None = None,
+) -> MaskLayer:
+    """The case's ground truth prepared for display (memoised on the case, per mapping).
+    Label names: ``--labels``, else the case's dataset.json, else the model's
+    (:func:`cases.truth_class_names`); a mapped truth uses the model's scheme."""
+    mapping = mapping or {}
+    names = cases.truth_class_names(shown.case.class_names, None, model_names)
+    if mapping and model_names:
+        names = model_names
+
+    def compute() -> MaskLayer:
+        volume = shown.case.truth
+        if mapping:
+            volume = volume.with_array(cases.map_labels(volume.array, mapping))
+        return make_layer(volume, shown, list(names))
+
+    return shown.memo(("truth", tuple(sorted(mapping.items())), names), compute)
 
 
 class LRUStore:

@@ -25,8 +25,8 @@ import streamlit as st
 
 from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import MedsegError
-from medseg.viewer.core import cases, jobs, loading, render, services
-from medseg.viewer.core.state import DisplayCase, MaskLayer, make_layer, prepare_case
+from medseg.viewer.core import cases, jobs, loading, render, services, warmup
+from medseg.viewer.core.state import DisplayCase, MaskLayer, make_layer, prepare_case, truth_layer
 from medseg.viewer.launch import ViewerConfig, parse_app_args
 from medseg.viewer.ui import canvas, keys, review_panel
 from medseg.viewer.ui.access import require_access
@@ -53,7 +53,8 @@ FAVICON = services.ASSETS / "favicon.png"
 # ----------------------------------------------------------------------------- caches
 @st.cache_resource(max_entries=6, show_spinner="Loading case…")
 def _load_case(key: str, _ref: loading.CaseRef) -> DisplayCase:
-    return prepare_case(loading.load_case(_ref))
+    # the server may have read it already, before this page connected (``medseg view``)
+    return warmup.take(_ref) or prepare_case(loading.load_case(_ref))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading upload…")
@@ -93,11 +94,6 @@ def get_config() -> ViewerConfig:
     return st.session_state[keys.CONFIG]
 
 
-def _ref_key(ref: loading.CaseRef) -> str:
-    """Cache key of a case: its file paths (no stat calls: they cost on every rerun)."""
-    return repr(ref)
-
-
 def _reset_on_new_case(digest: str) -> None:
     if st.session_state.get(keys.CASE_DIGEST) != digest:
         for key in [k for k in st.session_state if str(k).startswith(keys.PER_CASE_PREFIXES)]:
@@ -118,7 +114,7 @@ def _open(ref: loading.CaseRef, model_channels: ModelChannels) -> DisplayCase:
         channels = model_channels()
         if channels:
             ref = cases.model_first(ref, channels)
-    return _load_case(_ref_key(ref), ref)
+    return _load_case(warmup.case_key(ref), ref)
 
 
 def _case_from_refs(
@@ -179,10 +175,7 @@ def sidebar_case(config: ViewerConfig, model_channels: ModelChannels = tuple) ->
     source = st.sidebar.radio("Source", sources, key=keys.SOURCE, horizontal=True)
     try:
         if source == "command line":
-            ref = cases.command_line_case(
-                [config.path, *config.more_paths], config.case_id, config.gt, labels=config.labels
-            )
-            return _open(ref, model_channels)
+            return _open(cases.config_case(config), model_channels)
         if source == "sample data":
             return _case_from_refs(samples, "Sample case", keys.SAMPLE_CASE, model_channels)
         if source == "data folder":
@@ -495,7 +488,7 @@ def sidebar_truth(
         st.sidebar.error(str(err))
         mapping = {}
     model_names = tuple(pred.class_names) if pred is not None else ()
-    truth = shown_truth(shown, model_names, mapping)
+    truth = truth_layer(shown, model_names, mapping)
     if pred is not None and not mapping:
         present = sorted({*truth.present, *pred.present})
         warning = cases.label_scheme_warning(truth.class_names, model_names, present)
@@ -505,26 +498,6 @@ def sidebar_truth(
                 "FROM=TO,... (e.g. 1=2,4=3) or the sidebar box *Map ground-truth labels*."
             )
     return truth
-
-
-def shown_truth(
-    shown: DisplayCase, model_names: tuple[str, ...] = (), mapping: dict[int, int] | None = None
-) -> MaskLayer:
-    """The case's ground truth prepared for display (memoised on the cached case, per
-    mapping). Label names: ``--labels``, else the case's dataset.json, else the model's
-    (:func:`cases.truth_class_names`); a mapped truth uses the model's scheme."""
-    mapping = mapping or {}
-    names = cases.truth_class_names(shown.case.class_names, None, model_names)
-    if mapping and model_names:
-        names = model_names
-    memo = shown.__dict__.setdefault("_truth_layers", {})
-    key = (tuple(sorted(mapping.items())), names)
-    if key not in memo:
-        volume = shown.case.truth
-        if mapping:
-            volume = volume.with_array(cases.map_labels(volume.array, mapping))
-        memo[key] = make_layer(volume, shown, list(names))
-    return memo[key]
 
 
 def main() -> None:

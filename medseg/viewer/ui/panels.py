@@ -130,7 +130,8 @@ def image_panel(
     point = focus.current(shown.shape)
     rgb = render.render_slice(_request(shown, pred, truth, settings, view, index))
     if on_canvas:  # the PNG download is still drawn on the server
-        canvas.image_canvas(shown, pred, truth, settings, point)
+        single = settings["layout"] == "single view"
+        canvas.image_canvas(shown, pred, truth, settings, point, poster=rgb if single else None)
         legend = _legend(settings).replace("outlined", "in white")
         if settings.get("heat") is not None:
             st.image(render.colour_bar(settings["heat_name"]), caption=settings["heat_name"])

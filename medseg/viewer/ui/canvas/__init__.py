@@ -1,9 +1,10 @@
 """The viewer's image area as a NiiVue canvas (WebGL2, in the browser): medseg's own component.
 
-Python owns the data: per case it sends the display volume once (NIfTI bytes, keyed by the
-case digest; a large one after a small 8-bit preview, sent alone) and each overlay once per
-version; the page reports which keys it holds, so a
-rerun sends no volume again. Paging (wheel, arrows, PageUp/PageDown), window/level (right
+Python owns the data: a new page first gets the opening slice drawn on the server (a JPEG
+"poster", shown while NiiVue starts); per case it then sends the display volume once (NIfTI
+bytes, keyed by the case digest; a large one after a small 8-bit preview, sent alone) and each
+overlay once per version; the page reports which keys it holds, so a rerun sends no volume
+again. Paging (wheel, arrows, PageUp/PageDown), window/level (right
 drag), zoom/pan, layouts and drawing run in the browser; a click or a finished stroke comes
 back as the crosshair position (``keys.FOCUS``) and queued strokes (:func:`apply_edits`).
 
@@ -212,10 +213,13 @@ def image_canvas(
     truth: MaskLayer | None,
     settings: dict[str, Any],
     focus: tuple[int, int, int],
+    poster: np.ndarray | None = None,
 ) -> None:
     """Draw the canvas for this run. ``settings``: the page's display settings (window,
     overlay mode, opacity, visible labels, layout, view) plus, in review mode, ``review``
-    (the :class:`ReviewSession`) and the tool (``tool``, ``label``, ``radius``)."""
+    (the :class:`ReviewSession`) and the tool (``tool``, ``label``, ``radius``). ``poster``:
+    the server-drawn RGB slice of ``focus`` in the single view: a new page's first message
+    (it shows it until NiiVue has drawn the volume, sent with the next run)."""
     state = st.session_state
     held = (state.get(keys.CANVAS) or {}).get("loaded") or {}
     session: ReviewSession | None = settings.get("review")
@@ -224,7 +228,12 @@ def image_canvas(
     args["digest"] = shown.digest
     win = settings["window"]
     args["window"] = [float(win.low), float(win.high)]
-    if held.get("case") != args["case"]:
+    if held.get("case") != args["case"] and state.get(keys.CANVAS) is None and poster is not None:
+        # A new page gets the server-drawn slice alone (a JPEG of ~0.1 MB, shown at once) and
+        # asks for the volume while NiiVue starts: with the 8 MB preview in it, the first
+        # message reached the page ~0.5 s later.
+        args["poster"] = render.encode_for_screen(poster)
+    elif held.get("case") != args["case"]:
         image = shown.images[settings["channel"]]
         # A large volume's first image is a small 8-bit copy, sent alone (its message is an
         # eighth of the case's); the case follows once the page says it shows the copy.
@@ -289,6 +298,7 @@ def image_canvas(
     args["layout"] = LAYOUTS.get(settings["layout"]) or settings["view"]
     args["view"] = settings["view"]
     args["focus"] = volumes.display_to_canvas(focus, shown.shape)
+    args["shape"] = list(shown.shape)  # the case's voxel grid (a preview's is coarser)
     args["height"] = HEIGHT
     # Streamlit posts a new render to the page only when the JSON arguments change: name
     # the bytes attached, and answer each message of the page (a remounted page asks again).

@@ -21,6 +21,7 @@ const PAGE_KEYS = { ArrowUp: 1, ArrowRight: 1, PageUp: 10, ArrowDown: -1, ArrowL
 
 const canvas = document.getElementById("gl");
 const statusLine = document.getElementById("status");
+const poster = document.getElementById("poster");
 const errorBox = document.getElementById("error");
 
 const nv = new Niivue({
@@ -53,6 +54,7 @@ const s = {
   caseLoads: 0,
   timing: null, // ms from a case's bytes reaching this page to its first image
   timingPage: null, // ms from this page's creation to its first image
+  timingPoster: null, // ms from this page's creation to the server-drawn slice shown
   attachMs: null, // NiiVue attached to the canvas (compiles its shaders), at the first render
   timingFull: null, // ms from a case's bytes to its own voxels and overlays drawn
   steps: [], // [step, ms] of the last case's load (for the benchmark)
@@ -235,6 +237,17 @@ function firstFrame() {
 function firstImage(started) {
   s.timing = Math.round(performance.now() - started);
   if (s.timingPage === null) s.timingPage = Math.round(performance.now());
+  hidePoster();
+}
+
+// The server-drawn JPEG of the slice the canvas opens on (index.html shows it as soon as it
+// comes): NiiVue's attach compiles ~50 shader programs, 0.3-1.5 s on a CPU renderer. Placed as
+// NiiVue places a single slice (fitted, centred); it goes when NiiVue draws, or cannot.
+function hidePoster() {
+  if (!poster.src) return;
+  poster.style.display = "none";
+  URL.revokeObjectURL(poster.src);
+  poster.removeAttribute("src");
 }
 
 function step(name, since) {
@@ -268,6 +281,11 @@ async function showPreview(args, started) {
   preview.cal_min = 0;
   preview.cal_max = 255;
   setLayers(preview, []);
+  if (args.focus && args.shape) {
+    // the opening slice and crosshair, as the poster and the case show them: the same fraction
+    // of the extent on the preview's coarser grid (NiiVue's vox2frac on the case's)
+    nv.scene.crosshairPos = Float32Array.from(args.focus, (v, i) => (v + 0.5) / args.shape[i]);
+  }
   t = step("preview textures", t);
   await firstFrame();
   step("preview drawn", t);
@@ -355,6 +373,17 @@ function applyTool(tool) {
 }
 
 async function render(args, started) {
+  const early = window.medsegEarly;
+  if (!s.attached && early && early.poster) {
+    await early.poster; // shown and presented before the attach holds this thread
+    s.timingPoster = early.posterAt === null ? null : Math.round(early.posterAt);
+  }
+  if (!s.attached && args.case !== s.caseKey && !has(args.image) && !has(args.preview)) {
+    // a new page got the poster alone: the volume, asked before the attach holds this thread
+    // (index.html asked already when it showed the poster)
+    if (early && early.asked && s.asked === null) s.asked = wanted(args);
+    ask(args);
+  }
   if (!s.attached) {
     const t = performance.now();
     document.getElementById("wrap").style.height = `${args.height}px`;
@@ -455,10 +484,13 @@ async function render(args, started) {
   }
 }
 
+function wanted(args) {
+  return JSON.stringify([args.case, args.layers.map((l) => l.key), args.drawing]);
+}
+
 function ask(args) {
-  const wanted = JSON.stringify([args.case, args.layers.map((l) => l.key), args.drawing]);
-  if (s.asked === wanted) return;
-  s.asked = wanted;
+  if (s.asked === wanted(args)) return;
+  s.asked = wanted(args);
   s.applied.loaded = null;
   send();
 }
@@ -474,6 +506,7 @@ async function pump() {
         await render(args, started);
         errorBox.style.display = "none";
       } catch (err) {
+        hidePoster(); // a still image must not pass for a canvas that cannot page
         errorBox.textContent = `Canvas error: ${err && err.message ? err.message : err}. ` +
           "WebGL2 is needed; choose 'static images' in the sidebar otherwise.";
         errorBox.style.display = "block";
@@ -642,5 +675,9 @@ nv.onIntensityChange = () => setStatus();
 window.medsegCanvas = { nv, state: s, focus, page, NVImage };
 
 document.title = INSTANCE;
-post("streamlit:componentReady", { apiVersion: 1 });
+// index.html asked for the first render before this bundle ran; one that came meanwhile is taken
+if (window.medsegEarly && window.medsegEarly.args) {
+  s.latest = window.medsegEarly.args;
+  pump();
+}
 post("streamlit:setFrameHeight", { height: 120 });

@@ -1,0 +1,133 @@
+"""The viewer server's warm-up: the case the page opens on, read before a browser connects."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.errors import MedsegError
+from medseg.viewer.core import cases, loading, render, state, warmup
+from medseg.viewer.launch import ViewerConfig
+from medseg.viewer.ui import server
+from tests.apps.viewer_factory import write_case_folder
+
+
+@pytest.fixture(scope="module")
+def case_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("warm_data")
+    write_case_folder(root)
+    return root
+
+
+def _one_case(root: Path) -> loading.CaseRef:
+    return loading.default_case(loading.discover_cases(root, confine=False))
+
+
+def test_a_warmed_case_is_taken_once_with_its_ground_truth_prepared(case_root: Path) -> None:
+    ref = _one_case(case_root)
+    warmup.start(lambda: ref).join(60)
+    shown = warmup.take(ref)
+    assert isinstance(shown, state.DisplayCase)
+    # what the page's first run needs is there: the truth layer and each view's slice areas
+    truth = state.truth_layer(shown)
+    assert truth is state.truth_layer(shown)  # memoised on the case: the same layer
+    for view in render.VIEWS:
+        assert (view, tuple(truth.present)) in truth._areas
+    expected = state.prepare_case(loading.load_case(ref))
+    np.testing.assert_array_equal(shown.images[0], expected.images[0])
+    assert warmup.take(ref) is None  # once: the page's cache holds it from then on
+
+
+def test_a_page_that_comes_early_waits_for_the_warm_up(
+    case_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = _one_case(case_root)
+    real = warmup.prepare
+    calls = []
+
+    def slow(r):
+        calls.append(r)
+        return real(r)
+
+    monkeypatch.setattr(warmup, "prepare", slow)
+    warmup.start(lambda: ref)  # not joined: take() waits for the case, it does not read it again
+    assert isinstance(warmup.take(ref), state.DisplayCase)
+    assert calls == [ref]
+
+
+def test_a_case_that_fails_is_left_to_the_page(tmp_path: Path) -> None:
+    ref = loading.CaseRef("missing", (tmp_path / "missing.nii.gz",))
+    warmup.start(lambda: ref).join(60)
+    assert warmup.take(ref) is None  # the page reads it and shows the error itself
+    with pytest.raises(MedsegError):
+        loading.load_case(ref)
+
+
+def test_no_case_or_a_failing_plan_never_holds_the_page(case_root: Path) -> None:
+    def broken() -> loading.CaseRef:
+        raise MedsegError("no such case")
+
+    warmup.start(broken).join(60)
+    assert warmup.take(_one_case(case_root)) is None
+    warmup.start(lambda: None).join(60)
+    assert warmup.take(_one_case(case_root)) is None
+
+
+def test_the_server_warms_what_the_page_opens_on(case_root: Path, tmp_path: Path) -> None:
+    ref = _one_case(case_root)
+    image = ref.images[0]
+    # the command line's case, as the page's "command line" source builds it
+    config = ViewerConfig(path=image, gt=ref.label)
+    assert server.opening_case(config) == cases.config_case(config)
+    # no path: the sample data's default case, as the page's "sample data" source picks it
+    assert server.opening_case(ViewerConfig(sample_root=case_root)) == ref
+    # several images open in the model's channel order, which needs the model: not warmed
+    two = ViewerConfig(path=image, more_paths=(image,))
+    assert server.opening_case(two) is None
+    # a path that does not open is the page's to report
+    assert server.opening_case(ViewerConfig(path=tmp_path / "nothing.nii.gz")) is None
+    assert server.opening_case(ViewerConfig()) is None
+    assert warmup.case_key(cases.config_case(config)) != warmup.case_key(
+        cases.config_case(dataclasses.replace(config, gt=None))
+    )
+
+
+def test_the_server_module_starts_without_the_readers() -> None:
+    """Importing the server entry point leaves pydicom, pandas and torch to the warm-up thread
+    (imported first, they would delay the server's answer by a second or more)."""
+    code = (
+        "import sys, medseg.viewer.ui.server;"
+        "print(sorted(m for m in ('pydicom', 'pandas', 'torch', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_page_opens_the_warmed_case_without_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from medseg.viewer.ui import keys
+
+    root = tmp_path / "data"  # paths of its own: no other test's page has this case cached
+    write_case_folder(root)
+    ref = _one_case(root)
+    warmup.start(lambda: ref).join(60)
+
+    def no_reading(_ref):
+        raise AssertionError("the page read the case again")
+
+    monkeypatch.setattr(loading, "load_case", no_reading)
+    app = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
+    at = AppTest.from_file(str(app), default_timeout=120)
+    at.session_state[keys.CONFIG] = ViewerConfig(sample_root=root, model=tmp_path / "no.pt")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(ref.name in c.value for c in at.caption)  # the case line under the banner
+    assert warmup.take(ref) is None
