@@ -14,7 +14,7 @@ from medseg.errors import MedsegError
 from medseg.viewer.core import cases, loading, render, state, warmup
 from medseg.viewer.launch import ViewerConfig
 from medseg.viewer.ui import server
-from tests.apps.viewer_factory import write_case_folder
+from tests.apps.viewer_factory import write_case_folder, write_constant_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +86,21 @@ def test_the_server_warms_what_the_page_opens_on(case_root: Path, tmp_path: Path
     assert server.opening_case(config) == cases.config_case(config)
     # no path: the sample data's default case, as the page's "sample data" source picks it
     assert server.opening_case(ViewerConfig(sample_root=case_root)) == ref
-    # several images open in the model's channel order, which needs the model: not warmed
-    two = ViewerConfig(path=image, more_paths=(image,))
-    assert server.opening_case(two) is None
+    # several images open in the model's channel order, as the page opens them
+    folder = tmp_path / "case"
+    folder.mkdir()
+    for name in ("flair", "t1c"):
+        (folder / f"{name}.nii.gz").write_bytes(image.read_bytes())
+    model = write_constant_checkpoint(tmp_path / "t1c.pt", channels=("t1c",))
+    both = ViewerConfig(path=folder / "flair.nii.gz", more_paths=(folder / "t1c.nii.gz",))
+    given = cases.config_case(both)
+    assert [p.name for p in given.images] == ["flair.nii.gz", "t1c.nii.gz"]
+    opened = server.opening_case(dataclasses.replace(both, model=model))
+    assert opened == cases.model_first(given, ["t1c"])
+    assert [p.name for p in opened.images][0] == "t1c.nii.gz"
+    # a model that does not load leaves the order given (the page says why)
+    broken = dataclasses.replace(both, model=tmp_path / "nothing.pt")
+    assert server.opening_case(broken) == given
     # a path that does not open is the page's to report
     assert server.opening_case(ViewerConfig(path=tmp_path / "nothing.nii.gz")) is None
     assert server.opening_case(ViewerConfig()) is None

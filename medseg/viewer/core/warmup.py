@@ -5,8 +5,9 @@ connects. Without a warm-up the page's first script run imports the readers (pyd
 highdicom, SimpleITK, pandas: ~1 s) and reads and prepares the case (~1-2 s for a 512 x 512 x
 120 CT) while the user looks at an empty page. :func:`start` does that work in a background
 thread of the server process as it starts; the page's case loader takes the result
-(:func:`take`), or waits for it when the page came first. Models are not loaded here: torch
-alone takes seconds of CPU that the first image would share.
+(:func:`take`), or waits for it when the page came first. A one-image case's first image
+needs no model (torch alone takes seconds of CPU); a case of several images opens in the
+model's channel order, which the server entry reads from the model first.
 
 Streamlit-free (the server entry point, :mod:`medseg.viewer.ui.server`, calls it).
 Research use only.

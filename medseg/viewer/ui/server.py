@@ -22,10 +22,11 @@ if TYPE_CHECKING:
 
 
 def opening_case(config: ViewerConfig) -> CaseRef | None:
-    """The case the page opens on without a click (its first case source: the command line,
-    else the sample data's default case), when its channel order does not depend on the
-    model: a case of several images opens in the model's order, and only the page loads
-    models (torch alone would take seconds of the first image's CPU)."""
+    """The case the page opens on without a click: its first case source (the command line,
+    else the sample data's default case), in the channel order the page gives it. A case of
+    several images opens with the model's channels first, so for one the model's channel
+    names are read here as the page reads them (:func:`model_channels`): torch is imported
+    now rather than in the page's first run."""
     from medseg.viewer.core import cases, loading
 
     # Streamlit's declare_component (the canvas module) finds its caller's module with
@@ -42,7 +43,23 @@ def opening_case(config: ViewerConfig) -> CaseRef | None:
             return None
     except MedsegError:
         return None  # the page reports it
-    return ref if ref is not None and len(ref.images) == 1 else None
+    if ref is not None and len(ref.images) > 1:
+        channels = model_channels(config)
+        ref = cases.model_first(ref, channels) if channels else ref
+    return ref
+
+
+def model_channels(config: ViewerConfig) -> tuple[str, ...]:
+    """The input channels of the model the page runs when it opens: its first choice, the
+    ``--model`` checkpoint or else the bundled model (as
+    :func:`medseg.viewer.ui.app.expected_channels` reads them; empty when it does not load)."""
+    from medseg.viewer.core import services
+
+    path = Path(config.model) if config.model is not None else services.default_model_path()
+    try:
+        return tuple(services.load_predictor(path, device="cpu").channel_names)
+    except Exception:  # noqa: BLE001  the page loads it again and shows why
+        return ()
 
 
 def main() -> None:
