@@ -3,6 +3,8 @@
     python benchmarks/bench_viewer_canvas.py                      # 512 x 512 x 120 CT
     python benchmarks/bench_viewer_canvas.py --shape 256 256 60 --pages 30
     python benchmarks/bench_viewer_canvas.py --screenshots docs/images   # + the docs' pictures
+    python benchmarks/bench_viewer_canvas.py --case ../shared/data/brats2015/pat0003/{flair,t1c}.nii.gz \
+        --gt ../shared/data/brats2015/pat0003/seg.nii.gz                # a real case
 
 Serves ``medseg view`` on a synthetic CT (int16 HU, with a ground-truth mask and a tiny
 constant model that finds nothing, so inference takes seconds and the readouts are those of
@@ -200,16 +202,25 @@ def _key_presses(page, frame, count: int, gap_ms: int) -> list[float]:
     return [ms for name, ms in events if name == "keydown"]
 
 
-def measure(shape: tuple[int, int, int], pages: int, folder: Path) -> dict[str, object]:
+def measure(
+    shape: tuple[int, int, int], pages: int, folder: Path, case: list[str] | None = None
+) -> dict[str, object]:
+    """The figures on the synthetic CT of ``shape``, or on ``case`` (``medseg view``'s own
+    arguments, e.g. a BraTS case's files and ``--gt``; the bundled model predicts)."""
     from playwright.sync_api import sync_playwright
 
-    image, mask = synthetic_ct(shape, folder)
-    # a tiny U-Net (seconds of inference on small cases), run beside the page after its first
-    # image. It predicts background everywhere: predicting a class everywhere makes the whole 31 M
-    # voxel volume one "lesion", whose readouts (diameters, surface distances to the ground
-    # truth) kept the server on the browser's core for a minute, which no real prediction does
-    model = write_constant_checkpoint(folder / "tiny.pt", label=0)
-    args = [str(image), "--gt", str(mask), "--model", str(model)]
+    if case:
+        args, volume = list(case), " ".join(Path(a).name for a in case)
+    else:
+        image, mask = synthetic_ct(shape, folder)
+        # a tiny U-Net (seconds of inference on small cases), run beside the page after its
+        # first image. It predicts background everywhere: predicting a class everywhere makes
+        # the whole 31 M voxel volume one "lesion", whose readouts (diameters, surface
+        # distances to the ground truth) kept the server on the browser's core for a minute,
+        # which no real prediction does
+        model = write_constant_checkpoint(folder / "tiny.pt", label=0)
+        args = [str(image), "--gt", str(mask), "--model", str(model)]
+        volume = "x".join(map(str, shape)) + " int16 CT + uint8 mask"
     sent: list[int] = []
     cpu: dict[str, float] = {}
     launched = time.time()
@@ -269,7 +280,7 @@ def measure(shape: tuple[int, int, int], pages: int, folder: Path) -> dict[str, 
         finally:
             browser.close()
     return {
-        "volume": "x".join(map(str, shape)) + " int16 CT + uint8 mask",
+        "volume": volume,
         "first image (the server-drawn slice), page opened -> shown (s)": poster,
         "canvas drawn (NiiVue: pages, windows, draws), page opened -> drawn (s)": drawn,
         "medseg view started -> server answers (s; the page opens then, as medseg view "
@@ -329,11 +340,17 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 120))
     parser.add_argument("--pages", type=int, default=20, help="lone key presses timed")
     parser.add_argument("--screenshots", type=Path, help="also save the docs' canvas pictures")
+    parser.add_argument(
+        "--case",
+        nargs=argparse.REMAINDER,
+        help="a real case instead of the synthetic CT: medseg view's arguments, last "
+        "(e.g. --case flair.nii.gz t1c.nii.gz --gt seg.nii.gz; the bundled model predicts)",
+    )
     args = parser.parse_args()
     if not CHROMIUM.exists():
         sys.exit(f"{CHROMIUM} not installed (apt install chromium)")
     with tempfile.TemporaryDirectory() as tmp:
-        figures = measure(tuple(args.shape), args.pages, Path(tmp))
+        figures = measure(tuple(args.shape), args.pages, Path(tmp), args.case)
         print(json.dumps(figures, indent=2))
         if args.screenshots:
             screenshots(args.screenshots, Path(tmp))
