@@ -181,7 +181,9 @@ def _first_images(frame, opened: float) -> tuple[float | None, float]:
         "() => { const s = window.medsegCanvas.state;"
         " return [performance.timeOrigin, s.timingPoster, s.timingPage]; }"
     )
-    seconds = [None if v is None else round((origin + v) / 1000 - opened, 2) for v in (poster, drawn)]
+    seconds = [
+        None if v is None else round((origin + v) / 1000 - opened, 2) for v in (poster, drawn)
+    ]
     return seconds[0], seconds[1]
 
 

@@ -32,9 +32,13 @@ import time
 import urllib.request
 import webbrowser
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medseg.device import check_device_name
 from medseg.errors import InputNotFoundError, MedsegError
+
+if TYPE_CHECKING:
+    from medseg.viewer.core.loading import CaseRef
 
 SERVER_MODULE = "medseg.viewer.ui.server"  # Streamlit's command line plus the warm-up
 TOKEN_ENV = "MEDSEG_VIEW_TOKEN"  # as in medseg.viewer.ui.access (no streamlit import here)
@@ -191,14 +195,22 @@ def app_arguments(config: ViewerConfig) -> list[str]:
     return args
 
 
+def config_case(config: ViewerConfig) -> CaseRef:
+    """The case ``config`` names on the command line (``config.path`` set): checked before the
+    server starts, warmed by the server, opened by the page's "command line" source."""
+    from medseg.viewer.core.cases import command_line_case
+
+    return command_line_case(
+        [config.path, *config.more_paths], config.case_id, config.gt, labels=config.labels
+    )
+
+
 def check_config(config: ViewerConfig) -> None:
     """Fail early (before a server starts) on paths that do not exist."""
-    from medseg.viewer.core.cases import command_line_case, parse_label_map, parse_labels
+    from medseg.viewer.core.cases import parse_label_map, parse_labels
 
     if config.path is not None:
-        command_line_case(
-            [config.path, *config.more_paths], config.case_id, config.gt, labels=config.labels
-        )
+        config_case(config)
     if config.labels:
         parse_labels(config.labels)
     if config.gt_map:

@@ -151,7 +151,8 @@ def test_canvas_paging_window_stroke_and_save(
             frame = _canvas_frame(page)
             # The server-drawn slice showed first and went when NiiVue drew.
             shown_at, drawn_at, display, src = frame.evaluate(POSTER_STATE)
-            assert shown_at is not None and shown_at <= drawn_at
+            assert shown_at is not None
+            assert shown_at <= drawn_at
             assert (display, src) == ("none", None)
             instance = frame.evaluate("() => document.title")
             canvas = page.frame_locator('iframe[title*="medseg_canvas"]').locator("canvas#gl")

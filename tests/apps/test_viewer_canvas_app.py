@@ -62,7 +62,7 @@ NEW_PAGE = {"seq": 0, "loaded": {}}
 
 def _after_poster(at: AppTest) -> AppTest:
     """A new page's first message is the poster alone; the page then asks for the volume."""
-    args, attached = _canvas(at)
+    _args, attached = _canvas(at)
     assert attached == {"poster"}, attached
     at.session_state[keys.CANVAS] = dict(NEW_PAGE)
     return _ok(at.run())
@@ -301,7 +301,8 @@ def test_a_new_page_gets_the_opening_slice_alone_first(case_root: Path, tmp_path
     at.session_state[keys.CANVAS] = dict(NEW_PAGE)
     _ok(at.run())
     attached = _canvas(at)[1]
-    assert "poster" not in attached and "image" in attached
+    assert "poster" not in attached
+    assert "image" in attached
 
     planes = AppTest.from_file(str(APP), default_timeout=120)
     planes.session_state[keys.CONFIG] = config

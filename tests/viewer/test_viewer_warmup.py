@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from medseg.errors import MedsegError
+from medseg.viewer import launch
 from medseg.viewer.core import cases, loading, render, state, warmup
 from medseg.viewer.launch import ViewerConfig
 from medseg.viewer.ui import server
@@ -83,7 +84,7 @@ def test_the_server_warms_what_the_page_opens_on(case_root: Path, tmp_path: Path
     image = ref.images[0]
     # the command line's case, as the page's "command line" source builds it
     config = ViewerConfig(path=image, gt=ref.label)
-    assert server.opening_case(config) == cases.config_case(config)
+    assert server.opening_case(config) == launch.config_case(config)
     # no path: the sample data's default case, as the page's "sample data" source picks it
     assert server.opening_case(ViewerConfig(sample_root=case_root)) == ref
     # several images open in the model's channel order, as the page opens them
@@ -93,19 +94,19 @@ def test_the_server_warms_what_the_page_opens_on(case_root: Path, tmp_path: Path
         (folder / f"{name}.nii.gz").write_bytes(image.read_bytes())
     model = write_constant_checkpoint(tmp_path / "t1c.pt", channels=("t1c",))
     both = ViewerConfig(path=folder / "flair.nii.gz", more_paths=(folder / "t1c.nii.gz",))
-    given = cases.config_case(both)
+    given = launch.config_case(both)
     assert [p.name for p in given.images] == ["flair.nii.gz", "t1c.nii.gz"]
     opened = server.opening_case(dataclasses.replace(both, model=model))
     assert opened == cases.model_first(given, ["t1c"])
-    assert [p.name for p in opened.images][0] == "t1c.nii.gz"
+    assert next(p.name for p in opened.images) == "t1c.nii.gz"
     # a model that does not load leaves the order given (the page says why)
     broken = dataclasses.replace(both, model=tmp_path / "nothing.pt")
     assert server.opening_case(broken) == given
     # a path that does not open is the page's to report
     assert server.opening_case(ViewerConfig(path=tmp_path / "nothing.nii.gz")) is None
     assert server.opening_case(ViewerConfig()) is None
-    assert warmup.case_key(cases.config_case(config)) != warmup.case_key(
-        cases.config_case(dataclasses.replace(config, gt=None))
+    assert warmup.case_key(launch.config_case(config)) != warmup.case_key(
+        launch.config_case(dataclasses.replace(config, gt=None))
     )
 
 

@@ -27,7 +27,6 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,9 +43,6 @@ from medseg.io.cases import (
     split_channel,
 )
 from medseg.viewer.core.loading import CaseRef, dataset_json_names
-
-if TYPE_CHECKING:
-    from medseg.viewer.launch import ViewerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -171,14 +167,6 @@ def command_line_case(
     instead of the case's ``dataset.json``."""
     ref = _command_line_case([Path(p) for p in paths], case_id, label)
     return dataclasses.replace(ref, class_names=parse_labels(labels)) if labels else ref
-
-
-def config_case(config: ViewerConfig) -> CaseRef:
-    """The case ``config`` names on the command line (``config.path`` set): the page's
-    "command line" source and the server's warm-up (:mod:`medseg.viewer.core.warmup`)."""
-    return command_line_case(
-        [config.path, *config.more_paths], config.case_id, config.gt, labels=config.labels
-    )
 
 
 def _command_line_case(paths: list[Path], case_id: str | None, label: Path | None) -> CaseRef:

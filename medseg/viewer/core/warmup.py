@@ -20,7 +20,6 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the readers are imported in the warm-up thread, not before the server
@@ -83,7 +82,7 @@ def start(opening: Callable[[], CaseRef | None]) -> threading.Thread:
                 future = Future()
                 with _lock:
                     _cases[case_key(ref)] = future
-        except Exception as err:  # noqa: BLE001  the page meets the same problem and says it
+        except Exception as err:  # the page meets the same problem and says what it is
             logger.debug("warm-up stopped: %s", err)
         finally:
             _planned.set()
@@ -91,7 +90,7 @@ def start(opening: Callable[[], CaseRef | None]) -> threading.Thread:
             return
         try:
             future.set_result(prepare(ref))
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # the page reads the case again and shows why
             logger.debug("warm-up: could not prepare %s: %s", ref.name, err)
             future.set_result(None)
 

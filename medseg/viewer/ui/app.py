@@ -27,7 +27,7 @@ from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import MedsegError
 from medseg.viewer.core import cases, jobs, loading, render, services, warmup
 from medseg.viewer.core.state import DisplayCase, MaskLayer, make_layer, prepare_case, truth_layer
-from medseg.viewer.launch import ViewerConfig, parse_app_args
+from medseg.viewer.launch import ViewerConfig, config_case, parse_app_args
 from medseg.viewer.ui import canvas, keys, review_panel
 from medseg.viewer.ui.access import require_access
 from medseg.viewer.ui.focus import sync_focus
@@ -175,7 +175,7 @@ def sidebar_case(config: ViewerConfig, model_channels: ModelChannels = tuple) ->
     source = st.sidebar.radio("Source", sources, key=keys.SOURCE, horizontal=True)
     try:
         if source == "command line":
-            return _open(cases.config_case(config), model_channels)
+            return _open(config_case(config), model_channels)
         if source == "sample data":
             return _case_from_refs(samples, "Sample case", keys.SAMPLE_CASE, model_channels)
         if source == "data folder":

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from medseg.errors import MedsegError
 from medseg.viewer.core import warmup
-from medseg.viewer.launch import ViewerConfig, parse_app_args
+from medseg.viewer.launch import ViewerConfig, config_case, parse_app_args
 
 if TYPE_CHECKING:
     from medseg.viewer.core.loading import CaseRef
@@ -35,7 +35,7 @@ def opening_case(config: ViewerConfig) -> CaseRef | None:
     inspect.getmodule(inspect.currentframe())
     try:
         if config.path is not None:
-            ref = cases.config_case(config)
+            ref = config_case(config)
         elif config.sample_root is not None:
             found = loading.discover_cases(Path(config.sample_root), confine=False)
             ref = loading.default_case(found)
@@ -58,7 +58,7 @@ def model_channels(config: ViewerConfig) -> tuple[str, ...]:
     path = Path(config.model) if config.model is not None else services.default_model_path()
     try:
         return tuple(services.load_predictor(path, device="cpu").channel_names)
-    except Exception:  # noqa: BLE001  the page loads it again and shows why
+    except Exception:  # the page loads the model again and says why it does not load
         return ()
 
 
