@@ -41,7 +41,7 @@ class DisplayCase:
         return tuple(int(s) for s in self.images[0].shape)  # type: ignore[return-value]
 
     def memo(self, key: Any, compute: Any) -> Any:
-        """Compute ``compute()`` once for this case and keep it (layers, preview bytes)."""
+        """Compute ``compute()`` once for this case and keep it (its ground-truth layers)."""
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
@@ -168,6 +168,17 @@ class MaskLayer:
             return axial_friendly(render.to_display(volume, order="F").array)
 
         return self.memo(f"uncertainty_{name}", compute)
+
+
+def initial_slice(layer: MaskLayer | None, shown: DisplayCase, view: str) -> int:
+    """The slice a page opens on along ``view``: the one with the most foreground of
+    ``layer`` (its per-slice areas, memoised on it), else the middle slice."""
+    count = render.num_slices(shown.shape, view)
+    if layer is not None and layer.present:
+        areas = layer.areas(view, shown.spacing, tuple(layer.present))
+        if areas.max() > 0:
+            return int(np.argmax(areas))
+    return count // 2
 
 
 def present_labels(labels: np.ndarray) -> list[int]:

@@ -55,14 +55,15 @@ def case_key(ref: CaseRef) -> str:
 
 def prepare(ref: CaseRef):
     """Read and prepare ``ref`` as the page shows it first: the display case, and its ground
-    truth with each view's per-slice areas (the page opens on the largest)."""
-    from medseg.viewer.core import loading, state
+    truth with the slices it opens on (:func:`state.initial_slice`: per-slice areas, memoised
+    on the layer)."""
+    from medseg.viewer.core import loading, render, state
 
     shown = state.prepare_case(loading.load_case(ref))
     if shown.case.truth is not None:
         truth = state.truth_layer(shown)
-        for view in ("axial", "coronal", "sagittal"):
-            truth.areas(view, shown.spacing, tuple(truth.present))
+        for view in render.VIEWS:
+            state.initial_slice(truth, shown, view)
     return shown
 
 

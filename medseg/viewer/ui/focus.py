@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from medseg.viewer.core import render
-from medseg.viewer.core.state import DisplayCase, MaskLayer
+from medseg.viewer.core.state import DisplayCase, MaskLayer, initial_slice
 from medseg.viewer.ui import keys
 
 Point = tuple[int, int, int]
@@ -45,16 +45,6 @@ def current(shape: Sequence[int]) -> Point:
         axis = render.VIEW_AXIS[view]
         point[axis] = int(st.session_state.get(keys.slice_of(view), point[axis]))
     return tuple(point)  # type: ignore[return-value]
-
-
-def initial_slice(layer: MaskLayer | None, shown: DisplayCase, view: str) -> int:
-    """Open on the slice with the most foreground, else the middle slice."""
-    count = render.num_slices(shown.shape, view)
-    if layer is not None and layer.present:
-        areas = layer.areas(view, shown.spacing, tuple(layer.present))
-        if areas.max() > 0:
-            return int(np.argmax(areas))
-    return count // 2
 
 
 def sync_focus(shown: DisplayCase, nav: MaskLayer | None) -> Point:

@@ -29,10 +29,6 @@ def opening_case(config: ViewerConfig) -> CaseRef | None:
     now rather than in the page's first run."""
     from medseg.viewer.core import cases, loading
 
-    # Streamlit's declare_component (the canvas module) finds its caller's module with
-    # inspect.getmodule, which resolves the path of each module loaded so far, once: ~0.2 s
-    # with the readers loaded, here rather than in the first page's run
-    inspect.getmodule(inspect.currentframe())
     try:
         if config.path is not None:
             ref = config_case(config)
@@ -62,6 +58,16 @@ def model_channels(config: ViewerConfig) -> tuple[str, ...]:
         return ()
 
 
+def _warm_page(config: ViewerConfig) -> CaseRef | None:
+    """The warm-up's own step (its imports done): :func:`opening_case`, after Streamlit's
+    declare_component has been spared its slow first lookup. The canvas module calls it; it
+    finds its caller's module with inspect.getmodule, which resolves the path of each module
+    loaded so far, once: ~0.2 s with the readers loaded, here rather than in the first page's
+    run."""
+    inspect.getmodule(inspect.currentframe())
+    return opening_case(config)
+
+
 def main() -> None:
     app_args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
     try:
@@ -69,7 +75,7 @@ def main() -> None:
     except (SystemExit, MedsegError):
         config = None  # the page parses them again and says what is wrong
     if config is not None:
-        warmup.start(lambda: opening_case(config))
+        warmup.start(lambda: _warm_page(config))
     from streamlit.web import cli
 
     # the program name Streamlit's own ``python -m streamlit`` uses

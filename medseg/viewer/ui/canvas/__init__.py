@@ -66,12 +66,9 @@ def image_area_choice() -> str:
     )
 
 
-def _token(holder: Any, name: str) -> str:
-    """A key for data held by ``holder`` (a cached case or layer): the same while it lives."""
-    memo = holder.__dict__.setdefault("_canvas_tokens", {})
-    if name not in memo:
-        memo[name] = f"{name}-{next(_tokens)}"
-    return memo[name]
+def _token(layer: MaskLayer, name: str) -> str:
+    """A key for data held by ``layer`` (a cached layer): the same while it lives."""
+    return layer.memo(f"canvas token {name}", lambda: f"{name}-{next(_tokens)}")
 
 
 def shows_case(shown: DisplayCase) -> bool:
@@ -228,22 +225,23 @@ def image_canvas(
     args["digest"] = shown.digest
     win = settings["window"]
     args["window"] = [float(win.low), float(win.high)]
-    if held.get("case") != args["case"] and state.get(keys.CANVAS) is None and poster is not None:
-        # A new page gets the server-drawn slice alone (a JPEG of ~0.1 MB, shown at once) and
-        # asks for the volume while NiiVue starts: with the 8 MB preview in it, the first
-        # message reached the page ~0.5 s later.
-        args["poster"] = render.encode_for_screen(poster)
-    elif held.get("case") != args["case"]:
-        image = shown.images[settings["channel"]]
-        # A large volume's first image is a small 8-bit copy, sent alone (its message is an
-        # eighth of the case's); the case follows once the page says it shows the copy.
-        preview = None
-        if held.get("preview") != args["case"]:
-            preview = volumes.preview_bytes(image, shown.affine, win)
-        if preview is not None:
-            args["preview"] = preview
+    if held.get("case") != args["case"]:
+        if state.get(keys.CANVAS) is None and poster is not None:
+            # A new page gets the server-drawn slice alone (a JPEG of ~0.1 MB, shown at once)
+            # and asks for the volume while NiiVue starts: with the 8 MB preview in it, the
+            # first message reached the page ~0.5 s later.
+            args["poster"] = render.encode_for_screen(poster)
         else:
-            args["image"] = volumes.nifti_bytes(image, shown.affine)
+            image = shown.images[settings["channel"]]
+            # A large volume's first image is a small 8-bit copy, sent alone (its message is
+            # an eighth of the case's); the case follows once the page says it shows the copy.
+            preview = None
+            if held.get("preview") != args["case"]:
+                preview = volumes.preview_bytes(image, shown.affine, win)
+            if preview is not None:
+                args["preview"] = preview
+            else:
+                args["image"] = volumes.nifti_bytes(image, shown.affine)
     args["unit"] = measure.intensity_unit(shown.is_ct[settings["channel"]])
     drag = st.sidebar.radio(
         "Canvas right-drag",
