@@ -15,8 +15,9 @@ CPU; a real GPU is much faster). Prints:
   -> the server-drawn JPEG of the opening slice shown in the canvas page, and -> NiiVue's
   first image (the 8-bit preview of a large volume), from which the canvas pages, windows and
   draws; server read, display preparation, transfer and upload included, taken from the
-  page's own clock (Playwright's polling lags while the page is busy); the same from
-  ``medseg view`` started, and for another page opened on the running server; page opened -> the
+  page's own clock (Playwright's polling lags while the page is busy); ``medseg view``
+  started -> the server answers, and -> those two images (Chromium's start in between), and
+  the same for another page opened on the running server; page opened -> the
   prediction drawn (the model runs beside the page); whether the canvas page was rebuilt when
   the prediction came; and inside the page: the canvas page created -> first image drawn, the
   render message with the bytes -> first image drawn (NiiVue's attach included) and the render
@@ -226,13 +227,15 @@ def measure(
     sent: list[int] = []
     cpu: dict[str, float] = {}
     launched = time.time()
-    with _serve(folder, *args) as (url, server), sync_playwright() as pw:
+    with contextlib.ExitStack() as stack:
+        url, server = stack.enter_context(_serve(folder, *args))
+        served = time.time()
+        pw = stack.enter_context(sync_playwright())
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=WEBGL_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1200})
             page.on("websocket", lambda ws: ws.on("framesent", lambda _: sent.append(1)))
             server_cpu = ServerCpu(server)
-            served = time.time()
             start, opened = time.monotonic(), time.time()
             page.goto(url, wait_until="domcontentloaded")
             frame = _ready(page, FIRST_IMAGE)
@@ -285,10 +288,10 @@ def measure(
         "volume": volume,
         "first image (the server-drawn slice), page opened -> shown (s)": poster,
         "canvas drawn (NiiVue: pages, windows, draws), page opened -> drawn (s)": drawn,
-        "medseg view started -> server answers (s; the page opens then, as medseg view "
-        "opens the browser)": round(served - launched, 2),
-        "medseg view started -> first image / canvas drawn (s)": [
-            round(served - launched + v, 2) if v is not None else None for v in (poster, drawn)
+        "medseg view started -> server answers (s)": round(served - launched, 2),
+        "medseg view started -> first image / canvas drawn (s; Chromium starts, then the page "
+        "opens at once)": [
+            round(opened - launched + v, 2) if v is not None else None for v in (poster, drawn)
         ],
         "another page on the running server: first image / canvas drawn (s)": list(again),
         "prediction drawn, page opened -> drawn (s, the tiny model's inference)": round(
