@@ -1,6 +1,7 @@
 """Viewer canvas timings in a real browser: first image, slice paging, brush stroke.
 
     python benchmarks/bench_viewer_canvas.py                      # 512 x 512 x 120 CT
+    python benchmarks/bench_viewer_canvas.py --compositing software   # one browser mode only
     python benchmarks/bench_viewer_canvas.py --shape 256 256 60 --pages 30
     python benchmarks/bench_viewer_canvas.py --screenshots docs/images   # + the docs' pictures
     python benchmarks/bench_viewer_canvas.py --case ../shared/data/brats2015/pat0003/{flair,t1c}.nii.gz \
@@ -9,7 +10,9 @@
 Serves ``medseg view`` on a synthetic CT (int16 HU, with a ground-truth mask and a tiny
 constant model that finds nothing, so inference takes seconds and the readouts are those of
 the ground truth's one lesion) and opens it in Debian's Chromium with WebGL2 on SwiftShader (the
-CPU; a real GPU is much faster). Prints:
+CPU; a real GPU is much faster), twice by default: with headless Chromium's own compositing
+on SwiftShader, then with the software compositing Chrome uses on a computer without a usable
+GPU (``--compositing gpu|software|both``), and compares the two. Prints, for each:
 
 * first image: page opened (as soon as the server answers, as ``medseg view`` opens its tab)
   -> the server-drawn JPEG of the opening slice shown in the canvas page, and -> NiiVue's
@@ -60,6 +63,21 @@ from medseg.io import Volume, write_mask, write_volume  # noqa: E402
 from tests.apps.test_viewer_browser import CHROMIUM, _serve  # noqa: E402
 from tests.apps.test_viewer_canvas import READY, WEBGL_ARGS  # noqa: E402
 from tests.apps.viewer_factory import write_constant_checkpoint  # noqa: E402
+
+# How Chromium puts the page on screen; WebGL runs on SwiftShader in both. "gpu": headless
+# Chromium's default with --use-angle=swiftshader, the display compositor drawing the whole
+# window on SwiftShader too (36-41 ms a frame at 1500 x 1200: it bounds paging, see
+# docs/viewer.md). "software": what Chrome does on a computer without a usable GPU, the
+# compositor on the CPU's own raster path, which redraws only what changed
+COMPOSITING = {"gpu": [], "software": ["--disable-gpu-compositing"]}
+# the figures compared between the two in one run
+COMPARED = (
+    "first image (the server-drawn slice), page opened -> shown (s)",
+    "canvas drawn (NiiVue: pages, windows, draws), page opened -> drawn (s)",
+    "paging, lone key press -> presented (ms, median / max, 1 s apart)",
+    "paging, held key (a press every 33 ms) -> presented (ms, median / max)",
+    "brush, pen press -> first dot presented (ms, median / max)",
+)
 
 # per move: event -> the next animation frame's callbacks (the canvas draws a stroke's moves
 # there, at most once a frame) -> a 1-pixel read waits for the GPU to finish that draw
@@ -194,6 +212,14 @@ def _median_max(values: list[float]) -> list[float | None]:
     return [round(statistics.median(values), 1), round(max(values), 1)]
 
 
+def _ratio(software, gpu) -> str:
+    """``software / gpu`` of one figure (a number, or the first of [median, max])."""
+    first = [v[0] if isinstance(v, list) else v for v in (software, gpu)]
+    if None in first or not first[1]:
+        return f"{software} vs {gpu}"
+    return f"{software} vs {gpu}: x{first[0] / first[1]:.2f}"
+
+
 def _key_presses(page, frame, count: int, gap_ms: int) -> list[float]:
     """Event Timing durations (ms) of ``count`` real arrow-key presses ``gap_ms`` apart."""
     frame.evaluate("() => { window.__events = []; }")
@@ -206,10 +232,15 @@ def _key_presses(page, frame, count: int, gap_ms: int) -> list[float]:
 
 
 def measure(
-    shape: tuple[int, int, int], pages: int, folder: Path, case: list[str] | None = None
+    shape: tuple[int, int, int],
+    pages: int,
+    folder: Path,
+    case: list[str] | None = None,
+    compositing: str = "gpu",
 ) -> dict[str, object]:
     """The figures on the synthetic CT of ``shape``, or on ``case`` (``medseg view``'s own
-    arguments, e.g. a BraTS case's files and ``--gt``; the bundled model predicts)."""
+    arguments, e.g. a BraTS case's files and ``--gt``; the bundled model predicts), with the
+    page composited as ``compositing`` says (see ``COMPOSITING``)."""
     from playwright.sync_api import sync_playwright
 
     if case:
@@ -231,7 +262,9 @@ def measure(
         url, server = stack.enter_context(_serve(folder, *args))
         served = time.time()
         pw = stack.enter_context(sync_playwright())
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=WEBGL_ARGS)
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=WEBGL_ARGS + COMPOSITING[compositing]
+        )
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1200})
             page.on("websocket", lambda ws: ws.on("framesent", lambda _: sent.append(1)))
@@ -286,6 +319,7 @@ def measure(
             browser.close()
     return {
         "volume": volume,
+        "compositing": compositing,
         "first image (the server-drawn slice), page opened -> shown (s)": poster,
         "canvas drawn (NiiVue: pages, windows, draws), page opened -> drawn (s)": drawn,
         "medseg view started -> server answers (s)": round(served - launched, 2),
@@ -351,12 +385,27 @@ def main() -> None:
         help="a real case instead of the synthetic CT: medseg view's arguments, last "
         "(e.g. --case flair.nii.gz t1c.nii.gz --gt seg.nii.gz; the bundled model predicts)",
     )
+    parser.add_argument(
+        "--compositing",
+        choices=[*COMPOSITING, "both"],
+        default="both",
+        help="how Chromium composites the page (both: one after the other, then compared)",
+    )
     args = parser.parse_args()
     if not CHROMIUM.exists():
         sys.exit(f"{CHROMIUM} not installed (apt install chromium)")
+    modes = list(COMPOSITING) if args.compositing == "both" else [args.compositing]
     with tempfile.TemporaryDirectory() as tmp:
-        figures = measure(tuple(args.shape), args.pages, Path(tmp), args.case)
-        print(json.dumps(figures, indent=2))
+        runs = {}
+        for mode in modes:
+            folder = Path(tmp) / mode
+            folder.mkdir()
+            runs[mode] = measure(tuple(args.shape), args.pages, folder, args.case, mode)
+            print(json.dumps(runs[mode], indent=2), flush=True)
+        if len(runs) == 2:
+            print("software / gpu compositing, same run:")
+            for name in COMPARED:
+                print(f"  {name}: {_ratio(runs['software'][name], runs['gpu'][name])}")
         if args.screenshots:
             screenshots(args.screenshots, Path(tmp))
 
