@@ -16,6 +16,7 @@ from medseg.viewer.launch import ViewerConfig
 from medseg.viewer.ui import keys
 from medseg.viewer.ui.app import WAIT_FOR_SCAN
 from medseg.viewer.ui.canvas import volumes
+from medseg.viewer.ui.panels import PENDING_LIST
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
 
@@ -211,9 +212,10 @@ def test_a_browser_gets_the_scan_before_the_prediction(
     assert not started.wait(1)  # held: it would slow the drawing of the scan
     captions = [c.value for c in at.caption]
     assert WAIT_FOR_SCAN in captions  # so do the lesion list and the readouts
-    assert "Lesions of the ground truth until the prediction is ready." in captions
     assert not any(c.startswith("Measured on") for c in captions)
-    assert "Lesions of" not in [r.label for r in at.radio]
+    # the lesion source to come, greyed out on the ground truth (the same height: no jump)
+    (source,) = [r for r in at.radio if r.label == "Lesions of"]
+    assert (source.value, source.disabled, source.help) == ("ground truth", True, PENDING_LIST)
     opened_on = at.session_state[keys.slice_of("axial")]  # the ground truth's largest slice
 
     at.session_state[keys.CANVAS] = _page_value(args, seq=1)  # the page shows the scan
@@ -233,10 +235,66 @@ def test_a_browser_gets_the_scan_before_the_prediction(
     assert attached == {"layer_prediction"}  # the prediction only: the page keeps the scan
     assert at.radio(key=keys.OVERLAY_MODE).value == "prediction"
     assert [t.value for t in at.toast] == ["Prediction ready (slow.pt (--model))"]
+    source = at.radio(key=keys.LESION_SOURCE)  # the same radio, now live, on the prediction
+    assert (source.value, source.disabled) == ("prediction", False)
     # nobody moved while it ran: the page goes where the prediction is largest (the constant
     # model's mask is the same on every slice: the first)
     assert opened_on != 0
     assert at.session_state[keys.slice_of("axial")] == 0
+
+
+def test_the_ground_truth_is_named_by_the_model_before_its_prediction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ground truth with no names of its own (no --labels, no dataset.json) takes the
+    model's class names once the model is loaded, while it still predicts: its lesions are
+    not listed as "label 1" and then renamed when the prediction arrives."""
+    import threading
+
+    from medseg.io import Volume, write_mask, write_volume
+    from medseg.viewer.core import services
+    from medseg.viewer.ui import canvas
+    from tests.apps.viewer_factory import stand_in_model
+
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    truth = np.zeros((40, 30, 12), np.uint8)
+    truth[5:12, 5:12, 3:7] = 1
+    scan = Volume(np.where(truth > 0, 900.0, 100.0).astype(np.float32), affine)
+    image = write_volume(scan, tmp_path / "flair.nii.gz")
+    seg = write_mask(truth, scan, tmp_path / "seg.nii.gz")
+    model, _ = stand_in_model(monkeypatch, tmp_path, truth, affine, ["background", "tumour"])
+    gate, started = threading.Event(), threading.Event()
+    stand_in = services.run_inference
+
+    def held_inference(*args, **kwargs):
+        started.set()
+        assert gate.wait(60), "the test never let the model finish"
+        return stand_in(*args, **kwargs)
+
+    monkeypatch.setattr(services, "run_inference", held_inference)
+    monkeypatch.setattr(canvas, "browser_connected", lambda: True)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state[keys.CONFIG] = ViewerConfig(
+        path=image, gt=seg, model=model, device="cpu", runs_dir=tmp_path / "none"
+    )
+    _after_poster(_ok(at.run()))
+    args, _ = _canvas(at)
+    at.session_state[keys.CANVAS] = _page_value(args, seq=1)  # the scan is drawn
+    _ok(at.run())
+    assert started.wait(30)  # the model is loaded and predicting
+    _ok(at.run())
+    assert at.get("progress")
+    (listed,) = at.selectbox(key=keys.LESION_PICK).options
+    assert listed.startswith("#1 tumour 1:")
+    gate.set()
+    for _ in range(60):
+        _ok(at.run())
+        if not at.get("progress"):
+            break
+    assert at.selectbox(key=keys.LESION_PICK).options == [listed]
+    at.radio(key=keys.LESION_SOURCE).set_value("ground truth")
+    _ok(at.run())
+    assert at.selectbox(key=keys.LESION_PICK).options == [listed]
 
 
 def test_a_large_volume_goes_as_a_preview_first(

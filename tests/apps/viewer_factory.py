@@ -108,7 +108,7 @@ def stand_in_model(
     fed: list[list[np.ndarray]] = []
 
     def load_predictor(path, device="auto", tta=False):
-        return types.SimpleNamespace(channel_names=list(channels))
+        return types.SimpleNamespace(channel_names=list(channels), class_names=class_names)
 
     def run_inference(predictor, volumes, name, progress=None):
         fed.append([np.asarray(v.array) for v in volumes])

@@ -99,6 +99,10 @@ def test_the_server_warms_what_the_page_opens_on(case_root: Path, tmp_path: Path
     opened = server.opening_case(dataclasses.replace(both, model=model))
     assert opened == cases.model_first(given, ["t1c"])
     assert next(p.name for p in opened.images) == "t1c.nii.gz"
+    # the model read for that is kept for the page, as the page's first run keys it
+    key = warmup.model_key(str(model), model.stat().st_mtime, both.device, None)
+    assert warmup.take_model(key).channel_names == ["t1c"]
+    assert warmup.take_model(key) is None  # once
     # a model that does not load leaves the order given (the page says why)
     broken = dataclasses.replace(both, model=tmp_path / "nothing.pt")
     assert server.opening_case(broken) == given
@@ -144,3 +148,43 @@ def test_the_page_opens_the_warmed_case_without_reading_it(
     assert not at.exception, [e.value for e in at.exception]
     assert any(ref.name in c.value for c in at.caption)  # the case line under the banner
     assert warmup.take(ref) is None
+
+
+def test_the_page_predicts_with_the_model_the_server_loaded(
+    case_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case of several images: the server loads the model to open the case in its channel
+    order, and the page predicts with that model instead of loading a second copy."""
+    from streamlit.testing.v1 import AppTest
+
+    from medseg.viewer.core import services
+    from medseg.viewer.ui import keys
+
+    image = _one_case(case_root).images[0]
+    folder = tmp_path / "case"
+    folder.mkdir()
+    for name in ("flair", "t1c"):
+        (folder / f"{name}.nii.gz").write_bytes(image.read_bytes())
+    model = write_constant_checkpoint(tmp_path / "t1c.pt", channels=("t1c",))
+    config = ViewerConfig(
+        path=folder / "flair.nii.gz",
+        more_paths=(folder / "t1c.nii.gz",),
+        model=model,
+        device="cpu",
+        runs_dir=tmp_path / "none",
+    )
+    loads = []
+    real = services.load_predictor
+    monkeypatch.setattr(
+        services, "load_predictor", lambda *a, **k: loads.append(a[0]) or real(*a, **k)
+    )
+    warmup.start(lambda: server.opening_case(config)).join(120)
+    assert loads == [model]
+    app = Path(__file__).resolve().parents[2] / "apps" / "viewer.py"
+    at = AppTest.from_file(str(app), default_timeout=120)
+    at.session_state[keys.CONFIG] = config
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key=keys.CHANNEL).options == ["t1c", "flair"]
+    assert any(c.value.startswith("Measured on the prediction") for c in at.caption)
+    assert loads == [model]  # predicted with the server's model: loaded once

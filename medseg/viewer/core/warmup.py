@@ -7,7 +7,9 @@ highdicom, SimpleITK, pandas: ~1 s) and reads and prepares the case (~1-2 s for 
 thread of the server process as it starts; the page's case loader takes the result
 (:func:`take`), or waits for it when the page came first. A one-image case's first image
 needs no model (torch alone takes seconds of CPU); a case of several images opens in the
-model's channel order, which the server entry reads from the model first.
+model's channel order, which the server entry reads from the model first, and the model it
+loaded for that is handed to the page (:func:`keep_model`, :func:`take_model`) rather than
+loaded twice.
 
 Streamlit-free (the server entry point, :mod:`medseg.viewer.ui.server`, calls it).
 Research use only.
@@ -20,7 +22,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the readers are imported in the warm-up thread, not before the server
     from medseg.viewer.core.loading import CaseRef
@@ -43,6 +45,7 @@ PLAN_TIMEOUT = 30.0
 
 _lock = threading.Lock()
 _cases: dict[str, Future] = {}
+_models: dict[tuple, Any] = {}
 #: clear while a warm-up is finding its case (a page that comes then waits to know it)
 _planned = threading.Event()
 _planned.set()
@@ -98,6 +101,24 @@ def start(opening: Callable[[], CaseRef | None]) -> threading.Thread:
     thread = threading.Thread(target=work, name="medseg-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+def model_key(path: str, mtime: float, device: str, tta: bool | None) -> tuple:
+    """A loaded model's key, as the page's model cache has it: the file (path, mtime), the
+    device and the test-time augmentation it predicts with."""
+    return (path, mtime, device, tta)
+
+
+def keep_model(key: tuple, model: Any) -> None:
+    """Hold a model loaded before the page (key: :func:`model_key`) until the page takes it."""
+    with _lock:
+        _models[key] = model
+
+
+def take_model(key: tuple) -> Any:
+    """The model kept under ``key``, once; None when there is none (the page loads it)."""
+    with _lock:
+        return _models.pop(key, None)
 
 
 def take(ref: CaseRef):

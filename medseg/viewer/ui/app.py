@@ -26,7 +26,14 @@ import streamlit as st
 from medseg import RESEARCH_USE_NOTICE
 from medseg.errors import MedsegError
 from medseg.viewer.core import cases, jobs, loading, render, services, warmup
-from medseg.viewer.core.state import DisplayCase, MaskLayer, make_layer, prepare_case, truth_layer
+from medseg.viewer.core.state import (
+    DisplayCase,
+    LRUStore,
+    MaskLayer,
+    make_layer,
+    prepare_case,
+    truth_layer,
+)
 from medseg.viewer.launch import ViewerConfig, config_case, parse_app_args
 from medseg.viewer.ui import canvas, keys, review_panel
 from medseg.viewer.ui.access import require_access
@@ -70,7 +77,9 @@ def _load_upload(key: str, name: str, _data: bytes, gt_name: str, _gt: bytes | N
 # no spinner: the job queue's worker thread loads the model too (a spinner needs a script run)
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _predictor(path: str, mtime: float, device: str, tta: bool | None) -> Any:
-    return services.load_predictor(Path(path), device=device, tta=tta)
+    # the server may have loaded it already, to open a case in the model's channel order
+    kept = warmup.take_model(warmup.model_key(path, mtime, device, tta))
+    return kept or services.load_predictor(Path(path), device=device, tta=tta)
 
 
 @st.cache_resource
@@ -78,6 +87,13 @@ def _prediction_jobs() -> jobs.JobQueue:
     """Predictions of this server process, running or done, keyed by (case hash, model,
     mtime, settings)."""
     return jobs.JobQueue(capacity=8)
+
+
+@st.cache_resource
+def _model_class_names() -> LRUStore:
+    """The class names of each model this server has loaded, by (path, mtime): the ground
+    truth is named with them while that model's prediction is still running."""
+    return LRUStore(capacity=8)
 
 
 @st.cache_resource(ttl=30)
@@ -239,6 +255,7 @@ class Prediction:
 
     layer: MaskLayer | None = None
     pending: bool = False
+    model_names: tuple[str, ...] = ()  # the model's class names, once it is loaded
 
 
 def sidebar_prediction(
@@ -293,7 +310,8 @@ def sidebar_prediction(
         else:
             st.session_state[keys.PREDICTION_AWAITED] = key
             _inference_progress(key)
-            return Prediction(pending=True)
+            names = _model_class_names().get((str(path), path.stat().st_mtime))
+            return Prediction(pending=True, model_names=names or ())
     awaited = st.session_state.pop(keys.PREDICTION_AWAITED, None) == key
     entry = job.result()
     if isinstance(entry, str):
@@ -301,7 +319,7 @@ def sidebar_prediction(
         return Prediction()
     if awaited:
         st.toast(f"Prediction ready ({name})")
-    return Prediction(entry)
+    return Prediction(entry, model_names=tuple(entry.class_names))
 
 
 @st.fragment(run_every=1.0)
@@ -331,7 +349,9 @@ def _inference_work(
 
     def work(progress: services.Progress) -> MaskLayer | str:
         try:
-            predictor = _predictor(str(path), path.stat().st_mtime, device, tta)
+            mtime = path.stat().st_mtime
+            predictor = _predictor(str(path), mtime, device, tta)
+            _model_class_names().put((str(path), mtime), tuple(predictor.class_names))
             case = shown.case
             picks = cases.match_channels(
                 case.channel_names, case.named_channels, predictor.channel_names
@@ -468,10 +488,15 @@ def _overlay_settings(layers: list[MaskLayer], pending: bool = False) -> dict[st
 
 
 def sidebar_truth(
-    config: ViewerConfig, shown: DisplayCase, pred: MaskLayer | None
+    config: ViewerConfig,
+    shown: DisplayCase,
+    pred: MaskLayer | None,
+    model_names: tuple[str, ...] = (),
 ) -> MaskLayer | None:
     """The ground truth for display, its values mapped onto the model's when the user says
-    how (``--gt-map`` or the sidebar box); warns when the two label schemes differ."""
+    how (``--gt-map`` or the sidebar box); warns when the two label schemes differ.
+    ``model_names``: the model's class names, known once it is loaded (before its prediction),
+    which name the ground truth when neither ``--labels`` nor dataset.json does."""
     if shown.case.truth is None:
         return None
     st.sidebar.header("Ground truth")
@@ -487,7 +512,8 @@ def sidebar_truth(
     except MedsegError as err:
         st.sidebar.error(str(err))
         mapping = {}
-    model_names = tuple(pred.class_names) if pred is not None else ()
+    if pred is not None:
+        model_names = tuple(pred.class_names)
     truth = truth_layer(shown, model_names, mapping)
     if pred is not None and not mapping:
         present = sorted({*truth.present, *pred.present})
@@ -525,7 +551,7 @@ def main() -> None:
         session, edit_settings = review_panel.sidebar_review(shown, pred)
         if session is not None:
             pred = review_panel.reviewed_layer(session, shown, pred)
-        truth = sidebar_truth(config, shown, pred)
+        truth = sidebar_truth(config, shown, pred, prediction.model_names)
         layers = [layer for layer in (pred, truth) if layer is not None]
         settings = sidebar_display(shown, layers, prediction.pending)
         settings.update(review_panel.uncertainty_settings(pred))

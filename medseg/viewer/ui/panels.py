@@ -222,18 +222,23 @@ def three_plane_panel(
     st.caption("Three planes: click any view to move the crosshair; the other two follow.")
 
 
+PENDING_LIST = "The ground truth's lesions are listed until the prediction is ready."
+
+
 def navigation_layer(
     pred: MaskLayer | None, truth: MaskLayer | None, pending: bool = False
 ) -> MaskLayer | None:
     """The mask whose lesions are listed: the user's choice when both exist (``pending``: a
     prediction is on its way, and the ground truth's lesions are listed meanwhile)."""
+    sources = ["prediction", "ground truth"]
     if pending and pred is None and truth is not None:
-        st.caption("Lesions of the ground truth until the prediction is ready.")
+        # the choice to come, greyed out: the same height as the radio that replaces it, so
+        # the image below does not move when the prediction arrives
+        st.radio("Lesions of", sources, index=1, horizontal=True, disabled=True, help=PENDING_LIST)
+        return truth
     if pred is None or truth is None:
         return pred or truth
-    source = st.radio(
-        "Lesions of", ["prediction", "ground truth"], key=keys.LESION_SOURCE, horizontal=True
-    )
+    source = st.radio("Lesions of", sources, key=keys.LESION_SOURCE, horizontal=True)
     return pred if source == "prediction" else truth
 
 

@@ -48,12 +48,17 @@ def opening_case(config: ViewerConfig) -> CaseRef | None:
 def model_channels(config: ViewerConfig) -> tuple[str, ...]:
     """The input channels of the model the page runs when it opens: its first choice, the
     ``--model`` checkpoint or else the bundled model (as
-    :func:`medseg.viewer.ui.app.expected_channels` reads them; empty when it does not load)."""
+    :func:`medseg.viewer.ui.app.expected_channels` reads them; empty when it does not load).
+    The model is loaded as the page's first run loads it (its device, test-time augmentation
+    "as trained") and kept for the page (:func:`warmup.keep_model`)."""
     from medseg.viewer.core import services
 
     path = Path(config.model) if config.model is not None else services.default_model_path()
     try:
-        return tuple(services.load_predictor(path, device="cpu").channel_names)
+        predictor = services.load_predictor(path, device=config.device, tta=None)
+        key = warmup.model_key(str(path), path.stat().st_mtime, config.device, None)
+        warmup.keep_model(key, predictor)
+        return tuple(predictor.channel_names)
     except Exception:  # the page loads the model again and says why it does not load
         return ()
 
