@@ -61,6 +61,26 @@ def test_a_page_that_comes_early_waits_for_the_warm_up(
     assert calls == [ref]
 
 
+def test_a_page_that_asks_early_waits_for_the_model_being_loaded() -> None:
+    """The page asks for the model while the warm-up is still loading it: it waits for that
+    one instead of loading a second copy beside it."""
+    import threading
+
+    loading_model = threading.Event()
+    key = warmup.model_key("model.pt", 1.0, "cpu", None)
+
+    def plan() -> None:
+        loading_model.wait(10)
+        warmup.keep_model(key, "the model")  # as server.model_channels does
+        return None
+
+    warmup.start(plan)  # not joined
+    taker = threading.Timer(0.2, loading_model.set)
+    taker.start()
+    assert warmup.take_model(key) == "the model"
+    assert warmup.take_model(key) is None
+
+
 def test_a_case_that_fails_is_left_to_the_page(tmp_path: Path) -> None:
     ref = loading.CaseRef("missing", (tmp_path / "missing.nii.gz",))
     warmup.start(lambda: ref).join(60)

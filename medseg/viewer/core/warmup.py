@@ -116,7 +116,10 @@ def keep_model(key: tuple, model: Any) -> None:
 
 
 def take_model(key: tuple) -> Any:
-    """The model kept under ``key``, once; None when there is none (the page loads it)."""
+    """The model kept under ``key``, once (waiting while a warm-up is still finding its case,
+    which is when it loads one: loading it again beside it would only slow both); None when
+    there is none (the page loads it)."""
+    _planned.wait(timeout=PLAN_TIMEOUT)
     with _lock:
         return _models.pop(key, None)
 
