@@ -21,8 +21,21 @@ from medseg.viewer.core import cases, navigation, render, services
 from medseg.viewer.core.loading import Case
 
 
+class Memoised:
+    """What a case or a layer computes once and keeps (its ``_memo`` dict): derived tables,
+    ground-truth layers, download bytes, canvas tokens."""
+
+    _memo: dict[Any, Any]
+
+    def memo(self, key: Any, compute: Any) -> Any:
+        """``compute()`` the first time ``key`` is asked for, the kept value after."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+
 @dataclasses.dataclass(eq=False)
-class DisplayCase:
+class DisplayCase(Memoised):
     """A case in display orientation (see :mod:`medseg.viewer.core.render`)."""
 
     case: Case
@@ -39,12 +52,6 @@ class DisplayCase:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.images[0].shape)  # type: ignore[return-value]
-
-    def memo(self, key: Any, compute: Any) -> Any:
-        """Compute ``compute()`` once for this case and keep it (its ground-truth layers)."""
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
 
 
 def axial_friendly(array: np.ndarray) -> np.ndarray:
@@ -95,7 +102,7 @@ def prepare_case(case: Case) -> DisplayCase:
 
 
 @dataclasses.dataclass(eq=False)
-class MaskLayer:
+class MaskLayer(Memoised):
     """A label volume shown over the image, with memoised derived data.
 
     ``readouts`` and ``targets`` (lesion table, diameters) are computed on first use, so the
@@ -151,12 +158,6 @@ class MaskLayer:
         if key not in self._areas:
             self._areas[key] = navigation.slice_areas_mm2(self.display, spacing, view, labels)
         return self._areas[key]
-
-    def memo(self, name: str, compute: Any) -> Any:
-        """Compute ``compute()`` once and keep it (metrics, download bytes, ...)."""
-        if name not in self._memo:
-            self._memo[name] = compute()
-        return self._memo[name]
 
     def display_uncertainty(self, name: str) -> np.ndarray | None:
         """Uncertainty map ``name`` reoriented for display (memoised), or None."""
