@@ -176,6 +176,27 @@ def test_canvas_arguments_click_and_stroke(case_root: Path, constant_checkpoint:
     assert args["tool"]["filled"] is True
 
 
+def _browser_and_held_model(monkeypatch: pytest.MonkeyPatch):
+    """A connected browser (faked), and inference held until the test sets ``gate``:
+    (gate, started), ``started`` set once the model is loaded and predicting."""
+    import threading
+
+    from medseg.viewer.core import services
+    from medseg.viewer.ui import canvas
+
+    gate, started = threading.Event(), threading.Event()
+    real = services.run_inference
+
+    def held_inference(*args, **kwargs):
+        started.set()
+        assert gate.wait(60), "the test never let the model finish"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services, "run_inference", held_inference)
+    monkeypatch.setattr(canvas, "browser_connected", lambda: True)
+    return gate, started
+
+
 def test_a_browser_gets_the_scan_before_the_prediction(
     case_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -183,23 +204,10 @@ def test_a_browser_gets_the_scan_before_the_prediction(
     with the prediction already picked as the overlay, the model starts once the page shows
     the scan, a progress bar polls it, and the prediction arrives in the same canvas (the
     image is not sent again)."""
-    import threading
-
-    from medseg.viewer.core import services
-    from medseg.viewer.ui import canvas
     from tests.apps.viewer_factory import write_constant_checkpoint
 
     model = write_constant_checkpoint(tmp_path / "slow.pt")  # its own key in the job queue
-    gate, started = threading.Event(), threading.Event()
-    real = services.run_inference
-
-    def slow_inference(*args, **kwargs):
-        started.set()
-        assert gate.wait(60), "the test never let the model finish"
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(services, "run_inference", slow_inference)
-    monkeypatch.setattr(canvas, "browser_connected", lambda: True)
+    gate, started = _browser_and_held_model(monkeypatch)
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.session_state[keys.CONFIG] = ViewerConfig(sample_root=case_root, model=model, device="cpu")
     _after_poster(_ok(at.run()))
@@ -249,11 +257,7 @@ def test_the_ground_truth_is_named_by_the_model_before_its_prediction(
     """A ground truth with no names of its own (no --labels, no dataset.json) takes the
     model's class names once the model is loaded, while it still predicts: its lesions are
     not listed as "label 1" and then renamed when the prediction arrives."""
-    import threading
-
     from medseg.io import Volume, write_mask, write_volume
-    from medseg.viewer.core import services
-    from medseg.viewer.ui import canvas
     from tests.apps.viewer_factory import stand_in_model
 
     affine = np.diag([1.0, 1.0, 2.0, 1.0])
@@ -263,16 +267,7 @@ def test_the_ground_truth_is_named_by_the_model_before_its_prediction(
     image = write_volume(scan, tmp_path / "flair.nii.gz")
     seg = write_mask(truth, scan, tmp_path / "seg.nii.gz")
     model, _ = stand_in_model(monkeypatch, tmp_path, truth, affine, ["background", "tumour"])
-    gate, started = threading.Event(), threading.Event()
-    stand_in = services.run_inference
-
-    def held_inference(*args, **kwargs):
-        started.set()
-        assert gate.wait(60), "the test never let the model finish"
-        return stand_in(*args, **kwargs)
-
-    monkeypatch.setattr(services, "run_inference", held_inference)
-    monkeypatch.setattr(canvas, "browser_connected", lambda: True)
+    gate, started = _browser_and_held_model(monkeypatch)
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.session_state[keys.CONFIG] = ViewerConfig(
         path=image, gt=seg, model=model, device="cpu", runs_dir=tmp_path / "none"
