@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from medseg.io import Volume, write_mask, write_volume  # noqa: E402
 from tests.apps.test_viewer_browser import CHROMIUM, _serve  # noqa: E402
-from tests.apps.test_viewer_canvas import READY, WEBGL_ARGS  # noqa: E402
+from tests.apps.test_viewer_canvas import READY, SOFTWARE_COMPOSITING, WEBGL_ARGS  # noqa: E402
 from tests.apps.viewer_factory import write_constant_checkpoint  # noqa: E402
 
 # How Chromium puts the page on screen; WebGL runs on SwiftShader in both. "gpu": headless
@@ -69,7 +69,7 @@ from tests.apps.viewer_factory import write_constant_checkpoint  # noqa: E402
 # window on SwiftShader too (36-41 ms a frame at 1500 x 1200: it bounds paging, see
 # docs/viewer.md). "software": what Chrome does on a computer without a usable GPU, the
 # compositor on the CPU's own raster path, which redraws only what changed
-COMPOSITING = {"gpu": [], "software": ["--disable-gpu-compositing"]}
+COMPOSITING = {"gpu": [], "software": SOFTWARE_COMPOSITING}
 # the figures compared between the two in one run
 COMPARED = (
     "first image (the server-drawn slice), page opened -> shown (s)",
