@@ -242,16 +242,18 @@ def _pick_case(page, case: str) -> None:
     box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]')
     option = page.get_by_role("option", name=case, exact=True)
     # a rerun still under way (the image-area switch, a busy server) re-renders the sidebar
-    # and closes an open dropdown: open it again until the option shows
+    # and closes an open dropdown, or detaches its options as they are clicked: open it again
+    # until the click lands
     for _ in range(6):
         page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')")
         box.filter(has_text="Sample case").first.click()
         try:
             option.wait_for(timeout=10_000)
-            break
+            option.click(timeout=10_000)
+            return
         except PlaywrightTimeoutError:
             page.keyboard.press("Escape")
-    option.click()
+    raise AssertionError(f"could not pick {case} in the case list: the sidebar kept re-rendering")
 
 
 def _slice_caption(page):
