@@ -289,7 +289,8 @@ def sidebar_prediction(
         )
         return Prediction()
     queue = _prediction_jobs()
-    key = (shown.digest, str(path), path.stat().st_mtime, device, tta)
+    model_file = (str(path), path.stat().st_mtime)
+    key = (shown.digest, *model_file, device, tta)
     job = queue.get(key)
     clicked = st.sidebar.button("Run inference", key=keys.RUN_INFERENCE, type="primary")
     # A click retries a failed run; otherwise a running or finished one (or its error) is used.
@@ -310,7 +311,7 @@ def sidebar_prediction(
         else:
             st.session_state[keys.PREDICTION_AWAITED] = key
             _inference_progress(key)
-            names = _model_class_names().get((str(path), path.stat().st_mtime))
+            names = _model_class_names().get(model_file)
             return Prediction(pending=True, model_names=names or ())
     awaited = st.session_state.pop(keys.PREDICTION_AWAITED, None) == key
     entry = job.result()
